@@ -1,0 +1,3 @@
+"""hookbay: a self-hosted webhook data collector."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,211 @@
+"""The admin JSON API under ``/api/v1`` (FastAPI, OpenAPI at ``/api/v1/openapi.json``).
+
+Bearer tokens: the admin token sees every client; a client token sees only its own client's
+objects, and another client's object answers 404, exactly like a missing one.
+"""
+
+# No "from __future__ import annotations": FastAPI must resolve the local Annotated aliases at runtime.
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import schema
+from .errors import BadRequest, Forbidden, HookbayError, NotFound, Unauthorized, error_body
+from .ids import now_us, ulid
+from .models import RequestDetail, RequestPage, SourceCreate, SourceOut, SourceUpdate
+from .sources import SourceCache
+from .store import RequestFilter, Store, hash_secret
+from .views import parse_time, request_detail, request_summary, source_out
+
+
+@dataclass(frozen=True)
+class Principal:
+    client_id: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.client_id is None
+
+
+class ErrorOut(BaseModel):
+    error: dict[str, Any] = Field(examples=[{"code": "not_found", "message": "Not Found"}])
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    client_id: str | None = Field(default=None, description="Scope to one client; null for an admin token")
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    client_id: str | None
+    token: str | None = Field(default=None, description="Shown once, at creation")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422)
+}
+
+
+def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash_ref: dict[str, str | None]) -> FastAPI:
+    app = FastAPI(
+        title="hookbay admin API",
+        version="1",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+
+    @app.exception_handler(HookbayError)
+    async def _hb(_: Request, e: HookbayError) -> JSONResponse:
+        return JSONResponse(e.to_dict(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        msg = "Not Found" if e.status_code == 404 else str(e.detail)
+        return JSONResponse(error_body(code, msg), status_code=e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        detail = [{"path": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg")}
+                  for err in e.errors()]
+        return JSONResponse(error_body("invalid_request", "The request is invalid", detail), status_code=422)
+
+    async def principal(request: Request) -> Principal:
+        auth = request.headers.get("authorization", "")
+        scheme, _, tok = auth.partition(" ")
+        if scheme.lower() != "bearer" or not tok:
+            raise Unauthorized("Bearer token required", headers={"WWW-Authenticate": "Bearer"})
+        h = hash_secret(tok.strip())
+        admin_hash = admin_hash_ref.get("hash")
+        if admin_hash and hmac.compare_digest(h, admin_hash):
+            return Principal(None)
+
+        def q(conn: sa.Connection) -> tuple[str | None] | None:
+            row = conn.execute(sa.select(schema.tokens.c.client_id).where(schema.tokens.c.token_hash == h)).first()
+            return (row[0],) if row else None
+
+        found = await store.read(q)
+        if found is None:
+            raise Unauthorized("Invalid token", headers={"WWW-Authenticate": "Bearer"})
+        return Principal(found[0])
+
+    Auth = Annotated[Principal, Depends(principal)]
+
+    def scope_client(p: Principal, requested: str | None) -> str | None:
+        if p.is_admin:
+            return requested
+        if requested is not None and requested != p.client_id:
+            raise NotFound("Not Found")
+        return p.client_id
+
+    @app.get("/api/v1/sources", response_model=list[SourceOut], responses=ERRORS, tags=["sources"])
+    async def list_sources(p: Auth, client_id: str | None = None) -> list[SourceOut]:
+        rows = await store.list_sources(scope_client(p, client_id))
+        return [source_out(r, base_url) for r in rows]
+
+    @app.post("/api/v1/sources", response_model=SourceOut, status_code=201, responses=ERRORS, tags=["sources"])
+    async def create_source(p: Auth, body: SourceCreate) -> SourceOut:
+        if not p.is_admin and body.client_id != p.client_id:
+            raise Forbidden("A client token can create sources only for its own client")
+        row, key = await store.create_source(
+            name=body.name, client_id=body.client_id, config=body.config.model_dump(), enabled=body.enabled,
+            api_key=body.api_key,
+        )
+        await cache.reload()
+        return source_out(row, base_url, key)
+
+    @app.get("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
+    async def get_source(p: Auth, source_id: str) -> SourceOut:
+        return source_out(await store.get_source(source_id, scope_client(p, None)), base_url)
+
+    @app.patch("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
+    async def update_source(p: Auth, source_id: str, body: SourceUpdate) -> SourceOut:
+        row = await store.get_source(source_id, scope_client(p, None))
+        changes = body.model_dump(exclude_unset=True, exclude={"rotate_api_key", "remove_api_key"})
+        if body.config is not None:
+            changes["config"] = body.config.model_dump()
+        new, key = await store.update_source(row["id"], changes, rotate_api_key=body.rotate_api_key,
+                                             remove_api_key=body.remove_api_key)
+        await cache.reload()
+        return source_out(new, base_url, key)
+
+    @app.delete("/api/v1/sources/{source_id}", status_code=204, responses=ERRORS, tags=["sources"])
+    async def delete_source(p: Auth, source_id: str) -> Response:
+        row = await store.get_source(source_id, scope_client(p, None))
+        await store.delete_source(row["id"])
+        await cache.reload()
+        return Response(status_code=204)
+
+    @app.get("/api/v1/requests", response_model=RequestPage, responses=ERRORS, tags=["requests"])
+    async def list_requests(
+        p: Auth,
+        source: str | None = Query(default=None, description="Source id, token or name"),
+        since: str | None = Query(default=None, description="ISO-8601 time or relative (15m, 2h, 3d)"),
+        until: str | None = None,
+        verdict: str | None = Query(default=None, pattern="^(accepted|rejected|duplicate)$"),
+        state: str | None = Query(default=None, pattern="^(pending|processed|failed|rejected|duplicate)$"),
+        q: str | None = Query(default=None, max_length=200, description="Text in headers or body"),
+        limit: int = Query(default=50, ge=1, le=1000),
+        before: str | None = Query(default=None, description="Cursor: the next_cursor of the previous page"),
+    ) -> RequestPage:
+        client = scope_client(p, None)
+        source_id = None
+        if source:
+            source_id = (await store.get_source(source, client))["id"]
+        try:
+            f = RequestFilter(
+                source_id=source_id, client_id=client,
+                since_us=parse_time(since) if since else None, until_us=parse_time(until) if until else None,
+                verdict=verdict, state=state, text=q, before_id=before, limit=limit,
+            )
+        except ValueError as e:
+            raise BadRequest("Invalid time", detail=str(e)) from None
+        rows = await store.search_requests(f)
+        nxt = rows[-1]["id"] if len(rows) == limit else None
+        return RequestPage(items=[request_summary(r) for r in rows], next_cursor=nxt)
+
+    @app.get("/api/v1/requests/{request_id}", response_model=RequestDetail, responses=ERRORS, tags=["requests"])
+    async def get_request(p: Auth, request_id: str) -> RequestDetail:
+        row = await store.get_request(request_id, scope_client(p, None))
+        recs = await store.records_for([request_id])
+        return request_detail(row, recs[request_id])
+
+    @app.get("/api/v1/requests/{request_id}/body", responses=ERRORS, tags=["requests"],
+             response_class=Response)
+    async def get_request_body(p: Auth, request_id: str) -> Response:
+        row = await store.get_request(request_id, scope_client(p, None))
+        return Response(content=bytes(row["body"] or b""),
+                        media_type=row["content_type"] or "application/octet-stream")
+
+    @app.post("/api/v1/tokens", response_model=TokenOut, status_code=201, responses=ERRORS, tags=["tokens"])
+    async def create_token(p: Auth, body: TokenCreate) -> TokenOut:
+        if not p.is_admin:
+            raise Forbidden("Only the admin token can create tokens")
+        out = await create_token_row(store, body.name, body.client_id)
+        return out
+
+    return app
+
+
+async def create_token_row(store: Store, name: str, client_id: str | None) -> TokenOut:
+    tok = "hbt_" + secrets.token_urlsafe(32)
+    tid = "tok_" + ulid()
+
+    def ins(conn: sa.Connection) -> None:
+        conn.execute(schema.tokens.insert().values(id=tid, name=name, token_hash=hash_secret(tok),
+                                                   client_id=client_id, created_at=now_us()))
+
+    await store.write(ins)
+    return TokenOut(id=tid, name=name, client_id=client_id, token=tok)

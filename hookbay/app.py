@@ -1,0 +1,183 @@
+"""The root ASGI application: ingest routes on the hand-written hot path, everything else on FastAPI.
+
+It owns the lifespan: opening the store, loading the source cache, and running the worker and the
+cache refresher as background tasks of the same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import secrets
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import metrics
+from .admin import create_admin_app
+from .asgi import Receive, Scope, Send, send_json, send_raw
+from .errors import NotFound, Unauthorized
+from .ingest import NOT_FOUND_BODY, Ingest
+from .settings import Settings
+from .sources import SourceCache
+from .store import Store, hash_secret, open_store
+from .views import receipt
+from .worker import Worker
+
+log = structlog.get_logger("hookbay.app")
+
+
+class HookbayApp:
+    def __init__(self, settings: Settings, store: Store | None = None, *, run_worker: bool | None = None) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings)
+        self.cache = SourceCache(self.store, settings.max_body_bytes, settings.source_refresh_seconds)
+        self.ingest = Ingest(self.store, self.cache, settings)
+        self.admin_hash: dict[str, str | None] = {"hash": None}
+        self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash)
+        self.run_worker = settings.run_worker if run_worker is None else run_worker
+        self.worker = Worker(self.store, self.cache, settings)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.generated_admin_token: str | None = None
+
+    async def startup(self) -> None:
+        await asyncio.to_thread(self.store.migrate)
+        await self.store.start()
+        await self._bootstrap_admin_token()
+        await self.cache.reload()
+        self._tasks.append(asyncio.create_task(self.cache.run(), name="source-refresh"))
+        self._tasks.append(asyncio.create_task(self._gauge_loop(), name="queue-gauge"))
+        if self.run_worker:
+            self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
+
+    async def shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        self._tasks.clear()
+        await self.store.close()
+
+    async def _bootstrap_admin_token(self) -> None:
+        """Use HOOKBAY_ADMIN_TOKEN if set; else generate one on first start and print it once."""
+        if self.settings.admin_token:
+            h = hash_secret(self.settings.admin_token)
+            await self.store.set_meta("admin_token_hash", h)
+        else:
+            tok = "hba_" + secrets.token_urlsafe(32)
+            if await self.store.set_meta_if_absent("admin_token_hash", hash_secret(tok)):
+                self.generated_admin_token = tok
+                print(f"hookbay: generated admin token (shown once, store it now): {tok}", flush=True)
+            h = await self.store.get_meta("admin_token_hash") or ""
+        self.admin_hash["hash"] = h
+
+    async def _gauge_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                metrics.queue_depth.set(await self.store.queue_depth())
+            await asyncio.sleep(5)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        typ = scope["type"]
+        if typ == "http":
+            path: str = scope["path"]
+            lower = path.lower()
+            if lower.startswith("/v1/data/"):
+                token = path[9:]
+                if token[:8].lower() == "webhook/":
+                    token = token[8:]
+                await self.ingest.handle(scope, receive, send, token.rstrip("/"))
+                return
+            if lower.startswith("/v1/requests/") and scope["method"] == "GET":
+                await self._receipt(scope, send, path[13:].rstrip("/"))
+                return
+            if path == "/healthz":
+                await send_raw(send, 200, b'{"status":"ok"}')
+                return
+            if path == "/readyz":
+                await self._ready(send)
+                return
+            if path == "/metrics":
+                await send_raw(send, 200, generate_latest(metrics.registry),
+                               content_type=CONTENT_TYPE_LATEST.encode())
+                return
+            await self.admin(scope, receive, send)
+            return
+        if typ == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.admin(scope, receive, send)
+
+    async def _ready(self, send: Send) -> None:
+        try:
+            ok = await asyncio.wait_for(self.store.ping(), 2)
+        except Exception:
+            ok = False
+        if ok and self.store.writer.stats.failures and self.store.writer.stats.batches == 0:
+            ok = False
+        if ok:
+            await send_raw(send, 200, b'{"status":"ready"}')
+        else:
+            await send_json(send, 503, {"error": {"code": "not_ready", "message": "storage unavailable"}},
+                            {"Retry-After": str(self.settings.retry_after)})
+
+    async def _receipt(self, scope: Scope, send: Send, request_id: str) -> None:
+        """Receipt for integrators: the request id is a 128-bit capability; a source with an API
+        key also requires that key (or the admin token)."""
+        try:
+            row = await self.store.get_request(request_id)
+        except NotFound:
+            await send_raw(send, 404, NOT_FOUND_BODY)
+            return
+        src = self.cache.by_id.get(row["source_id"] or "")
+        if src is not None and src.api_key_hash is not None and not self._receipt_authorised(scope, src.api_key_hash):
+            e = Unauthorized("Missing or invalid API key")
+            await send_json(send, e.status, e.to_dict())
+            return
+        recs = await self.store.records_for([request_id])
+        await send_raw(send, 200, orjson.dumps(receipt(row, recs[request_id])))
+
+    def _receipt_authorised(self, scope: Scope, key_hash: str) -> bool:
+        from urllib.parse import parse_qsl
+
+        given: list[str] = []
+        for k, v in scope["headers"]:
+            if k == b"x-api-key":
+                given.append(v.decode("latin-1"))
+            elif k == b"authorization" and v[:7].lower() == b"bearer ":
+                given.append(v[7:].decode("latin-1").strip())
+        for k2, v2 in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+            if k2 == "api-key":
+                given.append(v2)
+        admin = self.admin_hash.get("hash") or ""
+        for g in given:
+            h = hash_secret(g)
+            if hmac.compare_digest(h, key_hash) or (admin and hmac.compare_digest(h, admin)):
+                return True
+        return False
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as e:
+                    log.exception("startup_failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings | None = None) -> HookbayApp:
+    from .settings import get_settings
+
+    return HookbayApp(settings or get_settings())

@@ -1,0 +1,428 @@
+"""The ``hookbay`` command line. Every command that prints data takes ``--json`` for scripts.
+
+Management commands talk to the database directly (same ``HOOKBAY_*`` settings as the server), so
+they work with the server stopped; a running server picks source changes up within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import typer
+import yaml
+
+from .errors import HookbayError
+from .models import SourceConfig, SourceCreate
+from .settings import Settings, get_settings
+from .store import RequestFilter, Store, open_store
+from .views import iso, parse_time, request_detail, request_summary, source_out
+
+T = TypeVar("T")
+
+app = typer.Typer(help="hookbay: a self-hosted webhook data collector.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+source_app = typer.Typer(help="Create, inspect and change sources (ingest URLs).", no_args_is_help=True)
+token_app = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
+app.add_typer(source_app, name="source")
+app.add_typer(token_app, name="token")
+
+JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts")
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _fail(e: HookbayError, as_json: bool) -> None:
+    if as_json:
+        _print_json(e.to_dict())
+    else:
+        typer.echo(f"error: {e.message}" + (f" ({e.detail})" if e.detail else ""), err=True)
+    raise typer.Exit(1)
+
+
+def _run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) -> T:
+    settings = get_settings()
+
+    async def main() -> T:
+        store = open_store(settings)
+        await asyncio.to_thread(store.migrate)
+        await store.start()
+        try:
+            return await fn(store, settings)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except HookbayError as e:
+        _fail(e, as_json)
+        raise  # unreachable
+
+
+def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, max_body: int | None,
+            idem: str | None) -> dict[str, Any]:
+    cfg = dict(base)
+    if fmt is not None:
+        cfg["format"] = fmt
+    if methods:
+        cfg["methods"] = [m.upper() for m in methods]
+    if max_body is not None:
+        cfg["max_body_bytes"] = max_body
+    if idem is not None:
+        cfg["idempotency_header"] = idem or None
+    try:
+        return SourceConfig.model_validate(cfg).model_dump()
+    except Exception as e:
+        typer.echo(f"error: invalid source settings: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _show_source(out: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(out)
+        return
+    typer.echo(f"id:         {out['id']}\nclient:     {out['client_id']}\nname:       {out['name']}")
+    typer.echo(f"ingest URL: {out['ingest_url']}\nenabled:    {out['enabled']}")
+    typer.echo(f"api key:    {'required' if out['api_key_required'] else 'not required'}")
+    typer.echo(f"config:     {orjson.dumps(out['config']).decode()}")
+    if out.get("api_key"):
+        typer.echo(f"API key (shown once, store it now): {out['api_key']}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Bind address (HOOKBAY_HOST)"),
+    port: int = typer.Option(None, help="Port (HOOKBAY_PORT)"),
+    worker: bool = typer.Option(True, "--worker/--no-worker", help="Run the processing worker in this process"),
+) -> None:
+    """Run ingest, admin API and worker in one process (SQLite in the data directory by default)."""
+    import uvicorn
+
+    from .app import HookbayApp
+    from .logs import setup_logging
+
+    settings = get_settings()
+    if host:
+        settings.host = host
+    if port:
+        settings.port = port
+    setup_logging(settings.log_level, settings.log_json)
+    application = HookbayApp(settings, run_worker=worker)
+    db = settings.effective_database_url
+    shown_db = db if db.startswith("sqlite") else db.split("@")[-1]
+    typer.echo(f"hookbay {settings.base_url}  (database: {shown_db})")
+    typer.echo(f"  admin API: {settings.base_url}/api/v1/docs   metrics: {settings.base_url}/metrics")
+    typer.echo('  create a source: hookbay source create --name "Web Form" --client acme')
+    uvicorn.run(application, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                access_log=False, log_level=settings.log_level.lower(), lifespan="on")
+
+
+@app.command("worker")
+def worker_cmd() -> None:
+    """Run only the processing worker (scale out against a shared PostgreSQL)."""
+    from .logs import setup_logging
+    from .sources import SourceCache
+    from .worker import Worker
+
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_json)
+
+    async def main(store: Store, s: Settings) -> None:
+        cache = SourceCache(store, s.max_body_bytes, s.source_refresh_seconds)
+        await cache.reload()
+        refresher = asyncio.create_task(cache.run())
+        try:
+            await Worker(store, cache, s).run()
+        finally:
+            refresher.cancel()
+
+    try:
+        _run(main)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the schema (serve does this on start too)."""
+    settings = get_settings()
+    open_store(settings).migrate()
+    typer.echo("schema is up to date")
+
+
+@source_app.command("create")
+def source_create(
+    name: str = typer.Option(..., help="Display name, unique per client"),
+    client: str = typer.Option(..., help="Client (tenant) id"),
+    api_key: bool = typer.Option(False, "--api-key", help="Require an API key; it is printed once"),
+    fmt: str = typer.Option(None, "--format", help="auto|json|ndjson|form"),
+    method: list[str] = typer.Option(None, "--allow-method", help="Allowed method (repeatable), default POST"),
+    max_body: int = typer.Option(None, help="Body size limit in bytes (default 1 MiB)"),
+    idempotency_header: str = typer.Option(None, help="Extra header naming a delivery id"),
+    disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a source and print its secret ingest URL."""
+    cfg = _config({}, fmt, method, max_body, idempotency_header)
+    try:
+        SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg))
+    except Exception as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        row, key = await store.create_source(name=name, client_id=client, config=cfg, enabled=not disabled,
+                                             api_key=api_key)
+        return source_out(row, s.base_url, key).model_dump()
+
+    _show_source(_run(go, as_json), as_json)
+
+
+@source_app.command("list")
+def source_list(client: str = typer.Option(None, help="Only this client"), as_json: bool = JsonOpt) -> None:
+    """List sources."""
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        return [source_out(r, s.base_url).model_dump() for r in await store.list_sources(client)]
+
+    rows = _run(go, as_json)
+    if as_json:
+        _print_json(rows)
+        return
+    for r in rows:
+        flag = "" if r["enabled"] else "  (disabled)"
+        typer.echo(f"{r['id']}  {r['client_id']}/{r['name']}  {r['ingest_url']}{flag}")
+
+
+@source_app.command("show")
+def source_show(ref: str = typer.Argument(..., help="Source id, token or name"), as_json: bool = JsonOpt) -> None:
+    """Show one source."""
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return source_out(await store.get_source(ref), s.base_url).model_dump()
+
+    _show_source(_run(go, as_json), as_json)
+
+
+@source_app.command("update")
+def source_update(
+    ref: str = typer.Argument(..., help="Source id, token or name"),
+    name: str = typer.Option(None),
+    enable: bool = typer.Option(None, "--enable/--disable"),
+    fmt: str = typer.Option(None, "--format"),
+    method: list[str] = typer.Option(None, "--allow-method"),
+    max_body: int = typer.Option(None),
+    idempotency_header: str = typer.Option(None),
+    api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
+    remove_api_key: bool = typer.Option(False, "--remove-api-key"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Change a source; only the options given change."""
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        row = await store.get_source(ref)
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if enable is not None:
+            changes["enabled"] = enable
+        if any(v is not None for v in (fmt, max_body, idempotency_header)) or method:
+            changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header)
+        new, key = await store.update_source(row["id"], changes, rotate_api_key=api_key,
+                                             remove_api_key=remove_api_key)
+        return source_out(new, s.base_url, key).model_dump()
+
+    _show_source(_run(go, as_json), as_json)
+
+
+@source_app.command("delete")
+def source_delete(ref: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+    """Delete a source (its stored requests stay in the log)."""
+
+    async def go(store: Store, s: Settings) -> str:
+        row = await store.get_source(ref)
+        await store.delete_source(row["id"])
+        return str(row["id"])
+
+    sid = _run(go, as_json)
+    if as_json:
+        _print_json({"deleted": sid})
+    else:
+        typer.echo(f"deleted {sid}")
+
+
+@source_app.command("apply")
+def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), as_json: bool = JsonOpt) -> None:
+    """Declare sources in YAML; creates missing ones, updates changed ones, leaves the rest (idempotent)."""
+    try:
+        doc = yaml.safe_load(file.read_text()) or {}
+        items = doc.get("sources", []) if isinstance(doc, dict) else []
+        specs = [SourceCreate.model_validate(i) for i in items]
+    except Exception as e:
+        typer.echo(f"error: {file}: {e}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        out = []
+        existing = {(r["client_id"], r["name"]): r for r in await store.list_sources()}
+        for spec in specs:
+            cfg = spec.config.model_dump()
+            cur = existing.get((spec.client_id, spec.name))
+            key = None
+            if cur is None:
+                row, key = await store.create_source(name=spec.name, client_id=spec.client_id, config=cfg,
+                                                     enabled=spec.enabled, api_key=spec.api_key)
+                action = "created"
+            else:
+                changes: dict[str, Any] = {}
+                if orjson.loads(cur["config"]) != cfg:
+                    changes["config"] = cfg
+                if bool(cur["enabled"]) != spec.enabled:
+                    changes["enabled"] = spec.enabled
+                want_key = spec.api_key and cur["api_key_hash"] is None
+                drop_key = not spec.api_key and cur["api_key_hash"] is not None
+                if changes or want_key or drop_key:
+                    row, key = await store.update_source(cur["id"], changes, rotate_api_key=want_key,
+                                                         remove_api_key=drop_key)
+                    action = "updated"
+                else:
+                    row, action = cur, "unchanged"
+            o = source_out(row, s.base_url, key).model_dump()
+            o["action"] = action
+            out.append(o)
+        return out
+
+    results = _run(go, as_json)
+    if as_json:
+        _print_json(results)
+        return
+    for r in results:
+        typer.echo(f"{r['action']:9}  {r['client_id']}/{r['name']}  {r['ingest_url']}")
+        if r.get("api_key"):
+            typer.echo(f"           API key (shown once): {r['api_key']}")
+
+
+requests_app = typer.Typer(help="Search and follow the request log.", invoke_without_command=True)
+app.add_typer(requests_app, name="requests")
+
+
+def _fmt_row(r: dict[str, Any]) -> str:
+    return (f"{r['received_at']}  {r['id']}  {r['method']:5} {r['status']}  {r['verdict']:9} {r['state']:9} "
+            f"{r['rule'] or '-':10} {r['body_size']}B  {r['source_id']}")
+
+
+@requests_app.callback()
+def requests_cmd(
+    ctx: typer.Context,
+    source: str = typer.Option(None, help="Source id, token or name"),
+    since: str = typer.Option(None, help="ISO time or relative (15m, 2h, 3d)"),
+    until: str = typer.Option(None),
+    verdict: str = typer.Option(None, help="accepted|rejected|duplicate"),
+    state: str = typer.Option(None, help="pending|processed|failed|rejected|duplicate"),
+    q: str = typer.Option(None, help="Text in headers or body"),
+    limit: int = typer.Option(50),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new requests"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List requests, newest first; with --follow, print new ones as they arrive (oldest first)."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def emit(rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            d = request_summary(r).model_dump()
+            sys.stdout.write((orjson.dumps(d).decode() if as_json else _fmt_row(d)) + "\n")
+        sys.stdout.flush()
+
+    async def go(store: Store, s: Settings) -> None:
+        source_id = (await store.get_source(source))["id"] if source else None
+        f = RequestFilter(source_id=source_id, since_us=parse_time(since) if since else None,
+                          until_us=parse_time(until) if until else None, verdict=verdict, state=state,
+                          text=q, limit=limit)
+        rows = await store.search_requests(f)
+        if not follow:
+            if as_json:
+                _print_json([request_summary(r).model_dump() for r in rows])
+            else:
+                emit(rows)
+            return
+        rows.reverse()
+        emit(rows)
+        last = rows[-1]["id"] if rows else "req_" + _ulid_floor(time.time())
+        while True:
+            f.after_id, f.limit = last, 500
+            new = await store.search_requests(f)
+            if new:
+                emit(new)
+                last = new[-1]["id"]
+            else:
+                await asyncio.sleep(0.5)
+
+    try:
+        _run(go, as_json)
+    except KeyboardInterrupt:
+        pass
+
+
+def _ulid_floor(ts: float) -> str:
+    from .ids import _ALPHABET
+
+    v = int(ts * 1000) << 80
+    return "".join(_ALPHABET[(v >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+@requests_app.command("show")
+def requests_show(request_id: str, as_json: bool = JsonOpt) -> None:
+    """Show one request with headers, body, receipt and records."""
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        row = await store.get_request(request_id)
+        recs = await store.records_for([request_id])
+        return request_detail(row, recs[request_id]).model_dump()
+
+    d = _run(go, as_json)
+    if as_json:
+        _print_json(d)
+        return
+    typer.echo(_fmt_row(d))
+    typer.echo(f"{d['method']} {d['path']}{'?' + d['query'] if d['query'] else ''}  from {d['peer']}")
+    for k, v in d["headers"]:
+        typer.echo(f"  {k}: {v}")
+    typer.echo("")
+    typer.echo(d["body"] if d["body"] is not None else f"<{d['body_size']} bytes, not UTF-8; see --json>")
+    typer.echo("")
+    typer.echo("receipt: " + orjson.dumps(d["receipt"]).decode())
+    for rec in d["records"]:
+        typer.echo("record:  " + orjson.dumps(rec).decode())
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Option(...), client: str = typer.Option(None, help="Scope the token to one client"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create an API token (printed once)."""
+    from .admin import create_token_row
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return (await create_token_row(store, name, client)).model_dump()
+
+    out = _run(go, as_json)
+    if as_json:
+        _print_json(out)
+    else:
+        typer.echo(f"{out['id']}  token (shown once): {out['token']}")
+
+
+def main() -> None:
+    app()
+
+
+_ = iso

@@ -1,0 +1,187 @@
+"""The ingest endpoint: plain ASGI on the hot path.
+
+Checks run in the SPEC's order; the first failure answers. A 2xx is sent only after the writer
+has committed the raw request and its job. Rejections are logged with the rule that failed,
+except unknown tokens, which are only counted (a scanner must not be able to fill the log).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import structlog
+
+from . import metrics
+from .asgi import Receive, Scope, Send, send_json, send_raw
+from .errors import (
+    HookbayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    StorageUnavailable,
+    Unauthorized,
+)
+from .ids import new_request_id, now_us
+from .parsers.formats import check_well_formed
+from .settings import Settings
+from .sources import ActiveSource, SourceCache
+from .store import Store, hash_secret
+
+log = structlog.get_logger("hookbay.ingest")
+
+NOT_FOUND_BODY = orjson.dumps(NotFound().to_dict())
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """Read the body, failing as soon as it passes ``limit`` so nothing unbounded is buffered."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = msg.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(detail={"limit_bytes": limit})
+            chunks.append(chunk)
+        if not msg.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
+
+
+class Ingest:
+    def __init__(self, store: Store, cache: SourceCache, settings: Settings) -> None:
+        self.store = store
+        self.cache = cache
+        self.settings = settings
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
+        start = time.perf_counter()
+        src = self.cache.by_token.get(token.lower())
+        if src is None:
+            metrics.unknown_tokens_total.inc()
+            await send_raw(send, 404, NOT_FOUND_BODY)
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        body: bytes | None = None
+        try:
+            method = scope["method"]
+            if method not in src.methods:
+                raise MethodNotAllowed(
+                    f"{method} is not allowed for this source", headers={"Allow": src.allow_header}
+                ).with_rule("method")
+            if src.api_key_hash is not None:
+                self._check_api_key(scope, headers, src)
+            clen = _header(headers, b"content-length")
+            if clen is not None and clen.isdigit() and int(clen) > src.max_body:
+                raise PayloadTooLarge(detail={"limit_bytes": src.max_body}).with_rule("body_size")
+            try:
+                body = await read_body(receive, src.max_body)
+            except PayloadTooLarge as e:
+                raise e.with_rule("body_size") from None
+            ctype = _header(headers, b"content-type")
+            ctype_s = ctype.decode("latin-1") if ctype is not None else None
+            fmt = src.config.format
+            if fmt != "auto" or ctype_s is not None:
+                try:
+                    check_well_formed(body, ctype_s, fmt)
+                except HookbayError as e:
+                    raise e.with_rule("format") from None
+        except ClientGone:
+            return
+        except HookbayError as e:
+            await self._reject(scope, src, body, e)
+            await send_json(send, e.status, e.to_dict(), e.headers)
+            return
+
+        row = self._row(scope, src, body, "accepted", None, 200, "pending")
+        for name in src.idempotency_headers:
+            v = _header(headers, name)
+            if v:
+                row["idempotency_key"] = v.decode("latin-1")[:200]
+                break
+        try:
+            request_id = await self.store.writer.ingest(row)
+        except StorageUnavailable as e:
+            metrics.storage_errors_total.inc()
+            log.error("ingest_storage_unavailable", source_id=src.id, detail=e.detail)
+            e.headers["Retry-After"] = str(self.settings.retry_after)
+            await send_json(send, e.status, e.to_dict(), e.headers)
+            return
+        metrics.requests_total.labels(src.id, row["verdict"]).inc()
+        metrics.ack_seconds.observe(time.perf_counter() - start)
+        rid = request_id.encode()
+        await send_raw(
+            send, 200, b'{"status":"accepted","request_id":"' + rid + b'"}', extra=[(b"x-request-id", rid)]
+        )
+
+    def _check_api_key(self, scope: Scope, headers: list[tuple[bytes, bytes]], src: ActiveSource) -> None:
+        key = _header(headers, b"x-api-key")
+        given = key.decode("latin-1") if key else None
+        if given is None and scope.get("query_string"):
+            for k, v in parse_qsl(scope["query_string"].decode("latin-1")):
+                if k == "api-key":
+                    given = v
+                    break
+        if given is None or not hmac.compare_digest(hash_secret(given), src.api_key_hash or ""):
+            raise Unauthorized("Missing or invalid API key").with_rule("api_key")
+
+    def _row(
+        self, scope: Scope, src: ActiveSource, body: bytes | None, verdict: str, rule: str | None,
+        status: int, state: str,
+    ) -> dict[str, Any]:
+        headers = scope["headers"]
+        client = scope.get("client")
+        ctype = _header(headers, b"content-type")
+        return {
+            "id": new_request_id(),
+            "source_id": src.id,
+            "client_id": src.client_id,
+            "received_at": now_us(),
+            "method": scope["method"],
+            "path": scope.get("raw_path", b"").decode("latin-1") if scope.get("raw_path") else scope["path"],
+            "query": scope.get("query_string", b"").decode("latin-1"),
+            "headers": orjson.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers]).decode(),
+            "peer": client[0] if client else None,
+            "content_type": ctype.decode("latin-1")[:200] if ctype else None,
+            "body": body,
+            "body_size": len(body) if body is not None else 0,
+            "verdict": verdict,
+            "rule": rule,
+            "status": status,
+            "state": state,
+            "idempotency_key": None,
+            "duplicate_of": None,
+            "receipt": None,
+            "processed_at": None,
+        }
+
+    async def _reject(self, scope: Scope, src: ActiveSource, body: bytes | None, e: HookbayError) -> None:
+        rule = getattr(e, "rule", None) or e.code
+        metrics.requests_total.labels(src.id, "rejected").inc()
+        row = self._row(scope, src, body, "rejected", rule, e.status, "rejected")
+        row["receipt"] = orjson.dumps({"errors": [{"path": "$", "code": e.code, "message": e.message,
+                                                   **({"detail": e.detail} if e.detail is not None else {})}],
+                                       "warnings": []}).decode()
+        log.info("ingest_rejected", source_id=src.id, rule=rule, status=e.status)
+        try:
+            await self.store.writer.ingest(row)
+        except StorageUnavailable:
+            log.error("reject_log_failed", source_id=src.id, rule=rule)

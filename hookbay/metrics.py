@@ -1,0 +1,27 @@
+"""Prometheus metrics, one registry per process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+registry = CollectorRegistry()
+
+requests_total = Counter(
+    "hookbay_requests_total", "Requests at ingest URLs by source and verdict", ["source", "verdict"], registry=registry
+)
+unknown_tokens_total = Counter(
+    "hookbay_unknown_token_total", "Requests to ingest URLs naming no active source", registry=registry
+)
+ack_seconds = Histogram(
+    "hookbay_ack_seconds", "Time from request start to durable acknowledgement", registry=registry,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+storage_errors_total = Counter(
+    "hookbay_storage_errors_total", "Ingest requests answered 503 because storage failed", registry=registry
+)
+queue_depth = Gauge("hookbay_queue_depth", "Processing jobs not yet finished", registry=registry)
+processing_lag_seconds = Histogram(
+    "hookbay_processing_lag_seconds", "Time from receipt to processed", registry=registry,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+processed_total = Counter("hookbay_processed_total", "Requests processed by outcome", ["state"], registry=registry)

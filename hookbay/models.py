@@ -1,0 +1,110 @@
+"""Pydantic models for source configuration and the admin API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Format = Literal["auto", "json", "ndjson", "xml", "csv", "form"]
+Parser = Literal["generic"]
+Method = Literal["POST", "PUT", "PATCH", "GET"]
+
+
+class SourceConfig(BaseModel):
+    """What a source accepts and how its bodies are parsed; stored as JSON in ``sources.config``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Format = "auto"
+    parser: Parser = "generic"
+    methods: list[Method] = Field(default_factory=lambda: ["POST"])
+    max_body_bytes: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024)
+    idempotency_header: str | None = Field(default=None, description="Extra header naming the delivery id")
+
+    @field_validator("methods")
+    @classmethod
+    def _dedupe(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for m in v:
+            m = m.upper()
+            if m not in out:
+                out.append(m)
+        if not out:
+            raise ValueError("at least one method")
+        return out
+
+
+class SourceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    client_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    enabled: bool = True
+    api_key: bool = Field(default=False, description="Generate an API key (returned once)")
+    config: SourceConfig = Field(default_factory=SourceConfig)
+
+
+class SourceUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    enabled: bool | None = None
+    config: SourceConfig | None = None
+    rotate_api_key: bool = False
+    remove_api_key: bool = False
+
+
+class SourceOut(BaseModel):
+    id: str
+    client_id: str
+    name: str
+    token: str
+    ingest_url: str
+    enabled: bool
+    api_key_required: bool
+    config: SourceConfig
+    created_at: str
+    updated_at: str
+    api_key: str | None = Field(default=None, description="Present only in the answer that created it")
+
+
+class RequestSummary(BaseModel):
+    id: str
+    source_id: str | None
+    client_id: str | None
+    received_at: str
+    method: str
+    path: str
+    peer: str | None
+    content_type: str | None
+    body_size: int
+    verdict: str
+    rule: str | None
+    status: int
+    state: str
+    duplicate_of: str | None
+
+
+class RequestDetail(RequestSummary):
+    query: str
+    headers: list[list[str]]
+    body: str | None = Field(description="The body as UTF-8 text when it decodes, else null")
+    body_base64: str | None = Field(description="The exact body bytes, base64")
+    receipt: dict[str, Any] | None
+    records: list[dict[str, Any]]
+
+
+class RequestPage(BaseModel):
+    items: list[RequestSummary]
+    next_cursor: str | None
+
+
+class Receipt(BaseModel):
+    request_id: str
+    state: str
+    received_at: str
+    processed_at: str | None
+    records: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    warnings: list[dict[str, Any]]

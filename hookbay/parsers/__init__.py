@@ -1,0 +1,1 @@
+"""Body decoding (``formats``) and the parsers that turn decoded trees into records."""

@@ -1,0 +1,116 @@
+"""The one schema (SQLAlchemy Core) for SQLite and PostgreSQL; Alembic migrations must produce exactly this.
+
+Times are integer microseconds since the epoch so both dialects compare and index them the same way.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    }
+)
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # rowid alias on SQLite
+Json = sa.Text  # JSON documents are stored as text written by orjson: identical bytes on both dialects
+
+sources = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("client_id", sa.String(100), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False, unique=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("config", Json, nullable=False, server_default="{}"),
+    sa.Column("api_key_hash", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("client_id", "name"),
+)
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("source_id", sa.String(40), nullable=True),
+    sa.Column("client_id", sa.String(100), nullable=True),
+    sa.Column("received_at", sa.BigInteger, nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("query", sa.Text, nullable=False, server_default=""),
+    sa.Column("headers", Json, nullable=False),
+    sa.Column("peer", sa.String(64), nullable=True),
+    sa.Column("content_type", sa.String(200), nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=True),
+    sa.Column("body_size", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("rule", sa.String(40), nullable=True),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("duplicate_of", sa.String(40), nullable=True),
+    sa.Column("receipt", Json, nullable=True),
+    sa.Column("processed_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_requests_source_received", "source_id", "received_at"),
+    sa.Index("ix_requests_received_at", "received_at"),
+    sa.Index("ix_requests_state", "state"),
+    sa.Index(
+        "uq_requests_idempotency",
+        "source_id",
+        "idempotency_key",
+        unique=True,
+    ),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("request_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("state", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("run_after", sa.BigInteger, nullable=False),
+    sa.Column("locked_until", sa.BigInteger, nullable=True),
+    sa.Column("locked_by", sa.String(80), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_jobs_claim", "state", "run_after"),
+)
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("request_id", sa.String(40), nullable=False),
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("source_id", sa.String(40), nullable=False),
+    sa.Column("client_id", sa.String(100), nullable=False),
+    sa.Column("parser", sa.String(32), nullable=False),
+    sa.Column("parser_version", sa.String(16), nullable=False),
+    sa.Column("data", Json, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("request_id", "idx"),
+    sa.Index("ix_records_source_created", "source_id", "created_at"),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("client_id", sa.String(100), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)

@@ -1,0 +1,54 @@
+"""One settings object for every process, read from ``HOOKBAY_*`` environment variables."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOOKBAY_", extra="ignore")
+
+    data_dir: Path = Field(default=Path.home() / ".hookbay", description="Directory for the SQLite database")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in data_dir")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = Field(default="", description="Base URL printed for ingest links")
+    admin_token: str = Field(default="", description="Admin bearer token; generated on first start if empty")
+    max_body_bytes: int = 1024 * 1024
+    batch_max: int = Field(default=512, description="Most requests committed in one group commit")
+    write_timeout: float = Field(default=10.0, description="Seconds an ingest waits for its commit before 503")
+    busy_timeout_ms: int = Field(default=5000, description="SQLite busy timeout / PostgreSQL lock timeout")
+    retry_after: int = Field(default=5, description="Retry-After seconds sent with 503")
+    job_lease_seconds: float = 30.0
+    job_max_attempts: int = 5
+    worker_batch: int = 200
+    worker_poll_seconds: float = 1.0
+    run_worker: bool = Field(default=True, description="Run the worker inside `serve`")
+    source_refresh_seconds: float = 0.5
+    log_level: str = "info"
+    log_json: bool = True
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{(self.data_dir / 'hookbay.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

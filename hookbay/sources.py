@@ -1,0 +1,103 @@
+"""The in-memory source table: the ingest path looks tokens up here, never in the database.
+
+A background task reloads it when the ``sources_rev`` marker changes (any process that edits a
+source bumps it), and the admin API reloads it at once after its own edits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from .models import SourceConfig
+from .store import Store
+
+log = structlog.get_logger("hookbay.sources")
+
+
+@dataclass(slots=True, frozen=True)
+class ActiveSource:
+    id: str
+    client_id: str
+    name: str
+    token: str
+    enabled: bool
+    api_key_hash: str | None
+    config: SourceConfig
+    methods: frozenset[str]
+    allow_header: str
+    max_body: int
+    idempotency_headers: tuple[bytes, ...]
+
+
+DEFAULT_IDEMPOTENCY_HEADERS = (b"webhook-id", b"x-github-delivery", b"x-wc-webhook-delivery-id", b"idempotency-key")
+
+
+def build_source(row: dict[str, Any], default_max_body: int) -> ActiveSource:
+    cfg = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
+    idem = DEFAULT_IDEMPOTENCY_HEADERS
+    if cfg.idempotency_header:
+        idem = (cfg.idempotency_header.lower().encode("latin-1"), *idem)
+    return ActiveSource(
+        id=row["id"],
+        client_id=row["client_id"],
+        name=row["name"],
+        token=row["token"],
+        enabled=bool(row["enabled"]),
+        api_key_hash=row["api_key_hash"],
+        config=cfg,
+        methods=frozenset(cfg.methods),
+        allow_header=", ".join(cfg.methods),
+        max_body=cfg.max_body_bytes or default_max_body,
+        idempotency_headers=idem,
+    )
+
+
+class SourceCache:
+    def __init__(self, store: Store, default_max_body: int, refresh_seconds: float = 0.5) -> None:
+        self.store = store
+        self.default_max_body = default_max_body
+        self.refresh_seconds = refresh_seconds
+        self.by_token: dict[str, ActiveSource] = {}
+        self.by_id: dict[str, ActiveSource] = {}
+        self.rev: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def reload(self) -> None:
+        async with self._lock:
+            rev = await self.store.sources_revision()
+            rows = await self.store.list_sources()
+            by_id: dict[str, ActiveSource] = {}
+            for row in rows:
+                try:
+                    by_id[row["id"]] = build_source(row, self.default_max_body)
+                except Exception as e:  # one bad row must not take every source offline
+                    log.error("source_invalid", source_id=row["id"], error=str(e))
+            self.by_id = by_id
+            self.by_token = {s.token.lower(): s for s in by_id.values() if s.enabled}
+            self.rev = rev
+
+    async def maybe_reload(self) -> None:
+        if await self.store.sources_revision() != self.rev:
+            await self.reload()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                await self.maybe_reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("source_refresh_failed", error=str(e))
+
+    async def get_by_id(self, source_id: str) -> ActiveSource | None:
+        src = self.by_id.get(source_id)
+        if src is None:
+            await self.maybe_reload()
+            src = self.by_id.get(source_id)
+        return src

@@ -1,0 +1,14 @@
+"""Storage: one interface (:class:`Store`), a dialect each for SQLite and PostgreSQL."""
+
+from ..settings import Settings
+from .base import ClaimedJob, RequestFilter, Store, hash_secret
+
+__all__ = ["ClaimedJob", "RequestFilter", "Store", "hash_secret", "open_store"]
+
+
+def open_store(settings: Settings) -> Store:
+    return Store(
+        settings.effective_database_url,
+        busy_timeout_ms=settings.busy_timeout_ms,
+        batch_max=settings.batch_max,
+    )

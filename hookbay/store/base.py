@@ -1,0 +1,412 @@
+"""The store: one interface over SQLAlchemy Core, the same for every dialect.
+
+Writes go through the single :class:`Writer` (group commit); reads run on a small pool of
+connections in worker threads, so the event loop never blocks on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+import sqlalchemy as sa
+
+from .. import schema
+from ..errors import Conflict, NotFound
+from ..ids import new_source_id, now_us
+from .dialects import Dialect, PostgresDialect, dialect_for
+from .writer import Writer
+
+T = TypeVar("T")
+S, R, J, REC = schema.sources, schema.requests, schema.jobs, schema.records
+
+
+def hash_secret(value: str) -> str:
+    """API keys and tokens are 32 random bytes, so one SHA-256 is enough (no password stretching needed)."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    job_id: int
+    request_id: str
+    attempts: int
+
+
+@dataclass(slots=True)
+class RequestFilter:
+    source_id: str | None = None
+    client_id: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    verdict: str | None = None
+    state: str | None = None
+    text: str | None = None
+    after_id: str | None = None
+    before_id: str | None = None
+    limit: int = 50
+
+
+class Store:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, batch_max: int = 512) -> None:
+        self.url = url
+        self.dialect: Dialect = dialect_for(url, busy_timeout_ms)
+        self.read_engine = self.dialect.create_engine(writer=False)
+        self.write_engine = self.dialect.create_engine(writer=True)
+        self.job_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.writer = Writer(
+            self.write_engine,
+            batch_max=batch_max,
+            notify_sql=self.dialect.notify_sql,
+            on_commit=self._jobs_committed,
+        )
+        self._limiter = anyio.CapacityLimiter(8)
+
+    @property
+    def is_postgres(self) -> bool:
+        return isinstance(self.dialect, PostgresDialect)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "migrations"))
+        with self.write_engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.job_event = asyncio.Event()
+        self.writer.start()
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self.writer.stop)
+        self.read_engine.dispose()
+        self.write_engine.dispose()
+
+    def _jobs_committed(self, _new: bool) -> None:
+        loop, ev = self._loop, self.job_event
+        if loop is not None and ev is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(ev.set)
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        def run() -> T:
+            with self.read_engine.connect() as conn:
+                return fn(conn)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+
+    async def write(self, fn: Callable[[sa.Connection], T]) -> T:
+        result: T = await self.writer.run(fn)
+        return result
+
+    async def ping(self) -> bool:
+        def q(conn: sa.Connection) -> bool:
+            return conn.execute(sa.text("SELECT 1")).scalar() == 1
+
+        return await self.read(q)
+
+    # --- sources --------------------------------------------------------------------------
+
+    async def create_source(
+        self, *, name: str, client_id: str, config: dict[str, Any], enabled: bool = True, api_key: bool = False
+    ) -> tuple[dict[str, Any], str | None]:
+        key = "hbk_" + secrets.token_urlsafe(32) if api_key else None
+        now = now_us()
+        row = {
+            "id": new_source_id(),
+            "client_id": client_id,
+            "name": name,
+            "token": str(uuid.uuid4()),
+            "enabled": enabled,
+            "config": orjson.dumps(config).decode(),
+            "api_key_hash": hash_secret(key) if key else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+        def ins(conn: sa.Connection) -> dict[str, Any]:
+            exists = conn.execute(
+                sa.select(S.c.id).where(S.c.client_id == client_id, S.c.name == name)
+            ).scalar()
+            if exists:
+                raise Conflict(f"client {client_id!r} already has a source named {name!r}")
+            conn.execute(S.insert().values(**row))
+            _bump_sources_rev(conn)
+            return row
+
+        return await self.write(ins), key
+
+    async def update_source(self, source_id: str, changes: dict[str, Any], client_id: str | None = None,
+                            rotate_api_key: bool = False, remove_api_key: bool = False
+                            ) -> tuple[dict[str, Any], str | None]:
+        key = "hbk_" + secrets.token_urlsafe(32) if rotate_api_key else None
+        values = dict(changes)
+        if "config" in values:
+            values["config"] = orjson.dumps(values["config"]).decode()
+        if key:
+            values["api_key_hash"] = hash_secret(key)
+        elif remove_api_key:
+            values["api_key_hash"] = None
+        values["updated_at"] = now_us()
+
+        def upd(conn: sa.Connection) -> dict[str, Any]:
+            cond = [S.c.id == source_id]
+            if client_id is not None:
+                cond.append(S.c.client_id == client_id)
+            if "name" in values:
+                clash = conn.execute(
+                    sa.select(S.c.id).where(
+                        S.c.name == values["name"], S.c.id != source_id,
+                        S.c.client_id == sa.select(S.c.client_id).where(S.c.id == source_id).scalar_subquery(),
+                    )
+                ).scalar()
+                if clash:
+                    raise Conflict(f"a source named {values['name']!r} already exists")
+            n = conn.execute(S.update().where(*cond).values(**values)).rowcount
+            if not n:
+                raise NotFound("source not found")
+            _bump_sources_rev(conn)
+            return dict(conn.execute(sa.select(S).where(S.c.id == source_id)).mappings().one())
+
+        return await self.write(upd), key
+
+    async def delete_source(self, source_id: str, client_id: str | None = None) -> None:
+        def rm(conn: sa.Connection) -> None:
+            cond = [S.c.id == source_id]
+            if client_id is not None:
+                cond.append(S.c.client_id == client_id)
+            if not conn.execute(S.delete().where(*cond)).rowcount:
+                raise NotFound("source not found")
+            _bump_sources_rev(conn)
+
+        await self.write(rm)
+
+    async def get_source(self, ref: str, client_id: str | None = None) -> dict[str, Any]:
+        """Find a source by id, token, or (client, name)."""
+
+        def q(conn: sa.Connection) -> dict[str, Any] | None:
+            cond = sa.or_(S.c.id == ref, S.c.token == ref, S.c.name == ref)
+            stmt = sa.select(S).where(cond)
+            if client_id is not None:
+                stmt = stmt.where(S.c.client_id == client_id)
+            rows = conn.execute(stmt).mappings().all()
+            exact = [r for r in rows if r["id"] == ref or r["token"] == ref]
+            if exact:
+                return dict(exact[0])
+            return dict(rows[0]) if len(rows) == 1 else None
+
+        row = await self.read(q)
+        if row is None:
+            raise NotFound("source not found")
+        return row
+
+    async def list_sources(self, client_id: str | None = None) -> list[dict[str, Any]]:
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            stmt = sa.select(S).order_by(S.c.client_id, S.c.name)
+            if client_id is not None:
+                stmt = stmt.where(S.c.client_id == client_id)
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+        return await self.read(q)
+
+    async def sources_revision(self) -> str:
+        def q(conn: sa.Connection) -> str:
+            v = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == "sources_rev")).scalar()
+            return v or "0"
+
+        return await self.read(q)
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def search_requests(self, f: RequestFilter) -> list[dict[str, Any]]:
+        cols = [c for c in R.c if c.name not in ("body", "headers", "receipt")]
+
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            stmt = sa.select(*cols)
+            if f.source_id:
+                stmt = stmt.where(R.c.source_id == f.source_id)
+            if f.client_id:
+                stmt = stmt.where(R.c.client_id == f.client_id)
+            if f.since_us is not None:
+                stmt = stmt.where(R.c.received_at >= f.since_us)
+            if f.until_us is not None:
+                stmt = stmt.where(R.c.received_at < f.until_us)
+            if f.verdict:
+                stmt = stmt.where(R.c.verdict == f.verdict)
+            if f.state:
+                stmt = stmt.where(R.c.state == f.state)
+            if f.text:
+                pattern = "%" + f.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                body_text = sa.cast(R.c.body, sa.Text) if self.is_postgres else sa.cast(R.c.body, sa.Text)
+                if self.is_postgres:
+                    body_text = sa.func.convert_from(R.c.body, "UTF8")
+                stmt = stmt.where(sa.or_(body_text.like(pattern, escape="\\"),
+                                         R.c.headers.like(pattern, escape="\\")))
+            if f.after_id:
+                stmt = stmt.where(R.c.id > f.after_id).order_by(R.c.id.asc())
+            else:
+                if f.before_id:
+                    stmt = stmt.where(R.c.id < f.before_id)
+                stmt = stmt.order_by(R.c.id.desc())
+            return [dict(r) for r in conn.execute(stmt.limit(f.limit)).mappings()]
+
+        return await self.read(q)
+
+    async def get_request(self, request_id: str, client_id: str | None = None) -> dict[str, Any]:
+        def q(conn: sa.Connection) -> dict[str, Any] | None:
+            stmt = sa.select(R).where(R.c.id == request_id)
+            if client_id is not None:
+                stmt = stmt.where(R.c.client_id == client_id)
+            row = conn.execute(stmt).mappings().first()
+            return dict(row) if row else None
+
+        row = await self.read(q)
+        if row is None:
+            raise NotFound("request not found")
+        return row
+
+    async def records_for(self, request_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+        ids = list(request_ids)
+
+        def q(conn: sa.Connection) -> dict[str, list[dict[str, Any]]]:
+            out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+            if not ids:
+                return out
+            stmt = sa.select(REC).where(REC.c.request_id.in_(ids)).order_by(REC.c.request_id, REC.c.idx)
+            for r in conn.execute(stmt).mappings():
+                out[r["request_id"]].append(dict(r))
+            return out
+
+        return await self.read(q)
+
+    async def count_requests(self, **eq: Any) -> int:
+        def q(conn: sa.Connection) -> int:
+            stmt = sa.select(sa.func.count()).select_from(R)
+            for k, v in eq.items():
+                stmt = stmt.where(R.c[k] == v)
+            return int(conn.execute(stmt).scalar() or 0)
+
+        return await self.read(q)
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    async def claim_jobs(self, worker_id: str, limit: int, lease_s: float) -> list[ClaimedJob]:
+        """Claim pending jobs, and running ones whose lease expired (their worker died)."""
+
+        def claim(conn: sa.Connection) -> list[ClaimedJob]:
+            now = now_us()
+            ready = sa.or_(
+                sa.and_(J.c.state == "pending", J.c.run_after <= now),
+                sa.and_(J.c.state == "running", J.c.locked_until < now),
+            )
+            pick = (
+                sa.select(J.c.id).where(ready).order_by(J.c.id).limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            stmt = (
+                J.update()
+                .where(J.c.id.in_(pick.scalar_subquery() if not self.is_postgres else pick))
+                .values(state="running", locked_by=worker_id, locked_until=now + int(lease_s * 1e6),
+                        attempts=J.c.attempts + 1)
+                .returning(J.c.id, J.c.request_id, J.c.attempts)
+            )
+            return [ClaimedJob(r[0], r[1], r[2]) for r in conn.execute(stmt)]
+
+        return await self.write(claim)
+
+    async def load_requests(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+            rows = conn.execute(sa.select(R).where(R.c.id.in_(ids))).mappings()
+            return {r["id"]: dict(r) for r in rows}
+
+        return await self.read(q)
+
+    async def finish_jobs(self, results: list[dict[str, Any]]) -> None:
+        """Store records and receipts and drop the jobs, atomically; records are unique per
+        (request, index), so a job finished twice (lease expired mid-way) never makes a second record."""
+
+        def fin(conn: sa.Connection) -> None:
+            now = now_us()
+            for res in results:
+                rid = res["request_id"]
+                have = conn.execute(sa.select(sa.func.count()).select_from(REC).where(REC.c.request_id == rid)).scalar()
+                if not have and res["records"]:
+                    conn.execute(REC.insert(), [
+                        {"request_id": rid, "idx": i, "source_id": res["source_id"], "client_id": res["client_id"],
+                         "parser": res["parser"], "parser_version": res["parser_version"],
+                         "data": orjson.dumps(rec).decode(), "created_at": now}
+                        for i, rec in enumerate(res["records"])
+                    ])
+                conn.execute(R.update().where(R.c.id == rid).values(
+                    state=res["state"], receipt=orjson.dumps(res["receipt"]).decode(), processed_at=now))
+                conn.execute(J.delete().where(J.c.request_id == rid))
+
+        await self.write(fin)
+
+    async def retry_job(self, job_id: int, error: str, delay_s: float, give_up: bool, request_id: str) -> None:
+        def upd(conn: sa.Connection) -> None:
+            if give_up:
+                conn.execute(J.delete().where(J.c.id == job_id))
+                conn.execute(R.update().where(R.c.id == request_id).values(
+                    state="failed", processed_at=now_us(),
+                    receipt=orjson.dumps({"errors": [{"path": "$", "code": "processing_error",
+                                                      "message": error}], "warnings": []}).decode()))
+            else:
+                conn.execute(J.update().where(J.c.id == job_id).values(
+                    state="pending", locked_by=None, locked_until=None, last_error=error,
+                    run_after=now_us() + int(delay_s * 1e6)))
+
+        await self.write(upd)
+
+    async def queue_depth(self) -> int:
+        def q(conn: sa.Connection) -> int:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(J)).scalar() or 0)
+
+        return await self.read(q)
+
+    # --- tokens / meta --------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        def q(conn: sa.Connection) -> str | None:
+            return conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == key)).scalar()
+
+        return await self.read(q)
+
+    async def set_meta_if_absent(self, key: str, value: str) -> bool:
+        def w(conn: sa.Connection) -> bool:
+            if conn.execute(sa.select(schema.meta.c.key).where(schema.meta.c.key == key)).scalar():
+                return False
+            conn.execute(schema.meta.insert().values(key=key, value=value))
+            return True
+
+        return await self.write(w)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        def w(conn: sa.Connection) -> None:
+            if conn.execute(schema.meta.update().where(schema.meta.c.key == key).values(value=value)).rowcount == 0:
+                conn.execute(schema.meta.insert().values(key=key, value=value))
+
+        await self.write(w)
+
+
+def _bump_sources_rev(conn: sa.Connection) -> None:
+    m = schema.meta
+    rev = secrets.token_hex(8)
+    if conn.execute(m.update().where(m.c.key == "sources_rev").values(value=rev)).rowcount == 0:
+        conn.execute(m.insert().values(key="sources_rev", value=rev))

@@ -1,0 +1,211 @@
+"""The single writer: one thread, one connection, many requests per transaction (group commit).
+
+Ingest calls ``await writer.ingest(row)``; the thread takes everything that queued up while the
+previous transaction was committing, writes it in one transaction, commits once (fsync), and only
+then resolves every waiting future. Other writes (worker results, source changes) ride in the same
+batches inside savepoints, so on SQLite there is exactly one writer, as SQLite wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from .. import schema
+from ..errors import StorageUnavailable
+
+log = structlog.get_logger("hookbay.writer")
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Op:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    row: dict[str, Any] | None = None
+    fn: Callable[[sa.Connection], Any] | None = None
+    result: Any = None
+    exc: BaseException | None = None
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0
+    rows: int = 0
+    last_batch: int = 0
+    failures: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+def _settle(op: _Op) -> None:
+    if op.future.done():
+        return
+    if op.exc is not None:
+        op.future.set_exception(op.exc)
+    else:
+        op.future.set_result(op.result)
+
+
+class Writer:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        batch_max: int = 512,
+        notify_sql: str | None = None,
+        on_commit: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.batch_max = batch_max
+        self.notify_sql = notify_sql
+        self.on_commit = on_commit
+        self.stats = WriterStats()
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sa.Connection | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="hookbay-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._q.put(_STOP)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    async def ingest(self, row: dict[str, Any]) -> str:
+        """Write one request row (and its job when accepted); returns the id that answers the sender."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str] = loop.create_future()
+        self._q.put(_Op(loop, fut, row=row))
+        return await fut
+
+    async def run(self, fn: Callable[[sa.Connection], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._q.put(_Op(loop, fut, fn=fn))
+        return await fut
+
+    # --- the thread ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            stop = False
+            while len(batch) < self.batch_max:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(batch)
+            if stop:
+                break
+        if self._conn is not None:
+            self._conn.close()
+
+    def _connection(self) -> sa.Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _run_batch(self, batch: list[_Op]) -> None:
+        ingests = [op for op in batch if op.row is not None]
+        fns = [op for op in batch if op.fn is not None]
+        new_jobs = False
+        try:
+            conn = self._connection()
+            with conn.begin():
+                if ingests:
+                    new_jobs = self._write_ingests(conn, ingests)
+                for op in fns:
+                    sp = conn.begin_nested()
+                    try:
+                        assert op.fn is not None
+                        op.result = op.fn(conn)
+                        sp.commit()
+                    except Exception as e:  # one op's failure must not sink the batch
+                        if sp.is_active:
+                            sp.rollback()
+                        op.exc = e
+                if new_jobs and self.notify_sql:
+                    conn.exec_driver_sql(self.notify_sql)
+            self.stats.batches += 1
+            self.stats.rows += len(ingests)
+            self.stats.last_batch = len(batch)
+        except Exception as e:
+            self.stats.failures += 1
+            log.error("write_failed", error=str(e), batch=len(batch))
+            try:
+                if self._conn is not None:
+                    self._conn.invalidate()
+                    self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+            for op in batch:
+                op.exc = StorageUnavailable(detail={"reason": type(e).__name__})
+            new_jobs = False
+        for op in batch:
+            op.loop.call_soon_threadsafe(_settle, op)
+        if self.on_commit is not None and new_jobs:
+            self.on_commit(new_jobs)
+
+    def _write_ingests(self, conn: sa.Connection, ops: list[_Op]) -> bool:
+        """Insert request rows and their jobs; resolve idempotency keys to the original request."""
+        keyed: dict[tuple[str, str], str] = {}
+        lookups = [op for op in ops if op.row and op.row.get("idempotency_key")]
+        if lookups:
+            r = schema.requests
+            for op in lookups:
+                assert op.row is not None
+                k = (op.row["source_id"], op.row["idempotency_key"])
+                if k in keyed:
+                    continue
+                found = conn.execute(
+                    sa.select(r.c.id).where(r.c.source_id == k[0], r.c.idempotency_key == k[1])
+                ).scalar()
+                if found:
+                    keyed[k] = found
+        rows: list[dict[str, Any]] = []
+        jobs: list[dict[str, Any]] = []
+        for op in ops:
+            row = op.row
+            assert row is not None
+            key = row.get("idempotency_key")
+            if key:
+                k = (row["source_id"], key)
+                orig = keyed.get(k)
+                if orig is not None:
+                    row["verdict"] = "duplicate"
+                    row["state"] = "duplicate"
+                    row["duplicate_of"] = orig
+                    row["idempotency_key"] = None
+                    op.result = orig
+                    rows.append(row)
+                    continue
+                keyed[k] = row["id"]
+            op.result = row["id"]
+            rows.append(row)
+            if row["verdict"] == "accepted":
+                jobs.append({"request_id": row["id"], "run_after": row["received_at"]})
+        conn.execute(schema.requests.insert(), rows)
+        if jobs:
+            conn.execute(schema.jobs.insert(), jobs)
+        return bool(jobs)

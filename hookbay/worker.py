@@ -1,0 +1,166 @@
+"""The worker: claims processing jobs, parses raw requests into records, stores receipts.
+
+Runs inside ``serve`` or alone as ``hookbay worker``; any number may share a database. A job is
+claimed with a lease; if its worker dies the lease expires and another worker takes it. Finishing
+is idempotent (records are unique per request and index), so a re-claimed job never duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from . import metrics
+from .errors import HookbayError
+from .ids import now_us
+from .parsers import generic
+from .parsers.formats import load_tree
+from .settings import Settings
+from .sources import ActiveSource, SourceCache
+from .store import ClaimedJob, Store
+
+log = structlog.get_logger("hookbay.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential back-off with full jitter, capped; after ``max_attempts`` the job gives up."""
+
+    base: float = 1.0
+    cap: float = 300.0
+    max_attempts: int = 5
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.cap, self.base * (2 ** max(0, attempt - 1))))
+
+    def gives_up(self, attempt: int) -> bool:
+        return attempt >= self.max_attempts
+
+
+def process_request(req: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
+    """Parse one stored request into records and a receipt. Never raises for bad input."""
+    base = {
+        "request_id": req["id"],
+        "source_id": req["source_id"],
+        "client_id": req["client_id"],
+        "parser": "generic",
+        "parser_version": generic.PARSER_VERSION,
+    }
+    fmt = src.config.format if src is not None else "auto"
+    try:
+        docs = load_tree(req["body"] or b"", req["content_type"], fmt)
+    except HookbayError as e:
+        err = {"path": "$", "code": e.code, "message": e.message}
+        if e.detail is not None:
+            err["detail"] = e.detail
+        return {**base, "state": "failed", "records": [], "receipt": {"errors": [err], "warnings": []}}
+    result = generic.parse(docs)
+    state = "processed" if result.records and not result.errors else "failed"
+    return {
+        **base,
+        "state": state,
+        "records": result.records,
+        "receipt": {"errors": result.errors, "warnings": result.warnings},
+    }
+
+
+class Worker:
+    def __init__(self, store: Store, cache: SourceCache, settings: Settings, worker_id: str | None = None) -> None:
+        self.store = store
+        self.cache = cache
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.policy = RetryPolicy(max_attempts=settings.job_max_attempts)
+        self.processed = 0
+
+    async def run(self) -> None:
+        listener = None
+        if self.store.is_postgres:
+            listener = asyncio.create_task(self._listen())
+        try:
+            while True:
+                try:
+                    n = await self.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    log.warning("worker_cycle_failed", error=str(e))
+                    n = 0
+                    await asyncio.sleep(self.settings.worker_poll_seconds)
+                if n == 0:
+                    await self._wait()
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(BaseException):
+                    await listener
+
+    async def _wait(self) -> None:
+        ev = self.store.job_event
+        if ev is None:
+            await asyncio.sleep(self.settings.worker_poll_seconds)
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ev.wait(), self.settings.worker_poll_seconds)
+        ev.clear()
+
+    async def run_once(self) -> int:
+        """Claim and finish one batch; returns how many jobs it took."""
+        if self.store.job_event is not None:
+            self.store.job_event.clear()
+        jobs = await self.store.claim_jobs(self.worker_id, self.settings.worker_batch, self.settings.job_lease_seconds)
+        if not jobs:
+            return 0
+        reqs = await self.store.load_requests([j.request_id for j in jobs])
+        results: list[dict[str, Any]] = []
+        failed: list[tuple[ClaimedJob, str]] = []
+        for job in jobs:
+            req = reqs.get(job.request_id)
+            if req is None:
+                failed.append((job, "request row missing"))
+                continue
+            try:
+                src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
+                results.append(process_request(req, src))
+            except Exception as e:
+                log.exception("process_failed", request_id=job.request_id)
+                failed.append((job, f"{type(e).__name__}: {e}"))
+        if results:
+            await self.store.finish_jobs(results)
+            now = now_us()
+            for res in results:
+                metrics.processed_total.labels(res["state"]).inc()
+                req = reqs[res["request_id"]]
+                metrics.processing_lag_seconds.observe((now - req["received_at"]) / 1e6)
+            self.processed += len(results)
+        for job, err in failed:
+            await self.store.retry_job(job.job_id, err, self.policy.delay(job.attempts),
+                                       self.policy.gives_up(job.attempts), job.request_id)
+        return len(jobs)
+
+    async def _listen(self) -> None:
+        """PostgreSQL: wake on NOTIFY from any ingest process, not just this one."""
+        import psycopg
+
+        from .store.dialects import PostgresDialect
+
+        assert isinstance(self.store.dialect, PostgresDialect)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.store.dialect.libpq_url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {self.store.dialect.channel}")
+                    async for _ in conn.notifies():
+                        if self.store.job_event is not None:
+                            self.store.job_event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("listen_failed", error=str(e))
+                await asyncio.sleep(1)
