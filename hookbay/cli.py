@@ -21,7 +21,7 @@ from .errors import HookbayError
 from .models import SourceConfig, SourceCreate
 from .settings import Settings, get_settings
 from .store import RequestFilter, Store, open_store
-from .views import iso, parse_time, request_detail, request_summary, source_out
+from .views import parse_time, request_detail, request_summary, source_out
 
 T = TypeVar("T")
 
@@ -100,7 +100,8 @@ def _show_source(out: dict[str, Any], as_json: bool) -> None:
 def serve(
     host: str = typer.Option(None, help="Bind address (HOOKBAY_HOST)"),
     port: int = typer.Option(None, help="Port (HOOKBAY_PORT)"),
-    worker: bool = typer.Option(True, "--worker/--no-worker", help="Run the processing worker in this process"),
+    worker: bool = typer.Option(None, "--worker/--no-worker",
+                                help="Run the processing worker in this process (default HOOKBAY_RUN_WORKER)"),
 ) -> None:
     """Run ingest, admin API and worker in one process (SQLite in the data directory by default)."""
     import uvicorn
@@ -355,7 +356,7 @@ def requests_cmd(
             return
         rows.reverse()
         emit(rows)
-        last = rows[-1]["id"] if rows else "req_" + _ulid_floor(time.time())
+        last = rows[-1]["id"] if rows else f"req_{int(time.time() * 1000):012x}"
         while True:
             f.after_id, f.limit = last, 500
             new = await store.search_requests(f)
@@ -369,13 +370,6 @@ def requests_cmd(
         _run(go, as_json)
     except KeyboardInterrupt:
         pass
-
-
-def _ulid_floor(ts: float) -> str:
-    from .ids import _ALPHABET
-
-    v = int(ts * 1000) << 80
-    return "".join(_ALPHABET[(v >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
 @requests_app.command("show")
@@ -424,5 +418,3 @@ def token_create(
 def main() -> None:
     app()
 
-
-_ = iso

@@ -19,7 +19,8 @@ def ulid(now_ms: int | None = None) -> str:
 
 
 def new_request_id() -> str:
-    return "req_" + ulid()
+    """Hot path: 12 hex digits of milliseconds then 80 random bits, sortable by time like a ULID."""
+    return f"req_{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def new_source_id() -> str:

@@ -71,6 +71,7 @@ class Ingest:
         self.store = store
         self.cache = cache
         self.settings = settings
+        self.accepted = 0
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
         start = time.perf_counter()
@@ -125,6 +126,7 @@ class Ingest:
             e.headers["Retry-After"] = str(self.settings.retry_after)
             await send_json(send, e.status, e.to_dict(), e.headers)
             return
+        self.accepted += 1
         metrics.requests_total.labels(src.id, row["verdict"]).inc()
         metrics.ack_seconds.observe(time.perf_counter() - start)
         rid = request_id.encode()

@@ -25,10 +25,12 @@ class Settings(BaseSettings):
     retry_after: int = Field(default=5, description="Retry-After seconds sent with 503")
     job_lease_seconds: float = 30.0
     job_max_attempts: int = 5
-    worker_batch: int = 200
+    worker_batch: int = 100
+    worker_yield_ratio: float = Field(default=2.0, description="Under ingest load the in-process worker idles this many times its batch time; 0 = never")
     worker_poll_seconds: float = 1.0
     run_worker: bool = Field(default=True, description="Run the worker inside `serve`")
     source_refresh_seconds: float = 0.5
+    gil_switch_interval: float = 0.001
     log_level: str = "info"
     log_json: bool = True
 

@@ -12,6 +12,8 @@ import contextlib
 import os
 import random
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,13 +74,17 @@ def process_request(req: dict[str, Any], src: ActiveSource | None) -> dict[str, 
 
 
 class Worker:
-    def __init__(self, store: Store, cache: SourceCache, settings: Settings, worker_id: str | None = None) -> None:
+    def __init__(self, store: Store, cache: SourceCache, settings: Settings, worker_id: str | None = None,
+                 ingest_load: Callable[[], int] | None = None) -> None:
+        self.ingest_load = ingest_load
         self.store = store
         self.cache = cache
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.policy = RetryPolicy(max_attempts=settings.job_max_attempts)
         self.processed = 0
+        self._batch_started = 0.0
+        self._load_at_start = 0
 
     async def run(self) -> None:
         listener = None
@@ -96,11 +102,24 @@ class Worker:
                     await asyncio.sleep(self.settings.worker_poll_seconds)
                 if n == 0:
                     await self._wait()
+                else:
+                    await self._yield_to_ingest()
         finally:
             if listener is not None:
                 listener.cancel()
                 with contextlib.suppress(BaseException):
                     await listener
+
+    async def _yield_to_ingest(self) -> None:
+        """Sharing a process with ingest: while requests are arriving, the worker gives the event
+        loop back for ``worker_yield_ratio`` times as long as its last batch took, so acks stay fast
+        under a burst; the backlog drains as soon as the burst ends."""
+        if self.ingest_load is None or self.settings.worker_yield_ratio <= 0:
+            return
+        now, load = time.monotonic(), self.ingest_load()
+        took = now - self._batch_started
+        if load - self._load_at_start > 10:
+            await asyncio.sleep(min(0.25, took * self.settings.worker_yield_ratio))
 
     async def _wait(self) -> None:
         ev = self.store.job_event
@@ -115,13 +134,17 @@ class Worker:
         """Claim and finish one batch; returns how many jobs it took."""
         if self.store.job_event is not None:
             self.store.job_event.clear()
+        self._batch_started = time.monotonic()
+        self._load_at_start = self.ingest_load() if self.ingest_load else 0
         jobs = await self.store.claim_jobs(self.worker_id, self.settings.worker_batch, self.settings.job_lease_seconds)
         if not jobs:
             return 0
         reqs = await self.store.load_requests([j.request_id for j in jobs])
         results: list[dict[str, Any]] = []
         failed: list[tuple[ClaimedJob, str]] = []
-        for job in jobs:
+        for n, job in enumerate(jobs, 1):
+            if n % 16 == 0:
+                await asyncio.sleep(0)
             req = reqs.get(job.request_id)
             if req is None:
                 failed.append((job, "request row missing"))

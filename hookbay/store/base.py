@@ -343,19 +343,24 @@ class Store:
 
         def fin(conn: sa.Connection) -> None:
             now = now_us()
-            for res in results:
-                rid = res["request_id"]
-                have = conn.execute(sa.select(sa.func.count()).select_from(REC).where(REC.c.request_id == rid)).scalar()
-                if not have and res["records"]:
-                    conn.execute(REC.insert(), [
-                        {"request_id": rid, "idx": i, "source_id": res["source_id"], "client_id": res["client_id"],
-                         "parser": res["parser"], "parser_version": res["parser_version"],
-                         "data": orjson.dumps(rec).decode(), "created_at": now}
-                        for i, rec in enumerate(res["records"])
-                    ])
-                conn.execute(R.update().where(R.c.id == rid).values(
-                    state=res["state"], receipt=orjson.dumps(res["receipt"]).decode(), processed_at=now))
-                conn.execute(J.delete().where(J.c.request_id == rid))
+            ids = [res["request_id"] for res in results]
+            done = set(conn.execute(sa.select(REC.c.request_id).where(REC.c.request_id.in_(ids)).distinct()).scalars())
+            recs = [
+                {"request_id": res["request_id"], "idx": i, "source_id": res["source_id"],
+                 "client_id": res["client_id"], "parser": res["parser"], "parser_version": res["parser_version"],
+                 "data": orjson.dumps(rec).decode(), "created_at": now}
+                for res in results if res["request_id"] not in done
+                for i, rec in enumerate(res["records"])
+            ]
+            if recs:
+                conn.execute(REC.insert(), recs)
+            conn.execute(
+                R.update().where(R.c.id == sa.bindparam("rid")).values(
+                    state=sa.bindparam("st"), receipt=sa.bindparam("rc"), processed_at=now),
+                [{"rid": res["request_id"], "st": res["state"], "rc": orjson.dumps(res["receipt"]).decode()}
+                 for res in results],
+            )
+            conn.execute(J.delete().where(J.c.request_id.in_(ids)))
 
         await self.write(fin)
 
