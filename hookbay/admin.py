@@ -22,6 +22,8 @@ from . import schema
 from .errors import BadRequest, Forbidden, HookbayError, NotFound, Unauthorized, error_body
 from .ids import now_us, ulid
 from .models import RequestDetail, RequestPage, SourceCreate, SourceOut, SourceUpdate
+from .profiles import lookup_email, lookup_phone, profile_view
+from .replay import replay
 from .sources import SourceCache
 from .store import RequestFilter, Store, hash_secret
 from .views import parse_time, request_detail, request_summary, source_out
@@ -50,6 +52,45 @@ class TokenOut(BaseModel):
     name: str
     client_id: str | None
     token: str | None = Field(default=None, description="Shown once, at creation")
+
+
+class ProfileOut(BaseModel):
+    id: str
+    client_id: str
+    email: str | None
+    phone: str | None
+    fields: dict[str, Any] = Field(description="Each field with its value, when it was set and by which request")
+    consent: dict[str, Any] = Field(description="Current state per channel: the latest explicit event")
+    ledger: list[dict[str, Any]]
+    keys: list[dict[str, Any]]
+    request_ids: list[str]
+    created_at: str | None
+    updated_at: str | None
+
+
+class ErasureOut(BaseModel):
+    erasure_id: str
+    profile_id: str
+    requests_scrubbed: int
+    records_deleted: int
+    consent_events_deleted: int
+    keys_deleted: int
+
+
+class ReplayIn(BaseModel):
+    request_id: str | None = None
+    source: str | None = None
+    state: str | None = Field(default=None, pattern="^(pending|processed|failed)$")
+    since: str | None = None
+    until: str | None = None
+    limit: int = Field(default=1000, ge=1, le=100_000)
+    dry_run: bool = False
+
+
+class ReplayOut(BaseModel):
+    dry_run: bool
+    count: int
+    items: list[dict[str, Any]]
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -189,6 +230,50 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         return Response(content=bytes(row["body"] or b""),
                         media_type=row["content_type"] or "application/octet-stream")
 
+    @app.get("/api/v1/profiles", response_model=list[ProfileOut], responses=ERRORS, tags=["profiles"])
+    async def find_profiles(
+        p: Auth, email: str | None = Query(default=None, max_length=320),
+        phone: str | None = Query(default=None, max_length=64), client_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        if not email and not phone:
+            raise BadRequest("Give email or phone")
+        rows = await store.find_profiles(
+            scope_client(p, client_id), email=lookup_email(email) if email else None,
+            phone=lookup_phone(phone) if phone else None)
+        return [profile_view(await store.get_profile(r["id"])) for r in rows]
+
+    @app.get("/api/v1/profiles/{profile_id}", response_model=ProfileOut, responses=ERRORS, tags=["profiles"])
+    async def get_profile(p: Auth, profile_id: str) -> dict[str, Any]:
+        return profile_view(await store.get_profile(profile_id, scope_client(p, None)))
+
+    @app.get("/api/v1/profiles/{profile_id}/export", responses=ERRORS, tags=["profiles"])
+    async def export_profile(p: Auth, profile_id: str) -> JSONResponse:
+        data = await export_profile_data(store, profile_id, scope_client(p, None))
+        return JSONResponse(data, headers={"Content-Disposition": f'attachment; filename="{profile_id}.json"'})
+
+    @app.delete("/api/v1/profiles/{profile_id}", response_model=ErasureOut, responses=ERRORS, tags=["profiles"])
+    async def erase_profile(p: Auth, profile_id: str) -> dict[str, Any]:
+        actor = "admin" if p.is_admin else f"client:{p.client_id}"
+        return await store.erase_profile(profile_id, scope_client(p, None), actor)
+
+    @app.post("/api/v1/replay", response_model=ReplayOut, responses=ERRORS, tags=["requests"])
+    async def replay_requests(p: Auth, body: ReplayIn) -> dict[str, Any]:
+        client = scope_client(p, None)
+        if body.request_id:
+            await store.get_request(body.request_id, client)
+            items = await replay(store, cache, request_ids=[body.request_id], dry_run=body.dry_run)
+        else:
+            source_id = (await store.get_source(body.source, client))["id"] if body.source else None
+            try:
+                flt = RequestFilter(
+                    source_id=source_id, client_id=client, state=body.state, limit=body.limit,
+                    since_us=parse_time(body.since) if body.since else None,
+                    until_us=parse_time(body.until) if body.until else None)
+            except ValueError as e:
+                raise BadRequest("Invalid time", detail=str(e)) from None
+            items = await replay(store, cache, flt=flt, dry_run=body.dry_run)
+        return {"dry_run": body.dry_run, "count": len(items), "items": items}
+
     @app.post("/api/v1/tokens", response_model=TokenOut, status_code=201, responses=ERRORS, tags=["tokens"])
     async def create_token(p: Auth, body: TokenCreate) -> TokenOut:
         if not p.is_admin:
@@ -209,3 +294,13 @@ async def create_token_row(store: Store, name: str, client_id: str | None) -> To
 
     await store.write(ins)
     return TokenOut(id=tid, name=name, client_id=client_id, token=tok)
+
+
+async def export_profile_data(store: Store, profile_id: str, client_id: str | None) -> dict[str, Any]:
+    """Everything held about one customer: the profile, its ledger and the records made for it."""
+    from .views import record_view
+
+    prof = profile_view(await store.get_profile(profile_id, client_id))
+    recs = await store.records_for(prof["request_ids"])
+    return {"profile": prof, "records": [record_view(r) | {"request_id": rid}
+                                         for rid, rs in recs.items() for r in rs]}

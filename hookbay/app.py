@@ -41,6 +41,7 @@ class HookbayApp:
         self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash)
         self.run_worker = settings.run_worker if run_worker is None else run_worker
         self.worker = Worker(self.store, self.cache, settings, ingest_load=lambda: self.ingest.accepted)
+        self.ingest.process_now = self._process_now
         self._tasks: list[asyncio.Task[Any]] = []
         self.generated_admin_token: str | None = None
 
@@ -96,6 +97,9 @@ class HookbayApp:
                     token = token[8:]
                 await self.ingest.handle(scope, receive, send, token.rstrip("/"))
                 return
+            if lower.startswith("/v1/test/"):
+                await self.ingest.handle(scope, receive, send, path[9:].rstrip("/"), test=True)
+                return
             if lower.startswith("/v1/requests/") and scope["method"] == "GET":
                 await self._receipt(scope, send, path[13:].rstrip("/"))
                 return
@@ -115,6 +119,13 @@ class HookbayApp:
             await self._lifespan(receive, send)
             return
         await self.admin(scope, receive, send)
+
+    async def _process_now(self, request_id: str) -> dict[str, Any]:
+        """``?wait=1``: process this request in the ingest call, then answer with its receipt."""
+        await self.worker.process_one(request_id, wait_s=self.settings.write_timeout)
+        row = await self.store.get_request(request_id)
+        recs = await self.store.records_for([request_id])
+        return receipt(row, recs[request_id])
 
     async def _ready(self, send: Send) -> None:
         try:

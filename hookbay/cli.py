@@ -67,8 +67,24 @@ def _run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) -
 
 
 def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, max_body: int | None,
-            idem: str | None) -> dict[str, Any]:
+            idem: str | None, parser: str | None = None, mapping_file: Path | None = None,
+            region: str | None = None, sync: bool | None = None) -> dict[str, Any]:
     cfg = dict(base)
+    if parser is not None:
+        cfg["parser"] = parser
+    if mapping_file is not None:
+        from .parsers.mapping import Mapping, MappingError
+
+        try:
+            cfg["mapping"] = Mapping.parse_text(mapping_file.read_text()).to_dict()
+        except (OSError, MappingError) as e:
+            typer.echo(f"error: {mapping_file}: {e}", err=True)
+            raise typer.Exit(2) from None
+        cfg.setdefault("parser", "mapping")
+    if region is not None:
+        cfg["default_region"] = region.upper() or None
+    if sync is not None:
+        cfg["sync"] = sync
     if fmt is not None:
         cfg["format"] = fmt
     if methods:
@@ -167,11 +183,15 @@ def source_create(
     method: list[str] = typer.Option(None, "--allow-method", help="Allowed method (repeatable), default POST"),
     max_body: int = typer.Option(None, help="Body size limit in bytes (default 1 MiB)"),
     idempotency_header: str = typer.Option(None, help="Extra header naming a delivery id"),
+    parser: str = typer.Option(None, "--parser", help="generic|contact|mapping"),
+    mapping_file: Path = typer.Option(None, "--mapping", help="Mapping file (YAML or JSON); implies --parser mapping"),
+    region: str = typer.Option(None, "--default-region", help="Region for phone numbers without +code, e.g. GB"),
+    sync: bool = typer.Option(None, "--sync/--async", help="Parse before answering (as ?wait=1)"),
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a source and print its secret ingest URL."""
-    cfg = _config({}, fmt, method, max_body, idempotency_header)
+    cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync)
     try:
         SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg))
     except Exception as e:
@@ -221,6 +241,10 @@ def source_update(
     method: list[str] = typer.Option(None, "--allow-method"),
     max_body: int = typer.Option(None),
     idempotency_header: str = typer.Option(None),
+    parser: str = typer.Option(None, "--parser", help="generic|contact|mapping"),
+    mapping_file: Path = typer.Option(None, "--mapping", help="New mapping version (YAML or JSON)"),
+    region: str = typer.Option(None, "--default-region"),
+    sync: bool = typer.Option(None, "--sync/--async"),
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
     as_json: bool = JsonOpt,
@@ -234,8 +258,9 @@ def source_update(
             changes["name"] = name
         if enable is not None:
             changes["enabled"] = enable
-        if any(v is not None for v in (fmt, max_body, idempotency_header)) or method:
-            changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header)
+        if any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync)) or method:
+            changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
+                                        parser, mapping_file, region, sync)
         new, key = await store.update_source(row["id"], changes, rotate_api_key=api_key,
                                              remove_api_key=remove_api_key)
         return source_out(new, s.base_url, key).model_dump()
@@ -413,6 +438,132 @@ def token_create(
         _print_json(out)
     else:
         typer.echo(f"{out['id']}  token (shown once): {out['token']}")
+
+
+profiles_app = typer.Typer(help="Customer profiles: find, show, export, erase.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+
+
+@profiles_app.command("find")
+def profiles_find(
+    email: str = typer.Option(None), phone: str = typer.Option(None), client: str = typer.Option(None),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Find profiles by email or phone (normalised the same way as incoming contacts)."""
+    from .profiles import lookup_email, lookup_phone, profile_view
+
+    if not email and not phone:
+        typer.echo("error: give --email or --phone", err=True)
+        raise typer.Exit(2)
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        rows = await store.find_profiles(client, email=lookup_email(email) if email else None,
+                                         phone=lookup_phone(phone) if phone else None)
+        return [profile_view(await store.get_profile(r["id"])) for r in rows]
+
+    found = _run(go, as_json)
+    if as_json:
+        _print_json(found)
+        return
+    for p in found:
+        typer.echo(f"{p['id']}  {p['client_id']}  {p['email'] or '-'}  {p['phone'] or '-'}")
+
+
+@profiles_app.command("show")
+def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
+    """Show a profile: each field with the request that set it, current consent and the ledger."""
+    from .profiles import profile_view
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return profile_view(await store.get_profile(profile_id))
+
+    p = _run(go, as_json)
+    if as_json:
+        _print_json(p)
+        return
+    typer.echo(f"{p['id']}  client {p['client_id']}  updated {p['updated_at']}")
+    for name, f in p["fields"].items():
+        typer.echo(f"  {name:14} {orjson.dumps(f['value']).decode():40} {f['set_at']}  {f['request_id']}")
+    for ch, c in p["consent"].items():
+        typer.echo(f"  consent {ch:6} {'opt-in' if c['granted'] else 'opt-out'}  {c['occurred_at']}  {c['request_id']}")
+    typer.echo(f"  ledger: {len(p['ledger'])} events; requests: {len(p['request_ids'])}")
+
+
+@profiles_app.command("export")
+def profiles_export(profile_id: str, out: Path = typer.Option(None, "--out", help="Write to this file")) -> None:
+    """Export everything held about one profile as JSON."""
+    from .admin import export_profile_data
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return await export_profile_data(store, profile_id, None)
+
+    data = orjson.dumps(_run(go, True), option=orjson.OPT_INDENT_2)
+    if out:
+        out.write_bytes(data)
+        typer.echo(f"wrote {out}")
+    else:
+        sys.stdout.write(data.decode() + "\n")
+
+
+@profiles_app.command("erase")
+def profiles_erase(
+    profile_id: str, yes: bool = typer.Option(False, "--yes", help="Do not ask"), as_json: bool = JsonOpt,
+) -> None:
+    """Erase a profile, its consent ledger, its records and its requests' raw bodies (logged)."""
+    if not yes and not typer.confirm(f"Erase {profile_id} and the raw bodies of its requests?"):
+        raise typer.Exit(1)
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return await store.erase_profile(profile_id, None, actor="cli")
+
+    res = _run(go, as_json)
+    if as_json:
+        _print_json(res)
+    else:
+        typer.echo(" ".join(f"{k}={v}" for k, v in res.items()))
+
+
+@app.command("replay")
+def replay_cmd(
+    request_id: str = typer.Argument(None, help="One request; or filter with the options"),
+    source: str = typer.Option(None), failed: bool = typer.Option(False, "--failed", help="Only failed requests"),
+    since: str = typer.Option(None), until: str = typer.Option(None), limit: int = typer.Option(1000),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print a diff of old and new records; change nothing"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Re-parse stored requests with the source's current parser and mapping version."""
+    from .replay import replay
+    from .sources import SourceCache
+
+    if not request_id and not source and not failed:
+        typer.echo("error: give a request id, --source or --failed", err=True)
+        raise typer.Exit(2)
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        cache = SourceCache(store, s.max_body_bytes)
+        await cache.reload()
+        if request_id:
+            await store.get_request(request_id)
+            return await replay(store, cache, request_ids=[request_id], dry_run=dry_run)
+        source_id = (await store.get_source(source))["id"] if source else None
+        flt = RequestFilter(source_id=source_id, state="failed" if failed else None, limit=limit,
+                            since_us=parse_time(since) if since else None,
+                            until_us=parse_time(until) if until else None)
+        return await replay(store, cache, flt=flt, dry_run=dry_run)
+
+    items = _run(go, as_json)
+    if as_json:
+        _print_json({"dry_run": dry_run, "count": len(items), "items": items})
+        return
+    for it in items:
+        if "skipped" in it:
+            typer.echo(f"{it['request_id']}: skipped ({it['skipped']})")
+            continue
+        typer.echo(f"{it['request_id']}: {it['old_state']} -> {it['new_state']}"
+                   f"{'' if it['changed'] else ' (unchanged)'}")
+        if dry_run and it["diff"]:
+            typer.echo(it["diff"])
+    typer.echo(f"{len(items)} request(s) {'would be ' if dry_run else ''}replayed")
 
 
 def main() -> None:

@@ -7,8 +7,10 @@ except unknown tokens, which are only counted (a scanner must not be able to fil
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -66,14 +68,20 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def _wants_wait(qs: bytes) -> bool:
+    return any(k == "wait" and v.lower() in ("1", "true", "yes") for k, v in parse_qsl(qs.decode("latin-1")))
+
+
 class Ingest:
     def __init__(self, store: Store, cache: SourceCache, settings: Settings) -> None:
         self.store = store
         self.cache = cache
         self.settings = settings
         self.accepted = 0
+        self.process_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send, token: str, *, test: bool = False) -> None:
+        """``test``: the ``/V1/Test`` endpoint — same checks, then the parser's answer; nothing stored."""
         start = time.perf_counter()
         src = self.cache.by_token.get(token.lower())
         if src is None:
@@ -108,8 +116,17 @@ class Ingest:
         except ClientGone:
             return
         except HookbayError as e:
-            await self._reject(scope, src, body, e)
+            if not test:
+                await self._reject(scope, src, body, e)
             await send_json(send, e.status, e.to_dict(), e.headers)
+            return
+
+        if test:
+            from .worker import parse_body
+
+            out = parse_body(body or b"", ctype_s, src)
+            payload = {"state": out["state"], "stored": False, "records": out["records"], **out["receipt"]}
+            await send_json(send, 200 if out["state"] == "processed" else 422, payload)
             return
 
         row = self._row(scope, src, body, "accepted", None, 200, "pending")
@@ -119,17 +136,26 @@ class Ingest:
                 row["idempotency_key"] = v.decode("latin-1")[:200]
                 break
         try:
-            request_id = await self.store.writer.ingest(row)
-        except StorageUnavailable as e:
+            async with asyncio.timeout(self.settings.write_timeout):
+                request_id = await self.store.writer.ingest(row)
+        except (StorageUnavailable, TimeoutError) as exc:
+            err = exc if isinstance(exc, StorageUnavailable) else StorageUnavailable(detail={"reason": "timeout"})
             metrics.storage_errors_total.inc()
-            log.error("ingest_storage_unavailable", source_id=src.id, detail=e.detail)
-            e.headers["Retry-After"] = str(self.settings.retry_after)
-            await send_json(send, e.status, e.to_dict(), e.headers)
+            log.error("ingest_storage_unavailable", source_id=src.id, detail=err.detail)
+            err.headers["Retry-After"] = str(self.settings.retry_after)
+            await send_json(send, err.status, err.to_dict(), err.headers)
             return
         self.accepted += 1
         metrics.requests_total.labels(src.id, row["verdict"]).inc()
         metrics.ack_seconds.observe(time.perf_counter() - start)
         rid = request_id.encode()
+        qs = scope.get("query_string")
+        if (src.config.sync or (qs and _wants_wait(qs))) and self.process_now is not None:
+            receipt = await self.process_now(request_id)
+            status = 422 if receipt["state"] == "failed" else 200
+            await send_json(send, status, {"status": "accepted", "request_id": request_id, "receipt": receipt},
+                            {"X-Request-Id": request_id})
+            return
         await send_raw(
             send, 200, b'{"status":"accepted","request_id":"' + rid + b'"}', extra=[(b"x-request-id", rid)]
         )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Format = Literal["auto", "json", "ndjson", "xml", "csv", "form"]
-Parser = Literal["generic"]
+Parser = Literal["generic", "contact", "mapping"]
 Method = Literal["POST", "PUT", "PATCH", "GET"]
 
 
@@ -18,9 +18,27 @@ class SourceConfig(BaseModel):
 
     format: Format = "auto"
     parser: Parser = "generic"
-    methods: list[Method] = Field(default_factory=lambda: ["POST"])
+    methods: list[Method] = Field(default_factory=lambda: list[Method](["POST"]))
     max_body_bytes: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024)
     idempotency_header: str | None = Field(default=None, description="Extra header naming the delivery id")
+    mapping: dict[str, Any] | None = Field(default=None, description="Declarative mapping (parser: mapping)")
+    default_region: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$", description="Region for phone numbers without +country code"
+    )
+    sync: bool = Field(default=False, description="Parse before answering, as if every request had ?wait=1")
+
+    @model_validator(mode="after")
+    def _mapping_fits_parser(self) -> SourceConfig:
+        if self.parser == "mapping":
+            if self.mapping is None:
+                raise ValueError("parser 'mapping' needs a mapping document")
+            from .parsers.mapping import Mapping, MappingError
+
+            try:
+                Mapping.from_dict(self.mapping)
+            except MappingError as e:
+                raise ValueError(f"invalid mapping: {e}") from None
+        return self
 
     @field_validator("methods")
     @classmethod

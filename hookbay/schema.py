@@ -93,6 +93,7 @@ records = sa.Table(
     sa.Column("parser", sa.String(32), nullable=False),
     sa.Column("parser_version", sa.String(16), nullable=False),
     sa.Column("data", Json, nullable=False),
+    sa.Column("profile_id", sa.String(40), nullable=True, index=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("request_id", "idx"),
     sa.Index("ix_records_source_created", "source_id", "created_at"),
@@ -113,4 +114,56 @@ meta = sa.Table(
     metadata,
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("client_id", sa.String(100), nullable=False),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("phone", sa.String(32), nullable=True),
+    sa.Column("fields", Json, nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_profiles_client_email", "client_id", "email"),
+    sa.Index("ix_profiles_client_phone", "client_id", "phone"),
+)
+
+# Identity keys (normalised email, E.164 phone) -> profile; the unique key is what makes two workers
+# racing to create the same customer end up with one profile.
+profile_keys = sa.Table(
+    "profile_keys",
+    metadata,
+    sa.Column("client_id", sa.String(100), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("value", sa.String(320), primary_key=True),
+    sa.Column("profile_id", sa.String(40), nullable=False, index=True),
+)
+
+consent_events = sa.Table(
+    "consent_events",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("profile_id", sa.String(40), nullable=False),
+    sa.Column("client_id", sa.String(100), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("granted", sa.Boolean, nullable=False),
+    sa.Column("occurred_at", sa.BigInteger, nullable=False),
+    sa.Column("source_id", sa.String(40), nullable=True),
+    sa.Column("request_id", sa.String(40), nullable=True),
+    sa.Column("field", sa.String(40), nullable=True),
+    sa.UniqueConstraint("request_id", "profile_id", "channel"),
+    sa.Index("ix_consent_events_profile", "profile_id", "channel", "occurred_at"),
+)
+
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("client_id", sa.String(100), nullable=False),
+    sa.Column("profile_id", sa.String(40), nullable=False),
+    sa.Column("erased_at", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("summary", Json, nullable=False),
 )

@@ -32,6 +32,7 @@ class ActiveSource:
     allow_header: str
     max_body: int
     idempotency_headers: tuple[bytes, ...]
+    mapping: Any = None
 
 
 DEFAULT_IDEMPOTENCY_HEADERS = (b"webhook-id", b"x-github-delivery", b"x-wc-webhook-delivery-id", b"idempotency-key")
@@ -39,7 +40,7 @@ DEFAULT_IDEMPOTENCY_HEADERS = (b"webhook-id", b"x-github-delivery", b"x-wc-webho
 
 def build_source(row: dict[str, Any], default_max_body: int) -> ActiveSource:
     cfg = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
-    idem = DEFAULT_IDEMPOTENCY_HEADERS
+    idem: tuple[bytes, ...] = DEFAULT_IDEMPOTENCY_HEADERS
     if cfg.idempotency_header:
         idem = (cfg.idempotency_header.lower().encode("latin-1"), *idem)
     return ActiveSource(
@@ -54,7 +55,16 @@ def build_source(row: dict[str, Any], default_max_body: int) -> ActiveSource:
         allow_header=", ".join(cfg.methods),
         max_body=cfg.max_body_bytes or default_max_body,
         idempotency_headers=idem,
+        mapping=_compile_mapping(cfg),
     )
+
+
+def _compile_mapping(cfg: SourceConfig) -> Any:
+    if cfg.parser != "mapping" or cfg.mapping is None:
+        return None
+    from .parsers.mapping import Mapping
+
+    return Mapping.from_dict(cfg.mapping)
 
 
 class SourceCache:

@@ -22,7 +22,8 @@ import structlog
 from . import metrics
 from .errors import HookbayError
 from .ids import now_us
-from .parsers import generic
+from .models import SourceConfig
+from .parsers import contact, generic, mapping
 from .parsers.formats import load_tree
 from .settings import Settings
 from .sources import ActiveSource, SourceCache
@@ -46,31 +47,43 @@ class RetryPolicy:
         return attempt >= self.max_attempts
 
 
-def process_request(req: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
-    """Parse one stored request into records and a receipt. Never raises for bad input."""
-    base = {
-        "request_id": req["id"],
-        "source_id": req["source_id"],
-        "client_id": req["client_id"],
-        "parser": "generic",
-        "parser_version": generic.PARSER_VERSION,
-    }
-    fmt = src.config.format if src is not None else "auto"
+def parse_body(body: bytes, content_type: str | None, src: ActiveSource | None) -> dict[str, Any]:
+    """Run a source's parser over a body: what the worker stores, and what ``/V1/Test`` shows."""
+    cfg = src.config if src is not None else SourceConfig()
+    out: dict[str, Any] = {"parser": cfg.parser, "parser_version": generic.PARSER_VERSION}
     try:
-        docs = load_tree(req["body"] or b"", req["content_type"], fmt)
+        docs = load_tree(body, content_type, cfg.format)
     except HookbayError as e:
-        err = {"path": "$", "code": e.code, "message": e.message}
+        err: dict[str, Any] = {"path": "$", "code": e.code, "message": e.message}
         if e.detail is not None:
             err["detail"] = e.detail
-        return {**base, "state": "failed", "records": [], "receipt": {"errors": [err], "warnings": []}}
-    result = generic.parse(docs)
-    state = "processed" if result.records and not result.errors else "failed"
-    return {
-        **base,
-        "state": state,
-        "records": result.records,
-        "receipt": {"errors": result.errors, "warnings": result.warnings},
-    }
+        return {**out, "state": "failed", "records": [], "receipt": {"errors": [err], "warnings": []}}
+    if cfg.parser == "contact":
+        out["parser_version"] = contact.PARSER_VERSION
+        result = contact.parse(docs, default_region=cfg.default_region)
+    elif cfg.parser == "mapping" and src is not None and src.mapping is not None:
+        m = src.mapping
+        out["parser_version"] = f"mapping-v{m.version}"
+        mapped = mapping.parse(docs, m)
+        if m.target == "contact":
+            result = contact.parse(mapped.records, default_region=cfg.default_region)
+            result.errors[:0] = mapped.errors
+            result.warnings[:0] = mapped.warnings
+        else:
+            result = mapped
+    else:
+        result = generic.parse(docs)
+    state = "processed" if result.records else "failed"
+    return {**out, "state": state, "records": result.records,
+            "receipt": {"errors": result.errors, "warnings": result.warnings}}
+
+
+def process_request(req: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
+    """Parse one stored request into records and a receipt. Never raises for bad input."""
+    out = parse_body(req["body"] or b"", req["content_type"], src)
+    out.update(request_id=req["id"], source_id=req["source_id"], client_id=req["client_id"],
+               received_at=req["received_at"])
+    return out
 
 
 class Worker:
@@ -167,6 +180,22 @@ class Worker:
             await self.store.retry_job(job.job_id, err, self.policy.delay(job.attempts),
                                        self.policy.gives_up(job.attempts), job.request_id)
         return len(jobs)
+
+    async def process_one(self, request_id: str, wait_s: float) -> None:
+        """Process one request now (``?wait=1``); if another worker holds its job, wait for it."""
+        jobs = await self.store.claim_job_for(request_id, self.worker_id, self.settings.job_lease_seconds)
+        if jobs:
+            reqs = await self.store.load_requests([request_id])
+            req = reqs[request_id]
+            src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
+            await self.store.finish_jobs([process_request(req, src)])
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            row = await self.store.get_request(request_id)
+            if row["state"] not in ("pending",):
+                return
+            await asyncio.sleep(0.05)
 
     async def _listen(self) -> None:
         """PostgreSQL: wake on NOTIFY from any ingest process, not just this one."""

@@ -253,11 +253,14 @@ class Store:
                 stmt = stmt.where(R.c.state == f.state)
             if f.text:
                 pattern = "%" + f.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                body_text = sa.cast(R.c.body, sa.Text) if self.is_postgres else sa.cast(R.c.body, sa.Text)
-                if self.is_postgres:
-                    body_text = sa.func.convert_from(R.c.body, "UTF8")
-                stmt = stmt.where(sa.or_(body_text.like(pattern, escape="\\"),
-                                         R.c.headers.like(pattern, escape="\\")))
+                needle = f.text.encode()
+                in_body: sa.ColumnElement[bool] = (
+                    sa.text("position(:needle IN requests.body) > 0").bindparams(
+                        sa.bindparam("needle", needle, type_=sa.LargeBinary))  # type: ignore[assignment]
+                    if self.is_postgres
+                    else sa.func.instr(R.c.body, sa.literal(needle, sa.LargeBinary)) > 0
+                )
+                stmt = stmt.where(sa.or_(in_body, R.c.headers.like(pattern, escape="\\")))
             if f.after_id:
                 stmt = stmt.where(R.c.id > f.after_id).order_by(R.c.id.asc())
             else:
@@ -330,6 +333,21 @@ class Store:
 
         return await self.write(claim)
 
+    async def claim_job_for(self, request_id: str, worker_id: str, lease_s: float) -> list[ClaimedJob]:
+        def claim(conn: sa.Connection) -> list[ClaimedJob]:
+            now = now_us()
+            stmt = (
+                J.update()
+                .where(J.c.request_id == request_id,
+                       sa.or_(J.c.state == "pending", sa.and_(J.c.state == "running", J.c.locked_until < now)))
+                .values(state="running", locked_by=worker_id, locked_until=now + int(lease_s * 1e6),
+                        attempts=J.c.attempts + 1)
+                .returning(J.c.id, J.c.request_id, J.c.attempts)
+            )
+            return [ClaimedJob(r[0], r[1], r[2]) for r in conn.execute(stmt)]
+
+        return await self.write(claim)
+
     async def load_requests(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
             rows = conn.execute(sa.select(R).where(R.c.id.in_(ids))).mappings()
@@ -337,29 +355,46 @@ class Store:
 
         return await self.read(q)
 
-    async def finish_jobs(self, results: list[dict[str, Any]]) -> None:
-        """Store records and receipts and drop the jobs, atomically; records are unique per
-        (request, index), so a job finished twice (lease expired mid-way) never makes a second record."""
+    async def finish_jobs(self, results: list[dict[str, Any]], *, replace: bool = False) -> None:
+        """Store records, profiles and receipts and drop the jobs, atomically. Records are unique per
+        (request, index) and a request that already has records is skipped, so a job finished twice
+        (its lease expired mid-way) never makes a second record. ``replace`` (replay) swaps them."""
+        from ..profiles import apply_contact
+
+        insert = self.dialect.insert
 
         def fin(conn: sa.Connection) -> None:
             now = now_us()
             ids = [res["request_id"] for res in results]
-            done = set(conn.execute(sa.select(REC.c.request_id).where(REC.c.request_id.in_(ids)).distinct()).scalars())
-            recs = [
-                {"request_id": res["request_id"], "idx": i, "source_id": res["source_id"],
-                 "client_id": res["client_id"], "parser": res["parser"], "parser_version": res["parser_version"],
-                 "data": orjson.dumps(rec).decode(), "created_at": now}
-                for res in results if res["request_id"] not in done
-                for i, rec in enumerate(res["records"])
-            ]
+            if replace:
+                conn.execute(REC.delete().where(REC.c.request_id.in_(ids)))
+                done: set[str] = set()
+            else:
+                done = set(conn.execute(
+                    sa.select(REC.c.request_id).where(REC.c.request_id.in_(ids)).distinct()).scalars())
+            recs = []
+            for res in results:
+                if res["request_id"] in done:
+                    continue
+                for i, rec in enumerate(res["records"]):
+                    pid = None
+                    if "contact" in rec:
+                        pid = apply_contact(
+                            conn, insert, client_id=res["client_id"], contact=rec["contact"],
+                            consents=rec.get("consents", []), at=res.get("received_at") or now,
+                            request_id=res["request_id"], source_id=res["source_id"], now=now)
+                        rec["profile_id"] = pid
+                    recs.append({"request_id": res["request_id"], "idx": i, "source_id": res["source_id"],
+                                 "client_id": res["client_id"], "parser": res["parser"],
+                                 "parser_version": res["parser_version"], "data": orjson.dumps(rec).decode(),
+                                 "profile_id": pid, "created_at": now})
             if recs:
                 conn.execute(REC.insert(), recs)
-            conn.execute(
-                R.update().where(R.c.id == sa.bindparam("rid")).values(
-                    state=sa.bindparam("st"), receipt=sa.bindparam("rc"), processed_at=now),
-                [{"rid": res["request_id"], "st": res["state"], "rc": orjson.dumps(res["receipt"]).decode()}
-                 for res in results],
-            )
+            receipts = [{"rid": res["request_id"], "st": res["state"], "rc": orjson.dumps(res["receipt"]).decode()}
+                        for res in results if res["request_id"] not in done]
+            if receipts:
+                conn.execute(R.update().where(R.c.id == sa.bindparam("rid")).values(
+                    state=sa.bindparam("st"), receipt=sa.bindparam("rc"), processed_at=now), receipts)
             conn.execute(J.delete().where(J.c.request_id.in_(ids)))
 
         await self.write(fin)
@@ -382,6 +417,97 @@ class Store:
     async def queue_depth(self) -> int:
         def q(conn: sa.Connection) -> int:
             return int(conn.execute(sa.select(sa.func.count()).select_from(J)).scalar() or 0)
+
+        return await self.read(q)
+
+    # --- profiles -------------------------------------------------------------------------
+
+    async def find_profiles(self, client_id: str | None, *, email: str | None = None,
+                            phone: str | None = None) -> list[dict[str, Any]]:
+        PK, P = schema.profile_keys, schema.profiles
+
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            conds = []
+            if email:
+                conds.append(sa.and_(PK.c.kind == "email", PK.c.value == email))
+            if phone:
+                conds.append(sa.and_(PK.c.kind == "phone", PK.c.value == phone))
+            if not conds:
+                return []
+            ids = sa.select(PK.c.profile_id).where(sa.or_(*conds))
+            if client_id is not None:
+                ids = ids.where(PK.c.client_id == client_id)
+            stmt = sa.select(P).where(P.c.id.in_(ids)).order_by(P.c.id)
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+        return await self.read(q)
+
+    async def get_profile(self, profile_id: str, client_id: str | None = None) -> dict[str, Any]:
+        P, PK, CE = schema.profiles, schema.profile_keys, schema.consent_events
+
+        def q(conn: sa.Connection) -> dict[str, Any] | None:
+            stmt = sa.select(P).where(P.c.id == profile_id)
+            if client_id is not None:
+                stmt = stmt.where(P.c.client_id == client_id)
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                return None
+            out = dict(row)
+            out["keys"] = [dict(r) for r in conn.execute(
+                sa.select(PK.c.kind, PK.c.value).where(PK.c.profile_id == profile_id).order_by(PK.c.kind, PK.c.value)
+            ).mappings()]
+            out["ledger"] = [dict(r) for r in conn.execute(
+                sa.select(CE).where(CE.c.profile_id == profile_id).order_by(CE.c.occurred_at, CE.c.id)).mappings()]
+            out["request_ids"] = list(conn.execute(
+                sa.select(REC.c.request_id).where(REC.c.profile_id == profile_id).distinct()).scalars())
+            return out
+
+        row = await self.read(q)
+        if row is None:
+            raise NotFound("profile not found")
+        return row
+
+    async def erase_profile(self, profile_id: str, client_id: str | None, actor: str) -> dict[str, Any]:
+        """Right to be forgotten: the profile, its keys and consent ledger, the records made from
+        its requests, and those requests' raw bodies and headers. The erasure itself is logged."""
+        from ..ids import ulid
+
+        P, PK, CE, E = schema.profiles, schema.profile_keys, schema.consent_events, schema.erasures
+
+        def erase(conn: sa.Connection) -> dict[str, Any]:
+            stmt = sa.select(P.c.client_id).where(P.c.id == profile_id)
+            if client_id is not None:
+                stmt = stmt.where(P.c.client_id == client_id)
+            owner = conn.execute(stmt).scalar()
+            if owner is None:
+                raise NotFound("profile not found")
+            req_ids = list(conn.execute(
+                sa.select(REC.c.request_id).where(REC.c.profile_id == profile_id).distinct()).scalars())
+            summary = {
+                "requests_scrubbed": conn.execute(R.update().where(R.c.id.in_(req_ids)).values(
+                    body=None, headers="[]", query="", receipt=orjson.dumps({"erased": True}).decode(),
+                )).rowcount if req_ids else 0,
+                "records_deleted": conn.execute(REC.delete().where(REC.c.request_id.in_(req_ids))).rowcount
+                if req_ids else 0,
+                "consent_events_deleted": conn.execute(CE.delete().where(CE.c.profile_id == profile_id)).rowcount,
+                "keys_deleted": conn.execute(PK.delete().where(PK.c.profile_id == profile_id)).rowcount,
+            }
+            conn.execute(P.delete().where(P.c.id == profile_id))
+            erasure_id = "era_" + ulid()
+            conn.execute(E.insert().values(id=erasure_id, client_id=owner, profile_id=profile_id,
+                                           erased_at=now_us(), actor=actor, summary=orjson.dumps(summary).decode()))
+            return {"erasure_id": erasure_id, "profile_id": profile_id, **summary}
+
+        return await self.write(erase)
+
+    async def list_erasures(self, client_id: str | None = None) -> list[dict[str, Any]]:
+        E = schema.erasures
+
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            stmt = sa.select(E).order_by(E.c.erased_at.desc())
+            if client_id is not None:
+                stmt = stmt.where(E.c.client_id == client_id)
+            return [dict(r) for r in conn.execute(stmt).mappings()]
 
         return await self.read(q)
 

@@ -20,11 +20,22 @@ class Dialect:
     def create_engine(self, *, writer: bool) -> sa.Engine:
         raise NotImplementedError
 
+    @staticmethod
+    def insert(table: sa.Table) -> Any:
+        """An INSERT that supports ``on_conflict_do_nothing`` in this dialect."""
+        raise NotImplementedError
+
 
 class SQLiteDialect(Dialect):
     """WAL with synchronous=FULL: a commit is on disk when it returns; readers never block the writer."""
 
     name = "sqlite"
+
+    @staticmethod
+    def insert(table: sa.Table) -> Any:
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table)
 
     def create_engine(self, *, writer: bool) -> sa.Engine:
         db_path = sa.engine.make_url(self.url).database
@@ -61,6 +72,12 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     notify_sql = "NOTIFY hookbay_jobs"
     channel = "hookbay_jobs"
+
+    @staticmethod
+    def insert(table: sa.Table) -> Any:
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert(table)
 
     def create_engine(self, *, writer: bool) -> sa.Engine:
         opts = f"-c lock_timeout={int(self.busy_timeout_ms)} -c statement_timeout={int(self.busy_timeout_ms) * 6}"

@@ -248,18 +248,20 @@ def test_request_search_filters(live) -> None:  # type: ignore[no-untyped-def]
     a = live.create_source(name="A")
     b = live.create_source(name="B", config={"format": "json"})
     live.client.post(f"/V1/Data/{a['token']}", json={"needle": "haystack-1"})
+    live.client.post(f"/V1/Data/{a['token']}", content=b"\xff\xfe not utf-8",
+                     headers={"Content-Type": "application/octet-stream"})
     rb = live.client.post(f"/V1/Data/{b['token']}", json={"other": 2})
     live.client.post(f"/V1/Data/{b['token']}", content=b"{", headers={"Content-Type": "application/json"})
     live.wait_state(rb.json()["request_id"])
-    assert len(_admin_get(live, "/api/v1/requests", source=a["id"])["items"]) == 1
+    assert len(_admin_get(live, "/api/v1/requests", source=a["id"])["items"]) == 2
     assert len(_admin_get(live, "/api/v1/requests", source="B")["items"]) == 2
     assert len(_admin_get(live, "/api/v1/requests", q="haystack-1")["items"]) == 1
     assert len(_admin_get(live, "/api/v1/requests", state="processed", source="B")["items"]) == 1
-    assert len(_admin_get(live, "/api/v1/requests", since="1h")["items"]) == 3
+    assert len(_admin_get(live, "/api/v1/requests", since="1h")["items"]) == 4
     assert _admin_get(live, "/api/v1/requests", until="2000-01-01T00:00:00Z")["items"] == []
     page1 = _admin_get(live, "/api/v1/requests", limit=2)
     page2 = _admin_get(live, "/api/v1/requests", limit=2, before=page1["next_cursor"])
-    assert len(page1["items"]) == 2 and len(page2["items"]) == 1
+    assert len(page1["items"]) == 2 and len(page2["items"]) == 2
     assert {i["id"] for i in page1["items"]}.isdisjoint({i["id"] for i in page2["items"]})
 
 

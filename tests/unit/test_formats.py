@@ -93,12 +93,12 @@ def test_auto_unknown_is_unsupported(body: bytes, content_type: str | None) -> N
         load_tree(body, content_type, "auto")
 
 
-@pytest.mark.parametrize("fmt", ["xml", "csv"])
-def test_xml_csv_not_supported_yet(fmt: str) -> None:
+def test_fixed_format_refuses_another_named_format() -> None:
+    """XML and CSV are supported now; a fixed format still refuses a body labelled as another format."""
+    assert load_tree(b"<a/>", "application/xml", "xml") == [{"a": None}]
+    assert load_tree(b"<a/>", "application/xml", "auto") == [{"a": None}]
     with pytest.raises(UnsupportedMediaType):
-        load_tree(b"<a/>", "application/xml", fmt)
-    with pytest.raises(UnsupportedMediaType):
-        load_tree(b"<a/>", "application/xml", "auto")
+        load_tree(b"<a/>", "application/xml", "csv")
 
 
 def test_unknown_format_is_a_programming_error() -> None:
@@ -246,7 +246,7 @@ def test_item_limit() -> None:
         (b"a=1", "application/x-www-form-urlencoded", "form"),
         (b"{}\n[1]\n", "application/x-ndjson", "ndjson"),
         (b"{}\n[1]\n", "application/x-ndjson", "auto"),
-        (b"whatever", None, "xml"),
+        (b"<a>whatever</a>", None, "xml"),
         (b"[" * 2000, "text/plain", "auto"),
     ],
 )
@@ -323,3 +323,532 @@ def test_arbitrary_bytes_only_raise_domain_errors(body: bytes, content_type: str
             call(body, content_type, fmt)
         except (MalformedBody, UnsupportedMediaType):
             pass
+
+
+# --- XML -------------------------------------------------------------------------------------------
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<lolz>&lol9;</lolz>"""
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE order [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<order><note>&xxe;</note></order>"""
+EXTERNAL_DTD = b"""<?xml version="1.0"?>
+<!DOCTYPE order SYSTEM "http://127.0.0.1:9/evil.dtd">
+<order><note>x</note></order>"""
+PARAMETER_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE order [<!ENTITY % remote SYSTEM "http://127.0.0.1:9/x.dtd"> %remote;]>
+<order/>"""
+DOCTYPE_ONLY = b"""<!DOCTYPE order><order/>"""
+
+
+@pytest.mark.parametrize(
+    ("xml", "expected"),
+    [
+        # text-only element -> its trimmed text; values stay strings
+        (b"<a>  42 </a>", {"a": "42"}),
+        # empty element (or whitespace only) -> null
+        (b"<a/>", {"a": None}),
+        (b"<a>\n  </a>", {"a": None}),
+        # child elements -> keys
+        (b"<order><id>7</id><total>9.50</total></order>", {"order": {"id": "7", "total": "9.50"}}),
+        # repeated child elements -> list, in document order; a single one stays a value
+        (
+            b"<order><lines><line>a</line><line>b</line><line/></lines><tag>x</tag></order>",
+            {"order": {"lines": {"line": ["a", "b", None]}, "tag": "x"}},
+        ),
+        (b"<o><l>a</l><x>1</x><l>b</l></o>", {"o": {"l": ["a", "b"], "x": "1"}}),
+        # attributes -> "@name"; text next to attributes or children -> "#text"
+        (b'<a id="1" kind="x"/>', {"a": {"@id": "1", "@kind": "x"}}),
+        (b'<price currency="EUR"> 9.5 </price>', {"price": {"@currency": "EUR", "#text": "9.5"}}),
+        (b"<p>Hello <b>big</b>\n world</p>", {"p": {"b": "big", "#text": "Hello world"}}),
+        (b'<a id=""></a>', {"a": {"@id": ""}}),
+        # namespaces: "{uri}" dropped from tags and attributes; xmlns declarations are not attributes
+        (
+            b'<o:order xmlns:o="urn:o" xmlns="urn:d" xmlns:x="urn:x" x:id="5"><item>1</item><o:item>2</o:item></o:order>',
+            {"order": {"@id": "5", "item": ["1", "2"]}},
+        ),
+        # comments and processing instructions are ignored; CDATA is text; character references decoded
+        (b"<?xml version='1.0'?><a><!-- c --><?pi x?><![CDATA[<b>&]]> &amp;&#233;</a>", {"a": "<b>& &\u00e9"}),
+    ],
+)
+def test_xml_tree_rules(xml: bytes, expected: dict[str, Any]) -> None:
+    assert load_tree(xml, "application/xml", "xml") == [expected]
+    check_well_formed(xml, "application/xml", "xml")
+
+
+@pytest.mark.parametrize("body", [BILLION_LAUGHS, XXE, EXTERNAL_DTD, PARAMETER_ENTITY, DOCTYPE_ONLY])
+@pytest.mark.parametrize(("content_type", "fmt"), [("application/xml", "xml"), ("text/xml", "auto"), (None, "xml")])
+def test_xml_bombs_and_external_entities_are_refused(body: bytes, content_type: str | None, fmt: str) -> None:
+    with pytest.raises(MalformedBody, match="DTDs and entities are not allowed"):
+        load_tree(body, content_type, fmt)
+    with pytest.raises(MalformedBody, match="DTDs and entities are not allowed"):
+        check_well_formed(body, content_type, fmt)
+
+
+def test_xxe_never_reads_the_file() -> None:
+    with pytest.raises(MalformedBody) as exc:
+        load_tree(XXE, "application/xml", "xml")
+    assert "root:" not in str(exc.value.to_dict())
+
+
+@pytest.mark.parametrize("depth", [10_000, 100_000])
+def test_deep_xml_is_malformed_not_recursion_error(depth: int) -> None:
+    body = b"<a>" * depth + b"</a>" * depth
+    with pytest.raises(MalformedBody, match="XML nesting deeper than 64"):
+        load_tree(body, "application/xml", "xml")
+    with pytest.raises(MalformedBody, match="XML nesting deeper than 64"):
+        check_well_formed(body, "application/xml", "xml")
+
+
+def test_xml_depth_limit_is_exact() -> None:
+    assert load_tree(b"<a>" * 64 + b"</a>" * 64, None, "xml")
+    with pytest.raises(MalformedBody):
+        load_tree(b"<a>" * 65 + b"</a>" * 65, None, "xml")
+    with pytest.raises(MalformedBody, match="deeper than 3"):
+        load_tree(b"<a><b><c><d/></c></b></a>", None, "xml", ParseLimits(max_depth=3))
+
+
+def test_xml_item_limit_counts_elements_and_attributes() -> None:
+    limits = ParseLimits(max_items=10)
+    assert load_tree(b"<r>" + b"<i/>" * 9 + b"</r>", None, "xml", limits)
+    with pytest.raises(MalformedBody, match="more than 10 XML elements"):
+        load_tree(b"<r>" + b"<i/>" * 10 + b"</r>", None, "xml", limits)
+    with pytest.raises(MalformedBody, match="more than 10 XML elements"):
+        load_tree(b"<r " + b" ".join(b'a%d="1"' % i for i in range(10)) + b"/>", None, "xml", limits)
+    with pytest.raises(MalformedBody, match="more than 10 XML elements"):
+        check_well_formed(b"<r>" + b"<i/>" * 10 + b"</r>", None, "xml", limits)
+
+
+def test_huge_flat_xml_is_refused_while_streaming() -> None:
+    body = b"<r>" + b"<i/>" * 2_000_000 + b"</r>"
+    with pytest.raises(MalformedBody, match="more than 100000 XML elements"):
+        load_tree(body, "application/xml", "xml")
+
+
+def test_xml_cheap_precheck_does_not_refuse_text_full_of_markup_characters() -> None:
+    """'<' and '=' inside CDATA and attribute values only send the body to the exact count."""
+    body = b"<r><![CDATA[" + b"<=" * 200 + b"]]></r>"
+    assert load_tree(body, None, "xml", ParseLimits(max_items=10)) == [{"r": "<=" * 200}]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        ('<?xml version="1.0" encoding="ISO-8859-1"?><n>J\u00fcrgen</n>'.encode("latin-1"), "text/xml", "J\u00fcrgen"),
+        # the document's own declaration wins over the HTTP charset
+        (
+            '<?xml version="1.0" encoding="ISO-8859-1"?><n>J\u00fcrgen</n>'.encode("latin-1"),
+            "text/xml; charset=utf-8",
+            "J\u00fcrgen",
+        ),
+        # no declaration: the HTTP charset says how to read it
+        ("<n>J\u00fcrgen</n>".encode("latin-1"), "application/xml; charset=latin-1", "J\u00fcrgen"),
+        ("<n>\u4e2d</n>".encode("utf-16"), "application/xml", "\u4e2d"),
+        ("<n>\u4e2d</n>".encode("utf-16-le"), "application/xml; charset=utf-16le", "\u4e2d"),
+        (b"\xef\xbb\xbf<n>\xc3\xa9</n>", "application/xml", "\u00e9"),
+    ],
+)
+def test_xml_encodings(body: bytes, content_type: str, expected: str) -> None:
+    assert load_tree(body, content_type, "auto") == [{"n": expected}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not xml",
+        b"<a>",
+        b"<a></b>",
+        b"<a/><b/>",
+        b"<a>&undefined;</a>",
+        b"<a>\x00</a>",
+        b"<a>\xff</a>",
+        b'<?xml version="1.0" encoding="bogus"?><a/>',
+        b'<?xml version="1.0" encoding="zlib"?><a/>',
+        b'<?xml version="1.0" encoding="idna"?><a/>',
+        b'<?xml version="1.0" encoding="shift_jis"?><a/>',
+    ],
+)
+def test_invalid_xml_is_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedBody):
+        load_tree(body, "application/xml", "xml")
+    with pytest.raises(MalformedBody):
+        check_well_formed(body, "application/xml", "xml")
+
+
+def test_xml_syntax_error_detail() -> None:
+    with pytest.raises(MalformedBody) as exc:
+        load_tree(b"<a>\n  <b></c>\n</a>", "application/xml", "xml")
+    assert exc.value.detail["line"] == 2
+    assert exc.value.detail["column"] == 8
+    assert "line 2 column 8" in exc.value.message and "mismatched tag" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b"  \n<a/>", None, "xml"),
+        (b"\xef\xbb\xbf<a/>", None, "xml"),
+        (b"<a/>", "application/soap+xml", "xml"),
+        (b"x", "multipart/form-data; boundary=b", "form"),
+        (b"a", "application/csv", "csv"),
+    ],
+)
+def test_auto_resolution_new_formats(body: bytes, content_type: str | None, expected: str) -> None:
+    assert resolve_format(body, content_type, "auto") == expected
+
+
+def test_auto_sniffs_xml_only_without_media_type() -> None:
+    with pytest.raises(UnsupportedMediaType):
+        resolve_format(b"<html></html>", "text/html", "auto")
+    with pytest.raises(UnsupportedMediaType):
+        resolve_format(b"a,b\n1,2", None, "auto")  # CSV only by media type
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type"),
+    [
+        ("xml", "application/json"),
+        ("xml", "text/csv"),
+        ("xml", "application/x-www-form-urlencoded"),
+        ("csv", "application/xml"),
+        ("csv", "application/json"),
+        ("form", "application/json"),
+        ("form", "text/xml"),
+        ("ndjson", "application/xml"),
+        ("json", "application/xml"),
+    ],
+)
+def test_fixed_format_with_another_formats_media_type_is_415(fmt: str, content_type: str) -> None:
+    with pytest.raises(UnsupportedMediaType) as exc:
+        check_well_formed(b"<a/>", content_type, fmt)
+    assert exc.value.detail["got"] == media_type(content_type)
+    with pytest.raises(UnsupportedMediaType):
+        load_tree(b"<a/>", content_type, fmt)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "body"),
+    [
+        ("xml", "text/plain", b"<a/>"),
+        ("xml", "application/octet-stream", b"<a/>"),
+        ("csv", "text/plain", b"a\n1"),
+        ("csv", None, b"a\n1"),
+        ("form", "multipart/form-data; boundary=b", b"--b--"),
+        ("ndjson", "application/json", b"{}"),
+    ],
+)
+def test_fixed_format_accepts_vague_media_types(fmt: str, content_type: str | None, body: bytes) -> None:
+    check_well_formed(body, content_type, fmt)
+    load_tree(body, content_type, fmt)
+
+
+def test_check_well_formed_holds_json_to_tree_limits() -> None:
+    """The pre-ack check refuses what the worker would refuse, so the sender hears it while it can retry."""
+    with pytest.raises(MalformedBody, match="more than 100000 items"):
+        check_well_formed(orjson.dumps([0] * 100_001), "application/json", "json")
+    with pytest.raises(MalformedBody, match="nesting deeper than 64"):
+        check_well_formed(b"[" * 65 + b"]" * 65, "application/json", "auto")
+    with pytest.raises(MalformedBody, match="more than 2 items"):
+        check_well_formed(b"1\n2\n3", None, "ndjson", ParseLimits(max_items=2))
+
+
+# --- CSV -------------------------------------------------------------------------------------------
+
+ROWS = [{"email": "a@b.co", "name": "Ada"}, {"email": "c@d.co", "name": "Cy"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"email,name\na@b.co,Ada\nc@d.co,Cy\n", "text/csv"),
+        (b"email,name\r\na@b.co,Ada\r\nc@d.co,Cy", "text/csv; charset=utf-8"),
+        (b"email;name\na@b.co;Ada\nc@d.co;Cy\n", "text/csv"),
+        (b"email\tname\na@b.co\tAda\nc@d.co\tCy\n", "application/csv"),
+        (b"\xef\xbb\xbfemail,name\na@b.co,Ada\nc@d.co,Cy\n", "text/csv"),
+        (b"\n\nemail , name\n\na@b.co,Ada\n\n\nc@d.co,Cy\n\n", "text/csv"),
+        (b'"email","name"\n"a@b.co","Ada"\nc@d.co,"Cy"\n', "text/csv"),
+    ],
+)
+def test_csv_rows_become_documents(body: bytes, content_type: str) -> None:
+    assert load_tree(body, content_type, "auto") == ROWS
+    check_well_formed(body, content_type, "csv")
+
+
+def test_csv_quoting_and_values_stay_strings() -> None:
+    body = b'id,note,amount\n1,"a, ""quoted""\nline",0012\n2,,\n'
+    assert load_tree(body, "text/csv", "csv") == [
+        {"id": "1", "note": 'a, "quoted"\nline', "amount": "0012"},
+        {"id": "2", "note": "", "amount": ""},
+    ]
+
+
+def test_csv_semicolon_with_decimal_commas_in_data() -> None:
+    assert load_tree(b"sku;price\nA;9,50\n", "text/csv", "csv") == [{"sku": "A", "price": "9,50"}]
+
+
+def test_csv_ragged_rows() -> None:
+    body = b"a,b,c\n1,2,3,4,5\n1\n1,2,3\n"
+    assert load_tree(body, "text/csv", "csv") == [
+        {"a": "1", "b": "2", "c": "3", "_extra": ["4", "5"]},
+        {"a": "1", "b": None, "c": None},
+        {"a": "1", "b": "2", "c": "3"},
+    ]
+
+
+def test_csv_blank_and_duplicate_header_names() -> None:
+    assert load_tree(b"a,,a,a\n1,2,3,4\n", "text/csv", "csv") == [
+        {"a": "1", "column_2": "2", "a_2": "3", "a_3": "4"}
+    ]
+
+
+def test_csv_latin1_charset() -> None:
+    body = "name;city\nJ\u00fcrgen;K\u00f6ln\n".encode("latin-1")
+    assert load_tree(body, "text/csv; charset=ISO-8859-1", "auto") == [{"name": "J\u00fcrgen", "city": "K\u00f6ln"}]
+    with pytest.raises(MalformedBody, match="UTF-8"):
+        load_tree(body, "text/csv", "auto")
+
+
+def test_csv_header_only_has_no_documents() -> None:
+    assert load_tree(b"a,b\n", "text/csv", "csv") == []
+
+
+@pytest.mark.parametrize("body", [b"", b"   \r\n\n", b"\xef\xbb\xbf"])
+def test_csv_empty_body_is_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedBody, match="header row is required"):
+        load_tree(body, "text/csv", "csv")
+
+
+@pytest.mark.parametrize("body", [b'a,b\n1,"x"y\n', b'a,b\n1,"unterminated\n', b"a\n" + b"x" * 200_000])
+def test_csv_syntax_errors_are_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedBody, match="invalid CSV at line"):
+        load_tree(body, "text/csv", "csv")
+
+
+def test_csv_row_limit() -> None:
+    limits = ParseLimits(max_items=3)
+    assert len(load_tree(b"a\n1\n2\n3\n", "text/csv", "csv", limits)) == 3
+    with pytest.raises(MalformedBody, match="more than 3 CSV rows"):
+        load_tree(b"a\n1\n2\n3\n4\n", "text/csv", "csv", limits)
+
+
+# --- multipart/form-data ---------------------------------------------------------------------------
+
+
+def multipart(*parts: tuple[str, bytes], boundary: str = "----hb7MA4YWxkTrZu0gW") -> tuple[bytes, str]:
+    """Build a multipart body from (header block, content) pairs."""
+    out = b""
+    for headers, content in parts:
+        out += f"--{boundary}\r\n{headers}\r\n\r\n".encode() + content + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return out, f"multipart/form-data; boundary={boundary}"
+
+
+def test_multipart_fields_and_files() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4 + b"\r\n--not-the-boundary\r\n"
+    body, ctype = multipart(
+        ('Content-Disposition: form-data; name="email"', b"a@b.co"),
+        ('Content-Disposition: form-data; name="tags"', b"x"),
+        ('Content-Disposition: form-data; name="tags"', b"y"),
+        ('Content-Disposition: form-data; name="note"', "line1\r\nline2 \u00e9".encode()),
+        ('Content-Disposition: form-data; name="empty"', b""),
+        ('Content-Disposition: form-data; name="avatar"; filename="me.png"\r\nContent-Type: image/png', png),
+        ('Content-Disposition: form-data; name="cv"; filename=""\r\nContent-Type: application/octet-stream', b""),
+    )
+    assert load_tree(body, ctype, "auto") == [
+        {
+            "email": "a@b.co",
+            "tags": ["x", "y"],
+            "note": "line1\r\nline2 \u00e9",
+            "empty": "",
+            "avatar": {"filename": "me.png", "content_type": "image/png", "size": len(png)},
+            "cv": {"filename": "", "content_type": "application/octet-stream", "size": 0},
+        }
+    ]
+    assert load_tree(body, ctype, "form") == load_tree(body, ctype, "auto")
+    check_well_formed(body, ctype, "form")
+
+
+def test_multipart_names_charsets_and_nameless_parts() -> None:
+    body, ctype = multipart(
+        ('Content-Disposition: form-data; name="n\u00e4me"; filename="\u00fc.txt"', b"x"),
+        ("Content-Disposition: form-data; name*=utf-8''st%C3%A4dt", b"K\xc3\xb6ln"),
+        ('Content-Disposition: form-data; name="latin"\r\nContent-Type: text/plain; charset=latin-1', b"K\xf6ln"),
+        ("Content-Type: text/plain", b"no name: not a form field"),
+        ('Content-Disposition: form-data; name="q"; filename="a.txt"', b"no content type"),
+    )
+    assert load_tree(body, ctype, "form") == [
+        {
+            "n\u00e4me": {"filename": "\u00fc.txt", "content_type": None, "size": 1},
+            "st\u00e4dt": "K\u00f6ln",
+            "latin": "K\u00f6ln",
+            "q": {"filename": "a.txt", "content_type": None, "size": 15},
+        }
+    ]
+
+
+def test_multipart_quoted_boundary_and_bare_lf() -> None:
+    body = b'--b q\nContent-Disposition: form-data; name="a"\n\n1\n--b q--\n'
+    assert load_tree(body, 'multipart/form-data; boundary="b q"', "form") == [{"a": "1"}]
+
+
+@pytest.mark.parametrize("body", [b"", b"--b--", b"--b--\r\n"])
+def test_multipart_empty_form(body: bytes) -> None:
+    assert load_tree(body, "multipart/form-data; boundary=b", "form") == [{}]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "match"),
+    [
+        (b"--b\r\n\r\nx\r\n--b--", "multipart/form-data", "boundary"),
+        (b"--b\r\n\r\nx\r\n--b--", 'multipart/form-data; boundary=""', "boundary"),
+        (b"--b\r\n\r\nx\r\n--b--", 'multipart/form-data; boundary="a\\"b"', "boundary"),
+        (b"--b\r\n\r\nx\r\n--b--", "multipart/form-data; boundary=" + "x" * 201, "boundary"),
+        (b"hello", "multipart/form-data; boundary=b", "does not contain its boundary"),
+        (b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\nx', "multipart/form-data; boundary=b", "truncated"),
+        (b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\n\xff\r\n--b--', "multipart/form-data; boundary=b",
+         "not valid utf-8"),
+    ],
+)
+def test_multipart_malformed(body: bytes, content_type: str, match: str) -> None:
+    with pytest.raises(MalformedBody, match=match):
+        load_tree(body, content_type, "form")
+
+
+def test_multipart_header_injection_through_boundary_is_refused() -> None:
+    ctype = 'multipart/form-data; boundary="x\r\nContent-Type: text/plain"'
+    with pytest.raises(MalformedBody, match="boundary"):
+        load_tree(b"--x\r\n\r\n1\r\n--x--", ctype, "form")
+
+
+def test_multipart_part_limit() -> None:
+    body, ctype = multipart(*[(f'Content-Disposition: form-data; name="f{i}"', b"1") for i in range(4)])
+    with pytest.raises(MalformedBody, match="more than 3 multipart parts"):
+        load_tree(body, ctype, "form", ParseLimits(max_items=3))
+
+
+def test_multipart_deep_nesting_is_malformed() -> None:
+    depth = 2000
+    body = b""
+    for i in range(depth):
+        body += b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
+    with pytest.raises(MalformedBody):
+        load_tree(body, "multipart/form-data; boundary=b0", "form")
+
+
+# --- properties ------------------------------------------------------------------------------------
+
+xml_names = st.sampled_from(["a", "b", "item", "x:y"])
+xml_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8)
+
+
+@st.composite
+def xml_elements(draw: st.DrawFn, depth: int = 0) -> tuple[str, dict[str, str], str, list[Any]]:
+    tag = draw(xml_names).replace("x:", "")
+    attrs = draw(st.dictionaries(st.sampled_from(["id", "k"]), xml_text, max_size=2))
+    text = draw(xml_text)
+    children = draw(st.lists(xml_elements(depth + 1), max_size=3)) if depth < 3 else []
+    return tag, attrs, text, children
+
+
+def _to_xml(el: tuple[str, dict[str, str], str, list[Any]]) -> str:
+    from xml.sax.saxutils import escape, quoteattr
+
+    tag, attrs, text, children = el
+    a = "".join(f" {k}={quoteattr(v)}" for k, v in attrs.items())
+    return f"<{tag}{a}>{escape(text)}{''.join(_to_xml(c) for c in children)}</{tag}>"
+
+
+def _expected(el: tuple[str, dict[str, str], str, list[Any]]) -> Any:
+    """The documented rules, written recursively (fine for these small trees)."""
+    tag, attrs, text, children = el
+    text = text.strip(" \t\r\n")
+    if not children and not attrs:
+        return text or None
+    obj: dict[str, Any] = {"@" + k: v.replace("\r", " ").replace("\n", " ").replace("\t", " ") for k, v in attrs.items()}
+    for child in children:
+        key, value = child[0], _expected(child)
+        if key not in obj:
+            obj[key] = value
+        elif isinstance(obj[key], list):
+            obj[key].append(value)
+        else:
+            obj[key] = [obj[key], value]
+    if text:
+        obj["#text"] = text
+    return obj
+
+
+@settings(max_examples=200)
+@given(xml_elements())
+def test_xml_rules_property(el: tuple[str, dict[str, str], str, list[Any]]) -> None:
+    body = _to_xml(el).encode()
+    assert load_tree(body, "application/xml", "xml") == [{el[0]: _expected(el)}]
+
+
+csv_cells = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\r\x00"), max_size=8)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.text("abcdefgh", min_size=1, max_size=5), min_size=1, max_size=5, unique=True),
+    st.data(),
+    st.sampled_from([",", ";", "\t"]),
+)
+def test_csv_round_trip(header: list[str], data: st.DataObject, delimiter: str) -> None:
+    import csv
+    import io
+
+    if len(header) == 1:
+        delimiter = ","  # a one-column header names no delimiter, so the default applies
+    rows = data.draw(st.lists(st.lists(csv_cells, min_size=len(header), max_size=len(header)), max_size=5))
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerows([header, *rows])
+    docs = load_tree(out.getvalue().encode(), "text/csv", "csv")
+    assert docs == [dict(zip(header, r, strict=True)) for r in rows]
+
+
+@settings(max_examples=300)
+@given(
+    st.binary(max_size=300)
+    | st.sampled_from([BILLION_LAUGHS, XXE, b"<a>", b"a,b\n1", b"--b\r\n\r\n1\r\n--b--"]).flatmap(
+        lambda seed: st.binary(max_size=20).map(lambda tail: seed[: len(seed) // 2] + tail)
+    ),
+    st.sampled_from(
+        [
+            None,
+            "application/xml",
+            "application/xml; charset=utf-16",
+            "application/xml; charset=latin-1",
+            "text/csv",
+            "text/csv; charset=utf-16",
+            "text/csv; charset=bogus",
+            "multipart/form-data; boundary=b",
+            "multipart/form-data",
+            "application/json",
+        ]
+    ),
+    st.sampled_from(["auto", "xml", "csv", "form"]),
+)
+def test_arbitrary_bytes_as_xml_csv_multipart_only_raise_domain_errors(
+    body: bytes, content_type: str | None, fmt: str
+) -> None:
+    for call in (load_tree, check_well_formed):
+        try:
+            result = call(body, content_type, fmt)
+        except (MalformedBody, UnsupportedMediaType):
+            continue
+        if result is not None:
+            orjson.dumps(result)  # whatever comes out can be stored as JSON

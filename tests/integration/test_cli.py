@@ -1,0 +1,128 @@
+"""The CLI as a user runs it: a subprocess against the same database as a running server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, free_port
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"HOOKBAY_DATA_DIR": str(tmp_path), "HOOKBAY_DATABASE_URL": db_url, "HOOKBAY_PORT": str(free_port()),
+                "HOOKBAY_ADMIN_TOKEN": ADMIN_TOKEN, "HOOKBAY_LOG_LEVEL": "warning",
+                "HOOKBAY_SOURCE_REFRESH_SECONDS": "0.1", "HOOKBAY_WORKER_POLL_SECONDS": "0.2"})
+    return env
+
+
+def hb(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([sys.executable, "-m", "hookbay", *args], env=env, capture_output=True, text=True, timeout=60)
+    if ok:
+        assert p.returncode == 0, p.stderr + p.stdout
+    return p
+
+
+def test_source_lifecycle(cli_env: dict[str, str]) -> None:
+    out = orjson.loads(hb(cli_env, "source", "create", "--name", "Web Form", "--client", "acme", "--api-key",
+                          "--json").stdout)
+    port = cli_env["HOOKBAY_PORT"]
+    assert out["ingest_url"] == f"http://127.0.0.1:{port}/V1/Data/{out['token']}"
+    assert out["api_key"].startswith("hbk_") and out["api_key_required"]
+    dup = hb(cli_env, "source", "create", "--name", "Web Form", "--client", "acme", "--json", ok=False)
+    assert dup.returncode == 1 and orjson.loads(dup.stdout)["error"]["code"] == "conflict"
+
+    listed = orjson.loads(hb(cli_env, "source", "list", "--json").stdout)
+    assert [s["id"] for s in listed] == [out["id"]] and listed[0]["api_key"] is None
+    shown = orjson.loads(hb(cli_env, "source", "show", "Web Form", "--json").stdout)
+    assert shown["token"] == out["token"]
+    upd = orjson.loads(hb(cli_env, "source", "update", out["id"], "--format", "json", "--allow-method", "POST",
+                          "--allow-method", "PUT", "--disable", "--remove-api-key", "--json").stdout)
+    assert upd["config"]["format"] == "json" and upd["config"]["methods"] == ["POST", "PUT"]
+    assert upd["enabled"] is False and upd["api_key_required"] is False
+    bad = hb(cli_env, "source", "update", out["id"], "--format", "yaml", ok=False)
+    assert bad.returncode == 2
+    hb(cli_env, "source", "delete", out["id"])
+    assert orjson.loads(hb(cli_env, "source", "list", "--json").stdout) == []
+    missing = hb(cli_env, "source", "show", out["id"], "--json", ok=False)
+    assert missing.returncode == 1 and orjson.loads(missing.stdout)["error"]["code"] == "not_found"
+
+
+def test_source_apply_is_idempotent(cli_env: dict[str, str], tmp_path: Path) -> None:
+    f = tmp_path / "sources.yaml"
+    f.write_text(
+        "sources:\n"
+        "  - {name: Shop, client_id: acme, config: {format: json}}\n"
+        "  - {name: POS, client_id: acme, api_key: true}\n"
+    )
+    first = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)
+    assert [r["action"] for r in first] == ["created", "created"]
+    assert first[1]["api_key"]
+    second = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)
+    assert [r["action"] for r in second] == ["unchanged", "unchanged"]
+    assert [r["token"] for r in second] == [r["token"] for r in first]
+    f.write_text(f.read_text().replace("format: json", "format: form"))
+    third = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)
+    assert [r["action"] for r in third] == ["updated", "unchanged"]
+    assert third[0]["config"]["format"] == "form"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources:\n  - {name: X, client_id: acme, config: {format: nope}}\n")
+    assert hb(cli_env, "source", "apply", str(bad), ok=False).returncode == 2
+
+
+def test_serve_requests_and_follow(cli_env: dict[str, str], tmp_path: Path) -> None:
+    src = orjson.loads(hb(cli_env, "source", "create", "--name", "F", "--client", "acme", "--json").stdout)
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "hookbay", "serve"], env=cli_env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    follower = None
+    try:
+        base = f"http://127.0.0.1:{cli_env['HOOKBAY_PORT']}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        follower = subprocess.Popen([sys.executable, "-m", "hookbay", "requests", "--follow", "--json"],
+                                    env=cli_env, stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        r = httpx.post(src["ingest_url"], json={"email": "f@x.io"})
+        assert r.status_code == 200
+        rid = r.json()["request_id"]
+        line = follower.stdout.readline()  # type: ignore[union-attr]
+        assert orjson.loads(line)["id"] == rid
+        # a source created by the CLI while the server runs is live within a second
+        late = orjson.loads(hb(cli_env, "source", "create", "--name", "Late", "--client", "acme", "--json").stdout)
+        deadline = time.monotonic() + 5
+        while httpx.post(late["ingest_url"], json={}).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        listed = orjson.loads(hb(cli_env, "requests", "--source", "F", "--json").stdout)
+        assert [x["id"] for x in listed] == [rid]
+        shown = orjson.loads(hb(cli_env, "requests", "show", rid, "--json").stdout)
+        assert shown["body"] == '{"email":"f@x.io"}'
+        text = hb(cli_env, "requests", "show", rid).stdout
+        assert rid in text and "f@x.io" in text
+    finally:
+        if follower is not None:
+            follower.kill()
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+
+
+def test_token_create_gives_a_client_scoped_token(cli_env: dict[str, str]) -> None:
+    out = orjson.loads(hb(cli_env, "token", "create", "--name", "ci", "--client", "acme", "--json").stdout)
+    assert out["token"].startswith("hbt_") and out["client_id"] == "acme"
