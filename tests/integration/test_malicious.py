@@ -9,7 +9,7 @@ JSON/XML media types), so nothing here reaches the worker.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -31,7 +31,7 @@ class Case:
     """One hostile request: the source it goes to, what is sent, and the answer expected."""
 
     fmt: str
-    body: bytes | Iterator[bytes]
+    body: bytes | Callable[[], Iterator[bytes]]  # a callable makes a fresh streamed body per run
     headers: dict[str, str]
     status: int
     code: str
@@ -87,7 +87,7 @@ CASES = {
         "payload_too_large", "body_size",
     ),
     "ten_mb_chunked_body": Case(
-        "auto", _chunks(10 * 1000 * 1000), {"Content-Type": "application/json"}, 413, "payload_too_large",
+        "auto", lambda: _chunks(10 * 1000 * 1000), {"Content-Type": "application/json"}, 413, "payload_too_large",
         "body_size",
     ),
     "huge_flat_json_array": Case(
@@ -166,7 +166,8 @@ def _rejections(live) -> list[dict]:  # type: ignore[no-untyped-def]
 def test_malicious_request_is_refused_and_server_survives(live, name: str) -> None:  # type: ignore[no-untyped-def]
     case = CASES[name]
     src = live.create_source(config={"format": case.fmt}, api_key=case.api_key)
-    r = live.client.post(f"/V1/Data/{src['token']}{case.query}", content=case.body, headers=case.headers)
+    body = case.body() if callable(case.body) else case.body
+    r = live.client.post(f"/V1/Data/{src['token']}{case.query}", content=body, headers=case.headers)
     assert r.status_code == case.status, r.text[:500]
     assert r.headers["content-type"].startswith("application/json")
     err = r.json()["error"]

@@ -203,8 +203,10 @@ async def test_concurrent_updates_never_lose_a_field(db_url: str, tmp_path: Path
             workers.append(Worker(st, cache, settings, worker_id=f"w{i}"))
 
         async def drain(w: Worker) -> None:
-            while await w.run_once() or await w.store.queue_depth():
-                await asyncio.sleep(0)
+            idle = 0
+            while idle < 3:
+                idle = 0 if await w.run_once() or await w.store.queue_depth() else idle + 1
+                await asyncio.sleep(0.01 * idle)
 
         await asyncio.gather(*(drain(w) for w in workers))
         found = await stores[0].find_profiles("acme", email="same@example.com")
