@@ -11,7 +11,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 import sqlalchemy as sa
+import structlog
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,9 +23,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import schema
 from .errors import BadRequest, Forbidden, HookbayError, NotFound, Unauthorized, error_body
 from .ids import now_us, ulid
-from .models import RequestDetail, RequestPage, SourceCreate, SourceOut, SourceUpdate
+from .models import (
+    RequestDetail,
+    RequestPage,
+    RotateIn,
+    SourceConfig,
+    SourceCreate,
+    SourceOut,
+    SourceUpdate,
+)
 from .profiles import lookup_email, lookup_phone, profile_view
 from .replay import replay
+from .signatures import generate_secret, validate_secret
 from .sources import SourceCache
 from .store import RequestFilter, Store, hash_secret
 from .views import parse_time, request_detail, request_summary, source_out
@@ -93,6 +104,8 @@ class ReplayOut(BaseModel):
     items: list[dict[str, Any]]
 
 
+log = structlog.get_logger("hookbay.admin")
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422)
 }
@@ -116,6 +129,11 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
         msg = "Not Found" if e.status_code == 404 else str(e.detail)
         return JSONResponse(error_body(code, msg), status_code=e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, e: Exception) -> JSONResponse:
+        log.exception("admin_api_error")
+        return JSONResponse(error_body("internal_error", "Internal server error"), status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -154,27 +172,45 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
     @app.get("/api/v1/sources", response_model=list[SourceOut], responses=ERRORS, tags=["sources"])
     async def list_sources(p: Auth, client_id: str | None = None) -> list[SourceOut]:
         rows = await store.list_sources(scope_client(p, client_id))
-        return [source_out(r, base_url) for r in rows]
+        counts = await store.secret_counts()
+        return [source_out(r, base_url, secrets=counts.get(r["id"], 0)) for r in rows]
 
     @app.post("/api/v1/sources", response_model=SourceOut, status_code=201, responses=ERRORS, tags=["sources"])
     async def create_source(p: Auth, body: SourceCreate) -> SourceOut:
         if not p.is_admin and body.client_id != p.client_id:
-            raise Forbidden("A client token can create sources only for its own client")
+            raise NotFound("Not Found")
+        secret, generated = initial_secret(body.config, body.secret)
         row, key = await store.create_source(
             name=body.name, client_id=body.client_id, config=body.config.model_dump(), enabled=body.enabled,
-            api_key=body.api_key,
+            api_key=body.api_key, secret=secret,
         )
         await cache.reload()
-        return source_out(row, base_url, key)
+        return source_out(row, base_url, key, secrets=1 if secret else 0, secret=secret if generated else None)
 
     @app.get("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
     async def get_source(p: Auth, source_id: str) -> SourceOut:
-        return source_out(await store.get_source(source_id, scope_client(p, None)), base_url)
+        row = await store.get_source(source_id, scope_client(p, None))
+        return source_out(row, base_url, secrets=await store.secret_count(row["id"]))
+
+    @app.post("/api/v1/sources/{source_id}/rotate", response_model=SourceOut, responses=ERRORS, tags=["sources"])
+    async def rotate_secret(p: Auth, source_id: str, body: RotateIn) -> SourceOut:
+        """Add a new signing secret; the previous ones stay valid for ``grace_seconds``."""
+        row = await store.get_source(source_id, scope_client(p, None))
+        cfg = SourceConfig.model_validate(orjson.loads(row["config"]))
+        if cfg.signature is None:
+            raise BadRequest("This source has no signature scheme; set config.signature first")
+        if body.secret:
+            initial_secret(cfg, body.secret)
+        secret = body.secret or generate_secret(cfg.signature.scheme)
+        await store.add_secret(row["id"], secret, retire_others_after_s=body.grace_seconds)
+        await cache.reload()
+        return source_out(row, base_url, secrets=await store.secret_count(row["id"]),
+                          secret=None if body.secret else secret)
 
     @app.patch("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
     async def update_source(p: Auth, source_id: str, body: SourceUpdate) -> SourceOut:
         row = await store.get_source(source_id, scope_client(p, None))
-        changes = body.model_dump(exclude_unset=True, exclude={"rotate_api_key", "remove_api_key"})
+        changes = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"rotate_api_key", "remove_api_key"})
         if body.config is not None:
             changes["config"] = body.config.model_dump()
         new, key = await store.update_source(row["id"], changes, rotate_api_key=body.rotate_api_key,
@@ -304,3 +340,16 @@ async def export_profile_data(store: Store, profile_id: str, client_id: str | No
     recs = await store.records_for(prof["request_ids"])
     return {"profile": prof, "records": [record_view(r) | {"request_id": rid}
                                          for rid, rs in recs.items() for r in rs]}
+
+
+def initial_secret(config: SourceConfig, given: str | None) -> tuple[str | None, bool]:
+    """The secret a new source starts with: the provider's, or one we generate (shown once)."""
+    if config.signature is None:
+        return None, False
+    if given:
+        try:
+            validate_secret(config.signature.scheme, given)
+        except ValueError as e:
+            raise BadRequest(f"Unusable signing secret: {e}") from None
+        return given, False
+    return generate_secret(config.signature.scheme), True

@@ -17,7 +17,7 @@ import orjson
 import typer
 import yaml
 
-from .errors import HookbayError
+from .errors import BadRequest, HookbayError
 from .models import SourceConfig, SourceCreate
 from .settings import Settings, get_settings
 from .store import RequestFilter, Store, open_store
@@ -68,8 +68,39 @@ def _run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) -
 
 def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, max_body: int | None,
             idem: str | None, parser: str | None = None, mapping_file: Path | None = None,
-            region: str | None = None, sync: bool | None = None) -> dict[str, Any]:
+            region: str | None = None, sync: bool | None = None, sec: dict[str, Any] | None = None) -> dict[str, Any]:
     cfg = dict(base)
+    sec = sec or {}
+    if sec.get("signature") is not None:
+        scheme = sec["signature"]
+        if scheme in ("", "none"):
+            cfg["signature"] = None
+        else:
+            sig = dict(cfg.get("signature") or {}) if (cfg.get("signature") or {}).get("scheme") == scheme else {}
+            sig["scheme"] = scheme
+            cfg["signature"] = sig
+    if cfg.get("signature"):
+        for flag, key in (("signature_header", "header"), ("algorithm", "algorithm"), ("encoding", "encoding"),
+                          ("prefix", "prefix"), ("tolerance", "tolerance_s")):
+            if sec.get(flag) is not None:
+                cfg["signature"][key] = sec[flag]
+    if sec.get("allow_ip"):
+        cfg["allow_ips"] = [] if sec["allow_ip"] == ["none"] else list(sec["allow_ip"])
+    if sec.get("require_header"):
+        hdrs: dict[str, str] = {}
+        for item in sec["require_header"]:
+            if item == "none":
+                continue
+            name, sep, value = item.partition(":")
+            if not sep:
+                typer.echo(f"error: --require-header wants 'Name: value', got {item!r}", err=True)
+                raise typer.Exit(2)
+            hdrs[name.strip()] = value.strip()
+        cfg["required_headers"] = hdrs
+    if sec.get("rate") is not None:
+        cfg["rate"] = sec["rate"] or None
+    if sec.get("burst") is not None:
+        cfg["burst"] = sec["burst"] or None
     if parser is not None:
         cfg["parser"] = parser
     if mapping_file is not None:
@@ -108,8 +139,11 @@ def _show_source(out: dict[str, Any], as_json: bool) -> None:
     typer.echo(f"ingest URL: {out['ingest_url']}\nenabled:    {out['enabled']}")
     typer.echo(f"api key:    {'required' if out['api_key_required'] else 'not required'}")
     typer.echo(f"config:     {orjson.dumps(out['config']).decode()}")
+    typer.echo(f"secrets:    {out.get('signing_secrets', 0)} active signing secret(s)")
     if out.get("api_key"):
         typer.echo(f"API key (shown once, store it now): {out['api_key']}")
+    if out.get("secret"):
+        typer.echo(f"signing secret (shown once, give it to the sender): {out['secret']}")
 
 
 @app.command()
@@ -138,7 +172,8 @@ def serve(
     typer.echo(f"  admin API: {settings.base_url}/api/v1/docs   metrics: {settings.base_url}/metrics")
     typer.echo('  create a source: hookbay source create --name "Web Form" --client acme')
     uvicorn.run(application, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                access_log=False, log_level=settings.log_level.lower(), lifespan="on")
+                access_log=False, log_level=settings.log_level.lower(), lifespan="on",
+                proxy_headers=False, server_header=False)
 
 
 @app.command("worker")
@@ -187,21 +222,43 @@ def source_create(
     mapping_file: Path = typer.Option(None, "--mapping", help="Mapping file (YAML or JSON); implies --parser mapping"),
     region: str = typer.Option(None, "--default-region", help="Region for phone numbers without +code, e.g. GB"),
     sync: bool = typer.Option(None, "--sync/--async", help="Parse before answering (as ?wait=1)"),
+    signature: str = typer.Option(None, "--signature",
+                                  help="standard|github|stripe|shopify|woocommerce|slack|hmac (none to remove)"),
+    secret: str = typer.Option(None, "--secret", help="The provider's signing secret (generated if absent)"),
+    signature_header: str = typer.Option(None, "--signature-header", help="hmac: header with the signature"),
+    algorithm: str = typer.Option(None, "--algorithm", help="hmac: sha1|sha256|sha512"),
+    encoding: str = typer.Option(None, "--encoding", help="hmac: hex|base64"),
+    prefix: str = typer.Option(None, "--prefix", help="hmac: text before the digest, e.g. sha256="),
+    tolerance: int = typer.Option(None, "--tolerance", help="Signature timestamp tolerance, seconds (300)"),
+    allow_ip: list[str] = typer.Option(None, "--allow-ip", help="Allowed CIDR (repeatable; 'none' clears)"),
+    require_header: list[str] = typer.Option(None, "--require-header", help="'Name: value' (repeatable)"),
+    rate: float = typer.Option(None, "--rate", help="Rate limit, requests per second (0 removes)"),
+    burst: int = typer.Option(None, "--burst", help="Rate limit burst"),
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a source and print its secret ingest URL."""
-    cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync)
+    from .admin import initial_secret
+
+    cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync,
+                  dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
+             prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
+             burst=burst))
     try:
-        SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg))
+        spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
     except Exception as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    try:
+        first_secret, generated = initial_secret(spec.config, secret)
+    except HookbayError as e:
+        _fail(e, as_json)
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         row, key = await store.create_source(name=name, client_id=client, config=cfg, enabled=not disabled,
-                                             api_key=api_key)
-        return source_out(row, s.base_url, key).model_dump()
+                                             api_key=api_key, secret=first_secret)
+        return source_out(row, s.base_url, key, secrets=1 if first_secret else 0,
+                          secret=first_secret if generated else None).model_dump()
 
     _show_source(_run(go, as_json), as_json)
 
@@ -245,6 +302,17 @@ def source_update(
     mapping_file: Path = typer.Option(None, "--mapping", help="New mapping version (YAML or JSON)"),
     region: str = typer.Option(None, "--default-region"),
     sync: bool = typer.Option(None, "--sync/--async"),
+    signature: str = typer.Option(None, "--signature",
+                                  help="standard|github|stripe|shopify|woocommerce|slack|hmac (none to remove)"),
+    signature_header: str = typer.Option(None, "--signature-header", help="hmac: header with the signature"),
+    algorithm: str = typer.Option(None, "--algorithm", help="hmac: sha1|sha256|sha512"),
+    encoding: str = typer.Option(None, "--encoding", help="hmac: hex|base64"),
+    prefix: str = typer.Option(None, "--prefix", help="hmac: text before the digest, e.g. sha256="),
+    tolerance: int = typer.Option(None, "--tolerance", help="Signature timestamp tolerance, seconds (300)"),
+    allow_ip: list[str] = typer.Option(None, "--allow-ip", help="Allowed CIDR (repeatable; 'none' clears)"),
+    require_header: list[str] = typer.Option(None, "--require-header", help="'Name: value' (repeatable)"),
+    rate: float = typer.Option(None, "--rate", help="Rate limit, requests per second (0 removes)"),
+    burst: int = typer.Option(None, "--burst", help="Rate limit burst"),
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
     as_json: bool = JsonOpt,
@@ -258,12 +326,55 @@ def source_update(
             changes["name"] = name
         if enable is not None:
             changes["enabled"] = enable
-        if any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync)) or method:
+        sec = dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
+             prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
+             burst=burst)
+        if (any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync))
+                or method or any(v for v in sec.values() if v is not None)):
             changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
-                                        parser, mapping_file, region, sync)
+                                        parser, mapping_file, region, sync, sec)
         new, key = await store.update_source(row["id"], changes, rotate_api_key=api_key,
                                              remove_api_key=remove_api_key)
         return source_out(new, s.base_url, key).model_dump()
+
+    _show_source(_run(go, as_json), as_json)
+
+
+@source_app.command("rotate")
+def source_rotate(
+    ref: str = typer.Argument(..., help="Source id, token or name"),
+    secret: str = typer.Option(None, "--secret", help="The new signing secret (generated if absent)"),
+    grace: str = typer.Option("24h", "--grace", help="How long old secrets stay valid: 0, 30m, 24h, 7d"),
+    api_key: bool = typer.Option(False, "--api-key", help="Rotate the API key instead (immediately)"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rotate a source's signing secret (old ones valid for --grace) or its API key."""
+    from .signatures import generate_secret
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    g = grace.strip().lower()
+    try:
+        grace_s = float(g) if g[-1].isdigit() else float(g[:-1]) * units[g[-1]]
+    except (KeyError, ValueError, IndexError):
+        typer.echo(f"error: bad --grace {grace!r}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        row = await store.get_source(ref)
+        if api_key:
+            new, key = await store.update_source(row["id"], {}, rotate_api_key=True)
+            return source_out(new, s.base_url, key, secrets=await store.secret_count(row["id"])).model_dump()
+        cfg = SourceConfig.model_validate(orjson.loads(row["config"]))
+        if cfg.signature is None:
+            raise BadRequest("This source has no signature scheme; set one with --signature first")
+        if secret:
+            from .admin import initial_secret
+
+            initial_secret(cfg, secret)
+        new_secret = secret or generate_secret(cfg.signature.scheme)
+        await store.add_secret(row["id"], new_secret, retire_others_after_s=grace_s)
+        return source_out(row, s.base_url, secrets=await store.secret_count(row["id"]),
+                          secret=None if secret else new_secret).model_dump()
 
     _show_source(_run(go, as_json), as_json)
 
@@ -564,6 +675,33 @@ def replay_cmd(
         if dry_run and it["diff"]:
             typer.echo(it["diff"])
     typer.echo(f"{len(items)} request(s) {'would be ' if dry_run else ''}replayed")
+
+
+keys_app = typer.Typer(help="Encryption keys for data at rest.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(kid: str = typer.Option("k1", help="Key id")) -> None:
+    """Print a new key entry for HOOKBAY_ENCRYPTION_KEY (put it first; keep old ones after it)."""
+    from .crypto import generate_key
+
+    typer.echo(f"{kid}:{generate_key()}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_json: bool = JsonOpt) -> None:
+    """Re-encrypt stored bodies, headers and secrets with the first (active) key, batch by batch,
+    while the server runs. Afterwards older keys can be removed from HOOKBAY_ENCRYPTION_KEY."""
+
+    async def go(store: Store, s: Settings) -> dict[str, int]:
+        return await store.reencrypt(batch)
+
+    res = _run(go, as_json)
+    if as_json:
+        _print_json(res)
+    else:
+        typer.echo(f"re-encrypted {res['requests']} request(s) and {res['secrets']} secret(s)")
 
 
 def main() -> None:

@@ -112,3 +112,9 @@ class StorageUnavailable(HookbayError):
     status = 503
     code = "storage_unavailable"
     message = "Storage is unavailable; the request was not stored, retry later"
+
+
+class EncryptionKeyMissing(HookbayError):
+    status = 500
+    code = "encryption_key_missing"
+    message = "This data is encrypted with a key that is not configured (HOOKBAY_ENCRYPTION_KEY)"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,15 +22,19 @@ import structlog
 from . import metrics
 from .asgi import Receive, Scope, Send, send_json, send_raw
 from .errors import (
+    Forbidden,
     HookbayError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     StorageUnavailable,
     Unauthorized,
 )
 from .ids import new_request_id, now_us
+from .netaddr import client_address, in_networks, parse_networks
 from .parsers.formats import check_well_formed
+from .ratelimit import RateLimiter
 from .settings import Settings
 from .sources import ActiveSource, SourceCache
 from .store import Store, hash_secret
@@ -68,6 +74,9 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+_API_KEY_IN_QUERY = re.compile(r"((?:^|&)api-key=)[^&]*")
+
+
 def _wants_wait(qs: bytes) -> bool:
     return any(k == "wait" and v.lower() in ("1", "true", "yes") for k, v in parse_qsl(qs.decode("latin-1")))
 
@@ -79,6 +88,8 @@ class Ingest:
         self.settings = settings
         self.accepted = 0
         self.process_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+        self.limiter = RateLimiter()
+        self.trusted = parse_networks(settings.trusted_proxy_list)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, token: str, *, test: bool = False) -> None:
         """``test``: the ``/V1/Test`` endpoint — same checks, then the parser's answer; nothing stored."""
@@ -90,12 +101,22 @@ class Ingest:
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         body: bytes | None = None
+        client = scope.get("client")
+        peer = client_address(client[0] if client else None, headers, self.trusted)
+        scope["hookbay.peer"] = peer
         try:
             method = scope["method"]
             if method not in src.methods:
                 raise MethodNotAllowed(
                     f"{method} is not allowed for this source", headers={"Allow": src.allow_header}
                 ).with_rule("method")
+            if src.networks and not in_networks(peer, src.networks):
+                raise Forbidden("Your address is not allowed to post to this source").with_rule("ip_allowlist")
+            for name, want in src.required_headers:
+                got = _header(headers, name)
+                if got is None or not hmac.compare_digest(got, want):
+                    raise Forbidden("A required header is missing or has the wrong value",
+                                    detail={"header": name.decode("latin-1")}).with_rule("required_header")
             if src.api_key_hash is not None:
                 self._check_api_key(scope, headers, src)
             clen = _header(headers, b"content-length")
@@ -105,6 +126,11 @@ class Ingest:
                 body = await read_body(receive, src.max_body)
             except PayloadTooLarge as e:
                 raise e.with_rule("body_size") from None
+            if src.rate is not None and not test:
+                wait_s = self.limiter.check(src.id, src.rate, src.burst)
+                if wait_s > 0:
+                    raise RateLimited(headers={"Retry-After": str(max(1, math.ceil(wait_s)))}).with_rule("rate_limit")
+            ping = src.signature is not None and self._check_signature(src, headers, body)
             ctype = _header(headers, b"content-type")
             ctype_s = ctype.decode("latin-1") if ctype is not None else None
             fmt = src.config.format
@@ -129,7 +155,7 @@ class Ingest:
             await send_json(send, 200 if out["state"] == "processed" else 422, payload)
             return
 
-        row = self._row(scope, src, body, "accepted", None, 200, "pending")
+        row = self._row(scope, src, body, "accepted", None, 200, "ping" if ping else "pending")
         for name in src.idempotency_headers:
             v = _header(headers, name)
             if v:
@@ -160,6 +186,17 @@ class Ingest:
             send, 200, b'{"status":"accepted","request_id":"' + rid + b'"}', extra=[(b"x-request-id", rid)]
         )
 
+    def _check_signature(self, src: ActiveSource, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """True for an unsigned WooCommerce ping: stored, never processed."""
+        from .signatures import SignatureError, verify
+
+        hmap = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
+        try:
+            return verify(src.signature, src.active_secrets(now_us()), hmap, body).ping
+        except SignatureError as e:
+            log.info("signature_rejected", source_id=src.id, reason=e.reason)
+            raise Unauthorized("Invalid signature", detail={"reason": e.reason}).with_rule("signature") from None
+
     def _check_api_key(self, scope: Scope, headers: list[tuple[bytes, bytes]], src: ActiveSource) -> None:
         key = _header(headers, b"x-api-key")
         given = key.decode("latin-1") if key else None
@@ -176,18 +213,21 @@ class Ingest:
         status: int, state: str,
     ) -> dict[str, Any]:
         headers = scope["headers"]
-        client = scope.get("client")
         ctype = _header(headers, b"content-type")
-        return {
+        query = scope.get("query_string", b"").decode("latin-1")
+        if "api-key" in query:
+            query = _API_KEY_IN_QUERY.sub(r"\1[redacted]", query)
+        row = {
             "id": new_request_id(),
             "source_id": src.id,
             "client_id": src.client_id,
             "received_at": now_us(),
             "method": scope["method"],
             "path": scope.get("raw_path", b"").decode("latin-1") if scope.get("raw_path") else scope["path"],
-            "query": scope.get("query_string", b"").decode("latin-1"),
-            "headers": orjson.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers]).decode(),
-            "peer": client[0] if client else None,
+            "query": query,
+            "headers": orjson.dumps([[k.decode("latin-1"), v.decode("latin-1") if k.lower() != b"x-api-key"
+                                      else "[redacted]"] for k, v in headers]).decode(),
+            "peer": scope.get("hookbay.peer"),
             "content_type": ctype.decode("latin-1")[:200] if ctype else None,
             "body": body,
             "body_size": len(body) if body is not None else 0,
@@ -199,7 +239,10 @@ class Ingest:
             "duplicate_of": None,
             "receipt": None,
             "processed_at": None,
+            "key_id": None,
         }
+        self.store.seal_request_row(row)
+        return row
 
     async def _reject(self, scope: Scope, src: ActiveSource, body: bytes | None, e: HookbayError) -> None:
         rule = getattr(e, "rule", None) or e.code

@@ -11,6 +11,28 @@ Parser = Literal["generic", "contact", "mapping"]
 Method = Literal["POST", "PUT", "PATCH", "GET"]
 
 
+class SignatureConfig(BaseModel):
+    """How requests are signed. The secrets themselves are stored apart (encrypted when a key is
+    configured) and never returned after they are set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Literal["standard", "github", "stripe", "shopify", "woocommerce", "slack", "hmac"]
+    header: str | None = Field(default=None, description="hmac: the header carrying the signature")
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = Field(default="", description="hmac: text before the digest, e.g. 'sha256='")
+    tolerance_s: int = Field(default=300, ge=1, le=86400, description="Timestamp tolerance for schemes that sign one")
+
+    @model_validator(mode="after")
+    def _valid_spec(self) -> SignatureConfig:
+        from .signatures import SignatureSpec
+
+        SignatureSpec(scheme=self.scheme, header=self.header, algorithm=self.algorithm, encoding=self.encoding,
+                      prefix=self.prefix, tolerance_s=self.tolerance_s)
+        return self
+
+
 class SourceConfig(BaseModel):
     """What a source accepts and how its bodies are parsed; stored as JSON in ``sources.config``."""
 
@@ -26,6 +48,36 @@ class SourceConfig(BaseModel):
         default=None, pattern=r"^[A-Z]{2}$", description="Region for phone numbers without +country code"
     )
     sync: bool = Field(default=False, description="Parse before answering, as if every request had ?wait=1")
+    allow_ips: list[str] = Field(default_factory=list, description="CIDR allowlist (IPv4/IPv6); empty allows all")
+    required_headers: dict[str, str] = Field(default_factory=dict, description="Header name -> exact value")
+    rate: float | None = Field(default=None, gt=0, description="Token bucket refill, requests per second")
+    burst: int | None = Field(default=None, ge=1, description="Token bucket size (default: max(1, rate))")
+    signature: SignatureConfig | None = None
+
+    @field_validator("allow_ips")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for item in v:
+            try:
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"not an IP address or CIDR: {item!r}") from None
+        return out
+
+    @field_validator("required_headers")
+    @classmethod
+    def _header_names(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name, value in v.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+                raise ValueError(f"not a header name: {name!r}")
+            if not re.fullmatch(r"[\x20-\x7e]*", value):
+                raise ValueError(f"header {name!r}: the value must be printable ASCII")
+        return {k.lower(): val for k, val in v.items()}
 
     @model_validator(mode="after")
     def _mapping_fits_parser(self) -> SourceConfig:
@@ -61,6 +113,9 @@ class SourceCreate(BaseModel):
     enabled: bool = True
     api_key: bool = Field(default=False, description="Generate an API key (returned once)")
     config: SourceConfig = Field(default_factory=SourceConfig)
+    secret: str | None = Field(default=None, min_length=8, max_length=512, description=(
+        "Signing secret from the provider (write-only). With a signature scheme and no secret, one is "
+        "generated and returned once."))
 
 
 class SourceUpdate(BaseModel):
@@ -71,6 +126,15 @@ class SourceUpdate(BaseModel):
     config: SourceConfig | None = None
     rotate_api_key: bool = False
     remove_api_key: bool = False
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str | None = Field(default=None, min_length=8, max_length=512,
+                               description="The new signing secret; generated (and returned once) if absent")
+    grace_seconds: int = Field(default=86400, ge=0, le=30 * 86400,
+                               description="How long the previous secrets stay valid")
 
 
 class SourceOut(BaseModel):
@@ -85,6 +149,8 @@ class SourceOut(BaseModel):
     created_at: str
     updated_at: str
     api_key: str | None = Field(default=None, description="Present only in the answer that created it")
+    signing_secrets: int = Field(default=0, description="How many signing secrets are active (values never shown)")
+    secret: str | None = Field(default=None, description="A generated signing secret, only in the answer that made it")
 
 
 class RequestSummary(BaseModel):

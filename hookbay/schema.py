@@ -57,6 +57,7 @@ requests = sa.Table(
     sa.Column("duplicate_of", sa.String(40), nullable=True),
     sa.Column("receipt", Json, nullable=True),
     sa.Column("processed_at", sa.BigInteger, nullable=True),
+    sa.Column("key_id", sa.String(16), nullable=True),
     sa.Index("ix_requests_source_received", "source_id", "received_at"),
     sa.Index("ix_requests_received_at", "received_at"),
     sa.Index("ix_requests_state", "state"),
@@ -166,4 +167,17 @@ erasures = sa.Table(
     sa.Column("erased_at", sa.BigInteger, nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("summary", Json, nullable=False),
+)
+
+# Signing secrets: the plaintext is needed to verify HMACs, so it is sealed with the encryption key
+# when one is configured. Two or more rows are active during a rotation's grace period.
+source_secrets = sa.Table(
+    "source_secrets",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("source_id", sa.String(40), nullable=False, index=True),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(16), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=True),
 )

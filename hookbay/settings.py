@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     run_worker: bool = Field(default=True, description="Run the worker inside `serve`")
     source_refresh_seconds: float = 0.5
     gil_switch_interval: float = 0.001
+    trusted_proxies: str = Field(default="", description="Comma-separated CIDRs whose X-Forwarded-For/Forwarded is believed")
+    encryption_key: str = Field(default="", description="kid:base64key[,kid:key...]; the first encrypts")
+    sensitive_headers: str = Field(default="authorization,cookie,proxy-authorization",
+                                   description="Header values encrypted at rest when a key is set")
     log_level: str = "info"
     log_json: bool = True
 
@@ -42,6 +46,10 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'hookbay.db').resolve()}"
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def base_url(self) -> str:

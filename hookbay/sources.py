@@ -14,6 +14,7 @@ import orjson
 import structlog
 
 from .models import SourceConfig
+from .netaddr import Network, parse_networks
 from .store import Store
 
 log = structlog.get_logger("hookbay.sources")
@@ -33,12 +34,22 @@ class ActiveSource:
     max_body: int
     idempotency_headers: tuple[bytes, ...]
     mapping: Any = None
+    networks: tuple[Network, ...] = ()
+    required_headers: tuple[tuple[bytes, bytes], ...] = ()
+    rate: float | None = None
+    burst: float = 1.0
+    signature: Any = None
+    secrets: tuple[tuple[str, int | None], ...] = ()
+
+    def active_secrets(self, now_us: int) -> list[str]:
+        return [s for s, exp in self.secrets if exp is None or exp > now_us]
 
 
 DEFAULT_IDEMPOTENCY_HEADERS = (b"webhook-id", b"x-github-delivery", b"x-wc-webhook-delivery-id", b"idempotency-key")
 
 
-def build_source(row: dict[str, Any], default_max_body: int) -> ActiveSource:
+def build_source(row: dict[str, Any], default_max_body: int,
+                 secrets: list[tuple[str, int | None]] | None = None) -> ActiveSource:
     cfg = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
     idem: tuple[bytes, ...] = DEFAULT_IDEMPOTENCY_HEADERS
     if cfg.idempotency_header:
@@ -56,7 +67,23 @@ def build_source(row: dict[str, Any], default_max_body: int) -> ActiveSource:
         max_body=cfg.max_body_bytes or default_max_body,
         idempotency_headers=idem,
         mapping=_compile_mapping(cfg),
+        networks=parse_networks(cfg.allow_ips),
+        required_headers=tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in cfg.required_headers.items()),
+        rate=cfg.rate,
+        burst=float(cfg.burst or max(1.0, cfg.rate or 1.0)),
+        signature=_signature_spec(cfg),
+        secrets=tuple(secrets or ()),
     )
+
+
+def _signature_spec(cfg: SourceConfig) -> Any:
+    if cfg.signature is None:
+        return None
+    from .signatures import SignatureSpec
+
+    sig = cfg.signature
+    return SignatureSpec(scheme=sig.scheme, header=sig.header, algorithm=sig.algorithm, encoding=sig.encoding,
+                         prefix=sig.prefix, tolerance_s=sig.tolerance_s)
 
 
 def _compile_mapping(cfg: SourceConfig) -> Any:
@@ -81,10 +108,11 @@ class SourceCache:
         async with self._lock:
             rev = await self.store.sources_revision()
             rows = await self.store.list_sources()
+            secrets = await self.store.source_secrets()
             by_id: dict[str, ActiveSource] = {}
             for row in rows:
                 try:
-                    by_id[row["id"]] = build_source(row, self.default_max_body)
+                    by_id[row["id"]] = build_source(row, self.default_max_body, secrets.get(row["id"]))
                 except Exception as e:  # one bad row must not take every source offline
                     log.error("source_invalid", source_id=row["id"], error=str(e))
             self.by_id = by_id

@@ -31,7 +31,8 @@ def parse_time(value: str) -> int:
     return int(dt.timestamp() * 1e6)
 
 
-def source_out(row: dict[str, Any], base_url: str, api_key: str | None = None) -> SourceOut:
+def source_out(row: dict[str, Any], base_url: str, api_key: str | None = None, *, secrets: int = 0,
+               secret: str | None = None) -> SourceOut:
     return SourceOut(
         id=row["id"],
         client_id=row["client_id"],
@@ -44,6 +45,8 @@ def source_out(row: dict[str, Any], base_url: str, api_key: str | None = None) -
         created_at=iso(row["created_at"]) or "",
         updated_at=iso(row["updated_at"]) or "",
         api_key=api_key,
+        signing_secrets=secrets,
+        secret=secret,
     )
 
 

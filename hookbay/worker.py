@@ -80,6 +80,8 @@ def parse_body(body: bytes, content_type: str | None, src: ActiveSource | None) 
 
 def process_request(req: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
     """Parse one stored request into records and a receipt. Never raises for bad input."""
+    if req.get("open_error") is not None:
+        raise req["open_error"]
     out = parse_body(req["body"] or b"", req["content_type"], src)
     out.update(request_id=req["id"], source_id=req["source_id"], client_id=req["client_id"],
                received_at=req["received_at"])

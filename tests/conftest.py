@@ -130,7 +130,8 @@ class _Server:
         import uvicorn
 
         self.config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                                     log_level="warning", access_log=False, lifespan="on")
+                                     log_level="warning", access_log=False, lifespan="on",
+                                     proxy_headers=False)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

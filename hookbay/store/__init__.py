@@ -7,8 +7,12 @@ __all__ = ["ClaimedJob", "RequestFilter", "Store", "hash_secret", "open_store"]
 
 
 def open_store(settings: Settings) -> Store:
+    from ..crypto import Keyring
+
     return Store(
         settings.effective_database_url,
         busy_timeout_ms=settings.busy_timeout_ms,
         batch_max=settings.batch_max,
+        keyring=Keyring.parse(settings.encryption_key or None),
+        sensitive_headers=frozenset(h.strip().lower() for h in settings.sensitive_headers.split(",") if h.strip()),
     )

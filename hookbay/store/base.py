@@ -7,6 +7,7 @@ connections in worker threads, so the event loop never blocks on the database.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import secrets
 import uuid
@@ -20,7 +21,8 @@ import orjson
 import sqlalchemy as sa
 
 from .. import schema
-from ..errors import Conflict, NotFound
+from ..crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
+from ..errors import Conflict, EncryptionKeyMissing, NotFound
 from ..ids import new_source_id, now_us
 from .dialects import Dialect, PostgresDialect, dialect_for
 from .writer import Writer
@@ -56,8 +58,11 @@ class RequestFilter:
 
 
 class Store:
-    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, batch_max: int = 512) -> None:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000, batch_max: int = 512,
+                 keyring: Keyring | None = None, sensitive_headers: frozenset[str] = frozenset()) -> None:
         self.url = url
+        self.keyring = keyring
+        self.sensitive_headers = sensitive_headers
         self.dialect: Dialect = dialect_for(url, busy_timeout_ms)
         self.read_engine = self.dialect.create_engine(writer=False)
         self.write_engine = self.dialect.create_engine(writer=True)
@@ -124,7 +129,8 @@ class Store:
     # --- sources --------------------------------------------------------------------------
 
     async def create_source(
-        self, *, name: str, client_id: str, config: dict[str, Any], enabled: bool = True, api_key: bool = False
+        self, *, name: str, client_id: str, config: dict[str, Any], enabled: bool = True, api_key: bool = False,
+        secret: str | None = None,
     ) -> tuple[dict[str, Any], str | None]:
         key = "hbk_" + secrets.token_urlsafe(32) if api_key else None
         now = now_us()
@@ -147,6 +153,13 @@ class Store:
             if exists:
                 raise Conflict(f"client {client_id!r} already has a source named {name!r}")
             conn.execute(S.insert().values(**row))
+            if secret:
+                from ..ids import ulid
+
+                sid = "sec_" + ulid()
+                blob, kid = self.seal(secret.encode(), sid)
+                conn.execute(schema.source_secrets.insert().values(
+                    id=sid, source_id=row["id"], secret=blob, key_id=kid, created_at=now))
             _bump_sources_rev(conn)
             return row
 
@@ -282,7 +295,7 @@ class Store:
         row = await self.read(q)
         if row is None:
             raise NotFound("request not found")
-        return row
+        return self.open_request_row(row)
 
     async def records_for(self, request_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
         ids = list(request_ids)
@@ -350,8 +363,15 @@ class Store:
 
     async def load_requests(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
-            rows = conn.execute(sa.select(R).where(R.c.id.in_(ids))).mappings()
-            return {r["id"]: dict(r) for r in rows}
+            out = {}
+            for r in conn.execute(sa.select(R).where(R.c.id.in_(ids))).mappings():
+                row = dict(r)
+                try:
+                    out[row["id"]] = self.open_request_row(row)
+                except EncryptionKeyMissing as e:
+                    row["body"], row["open_error"] = None, e
+                    out[row["id"]] = row
+            return out
 
         return await self.read(q)
 
@@ -419,6 +439,147 @@ class Store:
             return int(conn.execute(sa.select(sa.func.count()).select_from(J)).scalar() or 0)
 
         return await self.read(q)
+
+    # --- encryption at rest -------------------------------------------------------------
+
+    def seal(self, plaintext: bytes, aad: str) -> tuple[bytes, str | None]:
+        if self.keyring is None:
+            return plaintext, None
+        return seal_value(self.keyring, plaintext, aad.encode()), self.keyring.active_kid
+
+    def unseal(self, blob: bytes, aad: str) -> bytes:
+        try:
+            return open_value(self.keyring, bytes(blob), aad.encode())
+        except MissingKeyError as e:
+            raise EncryptionKeyMissing(detail={"key_id": getattr(e, "kid", None)}) from None
+        except DecryptError:
+            raise EncryptionKeyMissing("Stored data failed authentication with the configured key") from None
+
+    def seal_request_row(self, row: dict[str, Any]) -> None:
+        """Encrypt the body and sensitive header values of a request row in place (AAD = its id)."""
+        if self.keyring is None:
+            return
+        rid = row["id"]
+        if row.get("body") is not None:
+            row["body"] = seal_value(self.keyring, row["body"], rid.encode())
+        row["key_id"] = self.keyring.active_kid
+        if self.sensitive_headers:
+            hs = orjson.loads(row["headers"])
+            changed = False
+            for pair in hs:
+                if pair[0].lower() in self.sensitive_headers:
+                    pair[1] = "enc:" + base64.b64encode(seal_value(self.keyring, pair[1].encode("latin-1"),
+                                                                   rid.encode())).decode()
+                    changed = True
+            if changed:
+                row["headers"] = orjson.dumps(hs).decode()
+
+    def open_request_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.get("key_id") is None:
+            return row
+        rid = row["id"]
+        if row.get("body") is not None:
+            row["body"] = self.unseal(row["body"], rid)
+        hs = orjson.loads(row["headers"])
+        for pair in hs:
+            if isinstance(pair[1], str) and pair[1].startswith("enc:"):
+                pair[1] = self.unseal(base64.b64decode(pair[1][4:]), rid).decode("latin-1")
+        row["headers"] = orjson.dumps(hs).decode()
+        return row
+
+    async def source_secrets(self) -> dict[str, list[tuple[str, int | None]]]:
+        SS = schema.source_secrets
+
+        def q(conn: sa.Connection) -> dict[str, list[tuple[str, int | None]]]:
+            out: dict[str, list[tuple[str, int | None]]] = {}
+            now = now_us()
+            rows = conn.execute(sa.select(SS).where(sa.or_(SS.c.expires_at.is_(None), SS.c.expires_at > now))
+                                .order_by(SS.c.created_at.desc())).mappings()
+            for r in rows:
+                try:
+                    secret = self.unseal(r["secret"], r["id"]).decode()
+                except EncryptionKeyMissing:
+                    continue
+                out.setdefault(r["source_id"], []).append((secret, r["expires_at"]))
+            return out
+
+        return await self.read(q)
+
+    async def add_secret(self, source_id: str, secret: str, *, retire_others_after_s: float | None = None) -> None:
+        """Add a signing secret. Existing active secrets stay valid for ``retire_others_after_s``
+        (the rotation grace period; 0 retires them now, None keeps them)."""
+        from ..ids import ulid
+
+        SS = schema.source_secrets
+        sid = "sec_" + ulid()
+        blob, kid = self.seal(secret.encode(), sid)
+
+        def w(conn: sa.Connection) -> None:
+            now = now_us()
+            if retire_others_after_s is not None:
+                conn.execute(SS.update().where(
+                    SS.c.source_id == source_id, sa.or_(SS.c.expires_at.is_(None), SS.c.expires_at > now)
+                ).values(expires_at=now + int(retire_others_after_s * 1e6)))
+            conn.execute(SS.insert().values(id=sid, source_id=source_id, secret=blob, key_id=kid, created_at=now))
+            _bump_sources_rev(conn)
+
+        await self.write(w)
+
+    async def secret_counts(self) -> dict[str, int]:
+        SS = schema.source_secrets
+
+        def q(conn: sa.Connection) -> dict[str, int]:
+            now = now_us()
+            rows = conn.execute(sa.select(SS.c.source_id, sa.func.count()).where(
+                sa.or_(SS.c.expires_at.is_(None), SS.c.expires_at > now)).group_by(SS.c.source_id))
+            return {r[0]: int(r[1]) for r in rows}
+
+        return await self.read(q)
+
+    async def secret_count(self, source_id: str) -> int:
+        SS = schema.source_secrets
+
+        def q(conn: sa.Connection) -> int:
+            now = now_us()
+            return int(conn.execute(sa.select(sa.func.count()).select_from(SS).where(
+                SS.c.source_id == source_id, sa.or_(SS.c.expires_at.is_(None), SS.c.expires_at > now))).scalar() or 0)
+
+        return await self.read(q)
+
+    async def reencrypt(self, batch: int = 500) -> dict[str, int]:
+        """Re-seal rows written under an older key with the active key, a batch per transaction,
+        while the server keeps running (``hookbay keys rotate``)."""
+        if self.keyring is None:
+            raise EncryptionKeyMissing("No HOOKBAY_ENCRYPTION_KEY is configured")
+        kid = self.keyring.active_kid
+        SS = schema.source_secrets
+        counts = {"requests": 0, "secrets": 0}
+        while True:
+            def step(conn: sa.Connection) -> int:
+                rows = conn.execute(sa.select(R.c.id, R.c.body, R.c.headers, R.c.key_id).where(
+                    sa.or_(R.c.key_id.is_(None), R.c.key_id != kid)).limit(batch)).mappings().all()
+                for r in rows:
+                    row = self.open_request_row(dict(r))
+                    self.seal_request_row(row)
+                    conn.execute(R.update().where(R.c.id == r["id"]).values(
+                        body=row["body"], headers=row["headers"], key_id=kid))
+                return len(rows)
+
+            n = await self.write(step)
+            counts["requests"] += n
+            if n < batch:
+                break
+
+        def secrets_step(conn: sa.Connection) -> int:
+            rows = conn.execute(sa.select(SS).where(sa.or_(SS.c.key_id.is_(None), SS.c.key_id != kid))).mappings().all()
+            for r in rows:
+                plain = self.unseal(r["secret"], r["id"])
+                blob, _ = self.seal(plain, r["id"])
+                conn.execute(SS.update().where(SS.c.id == r["id"]).values(secret=blob, key_id=kid))
+            return len(rows)
+
+        counts["secrets"] = await self.write(secrets_step)
+        return counts
 
     # --- profiles -------------------------------------------------------------------------
 

@@ -212,7 +212,7 @@ class Writer:
                 keyed[k] = row["id"]
             op.result = row["id"]
             rows.append(row)
-            if row["verdict"] == "accepted":
+            if row["verdict"] == "accepted" and row["state"] == "pending":
                 jobs.append({"request_id": row["id"], "run_after": row["received_at"]})
         self._insert_many(conn, schema.requests, rows)
         if jobs:
@@ -223,11 +223,13 @@ class Writer:
         """One multi-row INSERT per table: a single statement step per batch, instead of one
         per row, keeps the writer thread from trading the GIL with the event loop row by row."""
         cols = list(rows[0].keys())
+        if any(len(r) != len(cols) for r in rows):
+            cols = list(dict.fromkeys(k for r in rows for k in r))
         ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         per_row = "(" + ",".join([ph] * len(cols)) + ")"
         max_rows = max(1, 30000 // len(cols))
         for i in range(0, len(rows), max_rows):
             chunk = rows[i : i + max_rows]
             sql = f"INSERT INTO {table.name} ({','.join(cols)}) VALUES " + ",".join([per_row] * len(chunk))
-            params = tuple(r[c] for r in chunk for c in cols)
+            params = tuple(r.get(c) for r in chunk for c in cols)
             conn.exec_driver_sql(sql, params)

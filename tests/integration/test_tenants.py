@@ -1,0 +1,61 @@
+"""Tenant isolation: a client token gets 404 for every object of another client, on every route."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import ADMIN_TOKEN
+
+CONTACT = {"SourceName": "Web", "SourceType": "Form", "Email": "iso@example.com"}
+
+
+def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[no-untyped-def]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    theirs = live.create_source(client_id="globex", config={"parser": "contact", "signature": {"scheme": "github"}},
+                                secret="globex-secret-1")
+    live.create_source(client_id="acme")
+    live.client.patch(f"/api/v1/sources/{theirs['id']}", json={"config": {"parser": "contact"}}, headers=admin)
+    r = live.client.post(f"/V1/Data/{theirs['token']}?wait=1", json=CONTACT)
+    assert r.status_code == 200, r.text
+    rid = r.json()["request_id"]
+    pid = r.json()["receipt"]["records"][0]["profile_id"]
+    tok = live.client.post("/api/v1/tokens", json={"name": "acme", "client_id": "acme"}, headers=admin).json()["token"]
+    mine = {"Authorization": f"Bearer {tok}"}
+
+    ids = {"source_id": theirs["id"], "request_id": rid, "profile_id": pid}
+    cases = {
+        ("get", "/api/v1/sources/{source_id}"): None,
+        ("patch", "/api/v1/sources/{source_id}"): {"name": "stolen"},
+        ("delete", "/api/v1/sources/{source_id}"): None,
+        ("post", "/api/v1/sources/{source_id}/rotate"): {"grace_seconds": 0},
+        ("get", "/api/v1/requests/{request_id}"): None,
+        ("get", "/api/v1/requests/{request_id}/body"): None,
+        ("get", "/api/v1/profiles/{profile_id}"): None,
+        ("get", "/api/v1/profiles/{profile_id}/export"): None,
+        ("delete", "/api/v1/profiles/{profile_id}"): None,
+    }
+    spec = live.client.get("/api/v1/openapi.json").json()
+    with_params = {(m, p) for p, ops in spec["paths"].items() if "{" in p for m in ops}
+    assert with_params == set(cases), "a new route needs a tenant-isolation case"
+    for (method, path), body in cases.items():
+        url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+        resp = live.client.request(method, url, json=body, headers=mine)
+        assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
+        assert resp.json()["error"]["code"] == "not_found"
+
+    # collection routes only ever show the caller's client
+    assert live.client.get("/api/v1/sources", params={"client_id": "globex"}, headers=mine).status_code == 404
+    assert all(s["client_id"] == "acme" for s in live.client.get("/api/v1/sources", headers=mine).json())
+    assert live.client.get("/api/v1/requests", headers=mine).json()["items"] == []
+    assert live.client.get("/api/v1/requests", params={"source": theirs["id"]}, headers=mine).status_code == 404
+    assert live.client.get("/api/v1/profiles", params={"email": "iso@example.com"}, headers=mine).json() == []
+    assert live.client.post("/api/v1/replay", json={"request_id": rid}, headers=mine).status_code == 404
+    assert live.client.post("/api/v1/replay", json={"source": theirs["id"]}, headers=mine).status_code == 404
+    made = live.client.post("/api/v1/sources", json={"name": "x", "client_id": "globex"}, headers=mine)
+    assert made.status_code == 404
+    assert live.client.post("/api/v1/tokens", json={"name": "t"}, headers=mine).status_code == 403
+
+    # and nothing of theirs changed
+    still = live.client.get(f"/api/v1/sources/{theirs['id']}", headers=admin).json()
+    assert still["name"] == theirs["name"] and still["signing_secrets"] == 1
+    assert live.client.get(f"/api/v1/profiles/{pid}", headers=admin).status_code == 200
