@@ -87,11 +87,19 @@ class Ingest:
         self.cache = cache
         self.settings = settings
         self.accepted = 0
+        self.inflight = 0
         self.process_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
         self.limiter = RateLimiter()
         self.trusted = parse_networks(settings.trusted_proxy_list)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, token: str, *, test: bool = False) -> None:
+        self.inflight += 1
+        try:
+            await self._handle(scope, receive, send, token, test)
+        finally:
+            self.inflight -= 1
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, token: str, test: bool) -> None:
         """``test``: the ``/V1/Test`` endpoint — same checks, then the parser's answer; nothing stored."""
         start = time.perf_counter()
         src = self.cache.by_token.get(token.lower())

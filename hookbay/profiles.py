@@ -153,3 +153,93 @@ def profile_view(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
+
+
+def apply_contacts(conn: sa.Connection, insert: Any, items: list[dict[str, Any]], now: int) -> list[str | None]:
+    """Merge a batch of contacts into profiles with a handful of statements per batch, not per
+    contact: one key lookup, one key insert, one locked profile read, bulk writes. ``items`` hold
+    client_id, contact, consents, at, request_id, source_id; returns each one's profile id.
+
+    Concurrency: new identity keys are inserted with ON CONFLICT DO NOTHING and read back, so when
+    two workers race to create the same customer both end up on the key's winner; profile rows are
+    then read FOR UPDATE (PostgreSQL) in id order, so merges to one profile serialise."""
+    keys_of = [identity_keys(it["contact"]) for it in items]
+    wanted = {(it["client_id"], k, v) for it, ks in zip(items, keys_of, strict=True) for k, v in ks}
+    if not wanted:
+        return [None] * len(items)
+
+    def lookup(triples: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+        found: dict[tuple[str, str, str], str] = {}
+        groups: dict[tuple[str, str], set[str]] = {}
+        for c, k, v in triples:
+            groups.setdefault((c, k), set()).add(v)
+        for (c, k), values in groups.items():
+            vals = sorted(values)
+            for i in range(0, len(vals), 500):
+                rows = conn.execute(sa.select(PK.c.value, PK.c.profile_id).where(
+                    PK.c.client_id == c, PK.c.kind == k, PK.c.value.in_(vals[i:i + 500])))
+                for value, pid in rows:
+                    found[(c, k, value)] = pid
+        return found
+
+    known = lookup(wanted)
+    assigned: list[str | None] = []
+    new_keys: dict[tuple[str, str, str], str] = {}
+    for it, ks in zip(items, keys_of, strict=True):
+        if not ks:
+            assigned.append(None)
+            continue
+        c = it["client_id"]
+        pid = next((known.get((c, k, v)) or new_keys.get((c, k, v)) for k, v in ks
+                    if known.get((c, k, v)) or new_keys.get((c, k, v))), None)
+        if pid is None:
+            pid = "prf_" + ulid()
+        for k, v in ks:
+            if (c, k, v) not in known and (c, k, v) not in new_keys:
+                new_keys[(c, k, v)] = pid
+        assigned.append(pid)
+
+    created: set[str] = set()
+    if new_keys:
+        conn.execute(insert(PK).on_conflict_do_nothing(), [
+            {"client_id": c, "kind": k, "value": v, "profile_id": p} for (c, k, v), p in sorted(new_keys.items())])
+        winners = lookup(set(new_keys))
+        remap = {p: winners[t] for t, p in new_keys.items() if winners.get(t) and winners[t] != p}
+        assigned = [remap.get(p, p) if p else p for p in assigned]
+        created = {p for p in new_keys.values() if p not in remap}
+        if created:
+            clients = {p: c for (c, _k, _v), p in new_keys.items()}
+            conn.execute(insert(P).on_conflict_do_nothing(), [
+                {"id": p, "client_id": clients[p], "fields": "{}", "created_at": now, "updated_at": now}
+                for p in sorted(created)])
+
+    pids = sorted({p for p in assigned if p})
+    profiles: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(pids), 500):
+        rows = conn.execute(sa.select(P.c.id, P.c.fields).where(P.c.id.in_(pids[i:i + 500]))
+                            .order_by(P.c.id).with_for_update())
+        for pid, fields in rows:
+            profiles[pid] = orjson.loads(fields)
+    changed: set[str] = set()
+    events: list[dict[str, Any]] = []
+    for it, pid in zip(items, assigned, strict=True):
+        if pid is None or pid not in profiles:
+            continue
+        if merge_fields(profiles[pid], it["contact"], it["at"], it["request_id"], it["source_id"]):
+            changed.add(pid)
+        for c in it.get("consents", []):
+            events.append({"profile_id": pid, "client_id": it["client_id"], "channel": c["channel"],
+                           "granted": bool(c["granted"]), "occurred_at": it["at"], "source_id": it["source_id"],
+                           "request_id": it["request_id"], "field": c.get("field")})
+    if changed:
+        updates: list[dict[str, Any]] = []
+        for pid in sorted(changed):
+            f = profiles[pid]
+            updates.append({"pid": pid, "f": orjson.dumps(f).decode(), "e": f.get("email", {}).get("value"),
+                         "ph": (f.get("phone") or f.get("mobile") or {}).get("value"), "u": now})
+        conn.execute(P.update().where(P.c.id == sa.bindparam("pid")).values(
+            fields=sa.bindparam("f"), email=sa.bindparam("e"), phone=sa.bindparam("ph"),
+            updated_at=sa.bindparam("u")), updates)
+    if events:
+        conn.execute(insert(CE).on_conflict_do_nothing(), events)
+    return [p if p in profiles else None for p in assigned]

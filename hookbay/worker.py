@@ -99,7 +99,6 @@ class Worker:
         self.policy = RetryPolicy(max_attempts=settings.job_max_attempts)
         self.processed = 0
         self._batch_started = 0.0
-        self._load_at_start = 0
 
     async def run(self) -> None:
         listener = None
@@ -126,15 +125,15 @@ class Worker:
                     await listener
 
     async def _yield_to_ingest(self) -> None:
-        """Sharing a process with ingest: while requests are arriving, the worker gives the event
-        loop back for ``worker_yield_ratio`` times as long as its last batch took, so acks stay fast
-        under a burst; the backlog drains as soon as the burst ends."""
+        """Sharing a process with ingest: when the ingest path is saturated (many requests in
+        flight at once), the worker gives the event loop back for ``worker_yield_ratio`` times as
+        long as its last batch took, so acks stay fast under a burst; below that it runs flat out,
+        and the backlog of a burst drains as soon as the burst ends."""
         if self.ingest_load is None or self.settings.worker_yield_ratio <= 0:
             return
-        now, load = time.monotonic(), self.ingest_load()
-        took = now - self._batch_started
-        if load - self._load_at_start > 10:
-            await asyncio.sleep(min(0.25, took * self.settings.worker_yield_ratio))
+        took = time.monotonic() - self._batch_started
+        if self.ingest_load() >= self.settings.worker_backoff_inflight:
+            await asyncio.sleep(min(2.0, took * self.settings.worker_yield_ratio))
 
     async def _wait(self) -> None:
         ev = self.store.job_event
@@ -150,7 +149,6 @@ class Worker:
         if self.store.job_event is not None:
             self.store.job_event.clear()
         self._batch_started = time.monotonic()
-        self._load_at_start = self.ingest_load() if self.ingest_load else 0
         jobs = await self.store.claim_jobs(self.worker_id, self.settings.worker_batch, self.settings.job_lease_seconds)
         if not jobs:
             return 0

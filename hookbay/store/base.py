@@ -379,7 +379,7 @@ class Store:
         """Store records, profiles and receipts and drop the jobs, atomically. Records are unique per
         (request, index) and a request that already has records is skipped, so a job finished twice
         (its lease expired mid-way) never makes a second record. ``replace`` (replay) swaps them."""
-        from ..profiles import apply_contact
+        from ..profiles import apply_contacts
 
         insert = self.dialect.insert
 
@@ -392,22 +392,22 @@ class Store:
             else:
                 done = set(conn.execute(
                     sa.select(REC.c.request_id).where(REC.c.request_id.in_(ids)).distinct()).scalars())
-            recs = []
-            for res in results:
-                if res["request_id"] in done:
-                    continue
-                for i, rec in enumerate(res["records"]):
-                    pid = None
-                    if "contact" in rec:
-                        pid = apply_contact(
-                            conn, insert, client_id=res["client_id"], contact=rec["contact"],
-                            consents=rec.get("consents", []), at=res.get("received_at") or now,
-                            request_id=res["request_id"], source_id=res["source_id"], now=now)
-                        rec["profile_id"] = pid
-                    recs.append({"request_id": res["request_id"], "idx": i, "source_id": res["source_id"],
-                                 "client_id": res["client_id"], "parser": res["parser"],
-                                 "parser_version": res["parser_version"], "data": orjson.dumps(rec).decode(),
-                                 "profile_id": pid, "created_at": now})
+            todo = [res for res in results if res["request_id"] not in done]
+            contacts = [
+                {"client_id": res["client_id"], "contact": rec["contact"], "consents": rec.get("consents", []),
+                 "at": res.get("received_at") or now, "request_id": res["request_id"],
+                 "source_id": res["source_id"], "rec": rec}
+                for res in todo for rec in res["records"] if "contact" in rec
+            ]
+            if contacts:
+                for it, pid in zip(contacts, apply_contacts(conn, insert, contacts, now), strict=True):
+                    it["rec"]["profile_id"] = pid
+            recs = [
+                {"request_id": res["request_id"], "idx": i, "source_id": res["source_id"],
+                 "client_id": res["client_id"], "parser": res["parser"], "parser_version": res["parser_version"],
+                 "data": orjson.dumps(rec).decode(), "profile_id": rec.get("profile_id"), "created_at": now}
+                for res in todo for i, rec in enumerate(res["records"])
+            ]
             if recs:
                 conn.execute(REC.insert(), recs)
             receipts = [{"rid": res["request_id"], "st": res["state"], "rc": orjson.dumps(res["receipt"]).decode()}

@@ -1,0 +1,1 @@
+"""Actions run after parsing: conditions, delivery retry policy and the outbound destination guard."""
