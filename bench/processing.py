@@ -613,7 +613,7 @@ def _lag(args: argparse.Namespace, work: Path, res: Lag) -> None:
 
         cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
                "-s", str(work / "lag.lua"), res.url, "--",
-               str(work / "lag-body.tpl"), str(args.rate), "1", str(args.connections)]  # fmt: skip
+               str(work / "lag-body.tpl"), f"{args.rate:g}", "1", str(args.connections)]  # fmt: skip
         res.wrk_cmd = " ".join(c if not c.startswith(str(work)) else Path(c).name for c in cmd)
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=args.duration + 60)
         load_end = time.monotonic()

@@ -397,7 +397,10 @@ def source_delete(ref: str = typer.Argument(...), as_json: bool = JsonOpt) -> No
 
 @source_app.command("apply")
 def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), as_json: bool = JsonOpt) -> None:
-    """Declare sources in YAML; creates missing ones, updates changed ones, leaves the rest (idempotent)."""
+    """Declare sources in YAML; creates missing ones, updates changed ones, leaves the rest (idempotent).
+    A ``secret`` in the file becomes the source's only signing secret when it differs."""
+    from .admin import initial_secret
+
     try:
         doc = yaml.safe_load(file.read_text()) or {}
         items = doc.get("sources", []) if isinstance(doc, dict) else []
@@ -413,9 +416,12 @@ def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), a
             cfg = spec.config.model_dump()
             cur = existing.get((spec.client_id, spec.name))
             key = None
+            shown_secret = None
             if cur is None:
+                first, generated = initial_secret(spec.config, spec.secret)
                 row, key = await store.create_source(name=spec.name, client_id=spec.client_id, config=cfg,
-                                                     enabled=spec.enabled, api_key=spec.api_key)
+                                                     enabled=spec.enabled, api_key=spec.api_key, secret=first)
+                shown_secret = first if generated else None
                 action = "created"
             else:
                 changes: dict[str, Any] = {}
@@ -431,7 +437,14 @@ def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), a
                     action = "updated"
                 else:
                     row, action = cur, "unchanged"
-            o = source_out(row, s.base_url, key).model_dump()
+            if cur is not None and spec.secret and spec.config.signature is not None:
+                have = {sec for sec, _ in (await store.source_secrets()).get(cur["id"], [])}
+                if spec.secret not in have:
+                    initial_secret(spec.config, spec.secret)
+                    await store.add_secret(cur["id"], spec.secret, retire_others_after_s=0)
+                    action = "updated"
+            o = source_out(row, s.base_url, key, secret=shown_secret,
+                           secrets=await store.secret_count(row["id"])).model_dump()
             o["action"] = action
             out.append(o)
         return out
@@ -444,6 +457,8 @@ def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), a
         typer.echo(f"{r['action']:9}  {r['client_id']}/{r['name']}  {r['ingest_url']}")
         if r.get("api_key"):
             typer.echo(f"           API key (shown once): {r['api_key']}")
+        if r.get("secret"):
+            typer.echo(f"           signing secret (shown once): {r['secret']}")
 
 
 requests_app = typer.Typer(help="Search and follow the request log.", invoke_without_command=True)

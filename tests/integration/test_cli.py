@@ -126,3 +126,54 @@ def test_serve_requests_and_follow(cli_env: dict[str, str], tmp_path: Path) -> N
 def test_token_create_gives_a_client_scoped_token(cli_env: dict[str, str]) -> None:
     out = orjson.loads(hb(cli_env, "token", "create", "--name", "ci", "--client", "acme", "--json").stdout)
     assert out["token"].startswith("hbt_") and out["client_id"] == "acme"
+
+
+def test_security_flags_yaml_and_secrets_stay_secret(cli_env: dict[str, str], tmp_path: Path) -> None:
+    import hashlib
+    import hmac
+
+    out = orjson.loads(hb(cli_env, "source", "create", "--name", "GH", "--client", "acme", "--signature", "github",
+                          "--secret", "cli-secret-value-42", "--allow-ip", "127.0.0.0/8", "--allow-ip", "::1/128",
+                          "--require-header", "X-Shop: 7", "--rate", "5", "--burst", "9", "--json").stdout)
+    cfg = out["config"]
+    assert cfg["signature"]["scheme"] == "github" and cfg["allow_ips"] == ["127.0.0.0/8", "::1/128"]
+    assert cfg["required_headers"] == {"x-shop": "7"} and cfg["rate"] == 5 and cfg["burst"] == 9
+    assert out["signing_secrets"] == 1 and out["secret"] is None
+    shown = hb(cli_env, "source", "show", "GH", "--json").stdout
+    assert "cli-secret-value-42" not in shown
+    rot = orjson.loads(hb(cli_env, "source", "rotate", "GH", "--grace", "1h", "--json").stdout)
+    assert rot["signing_secrets"] == 2 and rot["secret"]
+    f = tmp_path / "s.yaml"
+    f.write_text("sources:\n  - name: Hooks\n    client_id: acme\n    secret: yaml-secret-value-99\n"
+                 "    config: {signature: {scheme: hmac, header: X-Sig, algorithm: sha1, encoding: base64}}\n")
+    applied = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)
+    assert applied[0]["action"] == "created" and applied[0]["signing_secrets"] == 1
+    assert "yaml-secret-value-99" not in hb(cli_env, "source", "apply", str(f), "--json").stdout
+
+    log = tmp_path / "serve.log"
+    server = subprocess.Popen([sys.executable, "-m", "hookbay", "serve"], env={**cli_env, "HOOKBAY_LOG_LEVEL": "info"},
+                              stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{cli_env['HOOKBAY_PORT']}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        body = b'{"a":1}'
+        good = "sha256=" + hmac.new(b"cli-secret-value-42", body, hashlib.sha256).hexdigest()
+        url = out["ingest_url"]
+        assert httpx.post(url, content=body, headers={"X-Hub-Signature-256": good, "X-Shop": "7"}).status_code == 200
+        bad = httpx.post(url, content=body, headers={"X-Hub-Signature-256": "sha256=00", "X-Shop": "7"})
+        assert bad.status_code == 401 and "cli-secret-value-42" not in bad.text
+        assert httpx.post(url, content=body, headers={"X-Hub-Signature-256": good}).status_code == 403
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    text = log.read_text()
+    assert "signature_rejected" in text
+    assert "cli-secret-value-42" not in text and "yaml-secret-value-99" not in text
