@@ -34,6 +34,19 @@ app.add_typer(token_app, name="token")
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts")
 
+# Security options shared by `source create` and `source update`.
+OPT_SIGNATURE = typer.Option(None, "--signature",
+                                  help="standard|github|stripe|shopify|woocommerce|slack|hmac (none to remove)")
+OPT_SIGNATURE_HEADER = typer.Option(None, "--signature-header", help="hmac: header with the signature")
+OPT_ALGORITHM = typer.Option(None, "--algorithm", help="hmac: sha1|sha256|sha512")
+OPT_ENCODING = typer.Option(None, "--encoding", help="hmac: hex|base64")
+OPT_PREFIX = typer.Option(None, "--prefix", help="hmac: text before the digest, e.g. sha256=")
+OPT_TOLERANCE = typer.Option(None, "--tolerance", help="Signature timestamp tolerance, seconds (300)")
+OPT_ALLOW_IP = typer.Option(None, "--allow-ip", help="Allowed CIDR (repeatable; 'none' clears)")
+OPT_REQUIRE_HEADER = typer.Option(None, "--require-header", help="'Name: value' (repeatable)")
+OPT_RATE = typer.Option(None, "--rate", help="Rate limit, requests per second (0 removes)")
+OPT_BURST = typer.Option(None, "--burst", help="Rate limit burst")
+
 
 def _print_json(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -222,18 +235,17 @@ def source_create(
     mapping_file: Path = typer.Option(None, "--mapping", help="Mapping file (YAML or JSON); implies --parser mapping"),
     region: str = typer.Option(None, "--default-region", help="Region for phone numbers without +code, e.g. GB"),
     sync: bool = typer.Option(None, "--sync/--async", help="Parse before answering (as ?wait=1)"),
-    signature: str = typer.Option(None, "--signature",
-                                  help="standard|github|stripe|shopify|woocommerce|slack|hmac (none to remove)"),
+    signature: str = OPT_SIGNATURE,
     secret: str = typer.Option(None, "--secret", help="The provider's signing secret (generated if absent)"),
-    signature_header: str = typer.Option(None, "--signature-header", help="hmac: header with the signature"),
-    algorithm: str = typer.Option(None, "--algorithm", help="hmac: sha1|sha256|sha512"),
-    encoding: str = typer.Option(None, "--encoding", help="hmac: hex|base64"),
-    prefix: str = typer.Option(None, "--prefix", help="hmac: text before the digest, e.g. sha256="),
-    tolerance: int = typer.Option(None, "--tolerance", help="Signature timestamp tolerance, seconds (300)"),
-    allow_ip: list[str] = typer.Option(None, "--allow-ip", help="Allowed CIDR (repeatable; 'none' clears)"),
-    require_header: list[str] = typer.Option(None, "--require-header", help="'Name: value' (repeatable)"),
-    rate: float = typer.Option(None, "--rate", help="Rate limit, requests per second (0 removes)"),
-    burst: int = typer.Option(None, "--burst", help="Rate limit burst"),
+    signature_header: str = OPT_SIGNATURE_HEADER,
+    algorithm: str = OPT_ALGORITHM,
+    encoding: str = OPT_ENCODING,
+    prefix: str = OPT_PREFIX,
+    tolerance: int = OPT_TOLERANCE,
+    allow_ip: list[str] = OPT_ALLOW_IP,
+    require_header: list[str] = OPT_REQUIRE_HEADER,
+    rate: float = OPT_RATE,
+    burst: int = OPT_BURST,
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -302,17 +314,16 @@ def source_update(
     mapping_file: Path = typer.Option(None, "--mapping", help="New mapping version (YAML or JSON)"),
     region: str = typer.Option(None, "--default-region"),
     sync: bool = typer.Option(None, "--sync/--async"),
-    signature: str = typer.Option(None, "--signature",
-                                  help="standard|github|stripe|shopify|woocommerce|slack|hmac (none to remove)"),
-    signature_header: str = typer.Option(None, "--signature-header", help="hmac: header with the signature"),
-    algorithm: str = typer.Option(None, "--algorithm", help="hmac: sha1|sha256|sha512"),
-    encoding: str = typer.Option(None, "--encoding", help="hmac: hex|base64"),
-    prefix: str = typer.Option(None, "--prefix", help="hmac: text before the digest, e.g. sha256="),
-    tolerance: int = typer.Option(None, "--tolerance", help="Signature timestamp tolerance, seconds (300)"),
-    allow_ip: list[str] = typer.Option(None, "--allow-ip", help="Allowed CIDR (repeatable; 'none' clears)"),
-    require_header: list[str] = typer.Option(None, "--require-header", help="'Name: value' (repeatable)"),
-    rate: float = typer.Option(None, "--rate", help="Rate limit, requests per second (0 removes)"),
-    burst: int = typer.Option(None, "--burst", help="Rate limit burst"),
+    signature: str = OPT_SIGNATURE,
+    signature_header: str = OPT_SIGNATURE_HEADER,
+    algorithm: str = OPT_ALGORITHM,
+    encoding: str = OPT_ENCODING,
+    prefix: str = OPT_PREFIX,
+    tolerance: int = OPT_TOLERANCE,
+    allow_ip: list[str] = OPT_ALLOW_IP,
+    require_header: list[str] = OPT_REQUIRE_HEADER,
+    rate: float = OPT_RATE,
+    burst: int = OPT_BURST,
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
     as_json: bool = JsonOpt,

@@ -19,6 +19,8 @@ from email_validator import EmailNotValidError, validate_email
 
 from hookbay.parsers.generic import Entry, ParseResult, PathParts, format_path
 
+from .generic import json_kind
+
 PARSER_VERSION = "1"
 
 _DATE = re.compile(r"([0-9]{2})-([0-9]{2})-([0-9]{4})")
@@ -92,20 +94,7 @@ class _Ctx:
         self.warnings.append(_entry(parts, code, message, self.document))
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+_kind = json_kind
 
 
 def _blank(value: Any) -> bool:

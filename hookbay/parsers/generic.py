@@ -206,3 +206,20 @@ def parse(docs: list[Any], max_depth: int = DEFAULT_MAX_DEPTH) -> ParseResult:
         except Exception as e:  # the batch must survive one bad document
             result.errors.append(_entry((), "parse_failed", f"{type(e).__name__}: {e}", document))
     return result
+
+
+def json_kind(value: Any) -> str:
+    """JSON names for Python values, because integrators think in JSON, not Python."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

@@ -37,6 +37,8 @@ from pydantic import (
 
 from hookbay.parsers.generic import ParseResult, format_path
 
+from .generic import json_kind
+
 Entry = dict[str, Any]
 
 TARGETS = ("contact", "record")
@@ -66,21 +68,7 @@ class ConvertError(Exception):
 # --- values -------------------------------------------------------------------------------------
 
 
-def _kind(value: Any) -> str:
-    """JSON names for Python values, because mapping authors think in JSON, not Python."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+_kind = json_kind
 
 
 def _show(value: Any, limit: int = 60) -> str:

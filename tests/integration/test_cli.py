@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -29,6 +30,22 @@ def hb(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.Completed
     if ok:
         assert p.returncode == 0, p.stderr + p.stdout
     return p
+
+
+def start_server(env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
+    """``hookbay serve`` as a user starts it, once it answers /healthz."""
+    server = subprocess.Popen([sys.executable, "-m", "hookbay", "serve"], env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{env['HOOKBAY_PORT']}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(base + "/healthz").status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.1)
 
 
 def test_source_lifecycle(cli_env: dict[str, str]) -> None:
@@ -81,20 +98,9 @@ def test_source_apply_is_idempotent(cli_env: dict[str, str], tmp_path: Path) -> 
 def test_serve_requests_and_follow(cli_env: dict[str, str], tmp_path: Path) -> None:
     src = orjson.loads(hb(cli_env, "source", "create", "--name", "F", "--client", "acme", "--json").stdout)
     log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "hookbay", "serve"], env=cli_env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    server = start_server(cli_env, log)
     follower = None
     try:
-        base = f"http://127.0.0.1:{cli_env['HOOKBAY_PORT']}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         follower = subprocess.Popen([sys.executable, "-m", "hookbay", "requests", "--follow", "--json"],
                                     env=cli_env, stdout=subprocess.PIPE, text=True)
         time.sleep(1.5)
@@ -151,19 +157,8 @@ def test_security_flags_yaml_and_secrets_stay_secret(cli_env: dict[str, str], tm
     assert "yaml-secret-value-99" not in hb(cli_env, "source", "apply", str(f), "--json").stdout
 
     log = tmp_path / "serve.log"
-    server = subprocess.Popen([sys.executable, "-m", "hookbay", "serve"], env={**cli_env, "HOOKBAY_LOG_LEVEL": "info"},
-                              stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    server = start_server({**cli_env, "HOOKBAY_LOG_LEVEL": "info"}, log.open("wb"))
     try:
-        base = f"http://127.0.0.1:{cli_env['HOOKBAY_PORT']}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         body = b'{"a":1}'
         good = "sha256=" + hmac.new(b"cli-secret-value-42", body, hashlib.sha256).hexdigest()
         url = out["ingest_url"]
