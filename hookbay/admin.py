@@ -310,6 +310,19 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
             items = await replay(store, cache, flt=flt, dry_run=body.dry_run)
         return {"dry_run": body.dry_run, "count": len(items), "items": items}
 
+    @app.get("/api/v1/tokens", response_model=list[TokenOut], responses=ERRORS, tags=["tokens"])
+    async def list_tokens(p: Auth) -> list[TokenOut]:
+        if not p.is_admin:
+            raise Forbidden("Only the admin token can list tokens")
+        return [TokenOut(id=t["id"], name=t["name"], client_id=t["client_id"]) for t in await store.list_tokens()]
+
+    @app.delete("/api/v1/tokens/{token_id}", status_code=204, responses=ERRORS, tags=["tokens"])
+    async def revoke_token(p: Auth, token_id: str) -> Response:
+        if not p.is_admin:
+            raise NotFound("Not Found")
+        await store.revoke_token(token_id)
+        return Response(status_code=204)
+
     @app.post("/api/v1/tokens", response_model=TokenOut, status_code=201, responses=ERRORS, tags=["tokens"])
     async def create_token(p: Auth, body: TokenCreate) -> TokenOut:
         if not p.is_admin:

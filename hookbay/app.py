@@ -81,10 +81,14 @@ class HookbayApp:
         self.admin_hash["hash"] = h
 
     async def _gauge_loop(self) -> None:
+        """Queue depth for /metrics, and the admin token hash, so `hookbay token rotate-admin` run
+        from another process takes effect (and retires the old token) within seconds."""
         while True:
             with contextlib.suppress(Exception):
                 metrics.queue_depth.set(await self.store.queue_depth())
-            await asyncio.sleep(5)
+                if not self.settings.admin_token:
+                    self.admin_hash["hash"] = await self.store.get_meta("admin_token_hash") or self.admin_hash["hash"]
+            await asyncio.sleep(2)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         typ = scope["type"]

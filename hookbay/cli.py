@@ -49,7 +49,7 @@ OPT_BURST = typer.Option(None, "--burst", help="Rate limit burst")
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 
 def _fail(e: HookbayError, as_json: bool) -> None:
@@ -557,6 +557,57 @@ def requests_show(request_id: str, as_json: bool = JsonOpt) -> None:
     typer.echo("receipt: " + orjson.dumps(d["receipt"]).decode())
     for rec in d["records"]:
         typer.echo("record:  " + orjson.dumps(rec).decode())
+
+
+@token_app.command("list")
+def token_list(as_json: bool = JsonOpt) -> None:
+    """List API tokens (never their values)."""
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        return await store.list_tokens()
+
+    rows = _run(go, as_json)
+    if as_json:
+        _print_json(rows)
+        return
+    for t in rows:
+        typer.echo(f"{t['id']}  {t['name']}  client={t['client_id'] or '(admin)'}")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, as_json: bool = JsonOpt) -> None:
+    """Revoke an API token at once."""
+
+    async def go(store: Store, s: Settings) -> None:
+        await store.revoke_token(token_id)
+
+    _run(go, as_json)
+    if as_json:
+        _print_json({"revoked": token_id})
+    else:
+        typer.echo(f"revoked {token_id}")
+
+
+@token_app.command("rotate-admin")
+def token_rotate_admin(as_json: bool = JsonOpt) -> None:
+    """Replace the generated admin token (printed once); a running server switches within seconds."""
+    import secrets as _secrets
+
+    from .store import hash_secret
+
+    if get_settings().admin_token:
+        typer.echo("error: the admin token comes from HOOKBAY_ADMIN_TOKEN; change it there", err=True)
+        raise typer.Exit(2)
+    tok = "hba_" + _secrets.token_urlsafe(32)
+
+    async def go(store: Store, s: Settings) -> None:
+        await store.set_meta("admin_token_hash", hash_secret(tok))
+
+    _run(go, as_json)
+    if as_json:
+        _print_json({"admin_token": tok})
+    else:
+        typer.echo(f"new admin token (shown once, store it now): {tok}")
 
 
 @token_app.command("create")

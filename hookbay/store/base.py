@@ -672,6 +672,29 @@ class Store:
 
         return await self.read(q)
 
+    # --- tokens ---------------------------------------------------------------------------
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        from ..views import iso
+
+        T = schema.tokens
+
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(sa.select(T.c.id, T.c.name, T.c.client_id, T.c.created_at).order_by(T.c.created_at))
+            return [{"id": r.id, "name": r.name, "client_id": r.client_id, "created_at": iso(r.created_at)}
+                    for r in rows]
+
+        return await self.read(q)
+
+    async def revoke_token(self, token_id: str) -> None:
+        T = schema.tokens
+
+        def rm(conn: sa.Connection) -> None:
+            if not conn.execute(T.delete().where(T.c.id == token_id)).rowcount:
+                raise NotFound("token not found")
+
+        await self.write(rm)
+
     # --- tokens / meta --------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:

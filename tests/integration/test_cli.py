@@ -172,3 +172,39 @@ def test_security_flags_yaml_and_secrets_stay_secret(cli_env: dict[str, str], tm
     text = log.read_text()
     assert "signature_rejected" in text
     assert "cli-secret-value-42" not in text and "yaml-secret-value-99" not in text
+
+
+def test_admin_token_generated_once_rotated_and_tokens_revoked(cli_env: dict[str, str], tmp_path: Path) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "HOOKBAY_ADMIN_TOKEN"}
+    base = f"http://127.0.0.1:{env['HOOKBAY_PORT']}"
+    log1 = tmp_path / "first.log"
+    server = start_server(env, log1.open("wb"))
+    server.terminate()
+    server.wait(timeout=20)
+    printed = [line for line in log1.read_text().splitlines() if "generated admin token" in line]
+    assert len(printed) == 1
+    first = printed[0].rsplit(" ", 1)[1]
+    log2 = tmp_path / "second.log"
+    server = start_server(env, log2.open("wb"))
+    try:
+        assert "generated admin token" not in log2.read_text()  # printed once, on the first start only
+        auth = lambda t: {"Authorization": f"Bearer {t}"}  # noqa: E731
+        assert httpx.get(base + "/api/v1/sources", headers=auth(first)).status_code == 200
+
+        tok = orjson.loads(hb(env, "token", "create", "--name", "ci", "--json").stdout)
+        assert httpx.get(base + "/api/v1/sources", headers=auth(tok["token"])).status_code == 200
+        listed = orjson.loads(hb(env, "token", "list", "--json").stdout)
+        assert [t["id"] for t in listed] == [tok["id"]] and "token" not in listed[0]
+        hb(env, "token", "revoke", tok["id"])
+        assert httpx.get(base + "/api/v1/sources", headers=auth(tok["token"])).status_code == 401
+
+        new = orjson.loads(hb(env, "token", "rotate-admin", "--json").stdout)["admin_token"]
+        deadline = time.monotonic() + 10
+        while httpx.get(base + "/api/v1/sources", headers=auth(new)).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert httpx.get(base + "/api/v1/sources", headers=auth(first)).status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert hb(cli_env, "token", "rotate-admin", ok=False).returncode == 2

@@ -22,7 +22,8 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     tok = live.client.post("/api/v1/tokens", json={"name": "acme", "client_id": "acme"}, headers=admin).json()["token"]
     mine = {"Authorization": f"Bearer {tok}"}
 
-    ids = {"source_id": theirs["id"], "request_id": rid, "profile_id": pid}
+    their_tok = live.client.post("/api/v1/tokens", json={"name": "g", "client_id": "globex"}, headers=admin).json()
+    ids = {"source_id": theirs["id"], "request_id": rid, "profile_id": pid, "token_id": their_tok["id"]}
     cases = {
         ("get", "/api/v1/sources/{source_id}"): None,
         ("patch", "/api/v1/sources/{source_id}"): {"name": "stolen"},
@@ -33,6 +34,7 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
         ("get", "/api/v1/profiles/{profile_id}"): None,
         ("get", "/api/v1/profiles/{profile_id}/export"): None,
         ("delete", "/api/v1/profiles/{profile_id}"): None,
+        ("delete", "/api/v1/tokens/{token_id}"): None,
     }
     spec = live.client.get("/api/v1/openapi.json").json()
     with_params = {(m, p) for p, ops in spec["paths"].items() if "{" in p for m in ops}
@@ -54,6 +56,8 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     made = live.client.post("/api/v1/sources", json={"name": "x", "client_id": "globex"}, headers=mine)
     assert made.status_code == 404
     assert live.client.post("/api/v1/tokens", json={"name": "t"}, headers=mine).status_code == 403
+    assert live.client.get("/api/v1/tokens", headers=mine).status_code == 403
+    assert live.client.get("/", headers={"Authorization": f"Bearer {their_tok['token']}"}).status_code == 404
 
     # and nothing of theirs changed
     still = live.client.get(f"/api/v1/sources/{theirs['id']}", headers=admin).json()
