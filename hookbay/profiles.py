@@ -155,6 +155,22 @@ def profile_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_PG_KEY_LOOKUP = sa.text(
+    "SELECT v.value, pk.profile_id FROM unnest(CAST(:vals AS text[])) AS v(value) "
+    "JOIN LATERAL (SELECT profile_id FROM profile_keys "
+    "WHERE client_id = :c AND kind = :k AND value = v.value) pk ON true"
+)
+
+
+def _key_lookup(conn: sa.Connection, client_id: str, kind: str, values: list[str]) -> tuple[Any, ...]:
+    """On PostgreSQL, one index probe per value (a plain IN list can be planned as a scan of the
+    client's whole key range when the table has no statistics yet, which gets slower as it grows)."""
+    if conn.dialect.name == "postgresql":
+        return (_PG_KEY_LOOKUP, {"vals": values, "c": client_id, "k": kind})
+    return (sa.select(PK.c.value, PK.c.profile_id).where(
+        PK.c.client_id == client_id, PK.c.kind == kind, PK.c.value.in_(values)),)
+
+
 def apply_contacts(conn: sa.Connection, insert: Any, items: list[dict[str, Any]], now: int) -> list[str | None]:
     """Merge a batch of contacts into profiles with a handful of statements per batch, not per
     contact: one key lookup, one key insert, one locked profile read, bulk writes. ``items`` hold
@@ -176,9 +192,7 @@ def apply_contacts(conn: sa.Connection, insert: Any, items: list[dict[str, Any]]
         for (c, k), values in groups.items():
             vals = sorted(values)
             for i in range(0, len(vals), 500):
-                rows = conn.execute(sa.select(PK.c.value, PK.c.profile_id).where(
-                    PK.c.client_id == c, PK.c.kind == k, PK.c.value.in_(vals[i:i + 500])))
-                for value, pid in rows:
+                for value, pid in conn.execute(*_key_lookup(conn, c, k, vals[i:i + 500])):
                     found[(c, k, value)] = pid
         return found
 
