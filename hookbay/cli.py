@@ -227,7 +227,7 @@ def source_create(
     name: str = typer.Option(..., help="Display name, unique per client"),
     client: str = typer.Option(..., help="Client (tenant) id"),
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key; it is printed once"),
-    fmt: str = typer.Option(None, "--format", help="auto|json|ndjson|form"),
+    fmt: str = typer.Option(None, "--format", help="auto|json|ndjson|xml|csv|form"),
     method: list[str] = typer.Option(None, "--allow-method", help="Allowed method (repeatable), default POST"),
     max_body: int = typer.Option(None, help="Body size limit in bytes (default 1 MiB)"),
     idempotency_header: str = typer.Option(None, help="Extra header naming a delivery id"),
@@ -306,7 +306,7 @@ def source_update(
     ref: str = typer.Argument(..., help="Source id, token or name"),
     name: str = typer.Option(None),
     enable: bool = typer.Option(None, "--enable/--disable"),
-    fmt: str = typer.Option(None, "--format"),
+    fmt: str = typer.Option(None, "--format", help="auto|json|ndjson|xml|csv|form"),
     method: list[str] = typer.Option(None, "--allow-method"),
     max_body: int = typer.Option(None),
     idempotency_header: str = typer.Option(None),
@@ -532,6 +532,47 @@ def requests_cmd(
         _run(go, as_json)
     except KeyboardInterrupt:
         pass
+
+
+@requests_app.command("export")
+def requests_export(
+    source: str = typer.Option(None, help="Source id, token or name"),
+    since: str = typer.Option(None, help="ISO time or relative (15m, 2h, 3d)"),
+    until: str = typer.Option(None),
+    verdict: str = typer.Option(None), state: str = typer.Option(None),
+    out: Path = typer.Option(None, "--out", help="Write to this file instead of stdout"),
+) -> None:
+    """Export matching requests as NDJSON, oldest first: one line per request with headers, the
+    exact body (base64, and as text when it is UTF-8), receipt and records."""
+
+    async def go(store: Store, s: Settings) -> int:
+        source_id = (await store.get_source(source))["id"] if source else None
+        f = RequestFilter(source_id=source_id, since_us=parse_time(since) if since else None,
+                          until_us=parse_time(until) if until else None, verdict=verdict, state=state,
+                          after_id="req_", limit=500)
+        sink = out.open("wb") if out else sys.stdout.buffer
+        n = 0
+        try:
+            while True:
+                page = await store.search_requests(f)
+                if not page:
+                    return n
+                ids = [r["id"] for r in page]
+                full = await store.load_requests(ids)
+                recs = await store.records_for(ids)
+                for rid in ids:
+                    sink.write(orjson.dumps(request_detail(full[rid], recs[rid]).model_dump()) + b"\n")
+                    n += 1
+                f.after_id = ids[-1]
+        finally:
+            if out:
+                sink.close()
+            else:
+                sink.flush()
+
+    n = _run(go)
+    if out:
+        typer.echo(f"exported {n} request(s) to {out}", err=True)
 
 
 @requests_app.command("show")

@@ -121,6 +121,15 @@ def test_serve_requests_and_follow(cli_env: dict[str, str], tmp_path: Path) -> N
         assert shown["body"] == '{"email":"f@x.io"}'
         text = hb(cli_env, "requests", "show", rid).stdout
         assert rid in text and "f@x.io" in text
+        second = httpx.post(src["ingest_url"], content=b"\xff raw", headers={"Content-Type": "text/plain"})
+        dump = tmp_path / "log.ndjson"
+        hb(cli_env, "requests", "export", "--source", "F", "--out", str(dump))
+        lines = [orjson.loads(x) for x in dump.read_bytes().splitlines()]
+        assert [x["id"] for x in lines] == [rid, second.json()["request_id"]]
+        import base64
+
+        assert base64.b64decode(lines[1]["body_base64"]) == b"\xff raw" and lines[1]["body"] is None
+        assert lines[0]["records"] and lines[0]["headers"]
     finally:
         if follower is not None:
             follower.kill()
