@@ -55,6 +55,7 @@ class HookbayApp:
         await self.cache.reload()
         self._tasks.append(asyncio.create_task(self.cache.run(), name="source-refresh"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="queue-gauge"))
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         if self.run_worker:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
 
@@ -131,6 +132,16 @@ class HookbayApp:
         recs = await self.store.records_for([request_id])
         return receipt(row, recs[request_id])
 
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.retention_interval_seconds)
+            try:
+                await purge_expired(self.store, self.cache)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("retention_failed", error=str(e))
+
     async def _ready(self, send: Send) -> None:
         try:
             ok = await asyncio.wait_for(self.store.ping(), 2)
@@ -194,6 +205,16 @@ class HookbayApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def purge_expired(store: Store, cache: SourceCache, *, dry_run: bool = False) -> dict[str, int]:
+    """Apply every source's ``retention_days`` to stored raw bodies."""
+    await cache.maybe_reload()
+    retention = {s.id: s.config.retention_days for s in cache.by_id.values() if s.config.retention_days}
+    counts = await store.purge_bodies(retention, dry_run=dry_run)
+    if not dry_run and any(counts.values()):
+        log.info("retention_purged", bodies=sum(counts.values()), sources=len(counts))
+    return counts
 
 
 def create_app(settings: Settings | None = None) -> HookbayApp:

@@ -46,6 +46,7 @@ OPT_ALLOW_IP = typer.Option(None, "--allow-ip", help="Allowed CIDR (repeatable; 
 OPT_REQUIRE_HEADER = typer.Option(None, "--require-header", help="'Name: value' (repeatable)")
 OPT_RATE = typer.Option(None, "--rate", help="Rate limit, requests per second (0 removes)")
 OPT_BURST = typer.Option(None, "--burst", help="Rate limit burst")
+OPT_RETENTION = typer.Option(None, "--retention-days", help="Purge raw bodies after N days (0 keeps forever)")
 
 
 def _print_json(obj: Any) -> None:
@@ -114,6 +115,8 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
         cfg["rate"] = sec["rate"] or None
     if sec.get("burst") is not None:
         cfg["burst"] = sec["burst"] or None
+    if sec.get("retention_days") is not None:
+        cfg["retention_days"] = sec["retention_days"] or None
     if parser is not None:
         cfg["parser"] = parser
     if mapping_file is not None:
@@ -246,6 +249,7 @@ def source_create(
     require_header: list[str] = OPT_REQUIRE_HEADER,
     rate: float = OPT_RATE,
     burst: int = OPT_BURST,
+    retention_days: int = OPT_RETENTION,
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -255,7 +259,7 @@ def source_create(
     cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync,
                   dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst))
+             burst=burst, retention_days=retention_days))
     try:
         spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
     except Exception as e:
@@ -324,6 +328,7 @@ def source_update(
     require_header: list[str] = OPT_REQUIRE_HEADER,
     rate: float = OPT_RATE,
     burst: int = OPT_BURST,
+    retention_days: int = OPT_RETENTION,
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
     as_json: bool = JsonOpt,
@@ -339,7 +344,7 @@ def source_update(
             changes["enabled"] = enable
         sec = dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst)
+             burst=burst, retention_days=retention_days)
         if (any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync))
                 or method or any(v for v in sec.values() if v is not None)):
             changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
@@ -793,6 +798,25 @@ def replay_cmd(
         if dry_run and it["diff"]:
             typer.echo(it["diff"])
     typer.echo(f"{len(items)} request(s) {'would be ' if dry_run else ''}replayed")
+
+
+@app.command("purge")
+def purge_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Count only"), as_json: bool = JsonOpt) -> None:
+    """Purge raw bodies older than each source's retention_days now (serve also does it hourly)."""
+    from .app import purge_expired
+    from .sources import SourceCache
+
+    async def go(store: Store, s: Settings) -> dict[str, int]:
+        cache = SourceCache(store, s.max_body_bytes)
+        await cache.reload()
+        return await purge_expired(store, cache, dry_run=dry_run)
+
+    counts = _run(go, as_json)
+    if as_json:
+        _print_json({"dry_run": dry_run, "bodies": counts})
+    else:
+        verb = "would purge" if dry_run else "purged"
+        typer.echo(f"{verb} {sum(counts.values())} raw bodies across {len(counts)} source(s) with retention")
 
 
 keys_app = typer.Typer(help="Encryption keys for data at rest.", no_args_is_help=True)

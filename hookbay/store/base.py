@@ -672,6 +672,27 @@ class Store:
 
         return await self.read(q)
 
+    # --- retention ------------------------------------------------------------------------
+
+    async def purge_bodies(self, retention: dict[str, int], *, now_us_: int | None = None,
+                           dry_run: bool = False) -> dict[str, int]:
+        """Drop raw bodies older than each source's retention (days). Requests still waiting to be
+        processed keep theirs: purging them would lose data nobody has parsed yet."""
+        now = now_us_ if now_us_ is not None else now_us()
+        out: dict[str, int] = {}
+        for source_id, days in retention.items():
+            cutoff = now - days * 86_400_000_000
+            cond = (R.c.source_id == source_id, R.c.received_at < cutoff, R.c.body.is_not(None),
+                    R.c.state != "pending")
+
+            def purge(conn: sa.Connection, cond: tuple[Any, ...] = cond) -> int:
+                if dry_run:
+                    return int(conn.execute(sa.select(sa.func.count()).select_from(R).where(*cond)).scalar() or 0)
+                return int(conn.execute(R.update().where(*cond).values(body=None)).rowcount or 0)
+
+            out[source_id] = await self.write(purge)
+        return out
+
     # --- tokens ---------------------------------------------------------------------------
 
     async def list_tokens(self) -> list[dict[str, Any]]:

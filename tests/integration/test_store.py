@@ -120,3 +120,30 @@ async def test_two_workers_on_two_connections_process_each_request_once(db_url: 
     finally:
         for st in (ingest_store, *stores):
             await st.close()
+
+
+async def test_retention_purges_old_processed_bodies_only(db_url: str) -> None:
+    from hookbay.app import purge_expired
+
+    store = await _open(db_url)
+    try:
+        keep, _ = await store.create_source(name="keep", client_id="acme", config={})
+        short, _ = await store.create_source(name="short", client_id="acme", config={"retention_days": 2})
+        day = 86_400_000_000
+        rows = {}
+        for name, src, age, state in [("old_done", short, 3, "processed"), ("old_pending", short, 3, "pending"),
+                                      ("new_done", short, 1, "processed"), ("old_other", keep, 30, "processed")]:
+            row = _row(src["id"], b'{"x": 1}')
+            row["received_at"] -= age * day
+            row["state"] = state
+            rows[name] = await store.writer.ingest(row)
+        cache = SourceCache(store, 1 << 20)
+        await cache.reload()
+        assert await purge_expired(store, cache, dry_run=True) == {short["id"]: 1}
+        assert (await store.get_request(rows["old_done"]))["body"] is not None
+        assert await purge_expired(store, cache) == {short["id"]: 1}
+        bodies = {k: (await store.get_request(v))["body"] for k, v in rows.items()}
+        assert bodies["old_done"] is None
+        assert all(bytes(bodies[k]) == b'{"x": 1}' for k in ("old_pending", "new_done", "old_other"))
+    finally:
+        await store.close()
