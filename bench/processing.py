@@ -26,20 +26,30 @@ import platform
 import re
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import (  # noqa: E402  (bench/ is not a package; the ingest benchmark's helpers are shared)
+    TargetFailed,
+    _base_env,
+    _ingest_url_from,
+    _ms,
+    free_port,
+    http,
+    start_server,
+    stop_server,
+    tail,
+    tool_version,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -129,29 +139,14 @@ class Lag:
         return self.ok and not self.verify_errors
 
 
-class BenchFailed(Exception):
-    pass
+BenchFailed = TargetFailed
 
 
-# ---------------------------------------------------------------- helpers (as in bench/run.py)
+# ---------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | None = None, timeout: float = 2.0) -> int:
-    req = urllib.request.Request(url, data=body, method=method)
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            resp.read()
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
 
 
 def wait_until_answers(proc: subprocess.Popen, url: str, log: Path, timeout: float = 30.0) -> None:
@@ -171,47 +166,14 @@ def wait_until_answers(proc: subprocess.Popen, url: str, log: Path, timeout: flo
     raise BenchFailed(f"server did not answer within {timeout:.0f}s ({last})")
 
 
-def start_server(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "wb")
-    try:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        log.close()
 
 
-def stop_server(proc: subprocess.Popen, grace: float = 15.0) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        return proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        return None
 
 
-def tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
 
 
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
 
-def _ms(value: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value.strip())
-    if not m:
-        raise ValueError(f"bad wrk duration {value!r}")
-    return float(m.group(1)) * _UNIT_MS[m.group(2)]
 
 
 def percentile(sorted_vals: list[float], p: float) -> float:
@@ -220,11 +182,6 @@ def percentile(sorted_vals: list[float], p: float) -> float:
     return sorted_vals[k - 1]
 
 
-def _base_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def contact_body(template: dict[str, Any], customer: int, variant: int) -> bytes:
@@ -504,18 +461,6 @@ end
 """
 
 
-def _ingest_url_from(out: str) -> str:
-    for text in [out] + out.splitlines()[::-1]:
-        try:
-            data = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and isinstance(data.get("ingest_url"), str):
-            return data["ingest_url"]
-    m = re.search(r'"ingest_url"\s*:\s*"([^"]+)"', out)
-    if m:
-        return m.group(1)
-    raise BenchFailed(f"no ingest_url in `source create --json` output: {out.strip()[:200]!r}")
 
 
 def _cli(cmd: list[str], env: dict[str, str], timeout: float = 120) -> str:
@@ -672,8 +617,6 @@ def _lag(args: argparse.Namespace, work: Path, res: Lag) -> None:
 # ---------------------------------------------------------------- report
 
 
-def _f(v: float | None, fmt: str = "{:,.0f}") -> str:
-    return "—" if v is None else fmt.format(v)
 
 
 def _status(ok: bool | None) -> str:
@@ -762,6 +705,10 @@ def details(tps: list[Throughput], lag: Lag | None) -> list[str]:
     return out
 
 
+def _f(v: float | None, fmt: str = "{:,.0f}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
 def _first_last(t: Throughput) -> str:
     """records/s over the first and the last tenth of the batches (does it slow down as tables grow?)."""
     k = len(t.batch_s) // 10
@@ -772,14 +719,6 @@ def _first_last(t: Throughput) -> str:
             f"last {k} {k * WORKER_BATCH / last:,.0f} records/s")
 
 
-def tool_version(cmd: list[str], default: str = "unknown", check: bool = False) -> str:
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        if check and p.returncode != 0:
-            return default
-        return (p.stdout + p.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return default
 
 
 def environment() -> dict[str, Any]:

@@ -67,11 +67,9 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for k, v in headers:
-        if k.lower() == name:
-            return v
-    return None
+def _header_map(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Every header the checks look at, by lower-case name, built once per request (first wins)."""
+    return {k.lower(): v for k, v in reversed(headers)}
 
 
 _API_KEY_IN_QUERY = re.compile(r"((?:^|&)api-key=)[^&]*")
@@ -108,6 +106,7 @@ class Ingest:
             await send_raw(send, 404, NOT_FOUND_BODY)
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        hmap = scope["hookbay.headers"] = _header_map(headers)
         body: bytes | None = None
         client = scope.get("client")
         peer = client_address(client[0] if client else None, headers, self.trusted)
@@ -121,13 +120,13 @@ class Ingest:
             if src.networks and not in_networks(peer, src.networks):
                 raise Forbidden("Your address is not allowed to post to this source").with_rule("ip_allowlist")
             for name, want in src.required_headers:
-                got = _header(headers, name)
+                got = hmap.get(name)
                 if got is None or not hmac.compare_digest(got, want):
                     raise Forbidden("A required header is missing or has the wrong value",
                                     detail={"header": name.decode("latin-1")}).with_rule("required_header")
             if src.api_key_hash is not None:
-                self._check_api_key(scope, headers, src)
-            clen = _header(headers, b"content-length")
+                self._check_api_key(scope, hmap, src)
+            clen = hmap.get(b"content-length")
             if clen is not None and clen.isdigit() and int(clen) > src.max_body:
                 raise PayloadTooLarge(detail={"limit_bytes": src.max_body}).with_rule("body_size")
             try:
@@ -138,8 +137,8 @@ class Ingest:
                 wait_s = self.limiter.check(src.id, src.rate, src.burst)
                 if wait_s > 0:
                     raise RateLimited(headers={"Retry-After": str(max(1, math.ceil(wait_s)))}).with_rule("rate_limit")
-            ping = src.signature is not None and self._check_signature(src, headers, body)
-            ctype = _header(headers, b"content-type")
+            ping = src.signature is not None and self._check_signature(src, hmap, body)
+            ctype = hmap.get(b"content-type")
             ctype_s = ctype.decode("latin-1") if ctype is not None else None
             fmt = src.config.format
             if fmt != "auto" or ctype_s is not None:
@@ -165,7 +164,7 @@ class Ingest:
 
         row = self._row(scope, src, body, "accepted", None, 200, "ping" if ping else "pending")
         for name in src.idempotency_headers:
-            v = _header(headers, name)
+            v = hmap.get(name)
             if v:
                 row["idempotency_key"] = v.decode("latin-1")[:200]
                 break
@@ -194,19 +193,19 @@ class Ingest:
             send, 200, b'{"status":"accepted","request_id":"' + rid + b'"}', extra=[(b"x-request-id", rid)]
         )
 
-    def _check_signature(self, src: ActiveSource, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    def _check_signature(self, src: ActiveSource, hmap: dict[bytes, bytes], body: bytes) -> bool:
         """True for an unsigned WooCommerce ping: stored, never processed."""
         from .signatures import SignatureError, verify
 
-        hmap = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
+        text = {k.decode("latin-1"): v.decode("latin-1") for k, v in hmap.items()}
         try:
-            return verify(src.signature, src.active_secrets(now_us()), hmap, body).ping
+            return verify(src.signature, src.active_secrets(now_us()), text, body).ping
         except SignatureError as e:
             log.info("signature_rejected", source_id=src.id, reason=e.reason)
             raise Unauthorized("Invalid signature", detail={"reason": e.reason}).with_rule("signature") from None
 
-    def _check_api_key(self, scope: Scope, headers: list[tuple[bytes, bytes]], src: ActiveSource) -> None:
-        key = _header(headers, b"x-api-key")
+    def _check_api_key(self, scope: Scope, hmap: dict[bytes, bytes], src: ActiveSource) -> None:
+        key = hmap.get(b"x-api-key")
         given = key.decode("latin-1") if key else None
         if given is None and scope.get("query_string"):
             for k, v in parse_qsl(scope["query_string"].decode("latin-1")):
@@ -221,7 +220,7 @@ class Ingest:
         status: int, state: str,
     ) -> dict[str, Any]:
         headers = scope["headers"]
-        ctype = _header(headers, b"content-type")
+        ctype = scope["hookbay.headers"].get(b"content-type")
         query = scope.get("query_string", b"").decode("latin-1")
         if "api-key" in query:
             query = _API_KEY_IN_QUERY.sub(r"\1[redacted]", query)

@@ -184,13 +184,3 @@ class RequestDetail(RequestSummary):
 class RequestPage(BaseModel):
     items: list[RequestSummary]
     next_cursor: str | None
-
-
-class Receipt(BaseModel):
-    request_id: str
-    state: str
-    received_at: str
-    processed_at: str | None
-    records: list[dict[str, Any]]
-    errors: list[dict[str, Any]]
-    warnings: list[dict[str, Any]]

@@ -12,7 +12,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,7 +42,6 @@ class WriterStats:
     rows: int = 0
     last_batch: int = 0
     failures: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 def _settle_all(ops: list[_Op]) -> None:
