@@ -53,6 +53,8 @@ class SourceConfig(BaseModel):
     rate: float | None = Field(default=None, gt=0, description="Token bucket refill, requests per second")
     burst: int | None = Field(default=None, ge=1, description="Token bucket size (default: max(1, rate))")
     signature: SignatureConfig | None = None
+    relay: bool = Field(default=False, description=(
+        "Indirect mode: keep every accepted request in a durable queue for `hookbay agent` to pull"))
     retention_days: int | None = Field(default=None, ge=1, le=3650,
                                        description="Purge raw bodies this many days after receipt (records and profiles stay)")
 

@@ -181,3 +181,77 @@ source_secrets = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("expires_at", sa.BigInteger, nullable=True),
 )
+
+# One row per action run for one record: created with the records (same transaction, unique per
+# request/record/action so a re-claimed job cannot double them), claimed with a lease like jobs.
+# States: pending, running, succeeded, failed (permanent error), dead (retries exhausted), skipped.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("request_id", sa.String(40), nullable=False),
+    sa.Column("record_idx", sa.Integer, nullable=False),
+    sa.Column("action_idx", sa.Integer, nullable=False),
+    sa.Column("source_id", sa.String(40), nullable=False),
+    sa.Column("client_id", sa.String(100), nullable=False),
+    sa.Column("action_type", sa.String(16), nullable=False),
+    sa.Column("action_name", sa.String(100), nullable=False),
+    sa.Column("destination", sa.String(300), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("run_after", sa.BigInteger, nullable=False),
+    sa.Column("locked_until", sa.BigInteger, nullable=True),
+    sa.Column("locked_by", sa.String(80), nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("request_id", "record_idx", "action_idx"),
+    sa.Index("ix_deliveries_claim", "state", "run_after"),
+    sa.Index("ix_deliveries_source_created", "source_id", "created_at"),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("delivery_id", sa.String(40), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("latency_us", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("response_excerpt", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_delivery_attempts_delivery", "delivery_id", "attempt"),
+)
+
+# Relay (indirect mode): requests to a relay source wait here, in arrival order (the identity id is
+# assigned in the ingest group commit), until an agent pulls, leases and acks them.
+relay_messages = sa.Table(
+    "relay_messages",
+    metadata,
+    sa.Column("id", BigId, sa.Identity(), primary_key=True),
+    sa.Column("source_id", sa.String(40), nullable=False),
+    sa.Column("request_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("state", sa.String(16), nullable=False, server_default="ready"),
+    sa.Column("available_at", sa.BigInteger, nullable=False),
+    sa.Column("lease_id", sa.String(40), nullable=True),
+    sa.Column("locked_until", sa.BigInteger, nullable=True),
+    sa.Column("deliveries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("acked_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_relay_messages_queue", "source_id", "state", "id"),
+)
+
+# Relay tokens are kept apart from API tokens so one can never be mistaken for the other.
+relay_tokens = sa.Table(
+    "relay_tokens",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("source_id", sa.String(40), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
