@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schema
+from .admin_deliveries import add_delivery_routes
 from .errors import BadRequest, Forbidden, HookbayError, NotFound, Unauthorized, error_body
 from .ids import now_us, ulid
 from .models import (
@@ -309,6 +310,8 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
                 raise BadRequest("Invalid time", detail=str(e)) from None
             items = await replay(store, cache, flt=flt, dry_run=body.dry_run)
         return {"dry_run": body.dry_run, "count": len(items), "items": items}
+
+    add_delivery_routes(app, store, Auth, scope_client, ERRORS)
 
     @app.get("/api/v1/tokens", response_model=list[TokenOut], responses=ERRORS, tags=["tokens"])
     async def list_tokens(p: Auth) -> list[TokenOut]:

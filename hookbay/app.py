@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import metrics
 from .admin import create_admin_app
 from .asgi import Receive, Scope, Send, send_json, send_raw
+from .deliveries import Deliverer
 from .errors import NotFound, Unauthorized
 from .ingest import NOT_FOUND_BODY, Ingest
 from .settings import Settings
@@ -41,6 +42,7 @@ class HookbayApp:
         self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash)
         self.run_worker = settings.run_worker if run_worker is None else run_worker
         self.worker = Worker(self.store, self.cache, settings, ingest_load=lambda: self.ingest.inflight)
+        self.deliverer = Deliverer(self.store, self.cache, settings)
         self.ingest.process_now = self._process_now
         self._tasks: list[asyncio.Task[Any]] = []
         self.generated_admin_token: str | None = None
@@ -58,6 +60,7 @@ class HookbayApp:
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         if self.run_worker:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
+            self._tasks.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
 
     async def shutdown(self) -> None:
         for t in self._tasks:
@@ -87,6 +90,9 @@ class HookbayApp:
         while True:
             with contextlib.suppress(Exception):
                 metrics.queue_depth.set(await self.store.queue_depth())
+                counts = await self.store.delivery_counts()
+                metrics.deliveries_pending.set(counts.get("pending", 0) + counts.get("running", 0))
+                metrics.dead_letters.set(counts.get("dead", 0))
                 if not self.settings.admin_token:
                     self.admin_hash["hash"] = await self.store.get_meta("admin_token_hash") or self.admin_hash["hash"]
             await asyncio.sleep(2)

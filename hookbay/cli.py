@@ -194,7 +194,8 @@ def serve(
 
 @app.command("worker")
 def worker_cmd() -> None:
-    """Run only the processing worker (scale out against a shared PostgreSQL)."""
+    """Run only the processing worker and deliveries (scale out against a shared PostgreSQL)."""
+    from .deliveries import Deliverer
     from .logs import setup_logging
     from .sources import SourceCache
     from .worker import Worker
@@ -206,10 +207,12 @@ def worker_cmd() -> None:
         cache = SourceCache(store, s.max_body_bytes, s.source_refresh_seconds)
         await cache.reload()
         refresher = asyncio.create_task(cache.run())
+        deliverer = asyncio.create_task(Deliverer(store, cache, s).run())
         try:
             await Worker(store, cache, s).run()
         finally:
             refresher.cancel()
+            deliverer.cancel()
 
     try:
         _run(main)

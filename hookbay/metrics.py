@@ -25,3 +25,9 @@ processing_lag_seconds = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 processed_total = Counter("hookbay_processed_total", "Requests processed by outcome", ["state"], registry=registry)
+deliveries_total = Counter(
+    "hookbay_deliveries_total", "Delivery attempts by action type and resulting state", ["action", "state"],
+    registry=registry,
+)
+deliveries_pending = Gauge("hookbay_deliveries_pending", "Deliveries waiting or running", registry=registry)
+dead_letters = Gauge("hookbay_dead_letters", "Deliveries in the dead-letter state", registry=registry)

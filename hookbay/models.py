@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -33,6 +33,99 @@ class SignatureConfig(BaseModel):
         return self
 
 
+class _ActionBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=100, description="Shown in deliveries; default '<type>-<n>'")
+    when: str | None = Field(default=None, description=(
+        "Condition over the record, e.g. 'EmailPermission == true and ProviderType == 3'; absent = always"))
+    retry_schedule: list[float] | None = Field(default=None, min_length=1, max_length=50, description=(
+        "Seconds before each retry (full jitter); default HOOKBAY_DELIVERY_SCHEDULE, about a day in total"))
+
+    @field_validator("when")
+    @classmethod
+    def _condition(cls, v: str | None) -> str | None:
+        if v is not None:
+            from .actions.conditions import ConditionError, compile_condition
+
+            try:
+                compile_condition(v)
+            except ConditionError as e:
+                raise ValueError(f"invalid condition: {e}") from None
+        return v
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            from .actions.retry import RetryPolicy
+
+            RetryPolicy(schedule=tuple(v))
+        return v
+
+
+class EmailAction(_ActionBase):
+    """Render Jinja2 templates with the record and profile and send over SMTP (HOOKBAY_SMTP_*)."""
+
+    type: Literal["email"]
+    to: str = Field(default="{{ contact.email }}", description="Recipient template")
+    subject: str
+    text: str
+    html: str | None = None
+    marketing: bool = Field(default=True, description=(
+        "Marketing mail is not sent when the profile's current email consent is opt-out at send time"))
+
+    @model_validator(mode="after")
+    def _templates_compile(self) -> EmailAction:
+        from .actions.email import TemplateError, check_templates
+
+        try:
+            check_templates({"to": self.to, "subject": self.subject, "text": self.text, "html": self.html})
+        except TemplateError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+class MailchimpAction(_ActionBase):
+    """Upsert the contact into Mailchimp audiences (PUT member by MD5 of the lower-cased email)."""
+
+    type: Literal["mailchimp"]
+    list_ids: list[str] = Field(default_factory=list, description="Audience ids; empty = the record's ListIds")
+    api_key_env: str = Field(default="HOOKBAY_MAILCHIMP_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$",
+                             description="Environment variable on the server holding the API key")
+    base_url: str | None = Field(default=None, description=(
+        "API base URL; default HOOKBAY_MAILCHIMP_BASE_URL, else from the key's datacenter"))
+
+
+def _whsec() -> str:
+    from .signatures import generate_secret
+
+    return generate_secret("standard")
+
+
+class ForwardAction(_ActionBase):
+    """POST the record (or the raw body) to a URL, signed with Standard Webhooks headers."""
+
+    type: Literal["forward"]
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    body: Literal["record", "raw"] = "record"
+    secret: str = Field(default_factory=_whsec, pattern=r"^whsec_[A-Za-z0-9+/]+={0,2}$",
+                        description="whsec_ signing secret; generated when omitted")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        from .signatures import validate_secret
+
+        validate_secret("standard", v)
+        return v
+
+
+Action = Annotated[EmailAction | MailchimpAction | ForwardAction, Field(discriminator="type")]
+
+
 class SourceConfig(BaseModel):
     """What a source accepts and how its bodies are parsed; stored as JSON in ``sources.config``."""
 
@@ -53,6 +146,9 @@ class SourceConfig(BaseModel):
     rate: float | None = Field(default=None, gt=0, description="Token bucket refill, requests per second")
     burst: int | None = Field(default=None, ge=1, description="Token bucket size (default: max(1, rate))")
     signature: SignatureConfig | None = None
+    actions: list[Action] = Field(default_factory=list, max_length=20, description="Run in order for each record")
+    allow_private_destinations: bool = Field(default=False, description=(
+        "Let forward/provider actions reach loopback and private addresses (refused by default: SSRF)"))
     relay: bool = Field(default=False, description=(
         "Indirect mode: keep every accepted request in a durable queue for `hookbay agent` to pull"))
     retention_days: int | None = Field(default=None, ge=1, le=3650,

@@ -37,6 +37,19 @@ class Settings(BaseSettings):
     encryption_key: str = Field(default="", description="kid:base64key[,kid:key...]; the first encrypts")
     sensitive_headers: str = Field(default="authorization,cookie,proxy-authorization",
                                    description="Header values encrypted at rest when a key is set")
+    smtp_host: str = Field(default="", description="SMTP server for email actions; empty disables them")
+    smtp_port: int = 25
+    smtp_security: str = Field(default="none", description="none, starttls or tls")
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = Field(default="hookbay@localhost", description="Envelope and From address")
+    smtp_timeout: float = 10.0
+    mailchimp_base_url: str = Field(default="", description="Mailchimp API base URL; empty = from the key's datacenter")
+    delivery_schedule: str = Field(default="5,30,120,600,1800,3600,10800,21600,43200,86400",
+                                   description="Seconds before each delivery retry (full jitter), then dead letter")
+    delivery_concurrency: int = Field(default=32, ge=1, description="Deliveries in flight per worker process")
+    delivery_per_destination: int = Field(default=4, ge=1, description="Deliveries in flight per destination host")
+    delivery_lease_seconds: float = Field(default=120.0, description="A delivery whose worker died is retried after this")
     log_level: str = "info"
     log_json: bool = True
 
@@ -48,6 +61,10 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'hookbay.db').resolve()}"
+
+    @property
+    def delivery_schedule_list(self) -> tuple[float, ...]:
+        return tuple(float(x) for x in self.delivery_schedule.split(",") if x.strip())
 
     @property
     def trusted_proxy_list(self) -> list[str]:

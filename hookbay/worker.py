@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from . import metrics
+from .deliveries import plan
 from .errors import HookbayError
 from .ids import now_us
 from .models import SourceConfig
@@ -164,7 +165,7 @@ class Worker:
                 continue
             try:
                 src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
-                results.append(process_request(req, src))
+                results.append(self._with_deliveries(process_request(req, src), src))
             except Exception as e:
                 log.exception("process_failed", request_id=job.request_id)
                 failed.append((job, f"{type(e).__name__}: {e}"))
@@ -181,6 +182,11 @@ class Worker:
                                        self.policy.gives_up(job.attempts), job.request_id)
         return len(jobs)
 
+    def _with_deliveries(self, res: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
+        if res["records"]:
+            res["deliveries"] = plan(res["records"], src, self.settings)
+        return res
+
     async def process_one(self, request_id: str, wait_s: float) -> None:
         """Process one request now (``?wait=1``); if another worker holds its job, wait for it."""
         jobs = await self.store.claim_job_for(request_id, self.worker_id, self.settings.job_lease_seconds)
@@ -188,7 +194,7 @@ class Worker:
             reqs = await self.store.load_requests([request_id])
             req = reqs[request_id]
             src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
-            await self.store.finish_jobs([process_request(req, src)])
+            await self.store.finish_jobs([self._with_deliveries(process_request(req, src), src)])
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:

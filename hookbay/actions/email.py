@@ -92,6 +92,18 @@ def _render(part: str, source: str, context: dict[str, Any]) -> str:
     return out
 
 
+def check_templates(templates: dict[str, str | None]) -> None:
+    """Compile each template so a syntax error is refused when the action is saved, not at send time."""
+    for part, source in templates.items():
+        if source is None:
+            continue
+        env = _HTML_ENV if part == "html" else _TEXT_ENV
+        try:
+            env.parse(source)
+        except jinja2.TemplateSyntaxError as e:
+            raise TemplateError(part, f"syntax error on line {e.lineno}: {e.message}") from e
+
+
 def render_email(templates: dict[str, str], context: dict[str, Any]) -> tuple[str, str, str | None]:
     """Render ``subject``, ``text`` and optional ``html`` templates into ``(subject, text, html)``.
 

@@ -24,6 +24,7 @@ from .. import schema
 from ..crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from ..errors import Conflict, EncryptionKeyMissing, NotFound
 from ..ids import new_source_id, now_us
+from .deliveries import DeliveriesMixin, delivery_rows
 from .dialects import Dialect, PostgresDialect, dialect_for
 from .writer import Writer
 
@@ -57,7 +58,7 @@ class RequestFilter:
     limit: int = 50
 
 
-class Store:
+class Store(DeliveriesMixin):
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000, batch_max: int = 512,
                  keyring: Keyring | None = None, sensitive_headers: frozenset[str] = frozenset()) -> None:
         self.url = url
@@ -67,6 +68,7 @@ class Store:
         self.read_engine = self.dialect.create_engine(writer=False)
         self.write_engine = self.dialect.create_engine(writer=True)
         self.job_event: asyncio.Event | None = None
+        self.delivery_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.writer = Writer(
             self.write_engine,
@@ -95,6 +97,7 @@ class Store:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.job_event = asyncio.Event()
+        self.delivery_event = asyncio.Event()
         self.writer.start()
 
     async def close(self) -> None:
@@ -415,9 +418,12 @@ class Store:
             if receipts:
                 conn.execute(R.update().where(R.c.id == sa.bindparam("rid")).values(
                     state=sa.bindparam("st"), receipt=sa.bindparam("rc"), processed_at=now), receipts)
+            self.insert_deliveries(conn, delivery_rows(todo, now))
             conn.execute(J.delete().where(J.c.request_id.in_(ids)))
 
         await self.write(fin)
+        if self.delivery_event is not None and any(res.get("deliveries") for res in results):
+            self.delivery_event.set()
 
     async def retry_job(self, job_id: int, error: str, delay_s: float, give_up: bool, request_id: str) -> None:
         def upd(conn: sa.Connection) -> None:

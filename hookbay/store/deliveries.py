@@ -1,0 +1,261 @@
+"""Deliveries in the store: rows created with the records, claimed with a lease, one attempt row
+per try, dead letters retried by id or by filter.
+
+A mixin of :class:`~hookbay.store.base.Store` so the store stays one interface; writes go through
+the same single writer (group commit) as everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+import sqlalchemy as sa
+
+from .. import schema
+from ..errors import NotFound
+from ..ids import now_us, ulid
+
+if TYPE_CHECKING:
+    from .dialects import Dialect
+
+T = TypeVar("T")
+D, DA, REC, R = schema.deliveries, schema.delivery_attempts, schema.records, schema.requests
+TERMINAL = ("succeeded", "dead", "skipped")
+DEAD_LETTER = "dead"
+
+
+def new_delivery_id() -> str:
+    return "dlv_" + ulid()
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    client_id: str | None = None
+    source_id: str | None = None
+    request_id: str | None = None
+    state: str | None = None
+    action_type: str | None = None
+    error: str | None = None  # substring of last_error
+    since_us: int | None = None
+    until_us: int | None = None
+    before_id: str | None = None
+    limit: int = 50
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        conds: list[sa.ColumnElement[bool]] = []
+        for col, value in ((D.c.client_id, self.client_id), (D.c.source_id, self.source_id),
+                           (D.c.request_id, self.request_id), (D.c.state, self.state),
+                           (D.c.action_type, self.action_type)):
+            if value is not None:
+                conds.append(col == value)
+        if self.error:
+            pattern = "%" + self.error.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conds.append(D.c.last_error.like(pattern, escape="\\"))
+        if self.since_us is not None:
+            conds.append(D.c.created_at >= self.since_us)
+        if self.until_us is not None:
+            conds.append(D.c.created_at < self.until_us)
+        return conds
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    id: str
+    request_id: str
+    record_idx: int
+    action_idx: int
+    source_id: str
+    client_id: str
+    action_type: str
+    destination: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one try produced; ``state`` is the delivery's state afterwards."""
+
+    state: str
+    started_at: int
+    latency_us: int
+    outcome: str
+    status: int | None = None
+    excerpt: str | None = None
+    error: str | None = None
+    run_after: int | None = None
+
+
+def delivery_rows(results: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
+    """Rows for the deliveries planned by the worker (``result["deliveries"]``)."""
+    return [
+        {"id": new_delivery_id(), "request_id": res["request_id"], "record_idx": d["record_idx"],
+         "action_idx": d["action_idx"], "source_id": res["source_id"], "client_id": res["client_id"],
+         "action_type": d["action_type"], "action_name": d["action_name"], "destination": d["destination"],
+         "state": "pending", "attempts": 0, "run_after": now, "created_at": now, "updated_at": now}
+        for res in results for d in res.get("deliveries", ())
+    ]
+
+
+class DeliveriesMixin:
+    dialect: Dialect
+    delivery_event: Any
+    read: Callable[..., Any]
+    write: Callable[..., Any]
+
+    @property
+    def is_postgres(self) -> bool:
+        raise NotImplementedError
+
+    def insert_deliveries(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """Inside a write: a re-finished job (lease expired) or a replay never doubles a delivery."""
+        if rows:
+            conn.execute(self.dialect.insert(D).on_conflict_do_nothing(), rows)
+
+    async def claim_deliveries(self, worker_id: str, limit: int, lease_s: float,
+                               exclude_destinations: set[str] | frozenset[str] = frozenset()) -> list[ClaimedDelivery]:
+        """Due pending deliveries, and running ones whose lease expired (their worker died),
+        skipping destinations this worker already has at their concurrency limit."""
+        if limit <= 0:
+            return []
+
+        def claim(conn: sa.Connection) -> list[ClaimedDelivery]:
+            now = now_us()
+            ready = sa.or_(
+                sa.and_(D.c.state == "pending", D.c.run_after <= now),
+                sa.and_(D.c.state == "running", D.c.locked_until < now),
+            )
+            pick = sa.select(D.c.id).where(ready)
+            if exclude_destinations:
+                pick = pick.where(D.c.destination.not_in(list(exclude_destinations)))
+            pick = pick.order_by(D.c.run_after, D.c.id).limit(limit).with_for_update(skip_locked=True)
+            stmt = (
+                D.update()
+                .where(D.c.id.in_(pick.scalar_subquery() if not self.is_postgres else pick))
+                .values(state="running", locked_by=worker_id, locked_until=now + int(lease_s * 1e6),
+                        attempts=D.c.attempts + 1, updated_at=now)
+                .returning(D.c.id, D.c.request_id, D.c.record_idx, D.c.action_idx, D.c.source_id,
+                           D.c.client_id, D.c.action_type, D.c.destination, D.c.attempts)
+            )
+            return [ClaimedDelivery(*r) for r in conn.execute(stmt)]
+
+        out: list[ClaimedDelivery] = await self.write(claim)
+        return out
+
+    async def delivery_context(self, claimed: list[ClaimedDelivery]) -> dict[str, dict[str, Any]]:
+        """Record data, profile (fields and consent events) and, for raw forwards, the request,
+        per delivery id."""
+        from ..profiles import consent_state
+
+        def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {}
+            req_ids = list({c.request_id for c in claimed})
+            recs = {(r.request_id, r.idx): r for r in conn.execute(
+                sa.select(REC.c.request_id, REC.c.idx, REC.c.data, REC.c.profile_id).where(
+                    REC.c.request_id.in_(req_ids)))}
+            pids = {r.profile_id for r in recs.values() if r.profile_id}
+            profiles: dict[str, dict[str, Any]] = {}
+            if pids:
+                P, CE = schema.profiles, schema.consent_events
+                for p in conn.execute(sa.select(P.c.id, P.c.fields).where(P.c.id.in_(pids))):
+                    fields = {k: v["value"] for k, v in orjson.loads(p.fields).items()}
+                    profiles[p.id] = {"id": p.id, "fields": fields, "events": []}
+                for ev in conn.execute(sa.select(CE).where(CE.c.profile_id.in_(pids))).mappings():
+                    if ev["profile_id"] in profiles:
+                        profiles[ev["profile_id"]]["events"].append(dict(ev))
+                for prof in profiles.values():
+                    prof["consent"] = {ch: s["granted"] for ch, s in consent_state(prof.pop("events")).items()}
+            for c in claimed:
+                rec = recs.get((c.request_id, c.record_idx))
+                out[c.id] = {
+                    "record": orjson.loads(rec.data) if rec is not None else None,
+                    "profile": profiles.get(rec.profile_id) if rec is not None and rec.profile_id else None,
+                }
+            return out
+
+        ctx: dict[str, dict[str, Any]] = await self.read(q)
+        return ctx
+
+    async def finish_delivery(self, claimed: ClaimedDelivery, worker_id: str, result: AttemptResult) -> bool:
+        """Record the attempt and the delivery's new state, unless the lease was lost (another
+        worker re-claimed it after this one stalled); returns whether it was recorded."""
+
+        def w(conn: sa.Connection) -> bool:
+            now = now_us()
+            values: dict[str, Any] = {"state": result.state, "locked_by": None, "locked_until": None,
+                                      "last_status": result.status, "last_error": result.error, "updated_at": now}
+            if result.run_after is not None:
+                values["run_after"] = result.run_after
+            n = conn.execute(D.update().where(D.c.id == claimed.id, D.c.state == "running",
+                                              D.c.locked_by == worker_id).values(**values)).rowcount
+            if not n:
+                return False
+            conn.execute(DA.insert().values(
+                delivery_id=claimed.id, attempt=claimed.attempts, started_at=result.started_at,
+                latency_us=result.latency_us, status=result.status, outcome=result.outcome,
+                response_excerpt=result.excerpt, error=result.error))
+            return True
+
+        ok: bool = await self.write(w)
+        return ok
+
+    async def list_deliveries(self, f: DeliveryFilter) -> list[dict[str, Any]]:
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            stmt = sa.select(D).where(*f.where())
+            if f.before_id:
+                stmt = stmt.where(D.c.id < f.before_id)
+            return [dict(r) for r in conn.execute(stmt.order_by(D.c.id.desc()).limit(f.limit)).mappings()]
+
+        rows: list[dict[str, Any]] = await self.read(q)
+        return rows
+
+    async def get_delivery(self, delivery_id: str, client_id: str | None = None) -> dict[str, Any]:
+        def q(conn: sa.Connection) -> dict[str, Any] | None:
+            stmt = sa.select(D).where(D.c.id == delivery_id)
+            if client_id is not None:
+                stmt = stmt.where(D.c.client_id == client_id)
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                return None
+            out = dict(row)
+            out["attempts_log"] = [dict(a) for a in conn.execute(
+                sa.select(DA).where(DA.c.delivery_id == delivery_id).order_by(DA.c.id)).mappings()]
+            return out
+
+        row = await self.read(q)
+        if row is None:
+            raise NotFound("delivery not found")
+        result: dict[str, Any] = row
+        return result
+
+    async def retry_deliveries(self, f: DeliveryFilter, ids: list[str] | None = None) -> list[str]:
+        """Put dead letters (or, by id, any finished delivery) back in the queue, due now, with a
+        fresh retry schedule. By filter only dead letters move; returns the ids queued."""
+
+        def w(conn: sa.Connection) -> list[str]:
+            now = now_us()
+            conds = f.where()
+            if ids is not None:
+                conds.append(D.c.id.in_(ids))
+                conds.append(D.c.state.in_(("dead", "skipped", "succeeded")))
+            else:
+                conds.append(D.c.state == DEAD_LETTER)
+            picked = list(conn.execute(sa.select(D.c.id).where(*conds)).scalars())
+            for i in range(0, len(picked), 500):
+                conn.execute(D.update().where(D.c.id.in_(picked[i:i + 500])).values(
+                    state="pending", run_after=now, attempts=0, locked_by=None, locked_until=None, updated_at=now))
+            return picked
+
+        done: list[str] = await self.write(w)
+        if done and self.delivery_event is not None:
+            self.delivery_event.set()
+        return done
+
+    async def delivery_counts(self) -> dict[str, int]:
+        def q(conn: sa.Connection) -> dict[str, int]:
+            return {s: int(n) for s, n in conn.execute(sa.select(D.c.state, sa.func.count()).group_by(D.c.state))}
+
+        counts: dict[str, int] = await self.read(q)
+        return counts

@@ -1,0 +1,368 @@
+"""Actions and deliveries end to end over real HTTP, on SQLite and PostgreSQL: signed forwards
+verified with the `standardwebhooks` library, retries and dead letters, SSRF refusal, email to a
+real SMTP server (aiosmtpd), Mailchimp pushes to a local server speaking its API, and the
+per-destination concurrency limit."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiosmtpd.controller import Controller
+from standardwebhooks.webhooks import Webhook
+
+from hookbay.ids import now_us
+from hookbay.store import Store
+from hookbay.store.deliveries import AttemptResult
+from tests.conftest import free_port, make_settings
+from tests.fakes import mailchimp
+from tests.fakes.receiver import Receiver
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTACT = orjson.loads((ROOT / "bench" / "contact.json").read_bytes())
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def _admin(live, method: str, path: str, **kw):  # type: ignore[no-untyped-def]
+    with live.admin() as c:
+        return c.request(method, path, **kw)
+
+
+def _send(live, src, body) -> str:  # type: ignore[no-untyped-def]
+    r = live.client.post(f"/V1/Data/{src['token']}", json=body)
+    assert r.status_code == 200, r.text
+    return str(r.json()["request_id"])
+
+
+def _deliveries(live, timeout: float = 15, until=lambda ds: True, **params) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        items = _admin(live, "GET", "/api/v1/deliveries", params=params).json()["items"]
+        if items and until(items):
+            return list(items)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deliveries not settled: {items}")
+        time.sleep(0.05)
+
+
+def _settled(states: tuple[str, ...] = ("succeeded", "dead", "skipped")):  # type: ignore[no-untyped-def]
+    return lambda ds: all(d["state"] in states for d in ds)
+
+
+def _forward_source(live, url: str, **action: Any) -> dict:  # type: ignore[no-untyped-def]
+    return live.create_source(config={"parser": "contact", "allow_private_destinations": True, "actions": [
+        {"type": "forward", "url": url, "secret": SECRET, **action}]})
+
+
+def test_forward_is_signed_and_verifies_with_standardwebhooks(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    src = _forward_source(live, receiver.url + "/hook", name="crm")
+    rid = _send(live, src, CONTACT)
+    [d] = _deliveries(live, request_id=rid, until=_settled())
+    assert d["state"] == "succeeded" and d["action_name"] == "crm" and d["attempts"] == 1
+    [got] = receiver.received
+    assert got.path == "/hook"
+    payload = Webhook(SECRET).verify(got.body, got.headers)
+    assert payload["type"] == "hookbay.record" and payload["request_id"] == rid
+    assert payload["data"]["contact"]["email"] == "Ada.Lovelace@example.com"
+    assert payload["profile_id"]
+    assert got.headers["webhook-id"] == d["id"]
+    with pytest.raises(Exception):  # noqa: B017 - any verification failure
+        Webhook("whsec_" + "A" * 32).verify(got.body, got.headers)
+    detail = _admin(live, "GET", f"/api/v1/deliveries/{d['id']}").json()
+    [a] = detail["attempt_log"]
+    assert a["status"] == 200 and a["outcome"] == "ok" and '"ok":true' in a["response_excerpt"]
+
+
+def test_raw_forward_sends_the_exact_body(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    src = live.create_source(config={"allow_private_destinations": True, "actions": [
+        {"type": "forward", "url": receiver.url, "body": "raw", "secret": SECRET}]})
+    raw = b'{"a": 1,   "b": [true]}'
+    r = live.client.post(f"/V1/Data/{src['token']}", content=raw, headers={"content-type": "application/json"})
+    _deliveries(live, request_id=r.json()["request_id"], until=_settled())
+    [got] = receiver.received
+    assert got.body == raw and got.headers["content-type"] == "application/json"
+    Webhook(SECRET).verify(got.body, got.headers)
+
+
+def test_condition_selects_actions(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    src = live.create_source(config={"parser": "contact", "allow_private_destinations": True, "actions": [
+        {"type": "forward", "url": receiver.url + "/opted-in", "secret": SECRET,
+         "when": "EmailPermission == true and ProviderType == 3"},
+        {"type": "forward", "url": receiver.url + "/all", "secret": SECRET}]})
+    no = copy.deepcopy(CONTACT)
+    no["EmailPermission"] = False
+    rid_yes, rid_no = _send(live, src, CONTACT), _send(live, src, no)
+    assert [d["action_index"] for d in _deliveries(live, request_id=rid_yes, until=_settled())] == [1, 0]
+    assert [d["action_index"] for d in _deliveries(live, request_id=rid_no, until=_settled())] == [1]
+    assert sorted(r.path for r in receiver.received) == ["/all", "/all", "/opted-in"]
+
+
+def test_private_destination_refused_unless_allowed(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    src = live.create_source(config={"actions": [{"type": "forward", "url": receiver.url, "secret": SECRET}]})
+    [d] = _deliveries(live, request_id=_send(live, src, {"a": 1}), until=_settled())
+    assert d["state"] == "dead" and d["attempts"] == 1
+    assert "permanent" in d["last_error"] and "127.0.0.1" in d["last_error"]
+    assert receiver.received == []
+
+
+def test_retries_5xx_then_succeeds(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    receiver.statuses.extend([503, 500])
+    src = _forward_source(live, receiver.url, retry_schedule=[1, 1, 1])
+    [d] = _deliveries(live, request_id=_send(live, src, CONTACT), until=_settled(), timeout=20)
+    assert d["state"] == "succeeded" and d["attempts"] == 3
+    log = _admin(live, "GET", f"/api/v1/deliveries/{d['id']}").json()["attempt_log"]
+    assert [(a["status"], a["outcome"]) for a in log] == [(503, "retry"), (500, "retry"), (200, "ok")]
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == 1  # same id on every retry
+
+
+def test_4xx_dead_letters_at_once_and_bulk_retry(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    receiver.default_status = 400
+    src = _forward_source(live, receiver.url)
+    rids = [_send(live, src, CONTACT) for _ in range(3)]
+    for rid in rids:
+        [d] = _deliveries(live, request_id=rid, until=_settled())
+        assert d["state"] == "dead" and d["attempts"] == 1 and d["last_status"] == 400
+        assert d["last_error"].startswith("permanent failure")
+    dead = _admin(live, "GET", "/api/v1/deliveries", params={"state": "dead", "source": src["id"]}).json()["items"]
+    assert len(dead) == 3
+    receiver.default_status = 200
+    one = _admin(live, "POST", f"/api/v1/deliveries/{dead[0]['id']}/retry")
+    assert one.status_code == 200 and one.json()["state"] in ("pending", "running", "succeeded")
+    _deliveries(live, request_id=dead[0]["request_id"], until=lambda ds: ds[0]["state"] == "succeeded")
+    again = _admin(live, "POST", f"/api/v1/deliveries/{dead[0]['id']}/retry")  # succeeded: allowed again
+    assert again.status_code == 200
+    _deliveries(live, request_id=dead[0]["request_id"], until=lambda ds: ds[0]["state"] == "succeeded")
+    none = _admin(live, "POST", "/api/v1/deliveries/retry", json={"source": src["id"], "error": "HTTP 404"}).json()
+    assert none["count"] == 0
+    bulk = _admin(live, "POST", "/api/v1/deliveries/retry", json={"source": src["id"], "error": "HTTP 400"}).json()
+    assert bulk["count"] == 2 and set(bulk["ids"]) == {d["id"] for d in dead[1:]}
+    for rid in rids:
+        _deliveries(live, request_id=rid, until=lambda ds: ds[0]["state"] == "succeeded")
+    assert len(receiver.received) == 3 + 1 + 3
+
+
+def test_retries_exhausted_become_dead_letters(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    receiver.default_status = 502
+    src = _forward_source(live, receiver.url, retry_schedule=[1])
+    [d] = _deliveries(live, request_id=_send(live, src, CONTACT), until=_settled(), timeout=20)
+    assert d["state"] == "dead" and d["attempts"] == 2
+    assert d["last_error"].startswith("retries exhausted after 2 attempts")
+
+
+def test_429_retry_after_is_honoured(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    receiver.statuses.append(429)
+    receiver.extra_headers["Retry-After"] = "2"
+    src = _forward_source(live, receiver.url, retry_schedule=[3600])
+    rid = _send(live, src, CONTACT)
+    [d] = _deliveries(live, request_id=rid, until=lambda ds: ds[0]["attempts"] == 1 and ds[0]["state"] == "pending")
+    wait = (_iso_us(d["next_attempt_at"]) - _iso_us(d["updated_at"])) / 1e6
+    assert 1.9 <= wait <= 2.5  # the hint, not the 1-hour schedule
+    [d] = _deliveries(live, request_id=rid, until=_settled(), timeout=10)
+    assert d["state"] == "succeeded" and d["attempts"] == 2
+
+
+def _iso_us(s: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() * 1e6)
+
+
+def test_slow_destination_does_not_starve_others(db_url: str, live_server_factory) -> None:  # type: ignore[no-untyped-def]
+    live = live_server_factory(db_url, delivery_per_destination=2, delivery_concurrency=8)
+    slow, fast = Receiver(delay_s=0.5).start(), Receiver().start()
+    try:
+        s_src = _forward_source(live, slow.url)
+        f_src = _forward_source(live, fast.url)
+        for _ in range(8):
+            _send(live, s_src, CONTACT)
+        t0 = time.monotonic()
+        for _ in range(8):
+            _send(live, f_src, CONTACT)
+        _deliveries(live, source=f_src["id"], until=lambda ds: len(ds) == 8 and _settled()(ds))
+        fast_done = time.monotonic() - t0
+        _deliveries(live, source=s_src["id"], until=lambda ds: len(ds) == 8 and _settled()(ds), timeout=30)
+        assert slow.max_concurrent <= 2
+        assert len(slow.received) == 8 and len(fast.received) == 8
+        assert fast_done < 1.5  # the slow host needs 8 × 0.5 s / 2 = 2 s
+    finally:
+        slow.stop()
+        fast.stop()
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
+        self.envelopes.append(envelope)
+        return "250 Message accepted for delivery"
+
+    def message(self, i: int) -> Message:
+        return message_from_bytes(self.envelopes[i].content)
+
+
+def test_email_action_sends_and_respects_opt_out(db_url: str, live_server_factory) -> None:  # type: ignore[no-untyped-def]
+    handler = _Collector()
+    port = free_port()
+    ctl = Controller(handler, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        live = live_server_factory(db_url, smtp_host="127.0.0.1", smtp_port=port, smtp_from="crm@hookbay.test")
+        src = live.create_source(config={"parser": "contact", "actions": [{
+            "type": "email", "subject": "Welcome, {{ contact.first_name }}!",
+            "text": "Hello {{ contact.first_name }} from {{ source.name }}",
+            "html": "<p>Hello {{ contact.first_name }}</p>"}]})
+        rid = _send(live, src, CONTACT)
+        [d] = _deliveries(live, request_id=rid, until=_settled())
+        assert d["state"] == "succeeded", d
+        [env] = handler.envelopes
+        assert env.rcpt_tos == ["Ada.Lovelace@example.com"] and env.mail_from == "crm@hookbay.test"
+        msg = handler.message(0)
+        assert msg["Subject"] == "Welcome, Ada!"
+        parts = {p.get_content_type(): p.get_payload(decode=True).decode() for p in msg.walk()
+                 if not p.is_multipart()}
+        assert parts["text/plain"].strip() == f"Hello Ada from {src['name']}"
+        assert "<p>Hello Ada</p>" in parts["text/html"]
+
+        opted_out = copy.deepcopy(CONTACT)
+        opted_out["EmailPermission"] = False
+        [d2] = _deliveries(live, request_id=_send(live, src, opted_out), until=_settled())
+        assert d2["state"] == "skipped"
+        log = _admin(live, "GET", f"/api/v1/deliveries/{d2['id']}").json()["attempt_log"]
+        assert "opt-out" in log[0]["response_excerpt"]
+        assert len(handler.envelopes) == 1
+    finally:
+        ctl.stop()
+
+
+def test_mailchimp_push(db_url: str, live_server_factory, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    key = "0123456789abcdef0123456789abcdef-us6"
+    app = mailchimp.create_app(key, {"list1", "list2"})
+    base, stop = mailchimp.run_in_thread(app)
+    monkeypatch.setenv("HOOKBAY_MAILCHIMP_API_KEY", key)
+    try:
+        live = live_server_factory(db_url)
+        src = live.create_source(config={"parser": "contact", "allow_private_destinations": True, "actions": [
+            {"type": "mailchimp", "base_url": base, "when": "ProviderType == 3"}]})
+        body = copy.deepcopy(CONTACT)
+        body["ProviderType"] = 3
+        body["ListIds"] = ["list1", "list2"]
+        [d] = _deliveries(live, request_id=_send(live, src, body), until=_settled())
+        assert d["state"] == "succeeded", d
+        h = mailchimp.md5_lower("Ada.Lovelace@example.com")
+        for lst in ("list1", "list2"):
+            m = app.state.members[(lst, h)]
+            assert m["status"] == "subscribed" and m["merge_fields"]["FNAME"] == "Ada"
+            assert app.state.tags[(lst, h)] == set(CONTACT.get("Interests") or [])
+        bad = copy.deepcopy(body)
+        bad["ListIds"] = ["nope"]
+        [d2] = _deliveries(live, request_id=_send(live, src, bad), until=_settled())
+        assert d2["state"] == "dead" and d2["last_status"] == 404
+        other = copy.deepcopy(body)
+        other["ProviderType"] = 2
+        rid = _send(live, src, other)
+        live.wait_state(rid)
+        time.sleep(0.3)
+        assert _admin(live, "GET", "/api/v1/deliveries", params={"request_id": rid}).json()["items"] == []
+    finally:
+        stop()
+
+
+def test_lease_expiry_reclaims_and_stale_worker_cannot_finish(db_url: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        store = Store(make_settings(db_url, tmp_path).effective_database_url)
+        store.migrate()
+        await store.start()
+        try:
+            now = now_us()
+
+            def seed(conn: Any) -> None:
+                from hookbay import schema
+
+                conn.execute(schema.deliveries.insert().values(
+                    id="dlv_x", request_id="req_x", record_idx=0, action_idx=0, source_id="s", client_id="c",
+                    action_type="forward", action_name="f", destination="http:h:80", state="pending",
+                    attempts=0, run_after=now, created_at=now, updated_at=now))
+
+            await store.write(seed)
+            [first] = await store.claim_deliveries("w1", 10, 0.2)
+            assert await store.claim_deliveries("w2", 10, 0.2) == []
+            assert await store.claim_deliveries("w2", 10, 30, {"http:h:80"}) == []
+            await asyncio.sleep(0.3)
+            [second] = await store.claim_deliveries("w2", 10, 30)
+            assert second.id == first.id and second.attempts == 2
+            res = AttemptResult("succeeded", now, 1, "ok", 200)
+            assert await store.finish_delivery(first, "w1", res) is False
+            assert await store.finish_delivery(second, "w2", res) is True
+            row = await store.get_delivery("dlv_x")
+            assert row["state"] == "succeeded" and [a["attempt"] for a in row["attempts_log"]] == [2]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_deliveries_are_created_once_even_if_a_job_finishes_twice(db_url: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        store = Store(make_settings(db_url, tmp_path).effective_database_url)
+        store.migrate()
+        await store.start()
+        try:
+            res = {"request_id": "req_y", "source_id": "s", "client_id": "c", "parser": "generic",
+                   "parser_version": "1", "state": "processed", "records": [{"a": 1}], "receipt": {},
+                   "deliveries": [{"record_idx": 0, "action_idx": 0, "action_type": "forward",
+                                   "action_name": "f", "destination": "http:h:80"}]}
+            await store.finish_jobs([copy.deepcopy(res)])
+            await store.finish_jobs([copy.deepcopy(res)])
+            await store.finish_jobs([copy.deepcopy(res)], replace=True)
+            from hookbay.store.deliveries import DeliveryFilter
+
+            assert len(await store.list_deliveries(DeliveryFilter(request_id="req_y"))) == 1
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_invalid_action_config_is_rejected(live) -> None:  # type: ignore[no-untyped-def]
+    for action, needle in (
+        ({"type": "forward", "url": "ftp://x"}, "url"),
+        ({"type": "forward", "url": "http://x", "when": "a == "}, "condition"),
+        ({"type": "email", "subject": "{{ oops", "text": "x"}, "subject template"),
+        ({"type": "forward", "url": "http://x", "secret": "nope"}, "secret"),
+        ({"type": "sms", "to": "x"}, "type"),
+    ):
+        with live.admin() as c:
+            r = c.post("/api/v1/sources", json={"name": "bad", "client_id": "acme", "config": {"actions": [action]}})
+        assert r.status_code == 422, (action, r.text)
+        assert r.json()["error"]["code"] == "invalid_request" and needle in r.text.lower(), r.text
+
+
+def test_generated_forward_secret_is_stable(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    src = live.create_source(config={"allow_private_destinations": True, "actions": [
+        {"type": "forward", "url": receiver.url}]})
+    secret = src["config"]["actions"][0]["secret"]
+    assert secret.startswith("whsec_")
+    again = _admin(live, "GET", f"/api/v1/sources/{src['id']}").json()
+    assert again["config"]["actions"][0]["secret"] == secret
+    _deliveries(live, request_id=_send(live, src, {"x": 1}), until=_settled())
+    Webhook(secret).verify(receiver.received[0].body, receiver.received[0].headers)
+
+
+
