@@ -21,6 +21,7 @@ from .errors import BadRequest, HookbayError
 from .models import SourceConfig, SourceCreate
 from .settings import Settings, get_settings
 from .store import RequestFilter, Store, open_store
+from .store.deliveries import DeliveryFilter
 from .views import parse_time, request_detail, request_summary, source_out
 
 T = TypeVar("T")
@@ -47,6 +48,9 @@ OPT_REQUIRE_HEADER = typer.Option(None, "--require-header", help="'Name: value' 
 OPT_RATE = typer.Option(None, "--rate", help="Rate limit, requests per second (0 removes)")
 OPT_BURST = typer.Option(None, "--burst", help="Rate limit burst")
 OPT_RETENTION = typer.Option(None, "--retention-days", help="Purge raw bodies after N days (0 keeps forever)")
+OPT_ACTIONS = typer.Option(None, "--actions", help="YAML/JSON file with the list of actions ([] removes them)")
+OPT_ALLOW_PRIVATE = typer.Option(None, "--allow-private-destinations/--no-allow-private-destinations",
+                                 help="Let actions reach loopback/private addresses")
 
 
 def _print_json(obj: Any) -> None:
@@ -117,6 +121,10 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
         cfg["burst"] = sec["burst"] or None
     if sec.get("retention_days") is not None:
         cfg["retention_days"] = sec["retention_days"] or None
+    if sec.get("actions") is not None:
+        cfg["actions"] = _load_actions(sec["actions"])
+    if sec.get("allow_private") is not None:
+        cfg["allow_private_destinations"] = sec["allow_private"]
     if parser is not None:
         cfg["parser"] = parser
     if mapping_file is not None:
@@ -145,6 +153,20 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
     except Exception as e:
         typer.echo(f"error: invalid source settings: {e}", err=True)
         raise typer.Exit(2) from None
+
+
+def _load_actions(path: Path) -> list[Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        typer.echo(f"error: {path}: {e}", err=True)
+        raise typer.Exit(2) from None
+    if isinstance(data, dict) and "actions" in data:
+        data = data["actions"]
+    if not isinstance(data, list):
+        typer.echo(f"error: {path}: expected a list of actions", err=True)
+        raise typer.Exit(2)
+    return data
 
 
 def _show_source(out: dict[str, Any], as_json: bool) -> None:
@@ -253,6 +275,8 @@ def source_create(
     rate: float = OPT_RATE,
     burst: int = OPT_BURST,
     retention_days: int = OPT_RETENTION,
+    actions: Path = OPT_ACTIONS,
+    allow_private: bool = OPT_ALLOW_PRIVATE,
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -262,7 +286,7 @@ def source_create(
     cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync,
                   dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst, retention_days=retention_days))
+             burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private))
     try:
         spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
     except Exception as e:
@@ -332,6 +356,8 @@ def source_update(
     rate: float = OPT_RATE,
     burst: int = OPT_BURST,
     retention_days: int = OPT_RETENTION,
+    actions: Path = OPT_ACTIONS,
+    allow_private: bool = OPT_ALLOW_PRIVATE,
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
     as_json: bool = JsonOpt,
@@ -347,7 +373,7 @@ def source_update(
             changes["enabled"] = enable
         sec = dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst, retention_days=retention_days)
+             burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private)
         if (any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync))
                 or method or any(v for v in sec.values() if v is not None)):
             changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
@@ -852,3 +878,96 @@ def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_
 def main() -> None:
     app()
 
+
+
+deliveries_app = typer.Typer(help="Action deliveries and dead letters.", no_args_is_help=True)
+app.add_typer(deliveries_app, name="deliveries")
+
+
+def _delivery_filter(store: Store, source: str | None, since: str | None, until: str | None,
+                     **eq: Any) -> Awaitable[DeliveryFilter]:
+    async def build() -> DeliveryFilter:
+        source_id = (await store.get_source(source))["id"] if source else None
+        try:
+            since_us, until_us = (parse_time(since) if since else None, parse_time(until) if until else None)
+        except ValueError as e:
+            raise BadRequest("Invalid time", detail=str(e)) from None
+        return DeliveryFilter(source_id=source_id, since_us=since_us, until_us=until_us, **eq)
+
+    return build()
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    source: str = typer.Option(None, help="Source id, token or name"),
+    state: str = typer.Option(None, help="pending|running|succeeded|dead|skipped (dead = dead letters)"),
+    action: str = typer.Option(None, help="email|mailchimp|forward"),
+    request: str = typer.Option(None, help="Only this request's deliveries"),
+    error: str = typer.Option(None, help="Text in the last error"),
+    since: str = typer.Option(None, help="ISO time or relative (15m, 2h, 3d)"),
+    until: str = typer.Option(None),
+    limit: int = typer.Option(50),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List deliveries, newest first."""
+    from .admin_deliveries import delivery_out
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        f = await _delivery_filter(store, source, since, until, state=state, action_type=action,
+                                   request_id=request, error=error, limit=limit)
+        return [delivery_out(r) for r in await store.list_deliveries(f)]
+
+    rows = _run(go, as_json)
+    if as_json:
+        _print_json(rows)
+        return
+    for d in rows:
+        typer.echo(f"{d['created_at']}  {d['id']}  {d['action_type']:9} {d['state']:9} tries={d['attempts']} "
+                   f"{d['last_status'] or '-'}  {d['destination']}  {d['last_error'] or ''}")
+
+
+@deliveries_app.command("show")
+def deliveries_show(delivery_id: str, as_json: bool = JsonOpt) -> None:
+    """Show one delivery with every attempt."""
+    from .admin_deliveries import delivery_detail
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return delivery_detail(await store.get_delivery(delivery_id))
+
+    d = _run(go, as_json)
+    if as_json:
+        _print_json(d)
+        return
+    typer.echo(f"{d['id']}  {d['action_type']} {d['action_name']!r} -> {d['destination']}  state={d['state']}")
+    typer.echo(f"request {d['request_id']} record {d['record_index']}  next attempt: {d['next_attempt_at'] or '-'}")
+    for a in d["attempt_log"]:
+        typer.echo(f"  #{a['attempt']} {a['started_at']}  {a['outcome']:7} {a['status'] or '-'}  "
+                   f"{a['latency_ms']} ms  {a['error'] or ''}  {(a['response_excerpt'] or '')[:120]}")
+
+
+@deliveries_app.command("retry")
+def deliveries_retry(
+    delivery_ids: list[str] = typer.Argument(None, help="Deliveries to run again (any finished state)"),
+    source: str = typer.Option(None, help="Dead letters of this source"),
+    action: str = typer.Option(None, help="Dead letters of this action type"),
+    error: str = typer.Option(None, help="Dead letters whose last error contains this text"),
+    since: str = typer.Option(None), until: str = typer.Option(None),
+    all_dead: bool = typer.Option(False, "--all", help="Every dead letter (when no other filter is given)"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Queue dead letters again, one by one (ids) or in bulk by filter, with a fresh retry schedule."""
+    if not delivery_ids and not any((source, action, error, since, until, all_dead)):
+        typer.echo("error: give delivery ids, a filter (--source/--action/--error/--since/--until) or --all", err=True)
+        raise typer.Exit(2)
+
+    async def go(store: Store, s: Settings) -> list[str]:
+        if delivery_ids:
+            return await store.retry_deliveries(DeliveryFilter(), ids=list(delivery_ids))
+        f = await _delivery_filter(store, source, since, until, action_type=action, error=error)
+        return await store.retry_deliveries(f)
+
+    ids = _run(go, as_json)
+    if as_json:
+        _print_json({"count": len(ids), "ids": ids})
+    else:
+        typer.echo(f"queued {len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} again")

@@ -46,10 +46,11 @@ def _condition(text: str) -> Condition:
 
 def condition_view(record: dict[str, Any]) -> dict[str, Any]:
     """What a condition sees: a contact record's fields plus its permission flags
-    (``EmailPermission`` -> ``email_permission``), or a generic record as it is."""
+    (``EmailPermission`` -> ``email_permission``), or a generic/mapped record's fields."""
     contact = record.get("contact")
     if not isinstance(contact, dict):
-        return record
+        fields = record.get("fields")
+        return fields if isinstance(fields, dict) else record
     view = dict(contact)
     for c in record.get("consents") or ():
         if isinstance(c, dict) and isinstance(c.get("field"), str):
@@ -298,7 +299,7 @@ class Deliverer:
     def _template_context(self, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> dict[str, Any]:
         record = ctx["record"]
         profile = ctx.get("profile") or {}
-        return {"record": record, "contact": record.get("contact", record), "profile": profile.get("fields", {}),
+        return {"record": record, "contact": condition_view(record), "profile": profile.get("fields", {}),
                 "consent": _consent(ctx), "request_id": c.request_id,
                 "source": {"id": src.id, "name": src.name, "client_id": src.client_id}}
 

@@ -217,3 +217,49 @@ def test_admin_token_generated_once_rotated_and_tokens_revoked(cli_env: dict[str
         server.terminate()
         server.wait(timeout=20)
     assert hb(cli_env, "token", "rotate-admin", ok=False).returncode == 2
+
+
+def test_actions_from_file_and_deliveries_commands(cli_env: dict[str, str], tmp_path: Path) -> None:
+    from tests.fakes.receiver import Receiver
+
+    rcv = Receiver(default_status=400).start()
+    actions = tmp_path / "actions.yaml"
+    actions.write_text(f"- type: forward\n  name: crm\n  url: {rcv.url}/in\n  when: email != null\n")
+    src = orjson.loads(hb(cli_env, "source", "create", "--name", "A", "--client", "acme", "--actions", str(actions),
+                          "--allow-private-destinations", "--json").stdout)
+    assert src["config"]["actions"][0]["name"] == "crm" and src["config"]["allow_private_destinations"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- type: forward\n  url: gopher://x\n")
+    refused = hb(cli_env, "source", "update", "A", "--actions", str(bad), ok=False)
+    assert refused.returncode == 2 and "url" in refused.stderr
+    log = (tmp_path / "serve.log").open("wb")
+    server = start_server(cli_env, log)
+    try:
+        rid = httpx.post(src["ingest_url"], json={"email": "d@x.io"}).json()["request_id"]
+        httpx.post(src["ingest_url"], json={"other": 1})  # condition false: no delivery
+        deadline = time.monotonic() + 15
+        while True:
+            dead = orjson.loads(hb(cli_env, "deliveries", "list", "--state", "dead", "--json").stdout)
+            if dead:
+                break
+            assert time.monotonic() < deadline, "no dead letter"
+            time.sleep(0.2)
+        [d] = dead
+        assert d["request_id"] == rid and d["last_status"] == 400 and d["action_name"] == "crm"
+        shown = hb(cli_env, "deliveries", "show", d["id"]).stdout
+        assert "fail" in shown and "400" in shown
+        assert hb(cli_env, "deliveries", "retry", ok=False).returncode == 2
+        rcv.default_status = 204
+        out = orjson.loads(hb(cli_env, "deliveries", "retry", "--source", "A", "--error", "400", "--json").stdout)
+        assert out == {"count": 1, "ids": [d["id"]]}
+        deadline = time.monotonic() + 15
+        while orjson.loads(hb(cli_env, "deliveries", "show", d["id"], "--json").stdout)["state"] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert [r.path for r in rcv.received] == ["/in", "/in"]
+        assert "succeeded" in hb(cli_env, "deliveries", "list", "--source", "A").stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+        rcv.stop()

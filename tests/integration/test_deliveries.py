@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import Message

@@ -14,7 +14,8 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     theirs = live.create_source(client_id="globex", config={"parser": "contact", "signature": {"scheme": "github"}},
                                 secret="globex-secret-1")
     live.create_source(client_id="acme")
-    live.client.patch(f"/api/v1/sources/{theirs['id']}", json={"config": {"parser": "contact"}}, headers=admin)
+    live.client.patch(f"/api/v1/sources/{theirs['id']}", json={"config": {"parser": "contact", "actions": [
+        {"type": "forward", "url": "http://127.0.0.1:9/refused"}]}}, headers=admin)
     r = live.client.post(f"/V1/Data/{theirs['token']}?wait=1", json=CONTACT)
     assert r.status_code == 200, r.text
     rid = r.json()["request_id"]
@@ -23,7 +24,9 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     mine = {"Authorization": f"Bearer {tok}"}
 
     their_tok = live.client.post("/api/v1/tokens", json={"name": "g", "client_id": "globex"}, headers=admin).json()
-    ids = {"source_id": theirs["id"], "request_id": rid, "profile_id": pid, "token_id": their_tok["id"]}
+    dlv = live.client.get("/api/v1/deliveries", params={"request_id": rid}, headers=admin).json()["items"][0]
+    ids = {"source_id": theirs["id"], "request_id": rid, "profile_id": pid, "token_id": their_tok["id"],
+           "delivery_id": dlv["id"]}
     cases = {
         ("get", "/api/v1/sources/{source_id}"): None,
         ("patch", "/api/v1/sources/{source_id}"): {"name": "stolen"},
@@ -35,6 +38,8 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
         ("get", "/api/v1/profiles/{profile_id}/export"): None,
         ("delete", "/api/v1/profiles/{profile_id}"): None,
         ("delete", "/api/v1/tokens/{token_id}"): None,
+        ("get", "/api/v1/deliveries/{delivery_id}"): None,
+        ("post", "/api/v1/deliveries/{delivery_id}/retry"): None,
     }
     spec = live.client.get("/api/v1/openapi.json").json()
     with_params = {(m, p) for p, ops in spec["paths"].items() if "{" in p for m in ops}
@@ -53,6 +58,9 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     assert live.client.get("/api/v1/profiles", params={"email": "iso@example.com"}, headers=mine).json() == []
     assert live.client.post("/api/v1/replay", json={"request_id": rid}, headers=mine).status_code == 404
     assert live.client.post("/api/v1/replay", json={"source": theirs["id"]}, headers=mine).status_code == 404
+    assert live.client.get("/api/v1/deliveries", headers=mine).json()["items"] == []
+    assert live.client.post("/api/v1/deliveries/retry", json={"source": theirs["id"]}, headers=mine).status_code == 404
+    assert live.client.post("/api/v1/deliveries/retry", json={}, headers=mine).json()["count"] == 0
     made = live.client.post("/api/v1/sources", json={"name": "x", "client_id": "globex"}, headers=mine)
     assert made.status_code == 404
     assert live.client.post("/api/v1/tokens", json={"name": "t"}, headers=mine).status_code == 403
