@@ -155,10 +155,14 @@ class Ingest:
             return
 
         if test:
+            from .deliveries import plan
             from .worker import parse_body
 
             out = parse_body(body or b"", ctype_s, src)
-            payload = {"state": out["state"], "stored": False, "records": out["records"], **out["receipt"]}
+            actions = [{k: d[k] for k in ("record_idx", "action_idx", "action_type", "action_name")}
+                       for d in plan(out["records"], src, self.settings)]
+            payload = {"state": out["state"], "stored": False, "records": out["records"], **out["receipt"],
+                       "actions": actions}
             await send_json(send, 200 if out["state"] == "processed" else 422, payload)
             return
 

@@ -422,3 +422,15 @@ def test_deliveries_survive_kill_9(db_url: str, tmp_path: Path) -> None:
         log.close()
         rcv.stop()
 
+
+
+def test_test_endpoint_shows_actions_that_would_run_and_runs_none(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    src = live.create_source(config={"parser": "contact", "allow_private_destinations": True, "actions": [
+        {"type": "forward", "url": receiver.url, "name": "crm", "when": "ProviderType == 3"},
+        {"type": "forward", "url": receiver.url, "name": "never", "when": "ProviderType == 99"}]})
+    r = live.client.post(f"/V1/Test/{src['token']}", json=CONTACT)
+    assert r.status_code == 200 and r.json()["stored"] is False
+    assert r.json()["actions"] == [{"record_idx": 0, "action_idx": 0, "action_type": "forward", "action_name": "crm"}]
+    time.sleep(0.5)
+    assert receiver.received == []
+    assert _admin(live, "GET", "/api/v1/deliveries").json()["items"] == []
