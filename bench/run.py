@@ -42,7 +42,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 HOOKBAY = str(VENV_BIN / "hookbay")
 
-TARGETS = ["hookbay", "naive", "webhook", "raw-asgi"]
+TARGETS = ["hookbay", "naive", "webhook", "raw-asgi", "durable-min"]
 HOST = "127.0.0.1"
 UVICORN_QUIET = ["--no-access-log", "--log-level", "warning"]
 
@@ -494,7 +494,26 @@ def bench_raw_asgi(args, work: Path, res: Result) -> None:
         res.server_log_tail = tail(log)
 
 
+def bench_durable_min(args, work: Path, res: Result) -> None:
+    """Reference, not a target: raw ASGI + group-committed SQLite (WAL, synchronous=FULL)."""
+    port = free_port()
+    cmd = [PYTHON, "-m", "uvicorn", "bench.durable_min:app", "--host", HOST, "--port", str(port),
+           "--workers", "1", "--loop", "uvloop", "--http", "httptools", *UVICORN_QUIET]  # fmt: skip
+    res.url = f"http://{HOST}:{port}/V1/Data/{uuid.uuid4()}"
+    log = work / "durable-min.log"
+    env = {**_base_env(), "HOOKBAY_DURABLE_MIN_DB": str(work / "durable-min.db")}
+    proc = start_server(cmd, env, log)
+    try:
+        wait_until_answers(proc, f"http://{HOST}:{port}/", want_status=None, log=log)
+        smoke_post(res.url)
+        run_wrk(res.url, args, proc.pid, res)
+    finally:
+        res.server_exit_code = stop_server(proc)
+        res.server_log_tail = tail(log)
+
+
 RUNNERS = {
+    "durable-min": bench_durable_min,
     "hookbay": bench_hookbay,
     "naive": bench_naive,
     "webhook": bench_webhook,
@@ -544,9 +563,13 @@ def checks(results: list[Result]) -> tuple[list[dict], list[str]]:
     hb_rps = hb.req_per_s if hb and hb.ok else None
     ratios: list[str] = []
     out: list[dict] = []
-    for name in ("naive", "webhook", "raw-asgi"):
+    for name in ("naive", "webhook", "raw-asgi", "durable-min"):
         other = by.get(name)
         if other is None:
+            continue
+        if name not in RATIO_TARGETS:  # a reference: print the ratio, judge nothing
+            if hb_rps and other.ok and other.req_per_s:
+                ratios.append(f"- hookbay / {name}: {hb_rps / other.req_per_s:.2f}× (reference; no target)")
             continue
         if hb_rps and other.ok and other.req_per_s:
             ratio = hb_rps / other.req_per_s
