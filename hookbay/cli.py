@@ -226,6 +226,7 @@ def worker_cmd() -> None:
     setup_logging(settings.log_level, settings.log_json)
 
     async def main(store: Store, s: Settings) -> None:
+        sys.setswitchinterval(s.gil_switch_interval)  # see HookbayApp.startup: the writer thread shares the GIL
         cache = SourceCache(store, s.max_body_bytes, s.source_refresh_seconds)
         await cache.reload()
         refresher = asyncio.create_task(cache.run())

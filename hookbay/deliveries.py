@@ -122,6 +122,8 @@ class Deliverer:
         self.inflight: Counter[str] = Counter()
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finishing: list[tuple[ClaimedDelivery, AttemptResult, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self.done = 0
 
     async def aclose(self) -> None:
@@ -205,7 +207,7 @@ class Deliverer:
         try:
             async with sem:
                 result = await self._attempt(c, ctx)
-            recorded = await self.store.finish_delivery(c, self.worker_id, result)
+            recorded = await self._finish(c, result)
             if recorded:
                 self.done += 1
                 metrics.deliveries_total.labels(c.action_type, result.state).inc()
@@ -223,6 +225,29 @@ class Deliverer:
             self.inflight[c.destination] -= 1
             if self.inflight[c.destination] <= 0:
                 del self.inflight[c.destination]
+
+    async def _finish(self, c: ClaimedDelivery, result: AttemptResult) -> bool:
+        """Queue the outcome for the next shared write: finishes that arrive while one write is
+        committing go together into the following one."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._finishing.append((c, result, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._finishing:
+            batch, self._finishing = self._finishing, []
+            try:
+                done = await self.store.finish_deliveries([(c, self.worker_id, r) for c, r, _ in batch])
+            except Exception as e:
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (*_, fut), ok in zip(batch, done, strict=True):
+                if not fut.done():
+                    fut.set_result(ok)
 
     async def _attempt(self, c: ClaimedDelivery, ctx: dict[str, Any]) -> AttemptResult:
         started = now_us()

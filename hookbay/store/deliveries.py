@@ -25,6 +25,7 @@ T = TypeVar("T")
 D, DA, REC, R = schema.deliveries, schema.delivery_attempts, schema.records, schema.requests
 TERMINAL = ("succeeded", "dead", "skipped")
 DEAD_LETTER = "dead"
+CONSENT_CHANNELS = ("email", "sms", "phone", "mail")
 
 
 def new_delivery_id() -> str:
@@ -147,8 +148,6 @@ class DeliveriesMixin:
     async def delivery_context(self, claimed: list[ClaimedDelivery]) -> dict[str, dict[str, Any]]:
         """Record data, profile (fields and consent events) and, for raw forwards, the request,
         per delivery id."""
-        from ..profiles import consent_state
-
         def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
             out: dict[str, dict[str, Any]] = {}
             req_ids = list({c.request_id for c in claimed})
@@ -161,12 +160,17 @@ class DeliveriesMixin:
                 P, CE = schema.profiles, schema.consent_events
                 for p in conn.execute(sa.select(P.c.id, P.c.fields).where(P.c.id.in_(pids))):
                     fields = {k: v["value"] for k, v in orjson.loads(p.fields).items()}
-                    profiles[p.id] = {"id": p.id, "fields": fields, "events": []}
-                for ev in conn.execute(sa.select(CE).where(CE.c.profile_id.in_(pids))).mappings():
-                    if ev["profile_id"] in profiles:
-                        profiles[ev["profile_id"]]["events"].append(dict(ev))
-                for prof in profiles.values():
-                    prof["consent"] = {ch: s["granted"] for ch, s in consent_state(prof.pop("events")).items()}
+                    profiles[p.id] = {"id": p.id, "fields": fields, "consent": {}}
+                # The current state is the latest event per channel: one index probe each, however
+                # long the ledger has grown.
+                latest = sa.select(CE.c.granted).where(
+                    CE.c.profile_id == sa.bindparam("pid"), CE.c.channel == sa.bindparam("ch")
+                ).order_by(CE.c.occurred_at.desc(), CE.c.id.desc()).limit(1)
+                for pid, prof in profiles.items():
+                    for ch in CONSENT_CHANNELS:
+                        granted = conn.execute(latest, {"pid": pid, "ch": ch}).scalar()
+                        if granted is not None:
+                            prof["consent"][ch] = bool(granted)
             for c in claimed:
                 rec = recs.get((c.request_id, c.record_idx))
                 out[c.id] = {
@@ -181,25 +185,35 @@ class DeliveriesMixin:
     async def finish_delivery(self, claimed: ClaimedDelivery, worker_id: str, result: AttemptResult) -> bool:
         """Record the attempt and the delivery's new state, unless the lease was lost (another
         worker re-claimed it after this one stalled); returns whether it was recorded."""
+        return (await self.finish_deliveries([(claimed, worker_id, result)]))[0]
 
-        def w(conn: sa.Connection) -> bool:
+    async def finish_deliveries(self, items: list[tuple[ClaimedDelivery, str, AttemptResult]]) -> list[bool]:
+        """:meth:`finish_delivery` for many in one write: one savepoint, not one per delivery."""
+
+        def w(conn: sa.Connection) -> list[bool]:
             now = now_us()
-            values: dict[str, Any] = {"state": result.state, "locked_by": None, "locked_until": None,
-                                      "last_status": result.status, "last_error": result.error, "updated_at": now}
-            if result.run_after is not None:
-                values["run_after"] = result.run_after
-            n = conn.execute(D.update().where(D.c.id == claimed.id, D.c.state == "running",
-                                              D.c.locked_by == worker_id).values(**values)).rowcount
-            if not n:
-                return False
-            conn.execute(DA.insert().values(
-                delivery_id=claimed.id, attempt=claimed.attempts, started_at=result.started_at,
-                latency_us=result.latency_us, status=result.status, outcome=result.outcome,
-                response_excerpt=result.excerpt, error=result.error))
-            return True
+            out: list[bool] = []
+            attempts = []
+            for claimed, worker_id, result in items:
+                values: dict[str, Any] = {"state": result.state, "locked_by": None, "locked_until": None,
+                                          "last_status": result.status, "last_error": result.error,
+                                          "updated_at": now}
+                if result.run_after is not None:
+                    values["run_after"] = result.run_after
+                n = conn.execute(D.update().where(D.c.id == claimed.id, D.c.state == "running",
+                                                  D.c.locked_by == worker_id).values(**values)).rowcount
+                out.append(bool(n))
+                if n:
+                    attempts.append({
+                        "delivery_id": claimed.id, "attempt": claimed.attempts, "started_at": result.started_at,
+                        "latency_us": result.latency_us, "status": result.status, "outcome": result.outcome,
+                        "response_excerpt": result.excerpt, "error": result.error})
+            if attempts:
+                conn.execute(DA.insert(), attempts)
+            return out
 
-        ok: bool = await self.write(w)
-        return ok
+        done: list[bool] = await self.write(w)
+        return done
 
     async def list_deliveries(self, f: DeliveryFilter) -> list[dict[str, Any]]:
         def q(conn: sa.Connection) -> list[dict[str, Any]]:
