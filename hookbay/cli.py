@@ -7,6 +7,7 @@ they work with the server stopped; a running server picks source changes up with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,7 @@ OPT_REQUIRE_HEADER = typer.Option(None, "--require-header", help="'Name: value' 
 OPT_RATE = typer.Option(None, "--rate", help="Rate limit, requests per second (0 removes)")
 OPT_BURST = typer.Option(None, "--burst", help="Rate limit burst")
 OPT_RETENTION = typer.Option(None, "--retention-days", help="Purge raw bodies after N days (0 keeps forever)")
+OPT_RELAY = typer.Option(None, "--relay/--no-relay", help="Relay mode: queue accepted requests for `hookbay agent`")
 
 
 def _print_json(obj: Any) -> None:
@@ -117,6 +119,8 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
         cfg["burst"] = sec["burst"] or None
     if sec.get("retention_days") is not None:
         cfg["retention_days"] = sec["retention_days"] or None
+    if sec.get("relay") is not None:
+        cfg["relay"] = sec["relay"]
     if parser is not None:
         cfg["parser"] = parser
     if mapping_file is not None:
@@ -187,9 +191,15 @@ def serve(
     typer.echo(f"hookbay {settings.base_url}  (database: {shown_db})")
     typer.echo(f"  admin API: {settings.base_url}/api/v1/docs   metrics: {settings.base_url}/metrics")
     typer.echo('  create a source: hookbay source create --name "Web Form" --client acme')
-    uvicorn.run(application, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                access_log=False, log_level=settings.log_level.lower(), lifespan="on",
-                proxy_headers=False, server_header=False)
+    server = uvicorn.Server(uvicorn.Config(
+        application, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        access_log=False, log_level=settings.log_level.lower(), lifespan="on",
+        proxy_headers=False, server_header=False))
+    application.admin.state.relay_hub.is_closing = lambda: server.should_exit  # end relay long-polls on shutdown
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: startup failed
 
 
 @app.command("worker")
@@ -250,6 +260,7 @@ def source_create(
     rate: float = OPT_RATE,
     burst: int = OPT_BURST,
     retention_days: int = OPT_RETENTION,
+    relay: bool = OPT_RELAY,
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -259,7 +270,7 @@ def source_create(
     cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync,
                   dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst, retention_days=retention_days))
+             burst=burst, retention_days=retention_days, relay=relay))
     try:
         spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
     except Exception as e:
@@ -329,6 +340,7 @@ def source_update(
     rate: float = OPT_RATE,
     burst: int = OPT_BURST,
     retention_days: int = OPT_RETENTION,
+    relay: bool = OPT_RELAY,
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
     as_json: bool = JsonOpt,
@@ -344,8 +356,8 @@ def source_update(
             changes["enabled"] = enable
         sec = dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst, retention_days=retention_days)
-        if (any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync))
+             burst=burst, retention_days=retention_days, relay=relay)
+        if (any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync, relay))
                 or method or any(v for v in sec.values() if v is not None)):
             changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
                                         parser, mapping_file, region, sync, sec)
@@ -844,6 +856,9 @@ def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_
         _print_json(res)
     else:
         typer.echo(f"re-encrypted {res['requests']} request(s) and {res['secrets']} secret(s)")
+
+
+from . import cli_relay  # noqa: E402,F401  (registers `agent`, `source relay-token`, `source relay-status`)
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
@@ -115,7 +114,9 @@ class RelayHub:
         self.queue = RelayQueue(store)
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.closing = False
+        # Set by `serve` to the HTTP server's "shutting down" flag: pending long-polls then answer
+        # at once (empty) instead of holding the shutdown for up to MAX_WAIT_S.
+        self.is_closing: Callable[[], bool] = lambda: False
         store.writer.on_relay = self.notify_threadsafe
 
     def notify_threadsafe(self, source_ids: set[str]) -> None:
@@ -142,7 +143,7 @@ class RelayHub:
                     if msgs:
                         return lid, msgs
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.closing:
+                if remaining <= 0 or self.is_closing():
                     return None, []
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ev.wait(), min(remaining, RECHECK_S))
@@ -161,7 +162,7 @@ def _clean_headers(raw: str) -> list[list[str]]:
 def _clean_query(q: str) -> str:
     if "api-key" not in q:
         return q
-    return urlencode([(k, v) for k, v in parse_qsl(q, keep_blank_values=True) if k != "api-key"])
+    return "&".join(p for p in q.split("&") if p.partition("=")[0] != "api-key")
 
 
 def message_view(m: dict[str, Any]) -> RelayRequest:
