@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -137,7 +138,7 @@ def agent_cmd(
 
     def emit(ev: dict[str, Any]) -> None:
         if as_json:
-            sys.stdout.write(orjson.dumps(ev).decode() + "\n")
+            sys.stdout.write(orjson.dumps({**ev, "ts": round(time.time(), 3)}).decode() + "\n")
         else:
             sys.stdout.write(_human(ev) + "\n")
         sys.stdout.flush()
