@@ -58,6 +58,24 @@ class AckIn(BaseModel):
     lease_id: str = Field(min_length=1, max_length=40)
 
 
+class AckItem(BaseModel):
+    id: int = Field(ge=1, le=2**63 - 1)
+    lease_id: str = Field(min_length=1, max_length=40)
+
+
+class AckManyIn(BaseModel):
+    messages: list[AckItem] = Field(min_length=1, max_length=1000)
+
+
+class AckResult(BaseModel):
+    id: int
+    state: str = Field(description="acked | already_acked | conflict (stale lease) | not_found")
+
+
+class AckManyOut(BaseModel):
+    results: list[AckResult]
+
+
 class NackIn(BaseModel):
     lease_id: str = Field(min_length=1, max_length=40)
     delay_s: float = Field(default=0, ge=0, le=86400, description="Keep the message back this long")
@@ -236,6 +254,13 @@ def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: C
         even after the lease expired, unless the message was leased again since."""
         first = await queue.ack(a.source_id, message_id, body.lease_id)
         return AckOut(id=message_id, state="acked", already_acked=not first)
+
+    @app.post("/api/v1/relay/messages/ack", response_model=AckManyOut, responses=errors, tags=["relay"])
+    async def ack_messages(a: Agent, body: AckManyIn) -> AckManyOut:
+        """Ack several messages at once (one transaction), each with the same rules as a single ack;
+        the answer gives each message's outcome. ``hookbay agent`` sends its acks this way."""
+        res = await queue.ack_many(a.source_id, [(m.id, m.lease_id) for m in body.messages])
+        return AckManyOut(results=[AckResult(id=m.id, state=res[m.id]) for m in body.messages])
 
     @app.post("/api/v1/relay/messages/{message_id}/nack", response_model=NackOut, responses=errors, tags=["relay"])
     async def nack_message(a: Agent, body: NackIn, message_id: int = MESSAGE_ID) -> NackOut:

@@ -130,6 +130,34 @@ class RelayQueue:
 
         return await self.store.write(w)
 
+    async def ack_many(self, source_id: str, items: list[tuple[int, str]]) -> dict[int, str]:
+        """Ack several messages in one transaction (what the agent sends while it forwards). Returns
+        per message id: "acked", "already_acked", "conflict" (stale lease) or "not_found"."""
+
+        def w(conn: sa.Connection) -> dict[int, str]:
+            now = now_us()
+            out: dict[int, str] = {}
+            by_lease: dict[str, list[int]] = {}
+            for mid, lid in items:
+                by_lease.setdefault(lid, []).append(mid)
+            for lid, mids in by_lease.items():
+                done = conn.execute(M.update().where(
+                    M.c.id.in_(mids), M.c.source_id == source_id, M.c.state == "ready", M.c.lease_id == lid,
+                ).values(state="acked", acked_at=now, locked_until=None, deliveries=M.c.deliveries + 1)
+                    .returning(M.c.id)).scalars().all()
+                out.update((mid, "acked") for mid in done)
+            rest = [(mid, lid) for mid, lid in items if mid not in out]
+            if rest:
+                found = {r.id: r for r in conn.execute(sa.select(M.c.id, M.c.state, M.c.lease_id).where(
+                    M.c.id.in_([mid for mid, _ in rest]), M.c.source_id == source_id))}
+                for mid, lid in rest:
+                    r = found.get(mid)
+                    out[mid] = ("not_found" if r is None else
+                                "already_acked" if r.state == "acked" and r.lease_id == lid else "conflict")
+            return out
+
+        return await self.store.write(w)
+
     async def nack(self, source_id: str, message_id: int, lease_id: str, delay_s: float,
                    error: str | None) -> int:
         """Give a message back: available again in ``delay_s``; later messages of the same lease are

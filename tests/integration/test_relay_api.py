@@ -140,16 +140,23 @@ def test_order_across_batches_and_non_relay_sources(live) -> None:  # type: igno
         live.client.post(f"/V1/Data/{src['token']}", json={"n": 25}, headers={"Idempotency-Key": "k-25"})
     agent = httpx.Client(base_url=live.url, headers=_bearer(tok), timeout=10)
     seen = []
+    stale = None
     while True:
         page = agent.get("/api/v1/relay/messages", params={"wait": 0, "max": 7}).json()
         if not page["messages"]:
             break
         assert len(page["messages"]) <= 7
-        for m in page["messages"]:
-            seen.append(base64.b64decode(m["body_b64"]))
-            assert agent.post(f"/api/v1/relay/messages/{m['id']}/ack",
-                              json={"lease_id": m["lease_id"]}).status_code == 200
+        seen += [base64.b64decode(m["body_b64"]) for m in page["messages"]]
+        # acks in one request (what the agent does); a retried batch is fine, a stale lease is reported
+        acks = [{"id": m["id"], "lease_id": m["lease_id"]} for m in page["messages"]]
+        r = agent.post("/api/v1/relay/messages/ack", json={"messages": acks})
+        assert r.status_code == 200 and {x["state"] for x in r.json()["results"]} == {"acked"}
+        extra = [{"id": 10**9, "lease_id": "x"}] + ([stale] if stale else [])
+        r = agent.post("/api/v1/relay/messages/ack", json={"messages": acks[:1] + extra})
+        assert [x["state"] for x in r.json()["results"]] == ["already_acked", "not_found"] + (["conflict"] if stale else [])
+        stale = {"id": acks[0]["id"], "lease_id": "lse_stale"}
     assert seen == [b'{"n":%d}' % i for i in range(26)]
+    _error(agent.post("/api/v1/relay/messages/ack", json={"messages": []}), 422, "invalid_request")
     # relay mode off: nothing is queued any more
     live.client.patch(f"/api/v1/sources/{src['id']}", json={"config": {"relay": False}}, headers=ADMIN)
     time.sleep(0.3)

@@ -91,3 +91,6 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     other = live.client.get("/api/v1/relay/messages", params={"wait": 0},
                             headers={"Authorization": f"Bearer {my_relay_tok}"}).json()
     assert other["source_id"] == mine_relay["id"] and other["messages"] == []
+    batch = live.client.post("/api/v1/relay/messages/ack", json={"messages": [{"id": their_msg["id"], "lease_id": "x"}]},
+                             headers={"Authorization": f"Bearer {my_relay_tok}"}).json()
+    assert batch["results"] == [{"id": their_msg["id"], "state": "not_found"}]
