@@ -121,6 +121,7 @@ def agent_cmd(
     min_backoff: float = typer.Option(1.0, "--min-backoff", min=0.01,
                                       help="First back-off after a failed forward, seconds"),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the local application"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no line per forwarded message"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per event, for scripts"),
 ) -> None:
     """Pull a relay source's queue and forward each request to a local application, in order.
@@ -137,6 +138,8 @@ def agent_cmd(
                       forward_timeout=timeout)
 
     def emit(ev: dict[str, Any]) -> None:
+        if quiet and ev["event"] == "forwarded":
+            return
         if as_json:
             sys.stdout.write(orjson.dumps({**ev, "ts": round(time.time(), 3)}).decode() + "\n")
         else:
