@@ -24,6 +24,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import os
 import random
 import secrets
 import signal
@@ -133,6 +134,9 @@ class Agent:
         self._forwarder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hookbay-forward")
 
     def stop(self) -> None:
+        if self._stopping:  # a second signal: do not wait for the server any longer
+            self.emit({"event": "stopped", "forced": True, "forwarded": self.stats.forwarded})
+            os._exit(130)
         self._stopping = True
         if self._pulling is not None:
             self._pulling.cancel()
