@@ -170,6 +170,10 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
             raise NotFound("Not Found")
         return p.client_id
 
+    from .relay import register_relay_routes  # relay tokens, queue status and the agent's endpoints
+
+    register_relay_routes(app, store, principal, scope_client, ERRORS)
+
     @app.get("/api/v1/sources", response_model=list[SourceOut], responses=ERRORS, tags=["sources"])
     async def list_sources(p: Auth, client_id: str | None = None) -> list[SourceOut]:
         rows = await store.list_sources(scope_client(p, client_id))

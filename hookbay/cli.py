@@ -7,6 +7,7 @@ they work with the server stopped; a running server picks source changes up with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,7 @@ OPT_RETENTION = typer.Option(None, "--retention-days", help="Purge raw bodies af
 OPT_ACTIONS = typer.Option(None, "--actions", help="YAML/JSON file with the list of actions ([] removes them)")
 OPT_ALLOW_PRIVATE = typer.Option(None, "--allow-private-destinations/--no-allow-private-destinations",
                                  help="Let actions reach loopback/private addresses")
+OPT_RELAY = typer.Option(None, "--relay/--no-relay", help="Relay mode: queue accepted requests for `hookbay agent`")
 
 
 def _print_json(obj: Any) -> None:
@@ -125,6 +127,8 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
         cfg["actions"] = _load_actions(sec["actions"])
     if sec.get("allow_private") is not None:
         cfg["allow_private_destinations"] = sec["allow_private"]
+    if sec.get("relay") is not None:
+        cfg["relay"] = sec["relay"]
     if parser is not None:
         cfg["parser"] = parser
     if mapping_file is not None:
@@ -209,9 +213,15 @@ def serve(
     typer.echo(f"hookbay {settings.base_url}  (database: {shown_db})")
     typer.echo(f"  admin API: {settings.base_url}/api/v1/docs   metrics: {settings.base_url}/metrics")
     typer.echo('  create a source: hookbay source create --name "Web Form" --client acme')
-    uvicorn.run(application, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                access_log=False, log_level=settings.log_level.lower(), lifespan="on",
-                proxy_headers=False, server_header=False)
+    server = uvicorn.Server(uvicorn.Config(
+        application, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        access_log=False, log_level=settings.log_level.lower(), lifespan="on",
+        proxy_headers=False, server_header=False))
+    application.admin.state.relay_hub.is_closing = lambda: server.should_exit  # end relay long-polls on shutdown
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # as uvicorn.run: startup failed
 
 
 @app.command("worker")
@@ -278,6 +288,7 @@ def source_create(
     retention_days: int = OPT_RETENTION,
     actions: Path = OPT_ACTIONS,
     allow_private: bool = OPT_ALLOW_PRIVATE,
+    relay: bool = OPT_RELAY,
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -287,7 +298,8 @@ def source_create(
     cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync,
                   dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private))
+             burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private,
+             relay=relay))
     try:
         spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
     except Exception as e:
@@ -359,6 +371,7 @@ def source_update(
     retention_days: int = OPT_RETENTION,
     actions: Path = OPT_ACTIONS,
     allow_private: bool = OPT_ALLOW_PRIVATE,
+    relay: bool = OPT_RELAY,
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
     as_json: bool = JsonOpt,
@@ -374,8 +387,9 @@ def source_update(
             changes["enabled"] = enable
         sec = dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private)
-        if (any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync))
+             burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private,
+             relay=relay)
+        if (any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync, relay))
                 or method or any(v for v in sec.values() if v is not None)):
             changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
                                         parser, mapping_file, region, sync, sec)
@@ -874,6 +888,9 @@ def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_
         _print_json(res)
     else:
         typer.echo(f"re-encrypted {res['requests']} request(s) and {res['secrets']} secret(s)")
+
+
+from . import cli_relay  # noqa: E402,F401  (registers `agent`, `source relay-token`, `source relay-status`)
 
 
 def main() -> None:

@@ -167,6 +167,8 @@ class Ingest:
             return
 
         row = self._row(scope, src, body, "accepted", None, 200, "ping" if ping else "pending")
+        if src.config.relay:
+            row["_relay"] = True  # the writer enqueues it for `hookbay agent` in the same commit
         for name in src.idempotency_headers:
             v = hmap.get(name)
             if v:

@@ -683,13 +683,13 @@ class Store(DeliveriesMixin):
     async def purge_bodies(self, retention: dict[str, int], *, now_us_: int | None = None,
                            dry_run: bool = False) -> dict[str, int]:
         """Drop raw bodies older than each source's retention (days). Requests still waiting to be
-        processed keep theirs: purging them would lose data nobody has parsed yet."""
+        processed, or still queued for a relay agent, keep theirs: purging them would lose data."""
         now = now_us_ if now_us_ is not None else now_us()
         out: dict[str, int] = {}
         for source_id, days in retention.items():
             cutoff = now - days * 86_400_000_000
             cond = (R.c.source_id == source_id, R.c.received_at < cutoff, R.c.body.is_not(None),
-                    R.c.state != "pending")
+                    R.c.state != "pending", ~_waiting_for_relay_agent())
 
             def purge(conn: sa.Connection, cond: tuple[Any, ...] = cond) -> int:
                 if dry_run:
@@ -745,6 +745,12 @@ class Store(DeliveriesMixin):
                 conn.execute(schema.meta.insert().values(key=key, value=value))
 
         await self.write(w)
+
+
+def _waiting_for_relay_agent() -> sa.Exists:
+    """A request still queued for `hookbay agent` keeps its body: nothing is lost while it is offline."""
+    M = schema.relay_messages
+    return sa.exists().where(M.c.request_id == R.c.id, M.c.state == "ready")
 
 
 def _bump_sources_rev(conn: sa.Connection) -> None:

@@ -24,6 +24,7 @@ from ..errors import StorageUnavailable
 log = structlog.get_logger("hookbay.writer")
 
 _STOP = object()
+RELAY_LOCK_KEY = 0x68627279  # "hbry": serialises relay enqueues across processes on PostgreSQL
 
 
 @dataclass(slots=True)
@@ -75,6 +76,9 @@ class Writer:
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sa.Connection | None = None
+        # Relay: called (from this thread) after a commit that enqueued relay messages, with their sources.
+        self.on_relay: Callable[[set[str]], None] | None = None
+        self._relayed: set[str] = set()
 
     def start(self) -> None:
         if self._thread is None:
@@ -133,6 +137,7 @@ class Writer:
         ingests = [op for op in batch if op.row is not None]
         fns = [op for op in batch if op.fn is not None]
         new_jobs = False
+        self._relayed = set()
         try:
             conn = self._connection()
             with conn.begin():
@@ -166,6 +171,7 @@ class Writer:
             for op in batch:
                 op.exc = StorageUnavailable(detail={"reason": type(e).__name__})
             new_jobs = False
+            self._relayed = set()
         by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
         for op in batch:
             by_loop.setdefault(op.loop, []).append(op)
@@ -174,6 +180,8 @@ class Writer:
                 loop.call_soon_threadsafe(_settle_all, ops)
         if self.on_commit is not None and new_jobs:
             self.on_commit(new_jobs)
+        if self._relayed and self.on_relay is not None:
+            self.on_relay(self._relayed)
 
     def _write_ingests(self, conn: sa.Connection, ops: list[_Op]) -> bool:
         """Insert request rows and their jobs; resolve idempotency keys to the original request."""
@@ -193,9 +201,11 @@ class Writer:
                     keyed[k] = found
         rows: list[dict[str, Any]] = []
         jobs: list[dict[str, Any]] = []
+        relay: list[dict[str, Any]] = []
         for op in ops:
             row = op.row
             assert row is not None
+            to_relay = row.pop("_relay", False)  # set by ingest only for relay sources
             key = row.get("idempotency_key")
             if key:
                 k = (row["source_id"], key)
@@ -213,10 +223,25 @@ class Writer:
             rows.append(row)
             if row["verdict"] == "accepted" and row["state"] == "pending":
                 jobs.append({"request_id": row["id"], "run_after": row["received_at"]})
+                if to_relay:
+                    relay.append({"source_id": row["source_id"], "request_id": row["id"],
+                                  "available_at": row["received_at"], "created_at": row["received_at"]})
         self._insert_many(conn, schema.requests, rows)
         if jobs:
             self._insert_many(conn, schema.jobs, jobs)
+        if relay:
+            self._enqueue_relay(conn, relay)
         return bool(jobs)
+
+    def _enqueue_relay(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        """Relay messages ride in the request's own transaction; their identity ids, assigned here in
+        commit order, are each source's arrival order. On PostgreSQL several processes may ingest at
+        once, so a transaction-scoped advisory lock makes id order equal commit order there too (a
+        reader must never see id N+1 committed before N)."""
+        if self.engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({RELAY_LOCK_KEY})")
+        self._insert_many(conn, schema.relay_messages, rows)
+        self._relayed.update(r["source_id"] for r in rows)
 
     def _insert_many(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         """One multi-row INSERT per table: a single statement step per batch, instead of one

@@ -11,11 +11,12 @@ CONTACT = {"SourceName": "Web", "SourceType": "Form", "Email": "iso@example.com"
 
 def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[no-untyped-def]
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    theirs = live.create_source(client_id="globex", config={"parser": "contact", "signature": {"scheme": "github"}},
-                                secret="globex-secret-1")
-    live.create_source(client_id="acme")
-    live.client.patch(f"/api/v1/sources/{theirs['id']}", json={"config": {"parser": "contact", "actions": [
-        {"type": "forward", "url": "http://127.0.0.1:9/refused"}]}}, headers=admin)
+    theirs = live.create_source(client_id="globex", config={"parser": "contact", "signature": {"scheme": "github"},
+                                                           "relay": True}, secret="globex-secret-1")
+    mine_relay = live.create_source(client_id="acme", config={"relay": True})
+    live.client.patch(f"/api/v1/sources/{theirs['id']}", json={"config": {"parser": "contact", "relay": True, "actions": [
+        {"type": "forward", "url": "http://127.0.0.1:9/refused"}]}},
+                      headers=admin)
     r = live.client.post(f"/V1/Data/{theirs['token']}?wait=1", json=CONTACT)
     assert r.status_code == 200, r.text
     rid = r.json()["request_id"]
@@ -27,6 +28,17 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     dlv = live.client.get("/api/v1/deliveries", params={"request_id": rid}, headers=admin).json()["items"][0]
     ids = {"source_id": theirs["id"], "request_id": rid, "profile_id": pid, "token_id": their_tok["id"],
            "delivery_id": dlv["id"]}
+    their_relay_tok = live.client.post(f"/api/v1/sources/{theirs['id']}/relay-tokens", json={}, headers=admin).json()
+    my_relay_tok = live.client.post(f"/api/v1/sources/{mine_relay['id']}/relay-tokens", json={},
+                                    headers=admin).json()["token"]
+    their_msg = live.client.get(f"/api/v1/sources/{theirs['id']}/relay", headers=admin).json()["head"]
+    # relay agent routes: acme's relay token against globex's queued message
+    as_agent = {"headers": {"Authorization": f"Bearer {my_relay_tok}"}, "ids": {"message_id": str(their_msg["id"])}}
+    per_case = {
+        ("delete", "/api/v1/sources/{source_id}/relay-tokens/{token_id}"): {"ids": {"token_id": their_relay_tok["id"]}},
+        ("post", "/api/v1/relay/messages/{message_id}/ack"): as_agent,
+        ("post", "/api/v1/relay/messages/{message_id}/nack"): as_agent,
+    }
     cases = {
         ("get", "/api/v1/sources/{source_id}"): None,
         ("patch", "/api/v1/sources/{source_id}"): {"name": "stolen"},
@@ -40,13 +52,21 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
         ("delete", "/api/v1/tokens/{token_id}"): None,
         ("get", "/api/v1/deliveries/{delivery_id}"): None,
         ("post", "/api/v1/deliveries/{delivery_id}/retry"): None,
+        ("get", "/api/v1/sources/{source_id}/relay"): None,
+        ("post", "/api/v1/sources/{source_id}/relay-tokens"): {"name": "stolen"},
+        ("get", "/api/v1/sources/{source_id}/relay-tokens"): None,
+        ("delete", "/api/v1/sources/{source_id}/relay-tokens/{token_id}"): None,
+        ("post", "/api/v1/relay/messages/{message_id}/ack"): {"lease_id": "lse_guess"},
+        ("post", "/api/v1/relay/messages/{message_id}/nack"): {"lease_id": "lse_guess"},
     }
     spec = live.client.get("/api/v1/openapi.json").json()
     with_params = {(m, p) for p, ops in spec["paths"].items() if "{" in p for m in ops}
     assert with_params == set(cases), "a new route needs a tenant-isolation case"
     for (method, path), body in cases.items():
-        url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
-        resp = live.client.request(method, url, json=body, headers=mine)
+        extra = per_case.get((method, path), {})
+        these = {**ids, **extra.get("ids", {})}
+        url = re.sub(r"\{(\w+)\}", lambda m, these=these: these[m.group(1)], path)
+        resp = live.client.request(method, url, json=body, headers=extra.get("headers", mine))
         assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
         assert resp.json()["error"]["code"] == "not_found"
 
@@ -71,3 +91,14 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     still = live.client.get(f"/api/v1/sources/{theirs['id']}", headers=admin).json()
     assert still["name"] == theirs["name"] and still["signing_secrets"] == 1
     assert live.client.get(f"/api/v1/profiles/{pid}", headers=admin).status_code == 200
+    queue = live.client.get(f"/api/v1/sources/{theirs['id']}/relay", headers=admin).json()
+    assert queue["depth"] == 1 and queue["head"]["deliveries"] == 0
+    relay_toks = live.client.get(f"/api/v1/sources/{theirs['id']}/relay-tokens", headers=admin).json()
+    assert [t["id"] for t in relay_toks] == [their_relay_tok["id"]]
+    # the agent endpoints only serve the relay token's own source
+    other = live.client.get("/api/v1/relay/messages", params={"wait": 0},
+                            headers={"Authorization": f"Bearer {my_relay_tok}"}).json()
+    assert other["source_id"] == mine_relay["id"] and other["messages"] == []
+    batch = live.client.post("/api/v1/relay/messages/ack", json={"messages": [{"id": their_msg["id"], "lease_id": "x"}]},
+                             headers={"Authorization": f"Bearer {my_relay_tok}"}).json()
+    assert batch["results"] == [{"id": their_msg["id"], "state": "not_found"}]

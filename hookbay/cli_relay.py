@@ -1,0 +1,169 @@
+"""CLI for the relay: ``hookbay agent``, ``hookbay source relay-token …`` and ``hookbay source relay-status``.
+
+Registered on the main app by ``cli.py``; the management commands talk to the database directly
+like the other ``source`` commands, the agent only to a server over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+
+import orjson
+import typer
+
+from .cli import JsonOpt, _print_json, _run, app, source_app
+from .settings import Settings
+from .store import Store
+
+relay_token_app = typer.Typer(help="Relay tokens: what `hookbay agent` authenticates with (one source each).",
+                              no_args_is_help=True)
+source_app.add_typer(relay_token_app, name="relay-token")
+
+SourceArg = typer.Argument(..., help="Source id, token or name")
+
+
+@relay_token_app.command("create")
+def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", help="A label for the token"),
+                       as_json: bool = JsonOpt) -> None:
+    """Create a relay token for a source (printed once; only its hash is stored)."""
+    from .relay import token_out
+    from .store.relay import RelayQueue
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        row = await store.get_source(ref)
+        tok_row, token = await RelayQueue(store).create_token(row["id"], name)
+        return token_out(tok_row, token).model_dump()
+
+    out = _run(go, as_json)
+    if as_json:
+        _print_json(out)
+    else:
+        typer.echo(f"{out['id']}  relay token for {out['source_id']} (shown once, store it now): {out['token']}")
+
+
+@relay_token_app.command("list")
+def relay_token_list(ref: str = SourceArg, as_json: bool = JsonOpt) -> None:
+    """List a source's relay tokens (never their values)."""
+    from .relay import token_out
+    from .store.relay import RelayQueue
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        row = await store.get_source(ref)
+        return [token_out(t).model_dump() for t in await RelayQueue(store).list_tokens(row["id"])]
+
+    rows = _run(go, as_json)
+    if as_json:
+        _print_json(rows)
+        return
+    for t in rows:
+        typer.echo(f"{t['id']}  {t['name']}  created {t['created_at']}")
+
+
+@relay_token_app.command("revoke")
+def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(..., help="Relay token id (rtk_…)"),
+                       as_json: bool = JsonOpt) -> None:
+    """Revoke a relay token; an agent using it is refused at its next request."""
+    from .store.relay import RelayQueue
+
+    async def go(store: Store, s: Settings) -> None:
+        row = await store.get_source(ref)
+        await RelayQueue(store).revoke_token(row["id"], token_id)
+
+    _run(go, as_json)
+    if as_json:
+        _print_json({"revoked": token_id})
+    else:
+        typer.echo(f"revoked {token_id}")
+
+
+@source_app.command("relay-status")
+def relay_status_cmd(ref: str = SourceArg, as_json: bool = JsonOpt) -> None:
+    """Show a relay source's queue: depth, leased messages, the oldest message's age and last error."""
+    from .relay import relay_status
+    from .store.relay import RelayQueue
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        row = await store.get_source(ref)
+        return (await relay_status(store, RelayQueue(store), row)).model_dump()
+
+    st = _run(go, as_json)
+    if as_json:
+        _print_json(st)
+        return
+    typer.echo(f"source:  {st['source_id']}  (relay mode {'on' if st['relay'] else 'off'})")
+    age = f", oldest {st['oldest_age_s']:.1f} s old" if st["oldest_age_s"] is not None else ""
+    typer.echo(f"queue:   {st['depth']} unacked, {st['leased']} leased{age}")
+    h = st["head"]
+    if h:
+        typer.echo(f"head:    #{h['id']} {h['request_id']}  attempts {h['deliveries']}"
+                   + (f"  leased until {h['leased_until']}" if h["leased_until"] else "")
+                   + (f"  last error: {h['last_error']}" if h["last_error"] else ""))
+
+
+@app.command("agent")
+def agent_cmd(
+    server: str = typer.Option(..., "--server", envvar="HOOKBAY_AGENT_SERVER",
+                               help="The hookbay server's base URL, e.g. https://hooks.example.com"),
+    token: str = typer.Option(..., "--token", envvar="HOOKBAY_RELAY_TOKEN",
+                              help="Relay token (hbr_…); better passed as HOOKBAY_RELAY_TOKEN"),
+    forward: str = typer.Option(..., "--forward", envvar="HOOKBAY_AGENT_FORWARD",
+                                help="Local URL each request is sent to, e.g. http://localhost:8080/hook"),
+    once: bool = typer.Option(False, "--once", help="Forward what is queued now, then exit (0 when drained)"),
+    wait: float = typer.Option(30.0, "--wait", help="Long-poll seconds per pull (the server caps it at 60)"),
+    batch: int = typer.Option(10, "--batch", min=1, max=100, help="Messages leased per pull"),
+    visibility: float = typer.Option(60.0, "--visibility", min=1,
+                                     help="Lease seconds: how long a pulled batch is held before others may take it"),
+    max_backoff: float = typer.Option(60.0, "--max-backoff", min=0.1,
+                                      help="Longest back-off after failures, seconds"),
+    min_backoff: float = typer.Option(1.0, "--min-backoff", min=0.01,
+                                      help="First back-off after a failed forward, seconds"),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the local application"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no line per forwarded message"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per event, for scripts"),
+) -> None:
+    """Pull a relay source's queue and forward each request to a local application, in order.
+
+    Exit codes: 0 done (stopped by a signal, or --once drained the queue), 1 --once hit a failed
+    forward (the message stays queued), 2 --once could not reach the server, 3 token refused."""
+    from .agent import AgentConfig, run_agent
+
+    if not forward.startswith(("http://", "https://")):
+        typer.echo("error: --forward must be an http:// or https:// URL", err=True)
+        raise typer.Exit(2)
+    cfg = AgentConfig(server=server, token=token, forward=forward, once=once, wait=wait, batch=batch,
+                      visibility=visibility, min_backoff=min_backoff, max_backoff=max_backoff,
+                      forward_timeout=timeout)
+
+    def emit(ev: dict[str, Any]) -> None:
+        if quiet and ev["event"] == "forwarded":
+            return
+        if as_json:
+            sys.stdout.write(orjson.dumps({**ev, "ts": round(time.time(), 3)}).decode() + "\n")
+        else:
+            sys.stdout.write(_human(ev) + "\n")
+        sys.stdout.flush()
+
+    code = asyncio.run(run_agent(cfg, emit))
+    raise typer.Exit(code)
+
+
+def _human(ev: dict[str, Any]) -> str:
+    kind = ev["event"]
+    if kind == "forwarded":
+        return f"forwarded #{ev['message_id']} {ev['request_id']} -> {ev['status']} ({ev['ms']} ms)"
+    if kind == "forward_failed":
+        return (f"failed    #{ev['message_id']} {ev['request_id']}: {ev['error']}; "
+                f"retrying in {ev['retry_in_s']} s")
+    if kind == "started":
+        return f"hookbay agent: pulling {ev['server']} -> forwarding to {ev['forward']}"
+    if kind == "stopped":
+        return f"stopped: {ev['forwarded']} forwarded, {ev['failed']} failed attempts"
+    if kind == "server_unreachable":
+        return f"server unreachable during {ev['during']} ({ev['error']}); retrying in {ev['retry_in_s']} s"
+    if kind == "reconnected":
+        return "reconnected to the server"
+    rest = " ".join(f"{k}={v}" for k, v in ev.items() if k != "event")
+    return f"{kind}: {rest}"

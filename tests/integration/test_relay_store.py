@@ -1,0 +1,242 @@
+"""The relay queue on both dialects: enqueue in the ingest commit, FIFO leases with head-of-line
+blocking, ack/nack, lease expiry, retried pulls, bodies kept for the agent."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from hookbay import schema
+from hookbay.crypto import Keyring, generate_key
+from hookbay.errors import Conflict, NotFound
+from hookbay.ids import new_request_id, now_us
+from hookbay.store import Store
+from hookbay.store.relay import RelayQueue
+
+
+def _url(db_url: str) -> str:
+    return db_url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _row(store: Store, source_id: str, body: bytes, *, relay: bool = True, key: str | None = None,
+         verdict: str = "accepted", state: str = "pending") -> dict:
+    row = {
+        "id": new_request_id(), "source_id": source_id, "client_id": "acme", "received_at": now_us(),
+        "method": "PUT", "path": "/V1/Data/x", "query": "a=1&api-key=[redacted]",
+        "headers": '[["content-type","application/json"],["x-api-key","[redacted]"],["x-trace","t1"]]',
+        "peer": "127.0.0.1", "content_type": "application/json", "body": body, "body_size": len(body),
+        "verdict": verdict, "rule": None, "status": 200, "state": state, "idempotency_key": key,
+        "duplicate_of": None, "receipt": None, "processed_at": None, "key_id": None,
+    }
+    store.seal_request_row(row)
+    if relay:
+        row["_relay"] = True
+    return row
+
+
+async def _open(db_url: str, keyring: Keyring | None = None) -> Store:
+    store = Store(_url(db_url), keyring=keyring)
+    await asyncio.to_thread(store.migrate)
+    await store.start()
+    return store
+
+
+async def _send(store: Store, source_id: str, n: int, start: int = 0) -> list[str]:
+    """Concurrent ingests land in shared group commits; returns request ids in commit order."""
+    ids = await asyncio.gather(*(store.writer.ingest(_row(store, source_id, b'{"n": %d}' % i))
+                                 for i in range(start, start + n)))
+    return list(ids)
+
+
+def _bodies(msgs: list[dict]) -> list[bytes]:
+    return [bytes(m["request"]["body"]) for m in msgs]
+
+
+async def test_enqueued_in_the_ingest_commit_only_for_relay_sources(db_url: str) -> None:
+    store = await _open(db_url)
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+        other, _ = await store.create_source(name="o", client_id="acme", config={})
+        await store.writer.ingest(_row(store, other["id"], b"{}", relay=False))
+        a = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"))
+        dup = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"))  # a retried delivery
+        assert dup == a
+        await store.writer.ingest(_row(store, src["id"], b"x", verdict="rejected", state="rejected"))
+        await store.writer.ingest(_row(store, src["id"], b"ping", state="ping"))
+        await _send(store, src["id"], 50, start=1)
+
+        def q(conn: sa.Connection) -> list[tuple]:
+            M, R = schema.relay_messages, schema.requests
+            return [tuple(r) for r in conn.execute(
+                sa.select(M.c.source_id, R.c.body, M.c.state).join(R, R.c.id == M.c.request_id).order_by(M.c.id))]
+
+        rows = await store.read(q)
+        assert {r[0] for r in rows} == {src["id"]}
+        assert [bytes(r[1]) for r in rows] == [b'{"n": %d}' % i for i in range(51)]
+        assert {r[2] for r in rows} == {"ready"}
+        # the request is still processed by the worker as usual
+        assert await store.queue_depth() == 52
+    finally:
+        await store.close()
+
+
+async def test_fifo_lease_ack_and_head_of_line_blocking(db_url: str) -> None:
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+        sid = src["id"]
+        assert await q.pull(sid, 10, 30) == (None, [])
+        await _send(store, sid, 7)
+        assert await q.head_available(sid)
+        lease, msgs = await q.pull(sid, 3, 30)
+        assert lease and [m["lease_id"] for m in msgs] == [lease] * 3
+        assert _bodies(msgs) == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+        ids = [m["id"] for m in msgs]
+        assert ids == sorted(ids)
+        # the head is leased: nobody gets anything, not even the unleased messages behind it
+        assert not await q.head_available(sid)
+        assert await q.pull(sid, 10, 30) == (None, [])
+        assert await q.ack(sid, ids[0], lease) is True
+        assert await q.ack(sid, ids[0], lease) is False  # a retried ack is fine
+        assert await q.pull(sid, 10, 30) == (None, [])  # ids[1] (same lease) is the head now
+        for mid in ids[1:]:
+            await q.ack(sid, mid, lease)
+        lease2, msgs2 = await q.pull(sid, 10, 30)
+        assert lease2 != lease
+        assert _bodies(msgs2) == [b'{"n": %d}' % i for i in range(3, 7)]
+        with pytest.raises(Conflict):
+            await q.ack(sid, msgs2[0]["id"], lease)  # a stale lease id
+        with pytest.raises(Conflict):
+            await q.ack(sid, ids[0], "lse_other")  # acked under another lease
+        with pytest.raises(NotFound):
+            await q.ack("src_other", msgs2[0]["id"], lease2)  # another source's message
+        with pytest.raises(NotFound):
+            await q.ack(sid, 10**12, lease2)
+        st = await q.status(sid)
+        assert st["depth"] == 4 and st["leased"] == 4 and st["head"]["id"] == msgs2[0]["id"]
+        m = msgs2[0]["request"]
+        assert m["method"] == "PUT" and m["path"] == "/V1/Data/x"
+    finally:
+        await store.close()
+
+
+async def test_expired_lease_is_released_and_ack_survives_expiry_unless_released(db_url: str) -> None:
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+        sid = src["id"]
+        await _send(store, sid, 3)
+        lease, msgs = await q.pull(sid, 3, 0.3)
+        await asyncio.sleep(0.4)
+        # the lease expired but nobody pulled since: the agent's late ack still counts
+        assert await q.ack(sid, msgs[0]["id"], lease) is True
+        await asyncio.sleep(0.05)
+        # the rest of the expired lease is leased again by the next pull, under a new lease
+        lease2, msgs2 = await q.pull(sid, 10, 30)
+        assert [m["id"] for m in msgs2] == [m["id"] for m in msgs[1:]]
+        assert msgs2[0]["deliveries"] == 0
+        with pytest.raises(Conflict):
+            await q.ack(sid, msgs[1]["id"], lease)  # re-leased: the old lease id is stale
+        assert await q.ack(sid, msgs[1]["id"], lease2) is True
+    finally:
+        await store.close()
+
+
+async def test_nack_delays_the_head_and_releases_the_rest_of_its_lease(db_url: str) -> None:
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+        sid = src["id"]
+        await _send(store, sid, 4)
+        lease, msgs = await q.pull(sid, 4, 30)
+        await q.ack(sid, msgs[0]["id"], lease)
+        await q.nack(sid, msgs[1]["id"], lease, 0.4, "HTTP 503")
+        with pytest.raises(Conflict):
+            await q.nack(sid, msgs[1]["id"], lease, 0, None)  # already given back
+        st = await q.status(sid)
+        assert st["depth"] == 3 and st["leased"] == 0
+        assert st["head"]["last_error"] == "HTTP 503" and st["head"]["deliveries"] == 1
+        # the delayed head blocks the queue; later messages do not overtake it
+        assert await q.pull(sid, 10, 30) == (None, [])
+        await asyncio.sleep(0.5)
+        lease2, msgs2 = await q.pull(sid, 10, 30)
+        assert [m["id"] for m in msgs2] == [m["id"] for m in msgs[1:]]
+        assert msgs2[0]["deliveries"] == 1
+        for m in msgs2:
+            assert await q.ack(sid, m["id"], lease2) is True
+        assert (await q.status(sid))["depth"] == 0
+    finally:
+        await store.close()
+
+
+async def test_a_retried_pull_with_its_lease_id_gets_the_same_messages(db_url: str) -> None:
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+        sid = src["id"]
+        await _send(store, sid, 2)
+        lease, msgs = await q.pull(sid, 10, 30, lease_id="agent-pull-0001")
+        assert lease == "agent-pull-0001"
+        # the answer was lost; the agent retries with the same id and gets them again at once
+        assert await q.head_available(sid, "agent-pull-0001")
+        again, msgs2 = await q.pull(sid, 10, 30, lease_id="agent-pull-0001")
+        assert again == lease and [m["id"] for m in msgs2] == [m["id"] for m in msgs]
+        # a different lease id is still blocked
+        assert await q.pull(sid, 10, 30, lease_id="agent-pull-0002") == (None, [])
+    finally:
+        await store.close()
+
+
+async def test_bodies_are_decrypted_and_kept_from_retention_until_acked(db_url: str, tmp_path: Path) -> None:
+    store = await _open(db_url, keyring=Keyring.parse(f"k1:{generate_key()}"))
+    q = RelayQueue(store)
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True, "retention_days": 1})
+        sid = src["id"]
+        await _send(store, sid, 2)
+
+        def processed(conn: sa.Connection) -> None:
+            conn.execute(schema.requests.update().values(state="processed"))
+
+        await store.write(processed)
+        lease, msgs = await q.pull(sid, 1, 30)
+        assert _bodies(msgs) == [b'{"n": 0}']
+        await q.ack(sid, msgs[0]["id"], lease)
+        later = now_us() + 2 * 86_400_000_000
+        # the acked request's body goes; the one still queued for the agent stays
+        assert await store.purge_bodies({sid: 1}, now_us_=later) == {sid: 1}
+        lease, msgs = await q.pull(sid, 10, 30)
+        assert _bodies(msgs) == [b'{"n": 1}']
+        await q.ack(sid, msgs[0]["id"], lease)
+        assert await store.purge_bodies({sid: 1}, now_us_=later) == {sid: 1}
+    finally:
+        await store.close()
+
+
+async def test_relay_tokens(db_url: str) -> None:
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+        row, tok = await q.create_token(src["id"], "edge-1")
+        assert tok.startswith("hbr_")
+        cred = await q.authenticate(tok)
+        assert cred is not None and cred.source_id == src["id"] and cred.client_id == "acme"
+        assert await q.authenticate(tok + "x") is None
+        assert [t["name"] for t in await q.list_tokens(src["id"])] == ["edge-1"]
+        with pytest.raises(NotFound):
+            await q.revoke_token("src_other", row["id"])
+        await q.revoke_token(src["id"], row["id"])
+        assert await q.authenticate(tok) is None
+        _, tok2 = await q.create_token(src["id"], "edge-2")
+        await store.delete_source(src["id"])
+        assert await q.authenticate(tok2) is None  # a deleted source's tokens are void
+    finally:
+        await store.close()
