@@ -15,11 +15,14 @@ from datetime import date
 from typing import Any
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
 from hookbay.parsers.generic import Entry, ParseResult, PathParts, format_path
 
 from .generic import json_kind
+from .normalize import e164 as _e164
+from .normalize import is_valid as _is_valid_number
+from .normalize import normalize_email, parse_phone
 
 PARSER_VERSION = "1"
 
@@ -161,7 +164,7 @@ def _email(ctx: _Ctx, value: Any, parts: PathParts) -> Any:
     if not isinstance(value, str):
         raise _FieldError("invalid_email", f"must be a string, got {_kind(value)}")
     try:
-        normalized = validate_email(value.strip(), check_deliverability=False).normalized
+        normalized = normalize_email(value.strip())
     except EmailNotValidError as e:
         raise _FieldError("invalid_email", str(e)) from e
     local, _, domain = normalized.rpartition("@")
@@ -185,13 +188,13 @@ def _phone(ctx: _Ctx, value: Any, parts: PathParts) -> Any:
     if region is None and not raw.startswith("+"):
         raise _FieldError("invalid_phone", "no country code (+) and no default region configured")
     try:
-        number = phonenumbers.parse(raw, region)
+        number = parse_phone(raw, region)
     except phonenumbers.NumberParseException as e:
         raise _FieldError("invalid_phone", f"cannot parse phone number: {e}") from e
     if not phonenumbers.is_possible_number(number):
         raise _FieldError("invalid_phone", "not a possible phone number for its country")
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if not phonenumbers.is_valid_number(number):
+    e164 = _e164(number)
+    if not _is_valid_number(number):
         ctx.warn(parts, "unverified_phone", f"{e164} is not in an allocated number range; kept")
     return e164
 
