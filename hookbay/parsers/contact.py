@@ -319,11 +319,16 @@ FIELDS: dict[str, tuple[str, Handler]] = {
 }
 
 
+_LOWER_KEYS: dict[int, dict[str, str]] = {}
+
+
 def _known_items(
     ctx: _Ctx, obj: dict[Any, Any], parts: PathParts, known: dict[str, Any]
 ) -> list[tuple[str, Any, PathParts]]:
     """Case-insensitive key matching; the first spelling of a key wins, later ones are reported."""
-    by_lower = {k.lower(): k for k in known}
+    by_lower = _LOWER_KEYS.get(id(known))
+    if by_lower is None:  # FIELDS and ADDRESS_KEYS: module constants, mapped once
+        by_lower = _LOWER_KEYS[id(known)] = {k.lower(): k for k in known}
     seen: dict[str, str] = {}
     out: list[tuple[str, Any, PathParts]] = []
     for raw_key, value in obj.items():

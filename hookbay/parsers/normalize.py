@@ -135,7 +135,10 @@ def _has_type(nsn: str, metadata: Any) -> bool:
     general, types = _patterns(metadata, len(nsn))
     if general is None or general.fullmatch(nsn) is None:
         return False
-    return any(p.fullmatch(nsn) is not None for p in types)
+    for p in types:
+        if p.fullmatch(nsn) is not None:
+            return True
+    return False
 
 
 def is_valid(number: PhoneNumber) -> bool:
@@ -147,6 +150,7 @@ def is_valid(number: PhoneNumber) -> bool:
     if regions is None:
         return False
     nsn = phonenumbers.national_significant_number(number)
+    typed = None  # the metadata already found to have a type for nsn
     if len(regions) == 1:
         region = regions[0]
     else:  # _region_code_for_number_from_list
@@ -161,6 +165,7 @@ def is_valid(number: PhoneNumber) -> bool:
                 if pattern.match(nsn):
                     break
             elif _has_type(nsn, metadata):
+                typed = metadata
                 break
         else:
             return False
@@ -170,7 +175,7 @@ def is_valid(number: PhoneNumber) -> bool:
         return False
     if region != REGION_CODE_FOR_NON_GEO_ENTITY and cc != phonenumbers.country_code_for_valid_region(region):
         return False
-    return _has_type(nsn, metadata)
+    return metadata is typed or _has_type(nsn, metadata)
 
 
 # --- email addresses -----------------------------------------------------------------------------
