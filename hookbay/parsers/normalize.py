@@ -146,6 +146,8 @@ def is_valid(number: PhoneNumber) -> bool:
     if not _FAST_PHONE:  # pragma: no cover
         return bool(phonenumbers.is_valid_number(number))
     cc = number.country_code
+    if cc is None:
+        return False
     regions = COUNTRY_CODE_TO_REGION_CODE.get(cc)
     if regions is None:
         return False

@@ -24,6 +24,7 @@ from .. import schema
 from ..crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from ..errors import Conflict, EncryptionKeyMissing, NotFound
 from ..ids import new_source_id, now_us
+from . import bulk
 from .dialects import Dialect, PostgresDialect, dialect_for
 from .writer import Writer
 
@@ -390,8 +391,7 @@ class Store:
                 conn.execute(REC.delete().where(REC.c.request_id.in_(ids)))
                 done: set[str] = set()
             else:
-                done = set(conn.execute(
-                    sa.select(REC.c.request_id).where(REC.c.request_id.in_(ids)).distinct()).scalars())
+                done = {r[0] for r in bulk.select_in(conn, REC, ("request_id",), "request_id", ids)}
             todo = [res for res in results if res["request_id"] not in done]
             contacts = [
                 {"client_id": res["client_id"], "contact": rec["contact"], "consents": rec.get("consents", []),
@@ -408,14 +408,12 @@ class Store:
                  "data": orjson.dumps(rec).decode(), "profile_id": rec.get("profile_id"), "created_at": now}
                 for res in todo for i, rec in enumerate(res["records"])
             ]
-            if recs:
-                conn.execute(REC.insert(), recs)
+            bulk.insert_dicts(conn, REC, recs)
             receipts = [{"rid": res["request_id"], "st": res["state"], "rc": orjson.dumps(res["receipt"]).decode()}
                         for res in results if res["request_id"] not in done]
-            if receipts:
-                conn.execute(R.update().where(R.c.id == sa.bindparam("rid")).values(
-                    state=sa.bindparam("st"), receipt=sa.bindparam("rc"), processed_at=now), receipts)
-            conn.execute(J.delete().where(J.c.request_id.in_(ids)))
+            bulk.update(conn, R, "id", ("state", "receipt", "processed_at"),
+                        [(r["st"], r["rc"], now, r["rid"]) for r in receipts])
+            bulk.delete_in(conn, J, "request_id", ids)
 
         await self.write(fin)
 
