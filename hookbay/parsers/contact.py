@@ -20,9 +20,7 @@ from email_validator import EmailNotValidError
 from hookbay.parsers.generic import Entry, ParseResult, PathParts, format_path
 
 from .generic import json_kind
-from .normalize import e164 as _e164
-from .normalize import is_valid as _is_valid_number
-from .normalize import normalize_email, parse_phone
+from .normalize import normalize_email, normalize_phone
 
 PARSER_VERSION = "1"
 
@@ -188,13 +186,13 @@ def _phone(ctx: _Ctx, value: Any, parts: PathParts) -> Any:
     if region is None and not raw.startswith("+"):
         raise _FieldError("invalid_phone", "no country code (+) and no default region configured")
     try:
-        number = parse_phone(raw, region)
+        found = normalize_phone(raw, region)
     except phonenumbers.NumberParseException as e:
         raise _FieldError("invalid_phone", f"cannot parse phone number: {e}") from e
-    if not phonenumbers.is_possible_number(number):
+    if found is None:
         raise _FieldError("invalid_phone", "not a possible phone number for its country")
-    e164 = _e164(number)
-    if not _is_valid_number(number):
+    e164, valid = found
+    if not valid:
         ctx.warn(parts, "unverified_phone", f"{e164} is not in an allocated number range; kept")
     return e164
 

@@ -35,6 +35,7 @@ try:  # private helpers of phonenumbers; without them the library's own function
 
     _KEEP_UNSTRIPPED = (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
                         ValidationResult.INVALID_LENGTH)
+    _POSSIBLE = (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY)  # is_possible_number
     _FAST_PHONE = True
 except Exception:  # pragma: no cover - depends on the installed phonenumbers
     _FAST_PHONE = False
@@ -60,9 +61,28 @@ def parse_phone(raw: str, region: str | None) -> PhoneNumber:
     return phonenumbers.parse(raw, region)
 
 
-def _parse_international(raw: str) -> PhoneNumber | None:
-    """What ``phonenumbers.parse`` returns for a plain ``+<digits and separators>`` string (the
-    region is ignored for those), or None to let the library decide (including every error)."""
+def normalize_phone(raw: str, region: str | None) -> tuple[str, bool] | None:
+    """What the contact parser needs from ``phonenumbers.parse(raw, region)``: None when the number
+    is not ``is_possible_number``, else its E.164 form and ``is_valid_number``. Raises
+    ``NumberParseException`` the same way ``parse`` does."""
+    if _FAST_PHONE and raw[:1] == "+":
+        found = _split_international(raw)
+        if found is not None:
+            cc, nsn, length = found
+            if length not in _POSSIBLE:
+                return None
+            return f"+{cc}{nsn}", _is_valid_nsn(cc, nsn)
+    number = phonenumbers.parse(raw, region)
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return e164(number), is_valid(number)
+
+
+def _split_international(raw: str) -> tuple[int, str, Any] | None:
+    """For a plain ``+<digits and separators>`` string (the region is ignored for those): the
+    country code and national significant number ``phonenumbers.parse`` finds, and
+    ``_test_number_length`` of that number (what ``is_possible_number`` checks); or None to let the
+    library decide (including every error)."""
     if len(raw) > _MAX_INPUT or not _SIMPLE_INTERNATIONAL.fullmatch(raw):
         return None
     digits = raw[1:].translate(_SEPARATORS)
@@ -81,10 +101,27 @@ def _parse_international(raw: str) -> PhoneNumber | None:
     if metadata is None:
         return None
     _, stripped, _ = _maybe_strip_national_prefix_carrier_code(national, metadata)
-    if _test_number_length(stripped, metadata) not in _KEEP_UNSTRIPPED:
-        national = stripped
+    length = None
+    if stripped != national:
+        length = _test_number_length(stripped, metadata)
+        if length not in _KEEP_UNSTRIPPED:
+            national = stripped
+        else:
+            length = None
     if not _MIN_NSN <= len(national) <= _MAX_NSN:
         return None
+    if length is None:
+        length = _test_number_length(national, metadata)
+    return cc, national, length
+
+
+def _parse_international(raw: str) -> PhoneNumber | None:
+    """What ``phonenumbers.parse`` returns for a plain ``+<digits and separators>`` string, or None
+    to let the library decide."""
+    found = _split_international(raw)
+    if found is None:
+        return None
+    cc, national, _ = found
     number = PhoneNumber(country_code=cc, national_number=int(national))
     if len(national) > 1 and national[0] == "0":  # _set_italian_leading_zeros_for_phone_number
         number.italian_leading_zero = True
@@ -142,16 +179,20 @@ def _has_type(nsn: str, metadata: Any) -> bool:
 
 
 def is_valid(number: PhoneNumber) -> bool:
-    """``phonenumbers.is_valid_number``: the same region choice, then the same type check."""
+    """``phonenumbers.is_valid_number``."""
     if not _FAST_PHONE:  # pragma: no cover
         return bool(phonenumbers.is_valid_number(number))
-    cc = number.country_code
-    if cc is None:
+    if number.country_code is None:
         return False
+    return _is_valid_nsn(number.country_code, phonenumbers.national_significant_number(number))
+
+
+def _is_valid_nsn(cc: int, nsn: str) -> bool:
+    """``is_valid_number`` of the number with this country code and national significant number:
+    the same region choice (``region_code_for_number``), then the same type check."""
     regions = COUNTRY_CODE_TO_REGION_CODE.get(cc)
     if regions is None:
         return False
-    nsn = phonenumbers.national_significant_number(number)
     typed = None  # the metadata already found to have a type for nsn
     if len(regions) == 1:
         region = regions[0]

@@ -130,8 +130,19 @@ class Writer:
         return self._conn
 
     def _run_batch(self, batch: list[_Op]) -> None:
+        """Ingest rows commit in their own transaction, before any other queued write runs: an
+        acknowledgement never waits for a worker's batch (records, profiles) that happened to be
+        queued alongside it. The other writes then share one transaction (savepoint each)."""
         ingests = [op for op in batch if op.row is not None]
         fns = [op for op in batch if op.fn is not None]
+        if ingests and fns:
+            self._commit_group(ingests, [])
+            self._commit_group([], fns)
+        else:
+            self._commit_group(ingests, fns)
+
+    def _commit_group(self, ingests: list[_Op], fns: list[_Op]) -> None:
+        batch = ingests + fns
         new_jobs = False
         try:
             conn = self._connection()

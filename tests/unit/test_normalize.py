@@ -9,7 +9,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hookbay.parsers import normalize
-from hookbay.parsers.normalize import _parse_international, is_valid, normalize_email, parse_phone
+from hookbay.parsers.normalize import (
+    _parse_international,
+    is_valid,
+    normalize_email,
+    normalize_phone,
+    parse_phone,
+)
 
 
 def _fields(n: phonenumbers.PhoneNumber) -> tuple[object, ...]:
@@ -31,7 +37,25 @@ def _ours(raw: str, region: str | None) -> phonenumbers.PhoneNumber | str:
         return f"error: {e}"
 
 
+def _library_normalize(raw: str, region: str | None) -> tuple[str, bool] | None | str:
+    try:
+        n = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as e:
+        return f"error: {e}"
+    if not phonenumbers.is_possible_number(n):
+        return None
+    return phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164), phonenumbers.is_valid_number(n)
+
+
+def _our_normalize(raw: str, region: str | None) -> tuple[str, bool] | None | str:
+    try:
+        return normalize_phone(raw, region)
+    except phonenumbers.NumberParseException as e:
+        return f"error: {e}"
+
+
 def _same(raw: str, region: str | None = None) -> None:
+    assert _our_normalize(raw, region) == _library_normalize(raw, region), raw
     want, got = _library_parse(raw, region), _ours(raw, region)
     if isinstance(want, str) or isinstance(got, str):
         assert got == want, raw
