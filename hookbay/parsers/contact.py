@@ -238,30 +238,28 @@ def _text_list(allow_bool: bool) -> Callable[[_Ctx, Any, PathParts], Any]:
             return _SKIP
         if isinstance(value, dict):
             raise _FieldError("invalid_type", "must be an array of text values, got object")
-        items: list[tuple[Any, PathParts]]
-        if isinstance(value, list | tuple):
-            items = [(el, (*parts, i)) for i, el in enumerate(value)]
-        else:
-            items = [(value, parts)]
+        is_list = isinstance(value, list | tuple)
         out: list[str] = []
-        for el, el_parts in items:
+        for i, el in enumerate(value if is_list else (value,)):
             if el is None:
                 continue
-            if isinstance(el, bool):
+            if el.__class__ is str:  # the usual case first
+                text = el.strip()
+            elif isinstance(el, bool):
                 if not allow_bool:
-                    ctx.error(el_parts, "invalid_type", "must be text or a number, got boolean")
+                    ctx.error((*parts, i) if is_list else parts, "invalid_type", "must be text or a number, got boolean")
                     continue
                 text = "true" if el else "false"
             elif isinstance(el, int | float):
                 try:
                     text = _number_text(el)
                 except _FieldError as e:
-                    ctx.error(el_parts, e.code, e.message)
+                    ctx.error((*parts, i) if is_list else parts, e.code, e.message)
                     continue
             elif isinstance(el, str):
                 text = el.strip()
             else:
-                ctx.error(el_parts, "invalid_type", f"must be text, got {_kind(el)}")
+                ctx.error((*parts, i) if is_list else parts, "invalid_type", f"must be text, got {_kind(el)}")
                 continue
             if text and text not in out:
                 out.append(text)
@@ -317,22 +315,23 @@ FIELDS: dict[str, tuple[str, Handler]] = {
 }
 
 
-_LOWER_KEYS: dict[int, dict[str, str]] = {}
+_KEY_MAPS: dict[int, tuple[dict[str, str], dict[str, str]]] = {}
 
 
 def _known_items(
     ctx: _Ctx, obj: dict[Any, Any], parts: PathParts, known: dict[str, Any]
 ) -> list[tuple[str, Any, PathParts]]:
     """Case-insensitive key matching; the first spelling of a key wins, later ones are reported."""
-    by_lower = _LOWER_KEYS.get(id(known))
-    if by_lower is None:  # FIELDS and ADDRESS_KEYS: module constants, mapped once
-        by_lower = _LOWER_KEYS[id(known)] = {k.lower(): k for k in known}
+    maps = _KEY_MAPS.get(id(known))
+    if maps is None:  # FIELDS and ADDRESS_KEYS: module constants, mapped once
+        maps = _KEY_MAPS[id(known)] = ({k: k for k in known}, {k.lower(): k for k in known})
+    exact, by_lower = maps
     seen: dict[str, str] = {}
     out: list[tuple[str, Any, PathParts]] = []
     for raw_key, value in obj.items():
         key = raw_key if isinstance(raw_key, str) else str(raw_key)
         key_parts = (*parts, key)
-        canonical = by_lower.get(key.lower())
+        canonical = exact.get(key) or by_lower.get(key.lower())
         if canonical is None:
             ctx.warn(key_parts, "unknown_key", f"unknown key {key!r}; ignored")
         elif canonical in seen:
