@@ -39,21 +39,24 @@ def merge_fields(
     """Apply one contact to a profile's fields in place; returns whether anything changed."""
     changed = False
     for name, value in contact.items():
-        if value is None or value == "" or value == [] or value == {}:
+        if value is None or (not value and isinstance(value, str | list | dict)):  # None, "", [], {}
             continue
         cur = fields.get(name)
         if name in SET_FIELDS and isinstance(value, list):
-            old = list(cur["value"]) if cur else []
-            merged = old + [v for v in value if v not in old]
-            if cur is None or merged != old:
-                fields[name] = {"value": merged, "at": max(at, cur["at"]) if cur else at,
+            if cur is None:
+                fields[name] = {"value": list(value), "at": at, "request_id": request_id, "source_id": source_id}
+                changed = True
+                continue
+            old = list(cur["value"])
+            added = [v for v in value if v not in old]
+            if added:
+                fields[name] = {"value": old + added, "at": max(at, cur["at"]),
                                 "request_id": request_id, "source_id": source_id}
                 changed = True
             continue
-        if cur is None or at >= cur["at"]:
-            if cur is None or cur["value"] != value or cur["request_id"] != request_id:
-                fields[name] = {"value": value, "at": at, "request_id": request_id, "source_id": source_id}
-                changed = True
+        if cur is None or (at >= cur["at"] and (cur["value"] != value or cur["request_id"] != request_id)):
+            fields[name] = {"value": value, "at": at, "request_id": request_id, "source_id": source_id}
+            changed = True
     return changed
 
 

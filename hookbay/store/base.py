@@ -363,10 +363,12 @@ class Store:
         return await self.write(claim)
 
     async def load_requests(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        cols = [c.name for c in R.c]
+
         def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
             out = {}
-            for r in conn.execute(sa.select(R).where(R.c.id.in_(ids))).mappings():
-                row = dict(r)
+            for r in bulk.select_in(conn, R, cols, "id", ids):
+                row = dict(zip(cols, r, strict=True))
                 try:
                     out[row["id"]] = self.open_request_row(row)
                 except EncryptionKeyMissing as e:
