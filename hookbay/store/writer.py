@@ -34,6 +34,7 @@ class _Op:
     fn: Callable[[sa.Connection], Any] | None = None
     result: Any = None
     exc: BaseException | None = None
+    durable: bool = True
 
 
 @dataclass
@@ -94,10 +95,15 @@ class Writer:
         self._q.put(_Op(loop, fut, row=row))
         return await fut
 
-    async def run(self, fn: Callable[[sa.Connection], Any]) -> Any:
+    async def run(self, fn: Callable[[sa.Connection], Any], *, durable: bool = True) -> Any:
+        """Run ``fn`` in a write transaction. ``durable=False`` is for bookkeeping that may be lost
+        in a power failure or OS crash (never in a process crash): a transaction holding only such
+        writes commits without waiting for the disk (SQLite WAL ``synchronous=NORMAL``, PostgreSQL
+        ``synchronous_commit=off``). Either way it is atomic, and the next durable commit makes it
+        durable too."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._q.put(_Op(loop, fut, fn=fn))
+        self._q.put(_Op(loop, fut, fn=fn, durable=durable))
         return await fut
 
     # --- the thread ---------------------------------------------------------------------
@@ -144,9 +150,14 @@ class Writer:
     def _commit_group(self, ingests: list[_Op], fns: list[_Op]) -> None:
         batch = ingests + fns
         new_jobs = False
+        relaxed = not ingests and not any(op.durable for op in fns)
         try:
             conn = self._connection()
+            if relaxed and conn.dialect.name == "sqlite":
+                self._sqlite_synchronous(conn, "NORMAL")
             with conn.begin():
+                if relaxed and conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 if ingests:
                     new_jobs = self._write_ingests(conn, ingests)
                 for op in fns:
@@ -161,6 +172,8 @@ class Writer:
                         op.exc = e
                 if new_jobs and self.notify_sql:
                     conn.exec_driver_sql(self.notify_sql)
+            if relaxed and conn.dialect.name == "sqlite":
+                self._sqlite_synchronous(conn, "FULL")
             self.stats.batches += 1
             self.stats.rows += len(ingests)
             self.stats.last_batch = len(batch)
@@ -185,6 +198,13 @@ class Writer:
                 loop.call_soon_threadsafe(_settle_all, ops)
         if self.on_commit is not None and new_jobs:
             self.on_commit(new_jobs)
+
+    @staticmethod
+    def _sqlite_synchronous(conn: sa.Connection, level: str) -> None:
+        """Outside any transaction, on the DB-API connection (SQLAlchemy would begin one)."""
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        dbapi.execute(f"PRAGMA synchronous={level}")
 
     def _write_ingests(self, conn: sa.Connection, ops: list[_Op]) -> bool:
         """Insert request rows and their jobs; resolve idempotency keys to the original request."""
