@@ -97,9 +97,11 @@ class Store:
         self._loop = asyncio.get_running_loop()
         self.job_event = asyncio.Event()
         self.writer.start()
+        self.dialect.start_background()
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.writer.stop)
+        await anyio.to_thread.run_sync(self.dialect.stop_background)
         self.read_engine.dispose()
         self.write_engine.dispose()
 
