@@ -159,8 +159,7 @@ def profile_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _PG_KEY_LOOKUP = (
-    "SELECT k.client_id, k.kind, k.value, pk.profile_id"
-    " FROM unnest(%b::text[], %b::text[], %b::text[]) AS k(client_id, kind, value)"
+    "SELECT k.client_id, k.kind, k.value, pk.profile_id FROM unnest({arrays}) AS k(client_id, kind, value)"
     " JOIN LATERAL (SELECT profile_id FROM profile_keys"
     " WHERE client_id = k.client_id AND kind = k.kind AND value = k.value) pk ON true"
 )
@@ -175,11 +174,11 @@ def _lookup(conn: sa.Connection, triples: set[tuple[str, str, str]]) -> dict[tup
     found: dict[tuple[str, str, str], str] = {}
     ordered = sorted(triples)
     if conn.dialect.name == "postgresql":
-        cols: tuple[list[str], list[str], list[str]] = ([], [], [])
-        for t in ordered:
-            for col, v in zip(cols, t, strict=True):
-                col.append(v)
-        for c, k, v, pid in conn.exec_driver_sql(_PG_KEY_LOOKUP, cols):
+        from .store.bulk import pg_array
+
+        arrays = [pg_array(col, "text[]") for col in zip(*ordered, strict=True)]
+        sql = _PG_KEY_LOOKUP.format(arrays=", ".join(a[0] for a in arrays))
+        for c, k, v, pid in conn.exec_driver_sql(sql, tuple(a[1] for a in arrays)):
             found[(c, k, v)] = pid
         return found
     groups: dict[tuple[str, str], list[str]] = {}
