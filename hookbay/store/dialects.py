@@ -71,14 +71,18 @@ class SQLiteDialect(Dialect):
 
     def _checkpoint_loop(self, path: str) -> None:
         con = None
+        last_error = None
         while not self._stop.wait(self.CHECKPOINT_EVERY_S):
             try:
                 if con is None:
                     con = sqlite3.connect(path, timeout=self.busy_timeout_ms / 1000, check_same_thread=False)
                 # PASSIVE: copies what it can without waiting for (or blocking) readers and the writer.
                 con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                last_error = None
             except Exception as e:
-                log.warning("checkpoint_failed", error=str(e))
+                if str(e) != last_error:  # once per kind of failure, not twice a second
+                    log.warning("checkpoint_failed", error=str(e))
+                    last_error = str(e)
                 if con is not None:
                     with contextlib.suppress(Exception):
                         con.close()

@@ -9,6 +9,7 @@ batches inside savepoints, so on SQLite there is exactly one writer, as SQLite w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -173,7 +174,13 @@ class Writer:
                 if new_jobs and self.notify_sql:
                     conn.exec_driver_sql(self.notify_sql)
             if relaxed and conn.dialect.name == "sqlite":
-                self._sqlite_synchronous(conn, "FULL")
+                try:
+                    self._sqlite_synchronous(conn, "FULL")
+                except Exception as e:  # committed already; a new connection starts with FULL
+                    log.error("pragma_failed", error=str(e))
+                    with contextlib.suppress(Exception):
+                        conn.invalidate()
+                    self._conn = None
             self.stats.batches += 1
             self.stats.rows += len(ingests)
             self.stats.last_batch = len(batch)
