@@ -39,21 +39,24 @@ def merge_fields(
     """Apply one contact to a profile's fields in place; returns whether anything changed."""
     changed = False
     for name, value in contact.items():
-        if value is None or value == "" or value == [] or value == {}:
+        if value is None or (not value and isinstance(value, str | list | dict)):  # None, "", [], {}
             continue
         cur = fields.get(name)
         if name in SET_FIELDS and isinstance(value, list):
-            old = list(cur["value"]) if cur else []
-            merged = old + [v for v in value if v not in old]
-            if cur is None or merged != old:
-                fields[name] = {"value": merged, "at": max(at, cur["at"]) if cur else at,
+            if cur is None:
+                fields[name] = {"value": list(value), "at": at, "request_id": request_id, "source_id": source_id}
+                changed = True
+                continue
+            old = list(cur["value"])
+            added = [v for v in value if v not in old]
+            if added:
+                fields[name] = {"value": old + added, "at": max(at, cur["at"]),
                                 "request_id": request_id, "source_id": source_id}
                 changed = True
             continue
-        if cur is None or at >= cur["at"]:
-            if cur is None or cur["value"] != value or cur["request_id"] != request_id:
-                fields[name] = {"value": value, "at": at, "request_id": request_id, "source_id": source_id}
-                changed = True
+        if cur is None or (at >= cur["at"] and (cur["value"] != value or cur["request_id"] != request_id)):
+            fields[name] = {"value": value, "at": at, "request_id": request_id, "source_id": source_id}
+            changed = True
     return changed
 
 
@@ -155,48 +158,73 @@ def profile_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_PG_KEY_LOOKUP = sa.text(
-    "SELECT v.value, pk.profile_id FROM unnest(CAST(:vals AS text[])) AS v(value) "
-    "JOIN LATERAL (SELECT profile_id FROM profile_keys "
-    "WHERE client_id = :c AND kind = :k AND value = v.value) pk ON true"
+_PG_KEY_LOOKUP = (
+    "SELECT k.client_id, k.kind, k.value, pk.profile_id FROM unnest({arrays}) AS k(client_id, kind, value)"
+    " JOIN LATERAL (SELECT profile_id FROM profile_keys"
+    " WHERE client_id = k.client_id AND kind = k.kind AND value = k.value) pk ON true"
 )
 
 
-def _key_lookup(conn: sa.Connection, client_id: str, kind: str, values: list[str]) -> tuple[Any, ...]:
-    """On PostgreSQL, one index probe per value (a plain IN list can be planned as a scan of the
-    client's whole key range when the table has no statistics yet, which gets slower as it grows)."""
+def _lookup(conn: sa.Connection, triples: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """The profile each (client_id, kind, value) key belongs to, for the keys that exist.
+
+    On PostgreSQL one statement with one index probe per key (a plain IN list or join can be planned
+    as a scan of the client's whole key range when the table has no statistics yet, which gets slower
+    as it grows); on SQLite one IN list per client and kind."""
+    found: dict[tuple[str, str, str], str] = {}
+    ordered = sorted(triples)
     if conn.dialect.name == "postgresql":
-        return (_PG_KEY_LOOKUP, {"vals": values, "c": client_id, "k": kind})
-    return (sa.select(PK.c.value, PK.c.profile_id).where(
-        PK.c.client_id == client_id, PK.c.kind == kind, PK.c.value.in_(values)),)
+        from .store.bulk import pg_array
+
+        arrays = [pg_array(col, "text[]") for col in zip(*ordered, strict=True)]
+        sql = _PG_KEY_LOOKUP.format(arrays=", ".join(a[0] for a in arrays))
+        for c, k, v, pid in conn.exec_driver_sql(sql, tuple(a[1] for a in arrays)):
+            found[(c, k, v)] = pid
+        return found
+    groups: dict[tuple[str, str], list[str]] = {}
+    for c, k, v in ordered:
+        groups.setdefault((c, k), []).append(v)
+    for (c, k), values in groups.items():
+        for i in range(0, len(values), 500):
+            chunk = values[i:i + 500]
+            sql = ("SELECT value, profile_id FROM profile_keys WHERE client_id = ? AND kind = ? AND value IN ("
+                   + ", ".join("?" * len(chunk)) + ")")
+            for value, pid in conn.exec_driver_sql(sql, (c, k, *chunk)):
+                found[(c, k, value)] = pid
+    return found
+
+
+_PK_COLS = ("client_id", "kind", "value", "profile_id")
+_P_COLS = ("id", "client_id", "email", "phone", "fields", "created_at", "updated_at")
+_CE_COLS = ("profile_id", "client_id", "channel", "granted", "occurred_at", "source_id", "request_id", "field")
+
+
+def _identity_columns(fields: dict[str, Any]) -> tuple[Any, Any]:
+    email = fields.get("email", {}).get("value")
+    phone = (fields.get("phone") or fields.get("mobile") or {}).get("value")
+    return email, phone
 
 
 def apply_contacts(conn: sa.Connection, insert: Any, items: list[dict[str, Any]], now: int) -> list[str | None]:
     """Merge a batch of contacts into profiles with a handful of statements per batch, not per
-    contact: one key lookup, one key insert, one locked profile read, bulk writes. ``items`` hold
-    client_id, contact, consents, at, request_id, source_id; returns each one's profile id.
+    contact: one key lookup, one key insert, one locked read of the profiles that already existed,
+    one insert of the new profiles (with their merged fields), one update, one ledger insert.
+    ``items`` hold client_id, contact, consents, at, request_id, source_id; returns each one's
+    profile id. ``insert`` is unused (kept for callers); statements go through :mod:`.store.bulk`.
 
-    Concurrency: new identity keys are inserted with ON CONFLICT DO NOTHING and read back, so when
-    two workers race to create the same customer both end up on the key's winner; profile rows are
-    then read FOR UPDATE (PostgreSQL) in id order, so merges to one profile serialise."""
+    Concurrency: new identity keys are inserted with ON CONFLICT DO NOTHING ... RETURNING; a key
+    that is not returned was created meanwhile by another worker, so it is read back and the
+    contact goes to that key's winner (as does every contact of the profile this batch would have
+    created). Profiles that existed before are read FOR UPDATE (PostgreSQL) in id order, so merges
+    to one profile serialise; profiles created here are invisible to others until commit."""
+    from .store import bulk
+
     keys_of = [identity_keys(it["contact"]) for it in items]
     wanted = {(it["client_id"], k, v) for it, ks in zip(items, keys_of, strict=True) for k, v in ks}
     if not wanted:
         return [None] * len(items)
 
-    def lookup(triples: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
-        found: dict[tuple[str, str, str], str] = {}
-        groups: dict[tuple[str, str], set[str]] = {}
-        for c, k, v in triples:
-            groups.setdefault((c, k), set()).add(v)
-        for (c, k), values in groups.items():
-            vals = sorted(values)
-            for i in range(0, len(vals), 500):
-                for value, pid in conn.execute(*_key_lookup(conn, c, k, vals[i:i + 500])):
-                    found[(c, k, value)] = pid
-        return found
-
-    known = lookup(wanted)
+    known = _lookup(conn, wanted)
     assigned: list[str | None] = []
     new_keys: dict[tuple[str, str, str], str] = {}
     for it, ks in zip(items, keys_of, strict=True):
@@ -213,47 +241,54 @@ def apply_contacts(conn: sa.Connection, insert: Any, items: list[dict[str, Any]]
                 new_keys[(c, k, v)] = pid
         assigned.append(pid)
 
-    created: set[str] = set()
+    created: dict[str, str] = {}  # new profile id -> client id
     if new_keys:
-        conn.execute(insert(PK).on_conflict_do_nothing(), [
-            {"client_id": c, "kind": k, "value": v, "profile_id": p} for (c, k, v), p in sorted(new_keys.items())])
-        winners = lookup(set(new_keys))
-        remap = {p: winners[t] for t, p in new_keys.items() if winners.get(t) and winners[t] != p}
-        assigned = [remap.get(p, p) if p else p for p in assigned]
-        created = {p for p in new_keys.values() if p not in remap}
-        if created:
-            clients = {p: c for (c, _k, _v), p in new_keys.items()}
-            conn.execute(insert(P).on_conflict_do_nothing(), [
-                {"id": p, "client_id": clients[p], "fields": "{}", "created_at": now, "updated_at": now}
-                for p in sorted(created)])
+        inserted = set(bulk.insert(conn, PK, _PK_COLS, [(*t, p) for t, p in sorted(new_keys.items())],
+                                   on_conflict_nothing=True, returning=_PK_COLS[:3]))
+        lost = {t for t in new_keys if t not in inserted}
+        remap: dict[str, str] = {}
+        if lost:
+            winners = _lookup(conn, lost)
+            remap = {p: winners[t] for t, p in new_keys.items() if t in lost and winners.get(t) and winners[t] != p}
+            assigned = [remap.get(p, p) if p else p for p in assigned]
+        created = {p: c for (c, _k, _v), p in new_keys.items() if p not in remap}
 
-    pids = sorted({p for p in assigned if p})
-    profiles: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(pids), 500):
-        rows = conn.execute(sa.select(P.c.id, P.c.fields).where(P.c.id.in_(pids[i:i + 500]))
-                            .order_by(P.c.id).with_for_update())
-        for pid, fields in rows:
-            profiles[pid] = orjson.loads(fields)
+    existing = sorted({p for p in assigned if p and p not in created})
+    profiles: dict[str, dict[str, Any]] = {p: {} for p in created}
+    for pid, fields in bulk.select_in(conn, P, ("id", "fields"), "id", existing, for_update=True, order_by="id"):
+        profiles[pid] = orjson.loads(fields)
     changed: set[str] = set()
-    events: list[dict[str, Any]] = []
+    events: list[tuple[Any, ...]] = []
+    ledger_keys: set[tuple[str, str, str]] = set()  # the ledger's unique key: one event per channel
     for it, pid in zip(items, assigned, strict=True):
         if pid is None or pid not in profiles:
             continue
         if merge_fields(profiles[pid], it["contact"], it["at"], it["request_id"], it["source_id"]):
             changed.add(pid)
+        rid = it["request_id"]
         for c in it.get("consents", []):
-            events.append({"profile_id": pid, "client_id": it["client_id"], "channel": c["channel"],
-                           "granted": bool(c["granted"]), "occurred_at": it["at"], "source_id": it["source_id"],
-                           "request_id": it["request_id"], "field": c.get("field")})
-    if changed:
-        updates: list[dict[str, Any]] = []
-        for pid in sorted(changed):
+            if rid is not None:
+                if (rid, pid, c["channel"]) in ledger_keys:
+                    continue  # a second contact of the same request for the same profile: the first wins
+                ledger_keys.add((rid, pid, c["channel"]))
+            events.append((pid, it["client_id"], c["channel"], bool(c["granted"]), it["at"], it["source_id"],
+                           rid, c.get("field")))
+    if created:  # fresh ids: nothing to conflict with
+        rows = []
+        for pid in sorted(created):
             f = profiles[pid]
-            updates.append({"pid": pid, "f": orjson.dumps(f).decode(), "e": f.get("email", {}).get("value"),
-                         "ph": (f.get("phone") or f.get("mobile") or {}).get("value"), "u": now})
-        conn.execute(P.update().where(P.c.id == sa.bindparam("pid")).values(
-            fields=sa.bindparam("f"), email=sa.bindparam("e"), phone=sa.bindparam("ph"),
-            updated_at=sa.bindparam("u")), updates)
+            rows.append((pid, created[pid], *_identity_columns(f), orjson.dumps(f).decode(), now, now))
+        bulk.insert(conn, P, _P_COLS, rows)
+    updates = []
+    for pid in sorted(changed):
+        if pid not in created:
+            f = profiles[pid]
+            updates.append((orjson.dumps(f).decode(), *_identity_columns(f), now, pid))
+    bulk.update(conn, P, "id", ("fields", "email", "phone", "updated_at"), updates)
     if events:
-        conn.execute(insert(CE).on_conflict_do_nothing(), events)
+        # ON CONFLICT doubles what PostgreSQL spends per ledger row; it is only needed when these
+        # requests already have ledger rows (a replay), since duplicates within the batch are gone.
+        # (Two workers finishing one request at once still fail on the unique key, as on records.)
+        replayed = bulk.select_in(conn, CE, ("request_id",), "request_id", {e[6] for e in events if e[6] is not None})
+        bulk.insert(conn, CE, _CE_COLS, events, on_conflict_nothing=bool(replayed))
     return [p if p in profiles else None for p in assigned]

@@ -118,19 +118,21 @@ class Worker:
                 if n == 0:
                     await self._wait()
                 else:
-                    await self._yield_to_ingest()
+                    await self._yield_to_ingest(n)
         finally:
             if listener is not None:
                 listener.cancel()
                 with contextlib.suppress(BaseException):
                     await listener
 
-    async def _yield_to_ingest(self) -> None:
-        """Sharing a process with ingest: when the ingest path is saturated (many requests in
-        flight at once), the worker gives the event loop back for ``worker_yield_ratio`` times as
-        long as its last batch took, so acks stay fast under a burst; below that it runs flat out,
-        and the backlog of a burst drains as soon as the burst ends."""
-        if self.ingest_load is None or self.settings.worker_yield_ratio <= 0:
+    async def _yield_to_ingest(self, n: int) -> None:
+        """Sharing a process with ingest. While the worker keeps up (its last batch was not full),
+        it never waits: its work is then bounded by what ingest takes in, and waiting would only
+        turn into lag. When it is behind (a full batch: a backlog) while ingest is saturated (many
+        requests in flight, i.e. a burst), it gives the event loop back for ``worker_yield_ratio``
+        times as long as its last batch took, so acks stay fast; the backlog drains when the burst
+        ends."""
+        if self.ingest_load is None or self.settings.worker_yield_ratio <= 0 or n < self.settings.worker_batch:
             return
         took = time.monotonic() - self._batch_started
         if self.ingest_load() >= self.settings.worker_backoff_inflight:

@@ -15,11 +15,12 @@ from datetime import date
 from typing import Any
 
 import phonenumbers
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError
 
 from hookbay.parsers.generic import Entry, ParseResult, PathParts, format_path
 
 from .generic import json_kind
+from .normalize import normalize_email, normalize_phone
 
 PARSER_VERSION = "1"
 
@@ -161,7 +162,7 @@ def _email(ctx: _Ctx, value: Any, parts: PathParts) -> Any:
     if not isinstance(value, str):
         raise _FieldError("invalid_email", f"must be a string, got {_kind(value)}")
     try:
-        normalized = validate_email(value.strip(), check_deliverability=False).normalized
+        normalized = normalize_email(value.strip())
     except EmailNotValidError as e:
         raise _FieldError("invalid_email", str(e)) from e
     local, _, domain = normalized.rpartition("@")
@@ -185,13 +186,13 @@ def _phone(ctx: _Ctx, value: Any, parts: PathParts) -> Any:
     if region is None and not raw.startswith("+"):
         raise _FieldError("invalid_phone", "no country code (+) and no default region configured")
     try:
-        number = phonenumbers.parse(raw, region)
+        found = normalize_phone(raw, region)
     except phonenumbers.NumberParseException as e:
         raise _FieldError("invalid_phone", f"cannot parse phone number: {e}") from e
-    if not phonenumbers.is_possible_number(number):
+    if found is None:
         raise _FieldError("invalid_phone", "not a possible phone number for its country")
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if not phonenumbers.is_valid_number(number):
+    e164, valid = found
+    if not valid:
         ctx.warn(parts, "unverified_phone", f"{e164} is not in an allocated number range; kept")
     return e164
 
@@ -237,30 +238,28 @@ def _text_list(allow_bool: bool) -> Callable[[_Ctx, Any, PathParts], Any]:
             return _SKIP
         if isinstance(value, dict):
             raise _FieldError("invalid_type", "must be an array of text values, got object")
-        items: list[tuple[Any, PathParts]]
-        if isinstance(value, list | tuple):
-            items = [(el, (*parts, i)) for i, el in enumerate(value)]
-        else:
-            items = [(value, parts)]
+        is_list = isinstance(value, list | tuple)
         out: list[str] = []
-        for el, el_parts in items:
+        for i, el in enumerate(value if is_list else (value,)):
             if el is None:
                 continue
-            if isinstance(el, bool):
+            if el.__class__ is str:  # the usual case first
+                text = el.strip()
+            elif isinstance(el, bool):
                 if not allow_bool:
-                    ctx.error(el_parts, "invalid_type", "must be text or a number, got boolean")
+                    ctx.error((*parts, i) if is_list else parts, "invalid_type", "must be text or a number, got boolean")
                     continue
                 text = "true" if el else "false"
             elif isinstance(el, int | float):
                 try:
                     text = _number_text(el)
                 except _FieldError as e:
-                    ctx.error(el_parts, e.code, e.message)
+                    ctx.error((*parts, i) if is_list else parts, e.code, e.message)
                     continue
             elif isinstance(el, str):
                 text = el.strip()
             else:
-                ctx.error(el_parts, "invalid_type", f"must be text, got {_kind(el)}")
+                ctx.error((*parts, i) if is_list else parts, "invalid_type", f"must be text, got {_kind(el)}")
                 continue
             if text and text not in out:
                 out.append(text)
@@ -316,17 +315,23 @@ FIELDS: dict[str, tuple[str, Handler]] = {
 }
 
 
+_KEY_MAPS: dict[int, tuple[dict[str, str], dict[str, str]]] = {}
+
+
 def _known_items(
     ctx: _Ctx, obj: dict[Any, Any], parts: PathParts, known: dict[str, Any]
 ) -> list[tuple[str, Any, PathParts]]:
     """Case-insensitive key matching; the first spelling of a key wins, later ones are reported."""
-    by_lower = {k.lower(): k for k in known}
+    maps = _KEY_MAPS.get(id(known))
+    if maps is None:  # FIELDS and ADDRESS_KEYS: module constants, mapped once
+        maps = _KEY_MAPS[id(known)] = ({k: k for k in known}, {k.lower(): k for k in known})
+    exact, by_lower = maps
     seen: dict[str, str] = {}
     out: list[tuple[str, Any, PathParts]] = []
     for raw_key, value in obj.items():
         key = raw_key if isinstance(raw_key, str) else str(raw_key)
         key_parts = (*parts, key)
-        canonical = by_lower.get(key.lower())
+        canonical = exact.get(key) or by_lower.get(key.lower())
         if canonical is None:
             ctx.warn(key_parts, "unknown_key", f"unknown key {key!r}; ignored")
         elif canonical in seen:

@@ -621,8 +621,16 @@ def load_tree(
             docs = _loads_ndjson(text)
         else:
             docs = [_loads_form(text, _codec_name(charset_of(content_type)), limits)]
+        if concrete != "form" and _within_limits(text, limits):
+            return docs
     _check_limits(docs, limits)
     return docs
+
+
+def _within_limits(text: str, limits: ParseLimits) -> bool:
+    """True when JSON text is too small to break the limits, so the tree need not be walked: every
+    value takes at least one character, and every level of nesting an opening bracket."""
+    return len(text) <= limits.max_items and text.count("[") + text.count("{") <= limits.max_depth
 
 
 def check_well_formed(

@@ -24,6 +24,7 @@ from .. import schema
 from ..crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from ..errors import Conflict, EncryptionKeyMissing, NotFound
 from ..ids import new_source_id, now_us
+from . import bulk
 from .deliveries import DeliveriesMixin, delivery_rows
 from .dialects import Dialect, PostgresDialect, dialect_for
 from .writer import Writer
@@ -99,9 +100,11 @@ class Store(DeliveriesMixin):
         self.job_event = asyncio.Event()
         self.delivery_event = asyncio.Event()
         self.writer.start()
+        self.dialect.start_background()
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.writer.stop)
+        await anyio.to_thread.run_sync(self.dialect.stop_background)
         self.read_engine.dispose()
         self.write_engine.dispose()
 
@@ -119,8 +122,8 @@ class Store(DeliveriesMixin):
 
         return await anyio.to_thread.run_sync(run, limiter=self._limiter)
 
-    async def write(self, fn: Callable[[sa.Connection], T]) -> T:
-        result: T = await self.writer.run(fn)
+    async def write(self, fn: Callable[[sa.Connection], T], *, durable: bool = True) -> T:
+        result: T = await self.writer.run(fn, durable=durable)
         return result
 
     async def ping(self) -> bool:
@@ -326,28 +329,45 @@ class Store(DeliveriesMixin):
     # --- jobs -----------------------------------------------------------------------------
 
     async def claim_jobs(self, worker_id: str, limit: int, lease_s: float) -> list[ClaimedJob]:
-        """Claim pending jobs, and running ones whose lease expired (their worker died)."""
+        """Claim running jobs whose lease expired (their worker died), then pending jobs that are
+        due, the longest due first.
+
+        Each kind is picked by its own range scan of ``ix_jobs_claim`` (state, run_after) that stops
+        after ``limit`` rows, so a claim costs the same whatever the backlog (one query with an OR of
+        both was planned as a scan and sort of every pending job). On PostgreSQL the planner, without
+        statistics on a young jobs table, would still pick a bitmap scan plus sort of the whole
+        backlog, so bitmap scans are off while the pending jobs are picked (``set_config`` local to
+        the transaction, restored right after). Raw SQL: SQLAlchemy's per-row overhead on a few
+        hundred ids and returned rows cost more than the statements themselves."""
+
+        pg = self.is_postgres
+        ph, lock = ("%s", " FOR UPDATE SKIP LOCKED") if pg else ("?", "")
+        update = (f"UPDATE jobs SET state = 'running', locked_by = {ph}, locked_until = {ph}, attempts = attempts + 1"
+                  " WHERE id IN ({pick}) RETURNING id, request_id, attempts, run_after")
+        expired = update.format(pick=f"SELECT id FROM jobs WHERE state = 'running' AND locked_until < {ph}"
+                                     f" ORDER BY id LIMIT {ph}{lock}")
+        due = update.format(pick=f"SELECT id FROM jobs WHERE state = 'pending' AND run_after <= {ph}"
+                                 f" ORDER BY run_after, id LIMIT {ph}{lock}")
 
         def claim(conn: sa.Connection) -> list[ClaimedJob]:
             now = now_us()
-            ready = sa.or_(
-                sa.and_(J.c.state == "pending", J.c.run_after <= now),
-                sa.and_(J.c.state == "running", J.c.locked_until < now),
-            )
-            pick = (
-                sa.select(J.c.id).where(ready).order_by(J.c.id).limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            stmt = (
-                J.update()
-                .where(J.c.id.in_(pick.scalar_subquery() if not self.is_postgres else pick))
-                .values(state="running", locked_by=worker_id, locked_until=now + int(lease_s * 1e6),
-                        attempts=J.c.attempts + 1)
-                .returning(J.c.id, J.c.request_id, J.c.attempts)
-            )
-            return [ClaimedJob(r[0], r[1], r[2]) for r in conn.execute(stmt)]
+            until = now + int(lease_s * 1e6)
+            got = sorted(conn.exec_driver_sql(expired, (worker_id, until, now, limit)), key=lambda r: r[0])
+            if len(got) < limit:
+                if pg:
+                    prev = conn.exec_driver_sql(
+                        "SELECT current_setting('enable_bitmapscan'), set_config('enable_bitmapscan', 'off', true)"
+                    ).scalar()
+                try:
+                    rows = conn.exec_driver_sql(due, (worker_id, until, now, limit - len(got)))
+                    got += sorted(rows, key=lambda r: (r[3], r[0]))
+                finally:
+                    if pg:
+                        conn.exec_driver_sql("SELECT set_config('enable_bitmapscan', %s, true)", (prev,))
+            return [ClaimedJob(r[0], r[1], r[2]) for r in got]
 
-        return await self.write(claim)
+        # A claim is lease bookkeeping: if a power cut loses it, the jobs are simply pending again.
+        return await self.write(claim, durable=False)
 
     async def claim_job_for(self, request_id: str, worker_id: str, lease_s: float) -> list[ClaimedJob]:
         def claim(conn: sa.Connection) -> list[ClaimedJob]:
@@ -365,10 +385,12 @@ class Store(DeliveriesMixin):
         return await self.write(claim)
 
     async def load_requests(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        cols = [c.name for c in R.c]
+
         def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
             out = {}
-            for r in conn.execute(sa.select(R).where(R.c.id.in_(ids))).mappings():
-                row = dict(r)
+            for r in bulk.select_in(conn, R, cols, "id", ids):
+                row = dict(zip(cols, r, strict=True))
                 try:
                     out[row["id"]] = self.open_request_row(row)
                 except EncryptionKeyMissing as e:
@@ -393,8 +415,7 @@ class Store(DeliveriesMixin):
                 conn.execute(REC.delete().where(REC.c.request_id.in_(ids)))
                 done: set[str] = set()
             else:
-                done = set(conn.execute(
-                    sa.select(REC.c.request_id).where(REC.c.request_id.in_(ids)).distinct()).scalars())
+                done = {r[0] for r in bulk.select_in(conn, REC, ("request_id",), "request_id", ids)}
             todo = [res for res in results if res["request_id"] not in done]
             contacts = [
                 {"client_id": res["client_id"], "contact": rec["contact"], "consents": rec.get("consents", []),
@@ -411,15 +432,13 @@ class Store(DeliveriesMixin):
                  "data": orjson.dumps(rec).decode(), "profile_id": rec.get("profile_id"), "created_at": now}
                 for res in todo for i, rec in enumerate(res["records"])
             ]
-            if recs:
-                conn.execute(REC.insert(), recs)
+            bulk.insert_dicts(conn, REC, recs)
             receipts = [{"rid": res["request_id"], "st": res["state"], "rc": orjson.dumps(res["receipt"]).decode()}
                         for res in results if res["request_id"] not in done]
-            if receipts:
-                conn.execute(R.update().where(R.c.id == sa.bindparam("rid")).values(
-                    state=sa.bindparam("st"), receipt=sa.bindparam("rc"), processed_at=now), receipts)
+            bulk.update(conn, R, "id", ("state", "receipt", "processed_at"),
+                        [(r["st"], r["rc"], now, r["rid"]) for r in receipts])
             self.insert_deliveries(conn, delivery_rows(todo, now))
-            conn.execute(J.delete().where(J.c.request_id.in_(ids)))
+            bulk.delete_in(conn, J, "request_id", ids)
 
         await self.write(fin)
         if self.delivery_event is not None and any(res.get("deliveries") for res in results):

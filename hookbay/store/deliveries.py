@@ -142,7 +142,8 @@ class DeliveriesMixin:
             )
             return [ClaimedDelivery(*r) for r in conn.execute(stmt)]
 
-        out: list[ClaimedDelivery] = await self.write(claim)
+        # Lease bookkeeping: if a power cut loses the claim, the deliveries are simply due again.
+        out: list[ClaimedDelivery] = await self.write(claim, durable=False)
         return out
 
     async def delivery_context(self, claimed: list[ClaimedDelivery]) -> dict[str, dict[str, Any]]:

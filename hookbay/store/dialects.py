@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy import event
+
+log = structlog.get_logger("hookbay.store")
 
 
 class Dialect:
@@ -16,6 +22,12 @@ class Dialect:
     def __init__(self, url: str, busy_timeout_ms: int) -> None:
         self.url = url
         self.busy_timeout_ms = busy_timeout_ms
+
+    def start_background(self) -> None:
+        """Start the dialect's housekeeping thread, if it has one (the store is running)."""
+
+    def stop_background(self) -> None:
+        pass
 
     def create_engine(self, *, writer: bool) -> sa.Engine:
         raise NotImplementedError
@@ -27,9 +39,56 @@ class Dialect:
 
 
 class SQLiteDialect(Dialect):
-    """WAL with synchronous=FULL: a commit is on disk when it returns; readers never block the writer."""
+    """WAL with synchronous=FULL: a commit is on disk when it returns; readers never block the writer.
+
+    Checkpoints (copying the WAL back into the database file, with an fsync of it) run on a
+    background thread while the store is running, so they are not paid inside a commit that ingest
+    acknowledgements or the worker wait for. The writer still checkpoints by itself if the WAL
+    grows past ``WRITER_AUTOCHECKPOINT`` pages (no background thread, or it cannot keep up)."""
 
     name = "sqlite"
+    WRITER_AUTOCHECKPOINT = 10000  # pages (SQLite's default is 1000)
+    CHECKPOINT_EVERY_S = 0.5
+
+    def __init__(self, url: str, busy_timeout_ms: int) -> None:
+        super().__init__(url, busy_timeout_ms)
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start_background(self) -> None:
+        path = sa.engine.make_url(self.url).database
+        if self._checkpointer is None and path and path != ":memory:":
+            self._stop.clear()
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(path,),
+                                                  name="hookbay-checkpoint", daemon=True)
+            self._checkpointer.start()
+
+    def stop_background(self) -> None:
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
+
+    def _checkpoint_loop(self, path: str) -> None:
+        con = None
+        last_error = None
+        while not self._stop.wait(self.CHECKPOINT_EVERY_S):
+            try:
+                if con is None:
+                    con = sqlite3.connect(path, timeout=self.busy_timeout_ms / 1000, check_same_thread=False)
+                # PASSIVE: copies what it can without waiting for (or blocking) readers and the writer.
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                last_error = None
+            except Exception as e:
+                if str(e) != last_error:  # once per kind of failure, not twice a second
+                    log.warning("checkpoint_failed", error=str(e))
+                    last_error = str(e)
+                if con is not None:
+                    with contextlib.suppress(Exception):
+                        con.close()
+                con = None
+        if con is not None:
+            con.close()
 
     @staticmethod
     def insert(table: sa.Table) -> Any:
@@ -57,6 +116,8 @@ class SQLiteDialect(Dialect):
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute(f"PRAGMA busy_timeout={int(busy)}")
             cur.execute("PRAGMA foreign_keys=ON")
+            if writer:
+                cur.execute(f"PRAGMA wal_autocheckpoint={self.WRITER_AUTOCHECKPOINT}")
             cur.close()
 
         @event.listens_for(engine, "begin")

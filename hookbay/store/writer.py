@@ -9,6 +9,7 @@ batches inside savepoints, so on SQLite there is exactly one writer, as SQLite w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class _Op:
     fn: Callable[[sa.Connection], Any] | None = None
     result: Any = None
     exc: BaseException | None = None
+    durable: bool = True
 
 
 @dataclass
@@ -98,10 +100,15 @@ class Writer:
         self._q.put(_Op(loop, fut, row=row))
         return await fut
 
-    async def run(self, fn: Callable[[sa.Connection], Any]) -> Any:
+    async def run(self, fn: Callable[[sa.Connection], Any], *, durable: bool = True) -> Any:
+        """Run ``fn`` in a write transaction. ``durable=False`` is for bookkeeping that may be lost
+        in a power failure or OS crash (never in a process crash): a transaction holding only such
+        writes commits without waiting for the disk (SQLite WAL ``synchronous=NORMAL``, PostgreSQL
+        ``synchronous_commit=off``). Either way it is atomic, and the next durable commit makes it
+        durable too."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._q.put(_Op(loop, fut, fn=fn))
+        self._q.put(_Op(loop, fut, fn=fn, durable=durable))
         return await fut
 
     # --- the thread ---------------------------------------------------------------------
@@ -134,13 +141,29 @@ class Writer:
         return self._conn
 
     def _run_batch(self, batch: list[_Op]) -> None:
+        """Ingest rows commit in their own transaction, before any other queued write runs: an
+        acknowledgement never waits for a worker's batch (records, profiles) that happened to be
+        queued alongside it. The other writes then share one transaction (savepoint each)."""
         ingests = [op for op in batch if op.row is not None]
         fns = [op for op in batch if op.fn is not None]
+        if ingests and fns:
+            self._commit_group(ingests, [])
+            self._commit_group([], fns)
+        else:
+            self._commit_group(ingests, fns)
+
+    def _commit_group(self, ingests: list[_Op], fns: list[_Op]) -> None:
+        batch = ingests + fns
         new_jobs = False
         self._relayed = set()
+        relaxed = not ingests and not any(op.durable for op in fns)
         try:
             conn = self._connection()
+            if relaxed and conn.dialect.name == "sqlite":
+                self._sqlite_synchronous(conn, "NORMAL")
             with conn.begin():
+                if relaxed and conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 if ingests:
                     new_jobs = self._write_ingests(conn, ingests)
                 for op in fns:
@@ -155,6 +178,14 @@ class Writer:
                         op.exc = e
                 if new_jobs and self.notify_sql:
                     conn.exec_driver_sql(self.notify_sql)
+            if relaxed and conn.dialect.name == "sqlite":
+                try:
+                    self._sqlite_synchronous(conn, "FULL")
+                except Exception as e:  # committed already; a new connection starts with FULL
+                    log.error("pragma_failed", error=str(e))
+                    with contextlib.suppress(Exception):
+                        conn.invalidate()
+                    self._conn = None
             self.stats.batches += 1
             self.stats.rows += len(ingests)
             self.stats.last_batch = len(batch)
@@ -182,6 +213,13 @@ class Writer:
             self.on_commit(new_jobs)
         if self._relayed and self.on_relay is not None:
             self.on_relay(self._relayed)
+
+    @staticmethod
+    def _sqlite_synchronous(conn: sa.Connection, level: str) -> None:
+        """Outside any transaction, on the DB-API connection (SQLAlchemy would begin one)."""
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        dbapi.execute(f"PRAGMA synchronous={level}")
 
     def _write_ingests(self, conn: sa.Connection, ops: list[_Op]) -> bool:
         """Insert request rows and their jobs; resolve idempotency keys to the original request."""
