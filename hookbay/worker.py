@@ -100,6 +100,7 @@ class Worker:
         self.policy = RetryPolicy(max_attempts=settings.job_max_attempts)
         self.processed = 0
         self._batch_started = 0.0
+        self._full_batches = 0
 
     async def run(self) -> None:
         listener = None
@@ -125,18 +126,30 @@ class Worker:
                 with contextlib.suppress(BaseException):
                     await listener
 
+    # Full batches in a row after which the worker is taken to be in a burst, not a hiccup.
+    BURST_BATCHES = 10
+
     async def _yield_to_ingest(self, n: int) -> None:
         """Sharing a process with ingest. While the worker keeps up (its last batch was not full),
         it never waits: its work is then bounded by what ingest takes in, and waiting would only
-        turn into lag. When it is behind (a full batch: a backlog) while ingest is saturated (many
-        requests in flight, i.e. a burst), it gives the event loop back for ``worker_yield_ratio``
-        times as long as its last batch took, so acks stay fast; the backlog drains when the burst
-        ends."""
-        if self.ingest_load is None or self.settings.worker_yield_ratio <= 0 or n < self.settings.worker_batch:
+        turn into lag. When it is behind (full batches) while ingest is saturated (many requests in
+        flight), it gives the event loop back for as long as its last batch took; after
+        ``BURST_BATCHES`` full batches in a row (a burst bigger than it can follow) for
+        ``worker_yield_ratio`` times as long, so acks stay fast and the backlog drains when the
+        burst ends. The milder first step lets a worker that fell behind for a moment (a slow disk,
+        a pause) catch up at a steady rate, instead of being held back further and further."""
+        if self.ingest_load is None or self.settings.worker_yield_ratio <= 0:
             return
+        if n < self.settings.worker_batch:
+            self._full_batches = 0
+            return
+        self._full_batches += 1
         took = time.monotonic() - self._batch_started
         if self.ingest_load() >= self.settings.worker_backoff_inflight:
-            await asyncio.sleep(min(2.0, took * self.settings.worker_yield_ratio))
+            ratio = self.settings.worker_yield_ratio
+            if self._full_batches <= self.BURST_BATCHES:
+                ratio = min(1.0, ratio)
+            await asyncio.sleep(min(2.0, took * ratio))
 
     async def _wait(self) -> None:
         ev = self.store.job_event

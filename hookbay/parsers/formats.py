@@ -627,6 +627,11 @@ def load_tree(
     return docs
 
 
+def _check_json_limits(text: str, docs: list[Any], limits: ParseLimits) -> None:
+    if not _within_limits(text, limits):
+        _check_limits(docs, limits)
+
+
 def _within_limits(text: str, limits: ParseLimits) -> bool:
     """True when JSON text is too small to break the limits, so the tree need not be walked: every
     value takes at least one character, and every level of nesting an opening bracket."""
@@ -647,13 +652,16 @@ def check_well_formed(
             raise UnsupportedMediaType(
                 f"expected application/json, got {mt}", detail={"expected": "application/json", "got": mt}
             )
-        _check_limits([_loads_json(_decode(body, content_type))], limits)
+        text = _decode(body, content_type)
+        _check_json_limits(text, [_loads_json(text)], limits)
     elif fmt == "ndjson" or (fmt == "auto" and is_ndjson_type(mt)):
         if fmt == "ndjson":
             _check_fixed_media_type(mt, fmt)
-        _check_limits(_loads_ndjson(_decode(body, content_type)), limits)
+        text = _decode(body, content_type)
+        _check_json_limits(text, _loads_ndjson(text), limits)
     elif fmt == "auto" and is_json_type(mt):
-        _check_limits([_loads_json(_decode(body, content_type))], limits)
+        text = _decode(body, content_type)
+        _check_json_limits(text, [_loads_json(text)], limits)
     elif fmt == "xml" or (fmt == "auto" and is_xml_type(mt)):
         if fmt == "xml":
             _check_fixed_media_type(mt, fmt)
