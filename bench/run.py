@@ -478,30 +478,13 @@ def bench_webhook(args, work: Path, res: Result) -> None:
         res.server_log_tail = tail(log)
 
 
-def bench_raw_asgi(args, work: Path, res: Result) -> None:
+def _bench_asgi_module(module: str, name: str, work: Path, args, res: Result, env: dict[str, str]) -> None:
+    """Serve ``module`` with uvicorn (one worker, uvloop, httptools) and load it with wrk."""
     port = free_port()
-    cmd = [PYTHON, "-m", "uvicorn", "bench.raw_asgi:app", "--host", HOST, "--port", str(port),
+    cmd = [PYTHON, "-m", "uvicorn", module, "--host", HOST, "--port", str(port),
            "--workers", "1", "--loop", "uvloop", "--http", "httptools", *UVICORN_QUIET]  # fmt: skip
     res.url = f"http://{HOST}:{port}/V1/Data/{uuid.uuid4()}"
-    log = work / "raw-asgi.log"
-    proc = start_server(cmd, _base_env(), log)
-    try:
-        wait_until_answers(proc, f"http://{HOST}:{port}/", want_status=None, log=log)
-        smoke_post(res.url)
-        run_wrk(res.url, args, proc.pid, res)
-    finally:
-        res.server_exit_code = stop_server(proc)
-        res.server_log_tail = tail(log)
-
-
-def bench_durable_min(args, work: Path, res: Result) -> None:
-    """Reference, not a target: raw ASGI + group-committed SQLite (WAL, synchronous=FULL)."""
-    port = free_port()
-    cmd = [PYTHON, "-m", "uvicorn", "bench.durable_min:app", "--host", HOST, "--port", str(port),
-           "--workers", "1", "--loop", "uvloop", "--http", "httptools", *UVICORN_QUIET]  # fmt: skip
-    res.url = f"http://{HOST}:{port}/V1/Data/{uuid.uuid4()}"
-    log = work / "durable-min.log"
-    env = {**_base_env(), "HOOKBAY_DURABLE_MIN_DB": str(work / "durable-min.db")}
+    log = work / f"{name}.log"
     proc = start_server(cmd, env, log)
     try:
         wait_until_answers(proc, f"http://{HOST}:{port}/", want_status=None, log=log)
@@ -510,6 +493,16 @@ def bench_durable_min(args, work: Path, res: Result) -> None:
     finally:
         res.server_exit_code = stop_server(proc)
         res.server_log_tail = tail(log)
+
+
+def bench_raw_asgi(args, work: Path, res: Result) -> None:
+    _bench_asgi_module("bench.raw_asgi:app", "raw-asgi", work, args, res, _base_env())
+
+
+def bench_durable_min(args, work: Path, res: Result) -> None:
+    """Reference, not a target: raw ASGI + group-committed SQLite (WAL, synchronous=FULL)."""
+    env = {**_base_env(), "HOOKBAY_DURABLE_MIN_DB": str(work / "durable-min.db")}
+    _bench_asgi_module("bench.durable_min:app", "durable-min", work, args, res, env)
 
 
 RUNNERS = {

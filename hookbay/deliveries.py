@@ -179,6 +179,18 @@ class Deliverer:
                                                     self._saturated())
         if not claimed:
             return 0
+        # A lease must only tick while its delivery runs: keep what the destinations' free slots can
+        # start now and give the rest back, so nothing waits (and expires) in this process.
+        room = {d: self.settings.delivery_per_destination - self.inflight[d] for d in {c.destination for c in claimed}}
+        keep: list[ClaimedDelivery] = []
+        extra: list[ClaimedDelivery] = []
+        for c in claimed:
+            (keep if room[c.destination] > 0 else extra).append(c)
+            room[c.destination] -= 1
+        await self.store.release_deliveries([c.id for c in extra], self.worker_id)
+        claimed = keep
+        if not claimed:
+            return 0
         ctx = await self.store.delivery_context(claimed)
         for c in claimed:
             self.inflight[c.destination] += 1
@@ -205,9 +217,9 @@ class Deliverer:
     async def _run_one(self, c: ClaimedDelivery, ctx: dict[str, Any]) -> None:
         sem = self._sems.setdefault(c.destination, asyncio.Semaphore(self.settings.delivery_per_destination))
         try:
-            async with sem:
+            async with sem:  # held until the outcome is stored: a crash repeats at most this many sends
                 result = await self._attempt(c, ctx)
-            recorded = await self._finish(c, result)
+                recorded = await self._finish(c, result)
             if recorded:
                 self.done += 1
                 metrics.deliveries_total.labels(c.action_type, result.state).inc()
@@ -279,8 +291,11 @@ class Deliverer:
             out.retry_after = getattr(e, "retry_after", None)
             out.excerpt = getattr(e, "response_excerpt", None)
         latency = int((time.perf_counter() - t0) * 1e6)
-        err_text = None if error is None else (f"{type(error).__name__}: {error}"[:1000] if not isinstance(
-            error, Permanent) else str(error)[:1000])
+        err_text: str | None = None
+        if isinstance(error, Permanent):
+            err_text = str(error)[:1000]
+        elif error is not None:
+            err_text = f"{type(error).__name__}: {error}"[:1000]
         if out.skipped:
             return AttemptResult("skipped", started, latency, "skipped", excerpt=out.excerpt)
         verdict = "fail" if isinstance(error, Permanent) else policy.classify(status, error)

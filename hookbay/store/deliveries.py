@@ -146,6 +146,17 @@ class DeliveriesMixin:
         out: list[ClaimedDelivery] = await self.write(claim, durable=False)
         return out
 
+    async def release_deliveries(self, ids: list[str], worker_id: str) -> None:
+        """Give back claimed deliveries that this worker has no slot for, as if never claimed."""
+        if not ids:
+            return
+
+        def w(conn: sa.Connection) -> None:
+            conn.execute(D.update().where(D.c.id.in_(ids), D.c.state == "running", D.c.locked_by == worker_id)
+                         .values(state="pending", locked_by=None, locked_until=None, attempts=D.c.attempts - 1))
+
+        await self.write(w, durable=False)
+
     async def delivery_context(self, claimed: list[ClaimedDelivery]) -> dict[str, dict[str, Any]]:
         """Record data, profile (fields and consent events) and, for raw forwards, the request,
         per delivery id."""

@@ -434,3 +434,19 @@ def test_test_endpoint_shows_actions_that_would_run_and_runs_none(live, receiver
     time.sleep(0.5)
     assert receiver.received == []
     assert _admin(live, "GET", "/api/v1/deliveries").json()["items"] == []
+
+
+def test_queued_deliveries_never_outlive_their_lease(db_url: str, live_server_factory) -> None:  # type: ignore[no-untyped-def]
+    """A destination slower than the lease: every delivery is still sent exactly once, one at a time."""
+    live = live_server_factory(db_url, delivery_per_destination=1, delivery_lease_seconds=1)
+    slow = Receiver(delay_s=0.3).start()
+    try:
+        src = _forward_source(live, slow.url)
+        for _ in range(8):
+            _send(live, src, CONTACT)
+        _deliveries(live, source=src["id"], until=lambda ds: len(ds) == 8 and _settled()(ds), timeout=30)
+        got = [r.headers["webhook-id"] for r in slow.received]
+        assert len(got) == 8 and len(set(got)) == 8
+        assert slow.max_concurrent == 1
+    finally:
+        slow.stop()
