@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from . import __version__ as VERSION
+from .runtime import tune_interpreter
 
 try:  # httpcore looks for sniffio on every asyncio request; without it each lookup is a failed import
     import sniffio  # noqa: F401
@@ -147,9 +148,8 @@ class Agent:
         self.local.close()
 
     async def run(self) -> int:
-        # The forward thread and the event loop hand the GIL back and forth per message; a short
-        # switch interval keeps each from waiting the default 5 ms for the other (as `serve` does).
-        sys.setswitchinterval(0.001)
+        # The forward thread and the event loop hand the GIL back and forth per message.
+        tune_interpreter(0.001)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

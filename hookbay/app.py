@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import hmac
 import secrets
-import sys
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from .asgi import Receive, Scope, Send, send_json, send_raw
 from .deliveries import Deliverer
 from .errors import NotFound, Unauthorized
 from .ingest import NOT_FOUND_BODY, Ingest
+from .runtime import tune_interpreter
 from .settings import Settings
 from .sources import SourceCache
 from .store import Store, hash_secret, open_store
@@ -48,13 +48,11 @@ class HookbayApp:
         self.generated_admin_token: str | None = None
 
     async def startup(self) -> None:
-        # The writer thread wakes for every commit; a short GIL switch interval lets it take the GIL
-        # from the event loop within 1 ms instead of the default 5 ms, which otherwise stalls acks.
-        sys.setswitchinterval(self.settings.gil_switch_interval)
         await asyncio.to_thread(self.store.migrate)
         await self.store.start()
         await self._bootstrap_admin_token()
         await self.cache.reload()
+        tune_interpreter(self.settings.gil_switch_interval)
         self._tasks.append(asyncio.create_task(self.cache.run(), name="source-refresh"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="queue-gauge"))
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))

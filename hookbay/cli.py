@@ -229,6 +229,7 @@ def worker_cmd() -> None:
     """Run only the processing worker and deliveries (scale out against a shared PostgreSQL)."""
     from .deliveries import Deliverer
     from .logs import setup_logging
+    from .runtime import tune_interpreter
     from .sources import SourceCache
     from .worker import Worker
 
@@ -236,9 +237,9 @@ def worker_cmd() -> None:
     setup_logging(settings.log_level, settings.log_json)
 
     async def main(store: Store, s: Settings) -> None:
-        sys.setswitchinterval(s.gil_switch_interval)  # see HookbayApp.startup: the writer thread shares the GIL
         cache = SourceCache(store, s.max_body_bytes, s.source_refresh_seconds)
         await cache.reload()
+        tune_interpreter(s.gil_switch_interval)
         refresher = asyncio.create_task(cache.run())
         deliverer = asyncio.create_task(Deliverer(store, cache, s).run())
         try:

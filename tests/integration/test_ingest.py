@@ -316,3 +316,17 @@ def test_source_change_reaches_running_server(live) -> None:  # type: ignore[no-
     while live.client.post(url, json={}).status_code != 404:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_startup_freezes_long_lived_objects_out_of_the_collector(live_server_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A full collection that walks every module and class stalls the event loop for ~100 ms under
+    load; what exists once serve has started must be frozen, so collections see only new objects."""
+    import gc
+
+    before = gc.get_freeze_count()
+    live = live_server_factory(f"sqlite:///{tmp_path / 'gc.db'}")
+    assert gc.get_freeze_count() > before
+    src = live.create_source(name="after freeze")
+    r = live.client.post(f"/V1/Data/{src['token']}", json=CONTACT)
+    assert r.status_code == 200
+    assert live.wait_state(r.json()["request_id"], ("processed",))["state"] == "processed"
