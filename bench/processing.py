@@ -6,7 +6,7 @@ acknowledged request waits for its profile while `hookbay serve` takes a steady 
                                          [--only throughput|lag] [--pg-url postgresql://...]
 
 1. throughput: N contact requests are pre-loaded (worker not running), then ONE Worker drains the
-   queue (`run_once` until the jobs table is empty), on SQLite and on PostgreSQL. Target: >= 3,000
+   queue (`Worker.drain`, pipelined as in `serve`, until the jobs table is empty), on SQLite and on PostgreSQL. Target: >= 3,000
    contact records/s.
 2. lag: `hookbay serve` (SQLite, in-process worker, default settings) gets a constant --rate req/s
    from wrk for --duration s; afterwards processed_at - received_at of every accepted request gives
@@ -83,8 +83,8 @@ class Throughput:
     records_per_s: float | None = None
     batches: int = 0
     sql_statements: int | None = None
-    batch_s: list[float] = field(default_factory=list)  # wall time of each run_once that took jobs  # cursor executes on the write connection while draining
-    # time spent awaiting each store call inside Worker.run_once (parse = the rest)
+    batch_s: list[float] = field(default_factory=list)  # time between one batch's results being stored and the next's
+    # time spent in each store call and in parsing (load + parse); they overlap, as the worker pipelines
     phase_s: dict[str, float] = field(default_factory=dict)
     states: dict[str, int] = field(default_factory=dict)
     profiles: int | None = None
@@ -206,6 +206,7 @@ async def _throughput(url: str, work: Path, n: int, res: Throughput) -> None:
 
     from hookbay import schema
     from hookbay.ids import new_request_id, now_us
+    from hookbay.runtime import tune_interpreter
     from hookbay.settings import Settings
     from hookbay.sources import SourceCache
     from hookbay.store import Store
@@ -250,23 +251,29 @@ async def _throughput(url: str, work: Path, n: int, res: Throughput) -> None:
         cache = SourceCache(store, 1 << 20)
         await cache.reload()
         worker = Worker(store, cache, settings, worker_id="bench-worker")
+        tune_interpreter(settings.gil_switch_interval)  # as `hookbay worker` does
 
         # Time each store call the worker awaits (instance attributes shadow the methods).
-        phase = {"claim_jobs": 0.0, "load_requests": 0.0, "finish_jobs": 0.0}
-        for name in phase:
-            orig = getattr(store, name)
+        phase = {"claim_jobs": 0.0, "load_requests": 0.0, "finish_jobs": 0.0, "load_and_parse": 0.0}
+        stored_at: list[float] = []
+        for obj, name in ((store, "claim_jobs"), (store, "load_requests"), (store, "finish_jobs"),
+                          (worker, "_prepare")):
+            orig = getattr(obj, name)
+            key = "load_and_parse" if name == "_prepare" else name
 
-            def timed(*a: Any, _orig: Any = orig, _name: str = name, **kw: Any) -> Any:
+            def timed(*a: Any, _orig: Any = orig, _key: str = key, **kw: Any) -> Any:
                 async def go() -> Any:
                     s = time.perf_counter()
                     try:
                         return await _orig(*a, **kw)
                     finally:
-                        phase[_name] += time.perf_counter() - s
+                        phase[_key] += time.perf_counter() - s
+                        if _key == "finish_jobs":
+                            stored_at.append(time.perf_counter())
 
                 return go()
 
-            setattr(store, name, timed)
+            setattr(obj, name, timed)
 
         stmts = 0
 
@@ -277,14 +284,10 @@ async def _throughput(url: str, work: Path, n: int, res: Throughput) -> None:
         sa.event.listen(store.write_engine, "before_cursor_execute", count_stmt)
         t0 = time.perf_counter()
         last_progress = t0
-        batches = 0
         while True:
-            b0 = time.perf_counter()
-            got = await worker.run_once()
+            got = await worker.drain()
             if got:
-                batches += 1
                 last_progress = time.perf_counter()
-                res.batch_s.append(round(last_progress - b0, 4))
                 continue
             if await store.queue_depth() == 0:
                 break
@@ -294,12 +297,13 @@ async def _throughput(url: str, work: Path, n: int, res: Throughput) -> None:
         res.drain_s = time.perf_counter() - t0
         sa.event.remove(store.write_engine, "before_cursor_execute", count_stmt)
         res.sql_statements = stmts
-        for name in phase:
+        for name in ("claim_jobs", "load_requests", "finish_jobs"):
             delattr(store, name)
-        res.batches = batches
+        del worker._prepare
+        res.batches = len(stored_at)
+        res.batch_s = [round(b - a, 4) for a, b in zip([t0, *stored_at], stored_at, strict=False)]
         res.records_per_s = n / res.drain_s
         res.phase_s = {k: round(v, 3) for k, v in phase.items()}
-        res.phase_s["parse_and_rest"] = round(res.drain_s - sum(phase.values()), 3)
 
         def verify(conn: sa.Connection) -> dict[str, Any]:
             q = lambda s: conn.execute(sa.text(s))  # noqa: E731
@@ -693,7 +697,7 @@ def details(tps: list[Throughput], lag: Lag | None) -> list[str]:
             out.append(f"- {t.backend} throughput: pre-load {t.requests:,} requests in {t.preload_s:.2f} s "
                        f"({t.requests / t.preload_s:,.0f}/s); drain {t.drain_s:.2f} s in {t.batches} batches, "
                        f"{t.sql_statements:,} SQL statements on the write connection "
-                       f"({t.sql_statements / t.requests:.1f} per record) — time awaiting {ph}"
+                       f"({t.sql_statements / t.requests:.1f} per record) — time in {ph} (overlapping)"
                        + _first_last(t))
     if lag is not None and lag.ok:
         out.append(f"- lag: wrk sent {lag.wrk_requests:,} requests in {lag.wrk_seconds:.2f} s "

@@ -14,7 +14,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -89,6 +89,15 @@ def process_request(req: dict[str, Any], src: ActiveSource | None) -> dict[str, 
     return out
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A parsed batch waiting to be stored."""
+
+    requests: dict[str, dict[str, Any]]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[tuple[ClaimedJob, str]] = field(default_factory=list)
+
+
 class Worker:
     def __init__(self, store: Store, cache: SourceCache, settings: Settings, worker_id: str | None = None,
                  ingest_load: Callable[[], int] | None = None) -> None:
@@ -99,7 +108,6 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.policy = RetryPolicy(max_attempts=settings.job_max_attempts)
         self.processed = 0
-        self._batch_started = 0.0
         self._full_batches = 0
 
     async def run(self) -> None:
@@ -109,7 +117,7 @@ class Worker:
         try:
             while True:
                 try:
-                    n = await self.run_once()
+                    n = await self.drain()
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
@@ -118,18 +126,66 @@ class Worker:
                     await asyncio.sleep(self.settings.worker_poll_seconds)
                 if n == 0:
                     await self._wait()
-                else:
-                    await self._yield_to_ingest(n)
         finally:
             if listener is not None:
                 listener.cancel()
                 with contextlib.suppress(BaseException):
                     await listener
 
+    async def drain(self) -> int:
+        """Process batches while they come back full (the worker is behind); returns how many jobs.
+
+        Pipelined: the next batch is claimed before this one's results are queued for the writer,
+        and parsed while they are written, so parsing (this thread) and storing (the writer thread
+        and the database) overlap instead of taking turns. Results are still stored one batch at a
+        time, in claim order. A partial batch means the queue is drained: no claim runs ahead."""
+        if self.store.job_event is not None:
+            self.store.job_event.clear()
+        batch = self.settings.worker_batch
+        total = 0
+        finishing: asyncio.Task[None] | None = None
+        ahead: asyncio.Task[list[ClaimedJob]] | None = None
+        try:
+            jobs = await self._claim()
+            while jobs:
+                started = time.monotonic()
+                full = len(jobs) >= batch
+                if full:
+                    ahead = asyncio.create_task(self._claim())
+                prepared = await self._prepare(jobs)
+                if finishing is not None:
+                    await finishing
+                finishing = asyncio.create_task(self._finish(prepared))
+                total += len(jobs)
+                if ahead is None:
+                    break
+                await self._yield_to_ingest(len(jobs), time.monotonic() - started)
+                jobs, ahead = await ahead, None
+            if finishing is not None:
+                await finishing
+                finishing = None
+        finally:
+            for t in (ahead, finishing):
+                if t is not None and not t.done():
+                    t.cancel()
+                    with contextlib.suppress(BaseException):
+                        await t
+        self._full_batches = 0  # caught up: the last claim came back short
+        return total
+
+    async def run_once(self) -> int:
+        """Claim and finish one batch; returns how many jobs it took."""
+        if self.store.job_event is not None:
+            self.store.job_event.clear()
+        jobs = await self._claim()
+        if jobs:
+            await self._finish(await self._prepare(jobs))
+        return len(jobs)
+
     # Full batches in a row after which the worker is taken to be in a burst, not a hiccup.
     BURST_BATCHES = 10
 
-    async def _yield_to_ingest(self, n: int) -> None:
+    async def _yield_to_ingest(self, n: int, took: float) -> None:
         """Sharing a process with ingest. While the worker keeps up (its last batch was not full),
         it never waits: its work is then bounded by what ingest takes in, and waiting would only
         turn into lag. When it is behind (full batches) while ingest is saturated (many requests in
@@ -140,11 +196,7 @@ class Worker:
         a pause) catch up at a steady rate, instead of being held back further and further."""
         if self.ingest_load is None or self.settings.worker_yield_ratio <= 0:
             return
-        if n < self.settings.worker_batch:
-            self._full_batches = 0
-            return
         self._full_batches += 1
-        took = time.monotonic() - self._batch_started
         if self.ingest_load() >= self.settings.worker_backoff_inflight:
             ratio = self.settings.worker_yield_ratio
             if self._full_batches <= self.BURST_BATCHES:
@@ -160,42 +212,42 @@ class Worker:
             await asyncio.wait_for(ev.wait(), self.settings.worker_poll_seconds)
         ev.clear()
 
-    async def run_once(self) -> int:
-        """Claim and finish one batch; returns how many jobs it took."""
-        if self.store.job_event is not None:
-            self.store.job_event.clear()
-        self._batch_started = time.monotonic()
-        jobs = await self.store.claim_jobs(self.worker_id, self.settings.worker_batch, self.settings.job_lease_seconds)
-        if not jobs:
-            return 0
+    async def _claim(self) -> list[ClaimedJob]:
+        return await self.store.claim_jobs(self.worker_id, self.settings.worker_batch,
+                                           self.settings.job_lease_seconds)
+
+    async def _prepare(self, jobs: list[ClaimedJob]) -> _Prepared:
+        """Load and parse a claimed batch (no writes)."""
         reqs = await self.store.load_requests([j.request_id for j in jobs])
-        results: list[dict[str, Any]] = []
-        failed: list[tuple[ClaimedJob, str]] = []
+        prepared = _Prepared(reqs)
         for n, job in enumerate(jobs, 1):
             if n % 16 == 0:
                 await asyncio.sleep(0)
             req = reqs.get(job.request_id)
             if req is None:
-                failed.append((job, "request row missing"))
+                prepared.failed.append((job, "request row missing"))
                 continue
             try:
                 src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
-                results.append(self._with_deliveries(process_request(req, src), src))
+                prepared.results.append(self._with_deliveries(process_request(req, src), src))
             except Exception as e:
                 log.exception("process_failed", request_id=job.request_id)
-                failed.append((job, f"{type(e).__name__}: {e}"))
+                prepared.failed.append((job, f"{type(e).__name__}: {e}"))
+        return prepared
+
+    async def _finish(self, prepared: _Prepared) -> None:
+        results = prepared.results
         if results:
             await self.store.finish_jobs(results)
             now = now_us()
             for res in results:
                 metrics.processed_total.labels(res["state"]).inc()
-                req = reqs[res["request_id"]]
+                req = prepared.requests[res["request_id"]]
                 metrics.processing_lag_seconds.observe((now - req["received_at"]) / 1e6)
             self.processed += len(results)
-        for job, err in failed:
+        for job, err in prepared.failed:
             await self.store.retry_job(job.job_id, err, self.policy.delay(job.attempts),
                                        self.policy.gives_up(job.attempts), job.request_id)
-        return len(jobs)
 
     def _with_deliveries(self, res: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
         if res["records"]:

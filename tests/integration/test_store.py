@@ -106,12 +106,13 @@ async def test_two_workers_on_two_connections_process_each_request_once(db_url: 
             await cache.reload()
             workers.append(Worker(st, cache, settings, worker_id=f"w{i}"))
 
-        async def drain(w: Worker) -> None:
+        async def drain(w: Worker, pipelined: bool) -> None:
             deadline = time.monotonic() + 60
-            while await w.run_once() or await w.store.queue_depth():
+            while await (w.drain() if pipelined else w.run_once()) or await w.store.queue_depth():
                 assert time.monotonic() < deadline
 
-        await asyncio.gather(*(drain(w) for w in workers))
+        # one pipelined (as in serve), one a batch at a time: they compete for the same jobs
+        await asyncio.gather(drain(workers[0], True), drain(workers[1], False))
         assert sum(w.processed for w in workers) == 300
         recs = await ingest_store.records_for(ids)
         assert sorted(orjson.loads(r[0]["data"])["fields"]["n"] for r in recs.values()) == list(range(300))
@@ -120,6 +121,49 @@ async def test_two_workers_on_two_connections_process_each_request_once(db_url: 
     finally:
         for st in (ingest_store, *stores):
             await st.close()
+
+
+async def test_drain_claims_the_next_batch_before_storing_this_one(db_url: str, tmp_path: Path) -> None:
+    """Pipelining: while a batch's results are written, the next batch is already claimed (and
+    parsed); results are still stored one batch at a time, in claim order, each exactly once."""
+    settings = make_settings(db_url, tmp_path, worker_batch=10, worker_yield_ratio=0)
+    store = await _open(db_url)
+    try:
+        src, _ = await store.create_source(name="s", client_id="acme", config={"format": "json"})
+        ids = [await store.writer.ingest(_row(src["id"], orjson.dumps({"n": i}))) for i in range(95)]
+        cache = SourceCache(store, 1 << 20)
+        await cache.reload()
+        w = Worker(store, cache, settings, worker_id="w")
+        calls: list[tuple[str, list[str]]] = []
+        claim, finish = store.claim_jobs, store.finish_jobs
+
+        async def claim_logged(*a, **kw):  # type: ignore[no-untyped-def]
+            jobs = await claim(*a, **kw)
+            calls.append(("claim", [j.request_id for j in jobs]))
+            return jobs
+
+        async def finish_logged(results, *a, **kw):  # type: ignore[no-untyped-def]
+            calls.append(("finish-start", [r["request_id"] for r in results]))
+            out = await finish(results, *a, **kw)
+            calls.append(("finish-end", [r["request_id"] for r in results]))
+            return out
+
+        store.claim_jobs, store.finish_jobs = claim_logged, finish_logged  # type: ignore[method-assign]
+        assert await w.drain() == 95
+        claims = [ids for kind, ids in calls if kind == "claim" and ids]
+        finishes = [ids for kind, ids in calls if kind == "finish-start"]
+        assert [len(c) for c in claims] == [10] * 9 + [5]
+        assert finishes == claims  # stored in claim order, each batch once
+        for n in range(len(claims) - 1):  # batch n+1 was claimed (and parsed) while batch n was stored
+            assert calls.index(("claim", claims[n + 1])) < calls.index(("finish-end", claims[n]))
+        starts_ends = [k for k, _ in calls if k.startswith("finish")]
+        assert starts_ends == ["finish-start", "finish-end"] * 10  # one batch stored at a time
+        recs = await store.records_for(ids)
+        assert sorted(orjson.loads(r[0]["data"])["fields"]["n"] for r in recs.values()) == list(range(95))
+        assert all(len(r) == 1 for r in recs.values())
+        assert await store.queue_depth() == 0
+    finally:
+        await store.close()
 
 
 async def test_retention_purges_old_processed_bodies_only(db_url: str) -> None:
