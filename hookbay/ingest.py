@@ -7,7 +7,6 @@ except unknown tokens, which are only counted (a scanner must not be able to fil
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import math
 import re
@@ -175,17 +174,15 @@ class Ingest:
                 row["idempotency_key"] = v.decode("latin-1")[:200]
                 break
         try:
-            async with asyncio.timeout(self.settings.write_timeout):
-                request_id = await self.store.writer.ingest(row)
-        except (StorageUnavailable, TimeoutError) as exc:
-            err = exc if isinstance(exc, StorageUnavailable) else StorageUnavailable(detail={"reason": "timeout"})
+            request_id = await self.store.writer.ingest(row, self.settings.write_timeout)
+        except StorageUnavailable as err:
             metrics.storage_errors_total.inc()
             log.error("ingest_storage_unavailable", source_id=src.id, detail=err.detail)
             err.headers["Retry-After"] = str(self.settings.retry_after)
             await send_json(send, err.status, err.to_dict(), err.headers)
             return
         self.accepted += 1
-        metrics.requests_total.labels(src.id, row["verdict"]).inc()
+        metrics.count_request(src.id, row["verdict"])
         metrics.ack_seconds.observe(time.perf_counter() - start)
         rid = request_id.encode()
         qs = scope.get("query_string")
@@ -259,13 +256,13 @@ class Ingest:
 
     async def _reject(self, scope: Scope, src: ActiveSource, body: bytes | None, e: HookbayError) -> None:
         rule = getattr(e, "rule", None) or e.code
-        metrics.requests_total.labels(src.id, "rejected").inc()
+        metrics.count_request(src.id, "rejected")
         row = self._row(scope, src, body, "rejected", rule, e.status, "rejected")
         row["receipt"] = orjson.dumps({"errors": [{"path": "$", "code": e.code, "message": e.message,
                                                    **({"detail": e.detail} if e.detail is not None else {})}],
                                        "warnings": []}).decode()
         log.info("ingest_rejected", source_id=src.id, rule=rule, status=e.status)
         try:
-            await self.store.writer.ingest(row)
+            await self.store.writer.ingest(row, self.settings.write_timeout)
         except StorageUnavailable:
             log.error("reject_log_failed", source_id=src.id, rule=rule)

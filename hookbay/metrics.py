@@ -31,3 +31,14 @@ deliveries_total = Counter(
 )
 deliveries_pending = Gauge("hookbay_deliveries_pending", "Deliveries waiting or running", registry=registry)
 dead_letters = Gauge("hookbay_dead_letters", "Deliveries in the dead-letter state", registry=registry)
+
+_request_counters: dict[tuple[str, str], Counter] = {}
+
+
+def count_request(source_id: str, verdict: str) -> None:
+    """``requests_total.labels(...)`` takes a lock and builds a key on every call; on the ingest
+    path the labelled child is looked up once per source and verdict."""
+    child = _request_counters.get((source_id, verdict))
+    if child is None:
+        child = _request_counters[(source_id, verdict)] = requests_total.labels(source_id, verdict)
+    child.inc()

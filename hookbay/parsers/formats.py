@@ -632,10 +632,19 @@ def _check_json_limits(text: str, docs: list[Any], limits: ParseLimits) -> None:
         _check_limits(docs, limits)
 
 
-def _within_limits(text: str, limits: ParseLimits) -> bool:
-    """True when JSON text is too small to break the limits, so the tree need not be walked: every
-    value takes at least one character, and every level of nesting an opening bracket."""
+def _within_limits(text: str | bytes, limits: ParseLimits) -> bool:
+    """True when JSON text (or its UTF-8 bytes) is too small to break the limits, so the tree need
+    not be walked: every value takes at least one character, and every level of nesting an opening
+    bracket."""
+    if isinstance(text, bytes):
+        return len(text) <= limits.max_items and text.count(b"[") + text.count(b"{") <= limits.max_depth
     return len(text) <= limits.max_items and text.count("[") + text.count("{") <= limits.max_depth
+
+
+_PLAIN_JSON_HEADERS = frozenset({
+    "application/json", "application/json; charset=utf-8", "application/json;charset=utf-8",
+    "application/json; charset=UTF-8", "application/json;charset=UTF-8",
+})
 
 
 def check_well_formed(
@@ -646,6 +655,17 @@ def check_well_formed(
     JSON/NDJSON are parsed and held to the tree limits, XML is scanned safely (bombs -> 400) without
     building a tree; CSV and form bodies only get the media-type check of a fixed format.
     """
+    if content_type in _PLAIN_JSON_HEADERS and fmt in ("auto", "json"):
+        # The common case, on the hot path: orjson reads the bytes and checks the UTF-8 itself. A
+        # failure (or a BOM) falls through to the general path, which words the error precisely.
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if not _within_limits(body, limits):
+                _check_limits([doc], limits)
+            return
     mt = media_type(content_type)
     if fmt == "json":
         if mt and not is_json_type(mt):

@@ -9,9 +9,11 @@ batches inside savepoints, so on SQLite there is exactly one writer, as SQLite w
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +63,38 @@ def _settle(op: _Op) -> None:
         op.future.set_result(op.result)
 
 
+class _Deadlines:
+    """Write timeouts for one event loop, without a timer per request (``asyncio.timeout`` costs
+    a timer handle and a heap push per call, a measurable share of the ingest path). Every
+    request gets the same timeout, so deadlines come in order: one sweep, a few times per
+    timeout, fails what has expired and forgets what has been answered."""
+
+    SWEEPS_PER_TIMEOUT = 10
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.q: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        self.armed = False
+
+    def watch(self, fut: asyncio.Future[Any], timeout: float) -> None:
+        self.q.append((self.loop.time() + timeout, fut))
+        if not self.armed:
+            self.armed = True
+            self.loop.call_later(max(0.01, timeout / self.SWEEPS_PER_TIMEOUT), self.sweep, timeout)
+
+    def sweep(self, timeout: float) -> None:
+        now = self.loop.time()
+        q = self.q
+        while q and (q[0][1].done() or q[0][0] <= now):
+            _, fut = q.popleft()
+            if not fut.done():
+                fut.set_exception(StorageUnavailable(detail={"reason": "timeout"}))
+        if q:
+            self.loop.call_later(max(0.01, timeout / self.SWEEPS_PER_TIMEOUT), self.sweep, timeout)
+        else:
+            self.armed = False
+
+
 class Writer:
     def __init__(
         self,
@@ -81,6 +115,7 @@ class Writer:
         # Relay: called (from this thread) after a commit that enqueued relay messages, with their sources.
         self.on_relay: Callable[[set[str]], None] | None = None
         self._relayed: set[str] = set()
+        self._watch: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
 
     def start(self) -> None:
         if self._thread is None:
@@ -93,12 +128,23 @@ class Writer:
             self._thread.join(timeout=30)
             self._thread = None
 
-    async def ingest(self, row: dict[str, Any]) -> str:
-        """Write one request row (and its job when accepted); returns the id that answers the sender."""
+    async def ingest(self, row: dict[str, Any], give_up_after: float | None = None) -> str:
+        """Write one request row (and its job when accepted); returns the id that answers the sender.
+
+        After ``give_up_after`` seconds without a commit it raises ``StorageUnavailable`` (the row may
+        still be written later; the sender was not told it was)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[str] = loop.create_future()
         self._q.put(_Op(loop, fut, row=row))
+        if give_up_after is not None:
+            self._deadlines(loop).watch(fut, give_up_after)
         return await fut
+
+    def _deadlines(self, loop: asyncio.AbstractEventLoop) -> _Deadlines:
+        d = self._watch.get(loop)
+        if d is None:
+            d = self._watch[loop] = _Deadlines(loop)
+        return d
 
     async def run(self, fn: Callable[[sa.Connection], Any], *, durable: bool = True) -> Any:
         """Run ``fn`` in a write transaction. ``durable=False`` is for bookkeeping that may be lost

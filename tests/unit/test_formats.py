@@ -852,3 +852,31 @@ def test_arbitrary_bytes_as_xml_csv_multipart_only_raise_domain_errors(
             continue
         if result is not None:
             orjson.dumps(result)  # whatever comes out can be stored as JSON
+
+
+def _verdict(body: bytes, ctype: str, fmt: str, limits: ParseLimits) -> tuple[str, dict[str, Any] | None] | None:
+    try:
+        check_well_formed(body, ctype, fmt, limits)
+    except (MalformedBody, UnsupportedMediaType) as e:
+        return (e.code, e.detail)
+    return None
+
+
+_bodies = (
+    json_values.map(orjson.dumps)
+    | st.binary(max_size=64)
+    | st.tuples(json_values.map(orjson.dumps), st.binary(max_size=3), st.integers(0, 64)).map(
+        lambda t: t[0][: t[2]] + t[1] + t[0][t[2]:])
+    | json_values.map(lambda v: b"\xef\xbb\xbf" + orjson.dumps(v))
+    | st.integers(0, 80).map(lambda d: b"[" * d + b"]" * d)
+)
+
+
+@settings(max_examples=400)
+@given(_bodies, st.sampled_from(["auto", "json"]), st.sampled_from(["application/json", "application/json; charset=utf-8"]))
+def test_plain_json_fast_path_agrees_with_the_general_path(body: bytes, fmt: str, ctype: str) -> None:
+    """The hot path reads bytes with orjson for the usual header; the same media type spelled
+    another way takes the general path (decode, then parse). Same verdict, same error, always."""
+    limits = ParseLimits(max_depth=16, max_items=50)
+    general = ctype.replace("application/json", "Application/JSON")
+    assert _verdict(body, ctype, fmt, limits) == _verdict(body, general, fmt, limits)
