@@ -41,7 +41,7 @@ class HookbayApp:
         self.admin_hash: dict[str, str | None] = {"hash": None}
         self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash)
         self.run_worker = settings.run_worker if run_worker is None else run_worker
-        self.worker = Worker(self.store, self.cache, settings, ingest_load=lambda: self.ingest.inflight)
+        self.worker = Worker(self.store, self.cache, settings, ingest_load=self.ingest.take_inflight_peak)
         self.deliverer = Deliverer(self.store, self.cache, settings)
         self.ingest.process_now = self._process_now
         self._tasks: list[asyncio.Task[Any]] = []

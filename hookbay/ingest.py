@@ -85,16 +85,25 @@ class Ingest:
         self.settings = settings
         self.accepted = 0
         self.inflight = 0
+        self.inflight_peak = 0
         self.process_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
         self.limiter = RateLimiter()
         self.trusted = parse_networks(settings.trusted_proxy_list)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, token: str, *, test: bool = False) -> None:
         self.inflight += 1
+        if self.inflight > self.inflight_peak:
+            self.inflight_peak = self.inflight
         try:
             await self._handle(scope, receive, send, token, test)
         finally:
             self.inflight -= 1
+
+    def take_inflight_peak(self) -> int:
+        """Most requests in flight at once since the last call. Group commit answers requests in
+        waves, so at any one instant even a saturated ingest may have none in flight."""
+        peak, self.inflight_peak = self.inflight_peak, self.inflight
+        return peak
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, token: str, test: bool) -> None:
         """``test``: the ``/V1/Test`` endpoint — same checks, then the parser's answer; nothing stored."""

@@ -146,9 +146,9 @@ class Worker:
         finishing: asyncio.Task[None] | None = None
         ahead: asyncio.Task[list[ClaimedJob]] | None = None
         try:
+            started = time.monotonic()
             jobs = await self._claim()
             while jobs:
-                started = time.monotonic()
                 full = len(jobs) >= batch
                 if full:
                     ahead = asyncio.create_task(self._claim())
@@ -159,7 +159,10 @@ class Worker:
                 total += len(jobs)
                 if ahead is None:
                     break
+                # `took` spans a whole cycle (claim, parse, waiting for the previous batch's store),
+                # so the worker's share of the process is what the yield ratio says.
                 await self._yield_to_ingest(len(jobs), time.monotonic() - started)
+                started = time.monotonic()
                 jobs, ahead = await ahead, None
             if finishing is not None:
                 await finishing
