@@ -21,11 +21,13 @@ from .admin import create_admin_app
 from .asgi import Receive, Scope, Send, send_json, send_raw
 from .deliveries import Deliverer
 from .errors import NotFound, Unauthorized
+from .ids import now_us
 from .ingest import NOT_FOUND_BODY, Ingest
 from .runtime import tune_interpreter
 from .settings import Settings
 from .sources import SourceCache
 from .store import Store, hash_secret, open_store
+from .store.relay import RelayQueue
 from .views import receipt
 from .worker import Worker
 
@@ -91,6 +93,10 @@ class HookbayApp:
                 counts = await self.store.delivery_counts()
                 metrics.deliveries_pending.set(counts.get("pending", 0) + counts.get("running", 0))
                 metrics.dead_letters.set(counts.get("dead", 0))
+                ready = await RelayQueue(self.store).ready_by_source()
+                metrics.relay_ready.clear()
+                for source_id, n in ready.items():
+                    metrics.relay_ready.labels(source_id).set(n)
                 if not self.settings.admin_token:
                     self.admin_hash["hash"] = await self.store.get_meta("admin_token_hash") or self.admin_hash["hash"]
             await asyncio.sleep(2)
@@ -141,6 +147,7 @@ class HookbayApp:
             await asyncio.sleep(self.settings.retention_interval_seconds)
             try:
                 await purge_expired(self.store, self.cache)
+                await prune_relay(self.store, self.settings)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -219,6 +226,16 @@ async def purge_expired(store: Store, cache: SourceCache, *, dry_run: bool = Fal
     if not dry_run and any(counts.values()):
         log.info("retention_purged", bodies=sum(counts.values()), sources=len(counts))
     return counts
+
+
+async def prune_relay(store: Store, settings: Settings, *, dry_run: bool = False) -> int:
+    """Delete relay messages acked longer ago than ``relay_acked_retention_seconds``."""
+    cutoff = now_us() - int(settings.relay_acked_retention_seconds * 1_000_000)
+    n = await RelayQueue(store).prune_acked(cutoff, dry_run=dry_run)
+    if n and not dry_run:
+        metrics.relay_pruned_total.inc(n)
+        log.info("relay_acked_pruned", messages=n)
+    return n
 
 
 def create_app(settings: Settings | None = None) -> HookbayApp:

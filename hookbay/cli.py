@@ -847,21 +847,23 @@ def replay_cmd(
 
 @app.command("purge")
 def purge_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Count only"), as_json: bool = JsonOpt) -> None:
-    """Purge raw bodies older than each source's retention_days now (serve also does it hourly)."""
-    from .app import purge_expired
+    """Purge raw bodies older than each source's retention_days, and relay messages acked longer
+    ago than HOOKBAY_RELAY_ACKED_RETENTION_SECONDS, now (serve also does both hourly)."""
+    from .app import prune_relay, purge_expired
     from .sources import SourceCache
 
-    async def go(store: Store, s: Settings) -> dict[str, int]:
+    async def go(store: Store, s: Settings) -> tuple[dict[str, int], int]:
         cache = SourceCache(store, s.max_body_bytes)
         await cache.reload()
-        return await purge_expired(store, cache, dry_run=dry_run)
+        return await purge_expired(store, cache, dry_run=dry_run), await prune_relay(store, s, dry_run=dry_run)
 
-    counts = _run(go, as_json)
+    counts, relay = _run(go, as_json)
     if as_json:
-        _print_json({"dry_run": dry_run, "bodies": counts})
+        _print_json({"dry_run": dry_run, "bodies": counts, "relay_acked": relay})
     else:
         verb = "would purge" if dry_run else "purged"
-        typer.echo(f"{verb} {sum(counts.values())} raw bodies across {len(counts)} source(s) with retention")
+        typer.echo(f"{verb} {sum(counts.values())} raw bodies across {len(counts)} source(s) with retention, "
+                   f"and {relay} acked relay message(s)")
 
 
 keys_app = typer.Typer(help="Encryption keys for data at rest.", no_args_is_help=True)

@@ -31,6 +31,10 @@ deliveries_total = Counter(
 )
 deliveries_pending = Gauge("hookbay_deliveries_pending", "Deliveries waiting or running", registry=registry)
 dead_letters = Gauge("hookbay_dead_letters", "Deliveries in the dead-letter state", registry=registry)
+relay_ready = Gauge("hookbay_relay_ready", "Relay messages not yet acknowledged by an agent", ["source"],
+                    registry=registry)
+relay_pruned_total = Counter("hookbay_relay_pruned_total", "Acked relay messages deleted after their retention",
+                             registry=registry)
 
 _request_counters: dict[tuple[str, str], Counter] = {}
 

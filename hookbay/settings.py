@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     source_refresh_seconds: float = 0.5
     gil_switch_interval: float = 0.001
     retention_interval_seconds: float = Field(default=3600, description="How often serve purges expired raw bodies")
+    relay_acked_retention_seconds: float = Field(
+        default=86400, ge=0, description="Acked relay messages are deleted this long after their ack (their requests stay)")
     trusted_proxies: str = Field(default="", description="Comma-separated CIDRs whose X-Forwarded-For/Forwarded is believed")
     encryption_key: str = Field(default="", description="kid:base64key[,kid:key...]; the first encrypts")
     sensitive_headers: str = Field(default="authorization,cookie,proxy-authorization",

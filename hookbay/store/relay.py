@@ -191,6 +191,39 @@ class RelayQueue:
 
         return await self.store.read(q)
 
+    async def ready_by_source(self) -> dict[str, int]:
+        """Messages not yet acknowledged (waiting or leased), per source (for /metrics)."""
+
+        def q(conn: sa.Connection) -> dict[str, int]:
+            return {r[0]: int(r[1]) for r in conn.execute(
+                sa.select(M.c.source_id, sa.func.count()).where(M.c.state == "ready").group_by(M.c.source_id))}
+
+        return await self.store.read(q)
+
+    PRUNE_CHUNK = 5000
+
+    async def prune_acked(self, acked_before_us: int, *, dry_run: bool = False) -> int:
+        """Delete messages acked before the cutoff, a chunk per transaction so the writer is never
+        held for long. Until then a retried ack still answers ``already_acked``; after, ``not_found``.
+        The requests themselves stay (they are the request log)."""
+        old = (M.c.state == "acked", M.c.acked_at < acked_before_us)
+        if dry_run:
+            def count(conn: sa.Connection) -> int:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(M).where(*old)).scalar() or 0)
+
+            return await self.store.read(count)
+
+        def chunk(conn: sa.Connection) -> int:
+            ids = sa.select(M.c.id).where(*old).limit(self.PRUNE_CHUNK).scalar_subquery()
+            return int(conn.execute(M.delete().where(M.c.id.in_(ids))).rowcount or 0)
+
+        total = 0
+        while True:
+            n = await self.store.write(chunk)
+            total += n
+            if n < self.PRUNE_CHUNK:
+                return total
+
     # --- relay tokens ---------------------------------------------------------------------
 
     async def create_token(self, source_id: str, name: str) -> tuple[dict[str, Any], str]:

@@ -165,3 +165,30 @@ def test_order_across_batches_and_non_relay_sources(live) -> None:  # type: igno
     status = live.client.get(f"/api/v1/sources/{src['id']}/relay", headers=ADMIN).json()
     assert status["relay"] is False and status["depth"] == 0
     agent.close()
+
+
+def test_metrics_show_each_relay_queue_until_acked(live) -> None:  # type: ignore[no-untyped-def]
+    src, tok = _relay_source(live)
+    for i in range(3):
+        assert live.client.post(f"/V1/Data/{src['token']}", json={"n": i}).status_code == 200
+    line = f'hookbay_relay_ready{{source="{src["id"]}"}}'
+
+    def gauge() -> float | None:
+        for ln in live.client.get("/metrics").text.splitlines():
+            if ln.startswith(line):
+                return float(ln.split()[-1])
+        return None
+
+    deadline = time.monotonic() + 10
+    while gauge() != 3.0:
+        assert time.monotonic() < deadline, live.client.get("/metrics").text[-2000:]
+        time.sleep(0.2)
+    agent = httpx.Client(base_url=live.url, headers=_bearer(tok), timeout=10)
+    page = agent.get("/api/v1/relay/messages", params={"wait": 0}).json()
+    r = agent.post("/api/v1/relay/messages/ack",
+                   json={"messages": [{"id": m["id"], "lease_id": m["lease_id"]} for m in page["messages"]]})
+    assert r.status_code == 200
+    agent.close()
+    while gauge() is not None:  # an empty queue drops its series
+        assert time.monotonic() < deadline + 10
+        time.sleep(0.2)

@@ -240,3 +240,46 @@ async def test_relay_tokens(db_url: str) -> None:
         assert await q.authenticate(tok2) is None  # a deleted source's tokens are void
     finally:
         await store.close()
+
+
+async def test_acked_messages_are_pruned_after_their_retention_only(db_url: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from hookbay.app import prune_relay
+    from tests.conftest import make_settings
+
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    monkeypatch.setattr(RelayQueue, "PRUNE_CHUNK", 2)  # several delete transactions
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+        other, _ = await store.create_source(name="o", client_id="acme", config={"relay": True})
+        sid = src["id"]
+        ids = await _send(store, sid, 7)
+        await _send(store, other["id"], 2)
+        lease, msgs = await q.pull(sid, 5, 30)
+        assert len(msgs) == 5
+        acked = await q.ack_many(sid, [(m["id"], lease) for m in msgs])
+        assert set(acked.values()) == {"acked"}
+        assert await q.ready_by_source() == {sid: 2, other["id"]: 2}
+
+        def age(conn: sa.Connection) -> None:  # three of the five were acked two days ago
+            M = schema.relay_messages
+            conn.execute(M.update().where(M.c.id.in_([m["id"] for m in msgs[:3]]))
+                         .values(acked_at=now_us() - 2 * 86_400_000_000))
+
+        await store.write(age)
+        day = make_settings(db_url, tmp_path, relay_acked_retention_seconds=86400)
+        assert await prune_relay(store, day, dry_run=True) == 3
+        assert await prune_relay(store, day) == 3
+        assert await prune_relay(store, day) == 0
+        # a retried ack: still answered for the recent ones, not_found for the pruned
+        again = await q.ack_many(sid, [(m["id"], lease) for m in msgs])
+        assert [again[m["id"]] for m in msgs] == ["not_found"] * 3 + ["already_acked"] * 2
+        # nothing waiting for an agent was touched, and the requests stay in the log
+        lease2, rest = await q.pull(sid, 10, 30)
+        assert [m["request"]["id"] for m in rest] == ids[5:]
+        assert await store.count_requests(source_id=sid) == 7
+        assert await prune_relay(store, make_settings(db_url, tmp_path, relay_acked_retention_seconds=0)) == 2
+        assert await q.ready_by_source() == {sid: 2, other["id"]: 2}
+    finally:
+        await store.close()
