@@ -32,7 +32,7 @@ from .models import Action, EmailAction, ForwardAction, MailchimpAction
 from .settings import Settings
 from .signatures import sign_standard
 from .sources import ActiveSource, SourceCache
-from .store import Store
+from .store import Store, wait_for_wakeup
 from .store.deliveries import AttemptResult, ClaimedDelivery
 
 log = structlog.get_logger("hookbay.deliveries")
@@ -159,14 +159,7 @@ class Deliverer:
             await self.aclose()
 
     async def _wait(self) -> None:
-        ev = self.store.delivery_event
-        timeout = self.settings.worker_poll_seconds
-        if ev is None:
-            await asyncio.sleep(timeout)
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(ev.wait(), timeout)
-        ev.clear()
+        await wait_for_wakeup(self.store.delivery_event, self.settings.worker_poll_seconds)
 
     def _saturated(self) -> set[str]:
         return {d for d, n in self.inflight.items() if n >= self.settings.delivery_per_destination}

@@ -28,7 +28,7 @@ from .parsers import contact, generic, mapping
 from .parsers.formats import load_tree
 from .settings import Settings
 from .sources import ActiveSource, SourceCache
-from .store import ClaimedJob, Store
+from .store import ClaimedJob, Store, wait_for_wakeup
 
 log = structlog.get_logger("hookbay.worker")
 
@@ -149,8 +149,7 @@ class Worker:
             started = time.monotonic()
             jobs = await self._claim()
             while jobs:
-                full = len(jobs) >= batch
-                if full:
+                if len(jobs) >= batch:
                     ahead = asyncio.create_task(self._claim())
                 prepared = await self._prepare(jobs)
                 if finishing is not None:
@@ -161,7 +160,7 @@ class Worker:
                     break
                 # `took` spans a whole cycle (claim, parse, waiting for the previous batch's store),
                 # so the worker's share of the process is what the yield ratio says.
-                await self._yield_to_ingest(len(jobs), time.monotonic() - started)
+                await self._yield_to_ingest(time.monotonic() - started)
                 started = time.monotonic()
                 jobs, ahead = await ahead, None
             if finishing is not None:
@@ -188,7 +187,7 @@ class Worker:
     # Full batches in a row after which the worker is taken to be in a burst, not a hiccup.
     BURST_BATCHES = 10
 
-    async def _yield_to_ingest(self, n: int, took: float) -> None:
+    async def _yield_to_ingest(self, took: float) -> None:
         """Sharing a process with ingest. While the worker keeps up (its last batch was not full),
         it never waits: its work is then bounded by what ingest takes in, and waiting would only
         turn into lag. When it is behind (full batches) while ingest is saturated (many requests in
@@ -207,13 +206,7 @@ class Worker:
             await asyncio.sleep(min(2.0, took * ratio))
 
     async def _wait(self) -> None:
-        ev = self.store.job_event
-        if ev is None:
-            await asyncio.sleep(self.settings.worker_poll_seconds)
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(ev.wait(), self.settings.worker_poll_seconds)
-        ev.clear()
+        await wait_for_wakeup(self.store.job_event, self.settings.worker_poll_seconds)
 
     async def _claim(self) -> list[ClaimedJob]:
         return await self.store.claim_jobs(self.worker_id, self.settings.worker_batch,

@@ -1,9 +1,9 @@
 """Storage: one interface (:class:`Store`), a dialect each for SQLite and PostgreSQL."""
 
 from ..settings import Settings
-from .base import ClaimedJob, RequestFilter, Store, hash_secret
+from .base import ClaimedJob, RequestFilter, Store, hash_secret, wait_for_wakeup
 
-__all__ = ["ClaimedJob", "RequestFilter", "Store", "hash_secret", "open_store"]
+__all__ = ["ClaimedJob", "RequestFilter", "Store", "hash_secret", "open_store", "wait_for_wakeup"]
 
 
 def open_store(settings: Settings) -> Store:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import secrets
 import uuid
@@ -58,6 +59,17 @@ class RequestFilter:
     before_id: str | None = None
     limit: int = 50
 
+
+
+async def wait_for_wakeup(ev: asyncio.Event | None, poll_s: float) -> None:
+    """Sleep until ``ev`` is set (a commit of new work) or ``poll_s`` passes, then clear it.
+    Without an event (store not started in this loop) just sleep: polling is the fallback."""
+    if ev is None:
+        await asyncio.sleep(poll_s)
+        return
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(ev.wait(), poll_s)
+    ev.clear()
 
 class Store(DeliveriesMixin):
     def __init__(self, url: str, *, busy_timeout_ms: int = 5000, batch_max: int = 512,

@@ -32,7 +32,7 @@ def test_behind_and_saturated_waits_as_long_as_the_cycle_then_ratio_times(sleeps
 
     async def go() -> None:
         for _ in range(Worker.BURST_BATCHES + 2):
-            await w._yield_to_ingest(100, 0.01)
+            await w._yield_to_ingest(0.01)
 
     asyncio.run(go())
     assert sleeps == [0.01] * Worker.BURST_BATCHES + [0.08, 0.08]
@@ -43,7 +43,7 @@ def test_never_waits_while_ingest_is_not_saturated(sleeps: list[float]) -> None:
 
     async def go() -> None:
         for _ in range(3):
-            await w._yield_to_ingest(100, 0.05)
+            await w._yield_to_ingest(0.05)
 
     asyncio.run(go())
     assert sleeps == []
@@ -54,7 +54,7 @@ def test_wait_is_capped(sleeps: list[float]) -> None:
 
     async def go() -> None:
         for _ in range(Worker.BURST_BATCHES + 1):
-            await w._yield_to_ingest(100, 1.0)
+            await w._yield_to_ingest(1.0)
 
     asyncio.run(go())
     assert max(sleeps) == 2.0
