@@ -200,6 +200,7 @@ def serve(
 
     from .app import HookbayApp
     from .logs import setup_logging
+    from .protocol import uvicorn_config
 
     settings = get_settings()
     if host:
@@ -213,10 +214,8 @@ def serve(
     typer.echo(f"hookbay {settings.base_url}  (database: {shown_db})")
     typer.echo(f"  admin API: {settings.base_url}/api/v1/docs   metrics: {settings.base_url}/metrics")
     typer.echo('  create a source: hookbay source create --name "Web Form" --client acme')
-    server = uvicorn.Server(uvicorn.Config(
-        application, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        access_log=False, log_level=settings.log_level.lower(), lifespan="on",
-        proxy_headers=False, server_header=False))
+    server = uvicorn.Server(uvicorn_config(application, settings.host, settings.port,
+                                           log_level=settings.log_level.lower()))
     application.admin.state.relay_hub.is_closing = lambda: server.should_exit  # end relay long-polls on shutdown
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

@@ -192,7 +192,7 @@ class Ingest:
             return
         self.accepted += 1
         metrics.count_request(src.id, row["verdict"])
-        metrics.ack_seconds.observe(time.perf_counter() - start)
+        metrics.observe_ack(time.perf_counter() - start)
         rid = request_id.encode()
         qs = scope.get("query_string")
         if (src.config.sync or (qs and _wants_wait(qs))) and self.process_now is not None:

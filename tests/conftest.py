@@ -129,9 +129,9 @@ class _Server:
     def __init__(self, app: object, port: int) -> None:
         import uvicorn
 
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                                     log_level="warning", access_log=False, lifespan="on",
-                                     proxy_headers=False)
+        from hookbay.protocol import uvicorn_config
+
+        self.config = uvicorn_config(app, "127.0.0.1", port)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
