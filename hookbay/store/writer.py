@@ -14,9 +14,9 @@ import contextlib
 import queue
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -93,6 +93,41 @@ class _Deadlines:
             self.loop.call_later(max(0.01, timeout / self.SWEEPS_PER_TIMEOUT), self.sweep, timeout)
         else:
             self.armed = False
+
+
+class _Exec(Protocol):
+    """Plain SQL in the dialect's paramstyle: the ingest writes need nothing more."""
+
+    def run(self, sql: str, params: Sequence[Any]) -> None: ...
+
+    def scalar(self, sql: str, params: Sequence[Any]) -> Any: ...
+
+
+class _ConnExec:
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+    def run(self, sql: str, params: Sequence[Any]) -> None:
+        self.conn.exec_driver_sql(sql, tuple(params))
+
+    def scalar(self, sql: str, params: Sequence[Any]) -> Any:
+        return self.conn.exec_driver_sql(sql, tuple(params)).scalar()
+
+
+class _CursorExec:
+    __slots__ = ("cur",)
+
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+
+    def run(self, sql: str, params: Sequence[Any]) -> None:
+        self.cur.execute(sql, params)
+
+    def scalar(self, sql: str, params: Sequence[Any]) -> Any:
+        row = self.cur.execute(sql, params).fetchone()
+        return row[0] if row else None
 
 
 class Writer:
@@ -207,23 +242,10 @@ class Writer:
             conn = self._connection()
             if relaxed and conn.dialect.name == "sqlite":
                 self._sqlite_synchronous(conn, "NORMAL")
-            with conn.begin():
-                if relaxed and conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                if ingests:
-                    new_jobs = self._write_ingests(conn, ingests)
-                for op in fns:
-                    sp = conn.begin_nested()
-                    try:
-                        assert op.fn is not None
-                        op.result = op.fn(conn)
-                        sp.commit()
-                    except Exception as e:  # one op's failure must not sink the batch
-                        if sp.is_active:
-                            sp.rollback()
-                        op.exc = e
-                if new_jobs and self.notify_sql:
-                    conn.exec_driver_sql(self.notify_sql)
+            if ingests and not fns and conn.dialect.name == "sqlite":
+                new_jobs = self._commit_ingests_sqlite(conn, ingests)
+            else:
+                new_jobs = self._commit_sa(conn, ingests, fns, relaxed)
             if relaxed and conn.dialect.name == "sqlite":
                 try:
                     self._sqlite_synchronous(conn, "FULL")
@@ -260,6 +282,47 @@ class Writer:
         if self._relayed and self.on_relay is not None:
             self.on_relay(self._relayed)
 
+    def _commit_sa(self, conn: sa.Connection, ingests: list[_Op], fns: list[_Op], relaxed: bool) -> bool:
+        new_jobs = False
+        with conn.begin():
+            if relaxed and conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            if ingests:
+                new_jobs = self._write_ingests(_ConnExec(conn), ingests)
+            for op in fns:
+                sp = conn.begin_nested()
+                try:
+                    assert op.fn is not None
+                    op.result = op.fn(conn)
+                    sp.commit()
+                except Exception as e:  # one op's failure must not sink the batch
+                    if sp.is_active:
+                        sp.rollback()
+                    op.exc = e
+            if new_jobs and self.notify_sql:
+                conn.exec_driver_sql(self.notify_sql)
+        return new_jobs
+
+    def _commit_ingests_sqlite(self, conn: sa.Connection, ingests: list[_Op]) -> bool:
+        """Ingest-only batches on SQLite go straight to the DB-API cursor: SQLAlchemy's begin,
+        execute and commit bookkeeping held the GIL for about as long as SQLite took to store the
+        rows, time the event loop could not answer requests in."""
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cur = dbapi.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                new_jobs = self._write_ingests(_CursorExec(cur), ingests)
+                cur.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    cur.execute("ROLLBACK")
+                raise
+        finally:
+            cur.close()
+        return new_jobs
+
     @staticmethod
     def _sqlite_synchronous(conn: sa.Connection, level: str) -> None:
         """Outside any transaction, on the DB-API connection (SQLAlchemy would begin one)."""
@@ -267,20 +330,19 @@ class Writer:
         assert dbapi is not None
         dbapi.execute(f"PRAGMA synchronous={level}")
 
-    def _write_ingests(self, conn: sa.Connection, ops: list[_Op]) -> bool:
+    def _write_ingests(self, ex: _Exec, ops: list[_Op]) -> bool:
         """Insert request rows and their jobs; resolve idempotency keys to the original request."""
         keyed: dict[tuple[str, str], str] = {}
         lookups = [op for op in ops if op.row and op.row.get("idempotency_key")]
         if lookups:
-            r = schema.requests
+            ph = self._placeholder
+            sql = f"SELECT id FROM requests WHERE source_id = {ph} AND idempotency_key = {ph}"
             for op in lookups:
                 assert op.row is not None
                 k = (op.row["source_id"], op.row["idempotency_key"])
                 if k in keyed:
                     continue
-                found = conn.execute(
-                    sa.select(r.c.id).where(r.c.source_id == k[0], r.c.idempotency_key == k[1])
-                ).scalar()
+                found = ex.scalar(sql, k)
                 if found:
                     keyed[k] = found
         rows: list[dict[str, Any]] = []
@@ -310,34 +372,38 @@ class Writer:
                 if to_relay:
                     relay.append({"source_id": row["source_id"], "request_id": row["id"],
                                   "available_at": row["received_at"], "created_at": row["received_at"]})
-        self._insert_many(conn, schema.requests, rows)
+        self._insert_many(ex, schema.requests, rows)
         if jobs:
-            self._insert_many(conn, schema.jobs, jobs)
+            self._insert_many(ex, schema.jobs, jobs)
         if relay:
-            self._enqueue_relay(conn, relay)
+            self._enqueue_relay(ex, relay)
         return bool(jobs)
 
-    def _enqueue_relay(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    def _enqueue_relay(self, ex: _Exec, rows: list[dict[str, Any]]) -> None:
         """Relay messages ride in the request's own transaction; their identity ids, assigned here in
         commit order, are each source's arrival order. On PostgreSQL several processes may ingest at
         once, so a transaction-scoped advisory lock makes id order equal commit order there too (a
         reader must never see id N+1 committed before N)."""
         if self.engine.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({RELAY_LOCK_KEY})")
-        self._insert_many(conn, schema.relay_messages, rows)
+            ex.run(f"SELECT pg_advisory_xact_lock({RELAY_LOCK_KEY})", ())
+        self._insert_many(ex, schema.relay_messages, rows)
         self._relayed.update(r["source_id"] for r in rows)
 
-    def _insert_many(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    @property
+    def _placeholder(self) -> str:
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
+    def _insert_many(self, ex: _Exec, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         """One multi-row INSERT per table: a single statement step per batch, instead of one
         per row, keeps the writer thread from trading the GIL with the event loop row by row."""
         cols = list(rows[0].keys())
         if any(len(r) != len(cols) for r in rows):
             cols = list(dict.fromkeys(k for r in rows for k in r))
-        ph = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        ph = self._placeholder
         per_row = "(" + ",".join([ph] * len(cols)) + ")"
         max_rows = max(1, 30000 // len(cols))
         for i in range(0, len(rows), max_rows):
             chunk = rows[i : i + max_rows]
             sql = f"INSERT INTO {table.name} ({','.join(cols)}) VALUES " + ",".join([per_row] * len(chunk))
             params = tuple(r.get(c) for r in chunk for c in cols)
-            conn.exec_driver_sql(sql, params)
+            ex.run(sql, params)
