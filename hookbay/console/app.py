@@ -217,7 +217,7 @@ class Console:
         page = name.split(".")[0]
         html = self.env.get_template(name).render({
             "me": ctx.principal if ctx else None, "csrf": ctx.csrf if ctx else "", "notice": None, "error": None,
-            "nav": NAV.get(page, page), **values})
+            "nav": NAV.get(page, page), "canonical": None, **values})
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
@@ -265,13 +265,14 @@ class Console:
             return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
         return await self._login_form(request)
 
-    async def _login_form(self, request: Request, error: str | None = None, status: int = 200) -> Response:
+    async def _login_form(self, request: Request, error: str | None = None, status: int = 200,
+                          next_path: str | None = None) -> Response:
         nonce = request.cookies.get(LOGIN_COOKIE) or ""
         fresh = not re.fullmatch(r"[A-Za-z0-9_-]{32}", nonce)
         if fresh:
             nonce = Sessions.new_nonce()
         resp = self.render(None, "login.html", status=status, login_csrf=await self.sessions.login_csrf_token(nonce),
-                           next=safe_next(request.query_params.get("next")), login_error=error)
+                           next=safe_next(next_path or request.query_params.get("next")), login_error=error)
         if fresh:
             resp.set_cookie(LOGIN_COOKIE, nonce, max_age=LOGIN_NONCE_SECONDS, path=COOKIE_PATH, httponly=True,
                             samesite="strict", secure=self._cookie_secure(request))
@@ -293,7 +294,7 @@ class Console:
                 raise Unauthorized("Paste a token")
             await principal_for_token(self.store, self.admin_hash_ref, token)
         except Unauthorized:
-            return await self._login_form(request, "That token is not valid.", status=401)
+            return await self._login_form(request, "That token is not valid.", status=401, next_path=form.get("next"))
         from ..store import hash_secret
 
         cookie = await self.sessions.issue(hash_secret(token))
@@ -383,7 +384,8 @@ class Console:
         await self.form(request, ctx)
         rid = request.path_params["request_id"]
         out = await replay_as(self.store, self.cache, ctx.principal, ReplayIn(request_id=rid))
-        return self.render(ctx, "request.html", req=await self._request_view(rid, ctx), replayed=out["items"][0])
+        return self.render(ctx, "request.html", req=await self._request_view(rid, ctx), replayed=out["items"][0],
+                           canonical=f"/ui/requests/{quote(rid)}")
 
     # --- sources --------------------------------------------------------------------------
 
@@ -391,7 +393,7 @@ class Console:
                       values: dict[str, str] | None = None) -> Response:
         items = await list_sources_as(self.store, self.settings.base_url, ctx.principal)
         return self.render(ctx, "sources.html", status=status, items=items, formats=FORMATS, parsers=PARSERS,
-                           schemes=SCHEMES, form_error=error, values=values or {})
+                           schemes=SCHEMES, form_error=error, values=values or {}, canonical="/ui/sources")
 
     async def create_source(self, request: Request, ctx: Ctx) -> Response:
         form = await self.form(request, ctx)
@@ -421,6 +423,7 @@ class Console:
         recent = await self._tail_items(RequestFilter(source_id=row["id"], client_id=ctx.client, limit=10), ctx)
         values = {"created": False, "shown_api_key": None, "shown_secret": None, "form_error": None, **extra}
         return self.render(ctx, "source.html", status=status, src=src, recent=recent, grace=GRACE,
+                           canonical=f"/ui/sources/{quote(src.id)}",
                            config_json=pretty(src.config.model_dump(exclude_defaults=True)), **values)
 
     async def source_page(self, request: Request, ctx: Ctx) -> Response:
@@ -496,7 +499,8 @@ class Console:
                 raise PayloadTooLarge(detail={"limit_bytes": src.max_body})
             result = dry_run(body, values["content_type"] or None, src, self.settings)
             status = 200 if result["state"] == "processed" else 422
-        return self.render(ctx, "playground.html", status=status, sources=sources, values=values, result=result)
+        return self.render(ctx, "playground.html", status=status, sources=sources, values=values, result=result,
+                           canonical=f"/ui/playground?source={quote(values['source'])}" if result else None)
 
     # --- profiles -------------------------------------------------------------------------
 
@@ -550,7 +554,8 @@ class Console:
             if e.status != 409:
                 raise
             d = delivery_detail(await self.store.get_delivery(did, ctx.client))
-            return self.render(ctx, "delivery.html", status=409, d=d, error=e.message)
+            return self.render(ctx, "delivery.html", status=409, d=d, error=e.message,
+                               canonical=f"/ui/deliveries/{quote(did)}")
         return RedirectResponse(f"/ui/deliveries/{quote(did)}?notice=retried", status_code=303)
 
     # --- charts ---------------------------------------------------------------------------

@@ -81,6 +81,10 @@ function startTail(table) {
 }
 
 document.addEventListener("DOMContentLoaded", function () {
+  // A page answering a POST (a new secret shown once, a replay) takes its GET address in the
+  // history, so reloading it shows the page again instead of posting the form a second time.
+  var canonical = document.body.getAttribute("data-canonical");
+  if (canonical && window.history.replaceState) window.history.replaceState(null, "", canonical);
   document.querySelectorAll("button[data-copy]").forEach(function (b) {
     b.addEventListener("click", function () { copyText(b); });
   });
