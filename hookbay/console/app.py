@@ -47,7 +47,7 @@ from ..models import RotateIn, SourceCreate, SourceUpdate
 from ..profiles import lookup_email, lookup_phone, profile_view
 from ..settings import Settings
 from ..sources import SourceCache
-from ..store import RequestFilter, Store
+from ..store import RequestFilter, Store, hash_secret
 from ..store.deliveries import DeliveryFilter
 from ..views import iso, request_detail, request_summary, source_out
 from . import charts
@@ -141,7 +141,7 @@ class Console:
         r = self._route
         self.app = Starlette(
             routes=[
-                Route("/ui", lambda _: RedirectResponse("/ui/", status_code=308)),
+                Route("/ui", self.to_slash),
                 Route("/ui/login", self.login_page, methods=["GET"]),
                 Route("/ui/login", self.login_submit, methods=["POST"]),
                 Route("/ui/logout", r(self.logout), methods=["POST"]),
@@ -258,6 +258,9 @@ class Console:
     async def _source_names(self, ctx: Ctx) -> dict[str, str]:
         return {s["id"]: s["name"] for s in await self.store.list_sources(ctx.client)}
 
+    async def to_slash(self, request: Request) -> Response:
+        return RedirectResponse("/ui/", status_code=308)
+
     # --- login ----------------------------------------------------------------------------
 
     async def login_page(self, request: Request) -> Response:
@@ -295,8 +298,6 @@ class Console:
             await principal_for_token(self.store, self.admin_hash_ref, token)
         except Unauthorized:
             return await self._login_form(request, "That token is not valid.", status=401, next_path=form.get("next"))
-        from ..store import hash_secret
-
         cookie = await self.sessions.issue(hash_secret(token))
         resp = RedirectResponse(safe_next(form.get("next")), status_code=303)
         resp.set_cookie(SESSION_COOKIE, cookie, path=COOKIE_PATH, httponly=True, samesite="strict",
@@ -494,6 +495,7 @@ class Console:
             src = await self.cache.get_by_id(row["id"])
             if src is None:
                 raise BadRequest("This source's stored configuration does not load; fix it with the API or CLI")
+            # browsers send a textarea's line breaks as CRLF; senders of JSON/NDJSON/CSV mostly use LF
             body = values["body"].replace("\r\n", "\n").encode()
             if len(body) > src.max_body:
                 raise PayloadTooLarge(detail={"limit_bytes": src.max_body})
