@@ -112,6 +112,106 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def principal_for_token(store: Store, admin_hash_ref: dict[str, str | None], token: str) -> Principal:
+    """The one check of an admin or client token, shared by the API's bearer header and the
+    console's login form."""
+    return await principal_for_hash(store, admin_hash_ref, hash_secret(token.strip()))
+
+
+async def principal_for_hash(store: Store, admin_hash_ref: dict[str, str | None], h: str) -> Principal:
+    """Who a token hash belongs to, now: the console keeps only the hash in its session cookie and
+    asks again on every page, so a revoked or rotated token logs its sessions out at once."""
+    admin_hash = admin_hash_ref.get("hash")
+    if admin_hash and hmac.compare_digest(h, admin_hash):
+        return Principal(None)
+
+    def q(conn: sa.Connection) -> tuple[str | None] | None:
+        row = conn.execute(sa.select(schema.tokens.c.client_id).where(schema.tokens.c.token_hash == h)).first()
+        return (row[0],) if row else None
+
+    found = await store.read(q)
+    if found is None:
+        raise Unauthorized("Invalid token", headers={"WWW-Authenticate": "Bearer"})
+    return Principal(found[0])
+
+
+def scope_client(p: Principal, requested: str | None) -> str | None:
+    """The client a caller may see: any (or the one asked for) for the admin, else its own; asking
+    for another client's data is answered like a missing object."""
+    if p.is_admin:
+        return requested
+    if requested is not None and requested != p.client_id:
+        raise NotFound("Not Found")
+    return p.client_id
+
+
+# Source and replay operations, shared by the API routes and the web console so both validate,
+# scope and reload the source cache the same way.
+
+async def list_sources_as(store: Store, base_url: str, p: Principal, client_id: str | None = None) -> list[SourceOut]:
+    rows = await store.list_sources(scope_client(p, client_id))
+    counts = await store.secret_counts()
+    return [source_out(r, base_url, secrets=counts.get(r["id"], 0)) for r in rows]
+
+
+async def create_source_as(store: Store, cache: SourceCache, base_url: str, p: Principal,
+                           body: SourceCreate) -> SourceOut:
+    if not p.is_admin and body.client_id != p.client_id:
+        raise NotFound("Not Found")
+    secret, generated = initial_secret(body.config, body.secret)
+    row, key = await store.create_source(
+        name=body.name, client_id=body.client_id, config=body.config.model_dump(), enabled=body.enabled,
+        api_key=body.api_key, secret=secret,
+    )
+    await cache.reload()
+    return source_out(row, base_url, key, secrets=1 if secret else 0, secret=secret if generated else None)
+
+
+async def update_source_as(store: Store, cache: SourceCache, base_url: str, p: Principal, source_id: str,
+                           body: SourceUpdate) -> SourceOut:
+    row = await store.get_source(source_id, scope_client(p, None))
+    changes = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"rotate_api_key", "remove_api_key"})
+    if body.config is not None:
+        changes["config"] = body.config.model_dump()
+    new, key = await store.update_source(row["id"], changes, rotate_api_key=body.rotate_api_key,
+                                         remove_api_key=body.remove_api_key)
+    await cache.reload()
+    return source_out(new, base_url, key)
+
+
+async def rotate_secret_as(store: Store, cache: SourceCache, base_url: str, p: Principal, source_id: str,
+                           body: RotateIn) -> SourceOut:
+    row = await store.get_source(source_id, scope_client(p, None))
+    cfg = SourceConfig.model_validate(orjson.loads(row["config"]))
+    if cfg.signature is None:
+        raise BadRequest("This source has no signature scheme; set config.signature first")
+    if body.secret:
+        initial_secret(cfg, body.secret)
+    secret = body.secret or generate_secret(cfg.signature.scheme)
+    await store.add_secret(row["id"], secret, retire_others_after_s=body.grace_seconds)
+    await cache.reload()
+    return source_out(row, base_url, secrets=await store.secret_count(row["id"]),
+                      secret=None if body.secret else secret)
+
+
+async def replay_as(store: Store, cache: SourceCache, p: Principal, body: ReplayIn) -> dict[str, Any]:
+    client = scope_client(p, None)
+    if body.request_id:
+        await store.get_request(body.request_id, client)
+        items = await replay(store, cache, request_ids=[body.request_id], dry_run=body.dry_run)
+    else:
+        source_id = (await store.get_source(body.source, client))["id"] if body.source else None
+        try:
+            flt = RequestFilter(
+                source_id=source_id, client_id=client, state=body.state, limit=body.limit,
+                since_us=parse_time(body.since) if body.since else None,
+                until_us=parse_time(body.until) if body.until else None)
+        except ValueError as e:
+            raise BadRequest("Invalid time", detail=str(e)) from None
+        items = await replay(store, cache, flt=flt, dry_run=body.dry_run)
+    return {"dry_run": body.dry_run, "count": len(items), "items": items}
+
+
 def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash_ref: dict[str, str | None]) -> FastAPI:
     app = FastAPI(
         title="hookbay admin API",
@@ -147,28 +247,9 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         scheme, _, tok = auth.partition(" ")
         if scheme.lower() != "bearer" or not tok:
             raise Unauthorized("Bearer token required", headers={"WWW-Authenticate": "Bearer"})
-        h = hash_secret(tok.strip())
-        admin_hash = admin_hash_ref.get("hash")
-        if admin_hash and hmac.compare_digest(h, admin_hash):
-            return Principal(None)
-
-        def q(conn: sa.Connection) -> tuple[str | None] | None:
-            row = conn.execute(sa.select(schema.tokens.c.client_id).where(schema.tokens.c.token_hash == h)).first()
-            return (row[0],) if row else None
-
-        found = await store.read(q)
-        if found is None:
-            raise Unauthorized("Invalid token", headers={"WWW-Authenticate": "Bearer"})
-        return Principal(found[0])
+        return await principal_for_token(store, admin_hash_ref, tok)
 
     Auth = Annotated[Principal, Depends(principal)]
-
-    def scope_client(p: Principal, requested: str | None) -> str | None:
-        if p.is_admin:
-            return requested
-        if requested is not None and requested != p.client_id:
-            raise NotFound("Not Found")
-        return p.client_id
 
     from .relay import register_relay_routes  # relay tokens, queue status and the agent's endpoints
 
@@ -176,21 +257,11 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
     @app.get("/api/v1/sources", response_model=list[SourceOut], responses=ERRORS, tags=["sources"])
     async def list_sources(p: Auth, client_id: str | None = None) -> list[SourceOut]:
-        rows = await store.list_sources(scope_client(p, client_id))
-        counts = await store.secret_counts()
-        return [source_out(r, base_url, secrets=counts.get(r["id"], 0)) for r in rows]
+        return await list_sources_as(store, base_url, p, client_id)
 
     @app.post("/api/v1/sources", response_model=SourceOut, status_code=201, responses=ERRORS, tags=["sources"])
     async def create_source(p: Auth, body: SourceCreate) -> SourceOut:
-        if not p.is_admin and body.client_id != p.client_id:
-            raise NotFound("Not Found")
-        secret, generated = initial_secret(body.config, body.secret)
-        row, key = await store.create_source(
-            name=body.name, client_id=body.client_id, config=body.config.model_dump(), enabled=body.enabled,
-            api_key=body.api_key, secret=secret,
-        )
-        await cache.reload()
-        return source_out(row, base_url, key, secrets=1 if secret else 0, secret=secret if generated else None)
+        return await create_source_as(store, cache, base_url, p, body)
 
     @app.get("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
     async def get_source(p: Auth, source_id: str) -> SourceOut:
@@ -200,28 +271,11 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
     @app.post("/api/v1/sources/{source_id}/rotate", response_model=SourceOut, responses=ERRORS, tags=["sources"])
     async def rotate_secret(p: Auth, source_id: str, body: RotateIn) -> SourceOut:
         """Add a new signing secret; the previous ones stay valid for ``grace_seconds``."""
-        row = await store.get_source(source_id, scope_client(p, None))
-        cfg = SourceConfig.model_validate(orjson.loads(row["config"]))
-        if cfg.signature is None:
-            raise BadRequest("This source has no signature scheme; set config.signature first")
-        if body.secret:
-            initial_secret(cfg, body.secret)
-        secret = body.secret or generate_secret(cfg.signature.scheme)
-        await store.add_secret(row["id"], secret, retire_others_after_s=body.grace_seconds)
-        await cache.reload()
-        return source_out(row, base_url, secrets=await store.secret_count(row["id"]),
-                          secret=None if body.secret else secret)
+        return await rotate_secret_as(store, cache, base_url, p, source_id, body)
 
     @app.patch("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
     async def update_source(p: Auth, source_id: str, body: SourceUpdate) -> SourceOut:
-        row = await store.get_source(source_id, scope_client(p, None))
-        changes = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"rotate_api_key", "remove_api_key"})
-        if body.config is not None:
-            changes["config"] = body.config.model_dump()
-        new, key = await store.update_source(row["id"], changes, rotate_api_key=body.rotate_api_key,
-                                             remove_api_key=body.remove_api_key)
-        await cache.reload()
-        return source_out(new, base_url, key)
+        return await update_source_as(store, cache, base_url, p, source_id, body)
 
     @app.delete("/api/v1/sources/{source_id}", status_code=204, responses=ERRORS, tags=["sources"])
     async def delete_source(p: Auth, source_id: str) -> Response:
@@ -299,21 +353,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
     @app.post("/api/v1/replay", response_model=ReplayOut, responses=ERRORS, tags=["requests"])
     async def replay_requests(p: Auth, body: ReplayIn) -> dict[str, Any]:
-        client = scope_client(p, None)
-        if body.request_id:
-            await store.get_request(body.request_id, client)
-            items = await replay(store, cache, request_ids=[body.request_id], dry_run=body.dry_run)
-        else:
-            source_id = (await store.get_source(body.source, client))["id"] if body.source else None
-            try:
-                flt = RequestFilter(
-                    source_id=source_id, client_id=client, state=body.state, limit=body.limit,
-                    since_us=parse_time(body.since) if body.since else None,
-                    until_us=parse_time(body.until) if body.until else None)
-            except ValueError as e:
-                raise BadRequest("Invalid time", detail=str(e)) from None
-            items = await replay(store, cache, flt=flt, dry_run=body.dry_run)
-        return {"dry_run": body.dry_run, "count": len(items), "items": items}
+        return await replay_as(store, cache, p, body)
 
     add_delivery_routes(app, store, Auth, scope_client, ERRORS)
 

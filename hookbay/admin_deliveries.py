@@ -96,6 +96,14 @@ def _times(since: str | None, until: str | None) -> tuple[int | None, int | None
         raise BadRequest("Invalid time", detail=str(e)) from None
 
 
+async def retry_delivery_for(store: Store, client: str | None, delivery_id: str) -> dict[str, Any]:
+    """Queue one finished delivery again now (the API's and the console's Retry)."""
+    row = await store.get_delivery(delivery_id, client)
+    if not await store.retry_deliveries(DeliveryFilter(client_id=client), ids=[row["id"]]):
+        raise Conflict("The delivery is still queued or running", detail={"state": row["state"]})
+    return delivery_out(await store.get_delivery(delivery_id, client))
+
+
 def add_delivery_routes(app: FastAPI, store: Store, auth: Any, scope_client: Callable[[Any, str | None], str | None],
                         errors: dict[int | str, dict[str, Any]]) -> None:
     Auth = auth
@@ -130,11 +138,7 @@ def add_delivery_routes(app: FastAPI, store: Store, auth: Any, scope_client: Cal
               tags=["deliveries"])
     async def retry_delivery(p: Auth, delivery_id: str) -> dict[str, Any]:  # type: ignore[valid-type]
         """Queue one finished delivery (dead letter, skipped or even succeeded) to run again now."""
-        client = scope_client(p, None)
-        row = await store.get_delivery(delivery_id, client)
-        if not await store.retry_deliveries(DeliveryFilter(client_id=client), ids=[row["id"]]):
-            raise Conflict("The delivery is still queued or running", detail={"state": row["state"]})
-        return delivery_out(await store.get_delivery(delivery_id, client))
+        return await retry_delivery_for(store, scope_client(p, None), delivery_id)
 
     @app.post("/api/v1/deliveries/retry", response_model=RetryOut, responses=errors, tags=["deliveries"])
     async def retry_dead_letters(p: Auth, body: RetryFilter) -> dict[str, Any]:  # type: ignore[valid-type]

@@ -1,4 +1,5 @@
-"""The root ASGI application: ingest routes on the hand-written hot path, everything else on FastAPI.
+"""The root ASGI application: ingest routes on the hand-written hot path, the web console under
+``/ui/``, everything else on FastAPI.
 
 It owns the lifespan: opening the store, loading the source cache, and running the worker and the
 cache refresher as background tasks of the same process.
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import metrics
 from .admin import create_admin_app
 from .asgi import Receive, Scope, Send, send_json, send_raw
+from .console import create_console_app
 from .deliveries import Deliverer
 from .errors import NotFound, Unauthorized
 from .ids import now_us
@@ -42,6 +44,7 @@ class HookbayApp:
         self.ingest = Ingest(self.store, self.cache, settings)
         self.admin_hash: dict[str, str | None] = {"hash": None}
         self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash)
+        self.console = create_console_app(self.store, self.cache, settings, self.admin_hash)
         self.run_worker = settings.run_worker if run_worker is None else run_worker
         self.worker = Worker(self.store, self.cache, settings, ingest_load=self.ingest.take_inflight_peak)
         self.deliverer = Deliverer(self.store, self.cache, settings)
@@ -127,6 +130,9 @@ class HookbayApp:
             if path == "/metrics":
                 await send_raw(send, 200, generate_latest(metrics.registry),
                                content_type=CONTENT_TYPE_LATEST.encode())
+                return
+            if path == "/ui" or path.startswith("/ui/"):
+                await self.console(scope, receive, send)  # the web console: its own app, not in the OpenAPI
                 return
             await self.admin(scope, receive, send)
             return

@@ -212,6 +212,7 @@ def serve(
     db = settings.effective_database_url
     shown_db = db if db.startswith("sqlite") else db.split("@")[-1]
     typer.echo(f"hookbay {settings.base_url}  (database: {shown_db})")
+    typer.echo(f"  console:   {settings.base_url}/ui/   (log in with the admin token or a client token)")
     typer.echo(f"  admin API: {settings.base_url}/api/v1/docs   metrics: {settings.base_url}/metrics")
     typer.echo('  create a source: hookbay source create --name "Web Form" --client acme')
     server = uvicorn.Server(uvicorn_config(application, settings.host, settings.port,

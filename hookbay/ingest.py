@@ -43,6 +43,19 @@ log = structlog.get_logger("hookbay.ingest")
 NOT_FOUND_BODY = orjson.dumps(NotFound().to_dict())
 
 
+def dry_run(body: bytes, content_type: str | None, src: ActiveSource, settings: Settings) -> dict[str, Any]:
+    """What a body would become, storing nothing and running no action: the answer of
+    ``/V1/Test`` and of the console's mapping playground."""
+    from .deliveries import plan
+    from .worker import parse_body
+
+    out = parse_body(body, content_type, src)
+    actions = [{k: d[k] for k in ("record_idx", "action_idx", "action_type", "action_name")}
+               for d in plan(out["records"], src, settings)]
+    return {"state": out["state"], "stored": False, "records": out["records"], **out["receipt"],
+            "actions": actions}
+
+
 class ClientGone(Exception):
     pass
 
@@ -163,15 +176,8 @@ class Ingest:
             return
 
         if test:
-            from .deliveries import plan
-            from .worker import parse_body
-
-            out = parse_body(body or b"", ctype_s, src)
-            actions = [{k: d[k] for k in ("record_idx", "action_idx", "action_type", "action_name")}
-                       for d in plan(out["records"], src, self.settings)]
-            payload = {"state": out["state"], "stored": False, "records": out["records"], **out["receipt"],
-                       "actions": actions}
-            await send_json(send, 200 if out["state"] == "processed" else 422, payload)
+            payload = dry_run(body or b"", ctype_s, src, self.settings)
+            await send_json(send, 200 if payload["state"] == "processed" else 422, payload)
             return
 
         row = self._row(scope, src, body, "accepted", None, 200, "ping" if ping else "pending")

@@ -329,6 +329,23 @@ class Store(DeliveriesMixin):
 
         return await self.read(q)
 
+    async def traffic(self, client_id: str | None, since_us: int, bucket_us: int) -> list[dict[str, Any]]:
+        """Request counts per time bucket since ``since_us``, by verdict, state and rejecting rule:
+        what the console's traffic and failure charts draw. ``bucket`` is the bucket's index
+        counted from ``since_us``; one range scan of ``ix_requests_received_at``."""
+
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            bucket = ((R.c.received_at - since_us) // bucket_us).label("bucket")
+            stmt = (sa.select(bucket, R.c.verdict, R.c.state, R.c.rule, sa.func.count().label("n"))
+                    .where(R.c.received_at >= since_us)
+                    .group_by(bucket, R.c.verdict, R.c.state, R.c.rule))
+            if client_id is not None:
+                stmt = stmt.where(R.c.client_id == client_id)
+            return [{"bucket": int(r.bucket), "verdict": r.verdict, "state": r.state, "rule": r.rule, "n": int(r.n)}
+                    for r in conn.execute(stmt)]
+
+        return await self.read(q)
+
     async def count_requests(self, **eq: Any) -> int:
         def q(conn: sa.Connection) -> int:
             stmt = sa.select(sa.func.count()).select_from(R)
@@ -637,6 +654,22 @@ class Store(DeliveriesMixin):
                 ids = ids.where(PK.c.client_id == client_id)
             stmt = sa.select(P).where(P.c.id.in_(ids)).order_by(P.c.id)
             return [dict(r) for r in conn.execute(stmt).mappings()]
+
+        return await self.read(q)
+
+    async def list_profiles(self, client_id: str | None, *, limit: int = 50,
+                            before_id: str | None = None) -> list[dict[str, Any]]:
+        """Profiles, newest id first (ids are time-ordered), a page at a time: the console's list
+        when no email or phone is searched for."""
+        P = schema.profiles
+
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            stmt = sa.select(P.c.id, P.c.client_id, P.c.email, P.c.phone, P.c.created_at, P.c.updated_at)
+            if client_id is not None:
+                stmt = stmt.where(P.c.client_id == client_id)
+            if before_id:
+                stmt = stmt.where(P.c.id < before_id)
+            return [dict(r) for r in conn.execute(stmt.order_by(P.c.id.desc()).limit(limit)).mappings()]
 
         return await self.read(q)
 

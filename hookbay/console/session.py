@@ -1,0 +1,124 @@
+"""Console sessions and CSRF tokens.
+
+The session cookie holds ``v1.<token hash>.<expiry>.<mac>``: the SHA-256 hash of the token that
+logged in (never the token itself), an expiry, and an HMAC over both with a server secret. Each
+page asks the admin API's own check (:func:`hookbay.admin.principal_for_hash`) who that hash
+belongs to now, so a revoked client token or a rotated admin token ends its sessions at once.
+
+The server secret lives in the ``meta`` table (sealed with the encryption key when one is set), so
+every ``serve`` process sharing a PostgreSQL database accepts the same cookies, and sessions
+survive a restart. CSRF tokens are HMACs of the session cookie value with that secret (and, before
+login, of a random nonce cookie), so they need no server-side state either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from ..errors import EncryptionKeyMissing
+from ..netaddr import in_networks, parse_networks
+from ..store import Store
+
+SESSION_COOKIE = "hookbay_session"
+LOGIN_COOKIE = "hookbay_login"
+COOKIE_PATH = "/ui"
+SESSION_SECONDS = 12 * 3600
+LOGIN_NONCE_SECONDS = 3600
+META_KEY = "console_secret"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token_hash: str
+    expires: int
+    cookie: str
+
+
+class Sessions:
+    def __init__(self, store: Store, trusted_proxies: list[str]) -> None:
+        self.store = store
+        self.trusted = parse_networks(trusted_proxies)
+        self._secret: bytes | None = None
+        self._lock = asyncio.Lock()
+
+    async def secret(self) -> bytes:
+        """Load (or on first use create) the shared secret; a secret sealed with a key that is no
+        longer configured is replaced, which only logs everyone out."""
+        if self._secret is not None:
+            return self._secret
+        async with self._lock:
+            if self._secret is None:
+                self._secret = await self._load_secret()
+        return self._secret
+
+    async def _load_secret(self) -> bytes:
+        def sealed(raw: bytes) -> str:
+            blob, _ = self.store.seal(raw, META_KEY)
+            return base64.b64encode(blob).decode()
+
+        fresh = secrets.token_bytes(32)
+        try:
+            await self.store.set_meta_if_absent(META_KEY, sealed(fresh))
+        except Exception:  # another process inserted it between our check and insert (PostgreSQL)
+            pass
+        stored = await self.store.get_meta(META_KEY)
+        if stored is not None:
+            try:
+                return self.store.unseal(base64.b64decode(stored), META_KEY)
+            except EncryptionKeyMissing:
+                pass
+        await self.store.set_meta(META_KEY, sealed(fresh))
+        return fresh
+
+    def _mac(self, secret: bytes, *parts: str) -> str:
+        msg = "|".join(parts).encode()
+        return base64.urlsafe_b64encode(hmac.new(secret, msg, hashlib.sha256).digest()).decode().rstrip("=")
+
+    async def issue(self, token_hash: str) -> str:
+        secret = await self.secret()
+        expires = int(time.time()) + SESSION_SECONDS
+        return f"v1.{token_hash}.{expires}.{self._mac(secret, 'session', token_hash, str(expires))}"
+
+    async def read(self, cookie: str | None) -> Session | None:
+        """The session a cookie carries, if its MAC holds and it has not expired."""
+        if not cookie or len(cookie) > 300:
+            return None
+        parts = cookie.split(".")
+        if len(parts) != 4 or parts[0] != "v1" or not parts[2].isdigit():
+            return None
+        _, token_hash, expires, mac = parts
+        secret = await self.secret()
+        if not hmac.compare_digest(mac, self._mac(secret, "session", token_hash, expires)):
+            return None
+        if int(expires) < time.time():
+            return None
+        return Session(token_hash=token_hash, expires=int(expires), cookie=cookie)
+
+    async def csrf_token(self, session: Session) -> str:
+        return self._mac(await self.secret(), "csrf", session.cookie)
+
+    async def login_csrf_token(self, nonce: str) -> str:
+        return self._mac(await self.secret(), "login", nonce)
+
+    @staticmethod
+    def new_nonce() -> str:
+        return secrets.token_urlsafe(24)
+
+    def is_https(self, scheme: str, peer: str | None, forwarded_proto: str | None) -> bool:
+        """Mark cookies Secure when the browser talks https: directly, or through a trusted proxy
+        that says so (the same HOOKBAY_TRUSTED_PROXIES the ingest believes)."""
+        if scheme == "https":
+            return True
+        if forwarded_proto and self.trusted and in_networks(peer, self.trusted):
+            return forwarded_proto.split(",")[0].strip().lower() == "https"
+        return False
+
+
+def check(expected: str, given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())
