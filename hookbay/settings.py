@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     job_lease_seconds: float = 30.0
     job_max_attempts: int = 5
     worker_batch: int = 100
+    worker_batch_busy: int = Field(default=25, ge=1, description="Jobs the in-process worker claims at once while it is behind and ingest is saturated (shorter parse stretches and store transactions for acks to wait behind)")
     worker_yield_ratio: float = Field(default=8.0, description="When ingest is saturated and the in-process worker is behind (full batches), it idles as long as its batch took, and this many times as long after 10 full batches in a row; 0 = never")
     worker_backoff_inflight: int = Field(default=32, description="Ingest requests in flight at once (peak since the worker's last batch) that count as saturated")
     worker_poll_seconds: float = 1.0

@@ -109,6 +109,7 @@ class Worker:
         self.policy = RetryPolicy(max_attempts=settings.job_max_attempts)
         self.processed = 0
         self._full_batches = 0
+        self._ingest_busy = False
 
     async def run(self) -> None:
         listener = None
@@ -141,16 +142,17 @@ class Worker:
         time, in claim order. A partial batch means the queue is drained: no claim runs ahead."""
         if self.store.job_event is not None:
             self.store.job_event.clear()
-        batch = self.settings.worker_batch
         total = 0
         finishing: asyncio.Task[None] | None = None
         ahead: asyncio.Task[list[ClaimedJob]] | None = None
         try:
             started = time.monotonic()
-            jobs = await self._claim()
+            asked = self._batch_size()
+            jobs = await self._claim(asked)
             while jobs:
-                if len(jobs) >= batch:
-                    ahead = asyncio.create_task(self._claim())
+                if len(jobs) >= asked:
+                    asked = self._batch_size()
+                    ahead = asyncio.create_task(self._claim(asked))
                 prepared = await self._prepare(jobs)
                 if finishing is not None:
                     await finishing
@@ -173,13 +175,14 @@ class Worker:
                     with contextlib.suppress(BaseException):
                         await t
         self._full_batches = 0  # caught up: the last claim came back short
+        self._ingest_busy = False
         return total
 
     async def run_once(self) -> int:
         """Claim and finish one batch; returns how many jobs it took."""
         if self.store.job_event is not None:
             self.store.job_event.clear()
-        jobs = await self._claim()
+        jobs = await self._claim(self.settings.worker_batch)
         if jobs:
             await self._finish(await self._prepare(jobs))
         return len(jobs)
@@ -199,7 +202,8 @@ class Worker:
         if self.ingest_load is None or self.settings.worker_yield_ratio <= 0:
             return
         self._full_batches += 1
-        if self.ingest_load() >= self.settings.worker_backoff_inflight:
+        self._ingest_busy = self.ingest_load() >= self.settings.worker_backoff_inflight
+        if self._ingest_busy:
             ratio = self.settings.worker_yield_ratio
             if self._full_batches <= self.BURST_BATCHES:
                 ratio = min(1.0, ratio)
@@ -208,9 +212,16 @@ class Worker:
     async def _wait(self) -> None:
         await wait_for_wakeup(self.store.job_event, self.settings.worker_poll_seconds)
 
-    async def _claim(self) -> list[ClaimedJob]:
-        return await self.store.claim_jobs(self.worker_id, self.settings.worker_batch,
-                                           self.settings.job_lease_seconds)
+    def _batch_size(self) -> int:
+        """Smaller batches while ingest is saturated: each batch is one stretch of parsing on the
+        event loop and one transaction that ingest commits queue behind, so its size is added
+        to the slowest acknowledgements."""
+        if self._ingest_busy:
+            return max(1, min(self.settings.worker_batch, self.settings.worker_batch_busy))
+        return self.settings.worker_batch
+
+    async def _claim(self, n: int) -> list[ClaimedJob]:
+        return await self.store.claim_jobs(self.worker_id, n, self.settings.job_lease_seconds)
 
     async def _prepare(self, jobs: list[ClaimedJob]) -> _Prepared:
         """Load and parse a claimed batch (no writes)."""

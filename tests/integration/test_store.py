@@ -166,6 +166,38 @@ async def test_drain_claims_the_next_batch_before_storing_this_one(db_url: str, 
         await store.close()
 
 
+async def test_claims_shrink_while_ingest_is_saturated(db_url: str, tmp_path: Path) -> None:
+    """Behind, with ingest saturated: once it has seen that (after a full batch, whose successor is
+    already claimed) the worker claims
+    ``worker_batch_busy`` jobs at a time (shorter stretches on the event loop, shorter transactions
+    for acks to queue behind), still processing every request exactly once."""
+    settings = make_settings(db_url, tmp_path, worker_batch=20, worker_batch_busy=5, worker_yield_ratio=0.001,
+                             worker_backoff_inflight=32)
+    store = await _open(db_url)
+    try:
+        src, _ = await store.create_source(name="s", client_id="acme", config={"format": "json"})
+        ids = [await store.writer.ingest(_row(src["id"], orjson.dumps({"n": i}))) for i in range(50)]
+        cache = SourceCache(store, 1 << 20)
+        await cache.reload()
+        w = Worker(store, cache, settings, worker_id="w", ingest_load=lambda: 64)
+        sizes: list[int] = []
+        claim = store.claim_jobs
+
+        async def claim_logged(worker_id, n, *a, **kw):  # type: ignore[no-untyped-def]
+            sizes.append(n)
+            return await claim(worker_id, n, *a, **kw)
+
+        store.claim_jobs = claim_logged  # type: ignore[method-assign]
+        assert await w.drain() == 50
+        assert sizes == [20, 20, 5, 5, 5]  # the last claim comes back empty and ends the drain
+        recs = await store.records_for(ids)
+        assert sorted(orjson.loads(r[0]["data"])["fields"]["n"] for r in recs.values()) == list(range(50))
+        assert all(len(r) == 1 for r in recs.values())
+        assert w._batch_size() == 20  # caught up: full-size claims again
+    finally:
+        await store.close()
+
+
 async def test_retention_purges_old_processed_bodies_only(db_url: str) -> None:
     from hookbay.app import purge_expired
 

@@ -85,3 +85,16 @@ def test_inflight_peak_remembers_a_wave_that_has_already_been_answered() -> None
 
     first, second, now = asyncio.run(go())
     assert (first, second, now) == (40, 0, 0)
+
+
+def test_claim_size_follows_ingest_saturation(sleeps: list[float]) -> None:
+    w = _worker([64, 64, 3], worker_batch_busy=25)
+
+    async def go() -> list[int]:
+        sizes = [w._batch_size()]
+        for _ in range(3):
+            await w._yield_to_ingest(0.01)
+            sizes.append(w._batch_size())
+        return sizes
+
+    assert asyncio.run(go()) == [100, 25, 25, 100]
