@@ -82,9 +82,9 @@ def respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: by
     the hot path's own (valid names and values, no ``connection`` or ``transfer-encoding``).
     Anything unusual (HEAD, a paused writer, a response already started) takes uvicorn's path.
     """
-    cycle = getattr(send, "__self__", None)
+    cycle: Any = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
-    if type(transport) is not _CoalescingTransport or cycle is None:
+    if type(transport) is not _CoalescingTransport:
         return False
     if cycle.response_started or cycle.flow.write_paused or cycle.scope["method"] == "HEAD":
         return False

@@ -13,7 +13,7 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qsl, quote
 
 import orjson
@@ -43,9 +43,10 @@ from ..asgi import Receive, Scope, Send
 from ..errors import BadRequest, Forbidden, HookbayError, NotFound, PayloadTooLarge, Unauthorized
 from ..ids import now_us
 from ..ingest import dry_run
-from ..models import RotateIn, SourceCreate, SourceUpdate
+from ..models import Format, Parser, RotateIn, SourceCreate, SourceUpdate
 from ..profiles import lookup_email, lookup_phone, profile_view
 from ..settings import Settings
+from ..signatures import SCHEMES as SIGNATURE_SCHEMES
 from ..sources import SourceCache
 from ..store import RequestFilter, Store, hash_secret
 from ..store.deliveries import DeliveryFilter
@@ -63,9 +64,9 @@ SECURITY_HEADERS = [
 VERDICTS = ("accepted", "rejected", "duplicate")
 STATES = ("pending", "processed", "failed", "rejected", "duplicate", "ping")
 DELIVERY_STATES = ("pending", "running", "succeeded", "dead", "skipped")
-FORMATS = ("auto", "json", "ndjson", "xml", "csv", "form")
-PARSERS = ("generic", "contact")
-SCHEMES = ("standard", "github", "stripe", "shopify", "woocommerce", "slack")
+FORMATS = get_args(Format)
+PARSERS = tuple(p for p in get_args(Parser) if p != "mapping")  # a mapping needs more than a form
+SCHEMES = tuple(s for s in SIGNATURE_SCHEMES if s != "hmac")  # hmac needs a header and an algorithm too
 GRACE = ((0, "retire the old secrets now"), (3600, "keep old secrets 1 hour"),
          (86400, "keep old secrets 24 hours"), (7 * 86400, "keep old secrets 7 days"))
 NOTICES = {

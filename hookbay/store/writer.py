@@ -14,9 +14,9 @@ import contextlib
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -93,41 +93,6 @@ class _Deadlines:
             self.loop.call_later(max(0.01, timeout / self.SWEEPS_PER_TIMEOUT), self.sweep, timeout)
         else:
             self.armed = False
-
-
-class _Exec(Protocol):
-    """Plain SQL in the dialect's paramstyle: the ingest writes need nothing more."""
-
-    def run(self, sql: str, params: Sequence[Any]) -> None: ...
-
-    def scalar(self, sql: str, params: Sequence[Any]) -> Any: ...
-
-
-class _ConnExec:
-    __slots__ = ("conn",)
-
-    def __init__(self, conn: sa.Connection) -> None:
-        self.conn = conn
-
-    def run(self, sql: str, params: Sequence[Any]) -> None:
-        self.conn.exec_driver_sql(sql, tuple(params))
-
-    def scalar(self, sql: str, params: Sequence[Any]) -> Any:
-        return self.conn.exec_driver_sql(sql, tuple(params)).scalar()
-
-
-class _CursorExec:
-    __slots__ = ("cur",)
-
-    def __init__(self, cur: Any) -> None:
-        self.cur = cur
-
-    def run(self, sql: str, params: Sequence[Any]) -> None:
-        self.cur.execute(sql, params)
-
-    def scalar(self, sql: str, params: Sequence[Any]) -> Any:
-        row = self.cur.execute(sql, params).fetchone()
-        return row[0] if row else None
 
 
 class Writer:
@@ -288,7 +253,7 @@ class Writer:
             if relaxed and conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             if ingests:
-                new_jobs = self._write_ingests(_ConnExec(conn), ingests)
+                new_jobs = self._write_ingests_with_cursor(conn, ingests)
             for op in fns:
                 sp = conn.begin_nested()
                 try:
@@ -303,24 +268,30 @@ class Writer:
                 conn.exec_driver_sql(self.notify_sql)
         return new_jobs
 
-    def _commit_ingests_sqlite(self, conn: sa.Connection, ingests: list[_Op]) -> bool:
-        """Ingest-only batches on SQLite go straight to the DB-API cursor: SQLAlchemy's begin,
-        execute and commit bookkeeping held the GIL for about as long as SQLite took to store the
-        rows, time the event loop could not answer requests in."""
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        cur = dbapi.cursor()
+    def _write_ingests_with_cursor(self, conn: sa.Connection, ingests: list[_Op]) -> bool:
+        """Ingest rows are written with plain SQL on the DB-API cursor, inside whatever transaction
+        ``conn`` is in: SQLAlchemy's per-statement bookkeeping holds the GIL, time the event loop
+        cannot answer requests in."""
+        cur = conn.connection.cursor()
         try:
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                new_jobs = self._write_ingests(_CursorExec(cur), ingests)
-                cur.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    cur.execute("ROLLBACK")
-                raise
+            return self._write_ingests(cur, ingests)
         finally:
             cur.close()
+
+    def _commit_ingests_sqlite(self, conn: sa.Connection, ingests: list[_Op]) -> bool:
+        """Ingest-only batches on SQLite also begin and commit on the DB-API connection: with
+        SQLAlchemy's begin and commit around them, the writer held the GIL for about as long as
+        SQLite took to store the rows."""
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        dbapi.execute("BEGIN IMMEDIATE")
+        try:
+            new_jobs = self._write_ingests_with_cursor(conn, ingests)
+            dbapi.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                dbapi.execute("ROLLBACK")
+            raise
         return new_jobs
 
     @staticmethod
@@ -330,7 +301,7 @@ class Writer:
         assert dbapi is not None
         dbapi.execute(f"PRAGMA synchronous={level}")
 
-    def _write_ingests(self, ex: _Exec, ops: list[_Op]) -> bool:
+    def _write_ingests(self, cur: Any, ops: list[_Op]) -> bool:
         """Insert request rows and their jobs; resolve idempotency keys to the original request."""
         keyed: dict[tuple[str, str], str] = {}
         lookups = [op for op in ops if op.row and op.row.get("idempotency_key")]
@@ -342,9 +313,10 @@ class Writer:
                 k = (op.row["source_id"], op.row["idempotency_key"])
                 if k in keyed:
                     continue
-                found = ex.scalar(sql, k)
+                cur.execute(sql, k)
+                found = cur.fetchone()
                 if found:
-                    keyed[k] = found
+                    keyed[k] = found[0]
         rows: list[dict[str, Any]] = []
         jobs: list[dict[str, Any]] = []
         relay: list[dict[str, Any]] = []
@@ -372,28 +344,28 @@ class Writer:
                 if to_relay:
                     relay.append({"source_id": row["source_id"], "request_id": row["id"],
                                   "available_at": row["received_at"], "created_at": row["received_at"]})
-        self._insert_many(ex, schema.requests, rows)
+        self._insert_many(cur, schema.requests, rows)
         if jobs:
-            self._insert_many(ex, schema.jobs, jobs)
+            self._insert_many(cur, schema.jobs, jobs)
         if relay:
-            self._enqueue_relay(ex, relay)
+            self._enqueue_relay(cur, relay)
         return bool(jobs)
 
-    def _enqueue_relay(self, ex: _Exec, rows: list[dict[str, Any]]) -> None:
+    def _enqueue_relay(self, cur: Any, rows: list[dict[str, Any]]) -> None:
         """Relay messages ride in the request's own transaction; their identity ids, assigned here in
         commit order, are each source's arrival order. On PostgreSQL several processes may ingest at
         once, so a transaction-scoped advisory lock makes id order equal commit order there too (a
         reader must never see id N+1 committed before N)."""
         if self.engine.dialect.name == "postgresql":
-            ex.run(f"SELECT pg_advisory_xact_lock({RELAY_LOCK_KEY})", ())
-        self._insert_many(ex, schema.relay_messages, rows)
+            cur.execute(f"SELECT pg_advisory_xact_lock({RELAY_LOCK_KEY})")
+        self._insert_many(cur, schema.relay_messages, rows)
         self._relayed.update(r["source_id"] for r in rows)
 
     @property
     def _placeholder(self) -> str:
         return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
 
-    def _insert_many(self, ex: _Exec, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    def _insert_many(self, cur: Any, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         """One multi-row INSERT per table: a single statement step per batch, instead of one
         per row, keeps the writer thread from trading the GIL with the event loop row by row."""
         cols = list(rows[0].keys())
@@ -406,4 +378,4 @@ class Writer:
             chunk = rows[i : i + max_rows]
             sql = f"INSERT INTO {table.name} ({','.join(cols)}) VALUES " + ",".join([per_row] * len(chunk))
             params = tuple(r.get(c) for r in chunk for c in cols)
-            ex.run(sql, params)
+            cur.execute(sql, params)
