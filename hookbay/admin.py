@@ -76,6 +76,8 @@ class ProfileOut(BaseModel):
     ledger: list[dict[str, Any]]
     keys: list[dict[str, Any]]
     request_ids: list[str]
+    merged_from: list[str] = Field(default_factory=list, description="Ids of profiles merged into this one; "
+                                   "looking any of them up answers this profile")
     created_at: str | None
     updated_at: str | None
 
@@ -87,6 +89,7 @@ class ErasureOut(BaseModel):
     records_deleted: int
     consent_events_deleted: int
     keys_deleted: int
+    merged_ids_forgotten: int = 0
 
 
 class ReplayIn(BaseModel):

@@ -202,7 +202,17 @@ class Ingest:
         rid = request_id.encode()
         qs = scope.get("query_string")
         if (src.config.sync or (qs and _wants_wait(qs))) and self.process_now is not None:
-            receipt = await self.process_now(request_id)
+            try:
+                receipt = await self.process_now(request_id)
+            except Exception as e:  # stored and acknowledged; the worker retries it in the background
+                failure = e if isinstance(e, HookbayError) else HookbayError(
+                    "processing failed unexpectedly; the request is stored and will be retried",
+                    detail={"request_id": request_id})
+                if not isinstance(e, HookbayError):
+                    log.error("wait_processing_failed", request_id=request_id, error=type(e).__name__)
+                await send_json(send, failure.status, failure.to_dict(),
+                                {**failure.headers, "X-Request-Id": request_id})
+                return
             status = 422 if receipt["state"] == "failed" else 200
             await send_json(send, status, {"status": "accepted", "request_id": request_id, "receipt": receipt},
                             {"X-Request-Id": request_id})

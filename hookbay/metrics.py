@@ -59,10 +59,21 @@ storage_errors_total = Counter(
     "hookbay_storage_errors_total", "Ingest requests answered 503 because storage failed", registry=registry
 )
 queue_depth = Gauge("hookbay_queue_depth", "Processing jobs not yet finished", registry=registry)
-processing_lag_seconds = Histogram(
-    "hookbay_processing_lag_seconds", "Time from receipt to processed", registry=registry,
+processing_delay_seconds = Histogram(
+    "hookbay_processing_delay_seconds", "Time from receipt to processed", registry=registry,
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+processing_lag_seconds = Gauge(
+    "hookbay_processing_lag_seconds", "Age of the oldest processing job that is due (0 when none)", registry=registry)
+jobs_failed_total = Counter("hookbay_jobs_failed_total", "Requests that processing gave up on, by reason",
+                            ["reason"], registry=registry)
+job_retries_total = Counter("hookbay_job_retries_total", "Processing jobs put back for a later attempt",
+                            registry=registry)
+worker_errors_total = Counter("hookbay_worker_errors_total", "Worker cycles or jobs that raised unexpectedly",
+                              registry=registry)
+write_retries_total = Counter("hookbay_write_retries_total",
+                              "Write transactions run again after losing a race (deadlock, concurrent merge)",
+                              registry=registry)
 processed_total = Counter("hookbay_processed_total", "Requests processed by outcome", ["state"], registry=registry)
 deliveries_total = Counter(
     "hookbay_deliveries_total", "Delivery attempts by action type and resulting state", ["action", "state"],

@@ -158,6 +158,18 @@ consent_events = sa.Table(
     sa.Index("ix_consent_events_profile", "profile_id", "channel", "occurred_at"),
 )
 
+# A contact whose keys matched two profiles merged them into the older one; the merged-away id
+# stays resolvable (to its survivor) through this table.
+profile_merges = sa.Table(
+    "profile_merges",
+    metadata,
+    sa.Column("merged_id", sa.String(40), primary_key=True),
+    sa.Column("survivor_id", sa.String(40), nullable=False, index=True),
+    sa.Column("client_id", sa.String(100), nullable=False),
+    sa.Column("request_id", sa.String(40), nullable=True),
+    sa.Column("merged_at", sa.BigInteger, nullable=False),
+)
+
 erasures = sa.Table(
     "erasures",
     metadata,

@@ -21,7 +21,7 @@ import structlog
 
 from . import metrics
 from .deliveries import plan
-from .errors import HookbayError
+from .errors import HookbayError, StorageUnavailable
 from .ids import now_us
 from .models import SourceConfig
 from .parsers import contact, generic, mapping
@@ -29,8 +29,19 @@ from .parsers.formats import load_tree
 from .settings import Settings
 from .sources import ActiveSource, SourceCache
 from .store import ClaimedJob, Store, wait_for_wakeup
+from .store.errors import describe
 
 log = structlog.get_logger("hookbay.worker")
+
+
+class ProcessingFailed(HookbayError):
+    """``?wait=1``: processing this request raised; it is retried in the background (or failed)."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(internal_error_message(request_id), detail={"request_id": request_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +105,15 @@ class _Prepared:
     """A parsed batch waiting to be stored."""
 
     requests: dict[str, dict[str, Any]]
+    jobs: dict[str, ClaimedJob] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[tuple[ClaimedJob, str]] = field(default_factory=list)
+    failed: list[tuple[ClaimedJob, str, str]] = field(default_factory=list)  # job, code, message
+
+
+def internal_error_message(request_id: str) -> str:
+    """What a receipt says about an unexpected failure: no exception text, which may quote the
+    customer's data; the operator finds the details in the log under the request id."""
+    return f"processing failed unexpectedly; the server log has the details under request id {request_id}"
 
 
 class Worker:
@@ -122,7 +140,8 @@ class Worker:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    log.warning("worker_cycle_failed", error=str(e))
+                    metrics.worker_errors_total.inc()
+                    log.warning("worker_cycle_failed", **describe(e))
                     n = 0
                     await asyncio.sleep(self.settings.worker_poll_seconds)
                 if n == 0:
@@ -226,35 +245,70 @@ class Worker:
     async def _prepare(self, jobs: list[ClaimedJob]) -> _Prepared:
         """Load and parse a claimed batch (no writes)."""
         reqs = await self.store.load_requests([j.request_id for j in jobs])
-        prepared = _Prepared(reqs)
+        prepared = _Prepared(reqs, {j.request_id: j for j in jobs})
         for n, job in enumerate(jobs, 1):
             if n % 16 == 0:
                 await asyncio.sleep(0)
             req = reqs.get(job.request_id)
             if req is None:
-                prepared.failed.append((job, "request row missing"))
+                prepared.failed.append((job, "internal_error", "request row missing"))
                 continue
             try:
                 src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
                 prepared.results.append(self._with_deliveries(process_request(req, src), src))
             except Exception as e:
-                log.exception("process_failed", request_id=job.request_id)
-                prepared.failed.append((job, f"{type(e).__name__}: {e}"))
+                metrics.worker_errors_total.inc()
+                log.error("process_failed", request_id=job.request_id, attempt=job.attempts, **describe(e))
+                prepared.failed.append((job, "internal_error", internal_error_message(job.request_id)))
         return prepared
 
     async def _finish(self, prepared: _Prepared) -> None:
+        """Store a batch's results in one transaction. If that raises, the batch is stored again one
+        request at a time (each in its own savepoint, still one commit), so one poison request
+        fails alone and its batch-mates commit. A failure of the database itself
+        (``StorageUnavailable``) is not a request's fault: the leases then expire and the jobs are
+        claimed again."""
         results = prepared.results
+        done: list[dict[str, Any]] = []
         if results:
-            await self.store.finish_jobs(results)
+            try:
+                await self.store.finish_jobs(results)
+                done = results
+            except StorageUnavailable:
+                raise
+            except Exception as e:
+                metrics.worker_errors_total.inc()
+                log.warning("batch_finish_failed", jobs=len(results), **describe(e))
+                outcomes = await asyncio.gather(*(self.store.finish_jobs([res]) for res in results),
+                                                return_exceptions=True)
+                for res, out in zip(results, outcomes, strict=True):
+                    if out is None:
+                        done.append(res)
+                        continue
+                    if isinstance(out, StorageUnavailable):
+                        raise out from None
+                    assert isinstance(out, BaseException)
+                    rid = res["request_id"]
+                    log.error("finish_failed", request_id=rid, **describe(out))
+                    prepared.failed.append((prepared.jobs[rid], "internal_error", internal_error_message(rid)))
             now = now_us()
-            for res in results:
+            for res in done:
                 metrics.processed_total.labels(res["state"]).inc()
                 req = prepared.requests[res["request_id"]]
-                metrics.processing_lag_seconds.observe((now - req["received_at"]) / 1e6)
-            self.processed += len(results)
-        for job, err in prepared.failed:
-            await self.store.retry_job(job.job_id, err, self.policy.delay(job.attempts),
-                                       self.policy.gives_up(job.attempts), job.request_id)
+                metrics.processing_delay_seconds.observe((now - req["received_at"]) / 1e6)
+            self.processed += len(done)
+        for job, code, err in prepared.failed:
+            await self._fail_or_retry(job, code, err)
+
+    async def _fail_or_retry(self, job: ClaimedJob, code: str, message: str) -> None:
+        give_up = self.policy.gives_up(job.attempts)
+        await self.store.retry_job(job.job_id, message, self.policy.delay(job.attempts), give_up, job.request_id,
+                                   code=code)
+        if give_up:
+            metrics.jobs_failed_total.labels(code).inc()
+            log.error("job_failed", request_id=job.request_id, attempts=job.attempts, reason=code)
+        else:
+            metrics.job_retries_total.inc()
 
     def _with_deliveries(self, res: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
         if res["records"]:
@@ -267,8 +321,16 @@ class Worker:
         if jobs:
             reqs = await self.store.load_requests([request_id])
             req = reqs[request_id]
-            src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
-            await self.store.finish_jobs([self._with_deliveries(process_request(req, src), src)])
+            try:
+                src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
+                await self.store.finish_jobs([self._with_deliveries(process_request(req, src), src)])
+            except StorageUnavailable:
+                raise
+            except Exception as e:
+                metrics.worker_errors_total.inc()
+                log.error("process_failed", request_id=request_id, attempt=jobs[0].attempts, **describe(e))
+                await self._fail_or_retry(jobs[0], "internal_error", internal_error_message(request_id))
+                raise ProcessingFailed(request_id) from None
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:

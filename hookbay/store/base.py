@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import random
 import secrets
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,13 +22,15 @@ import anyio
 import orjson
 import sqlalchemy as sa
 
-from .. import schema
+from .. import metrics, schema
 from ..crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from ..errors import Conflict, EncryptionKeyMissing, NotFound
 from ..ids import new_source_id, now_us
 from . import bulk
+from . import profiles as profile_store
 from .deliveries import DeliveriesMixin, delivery_rows
 from .dialects import Dialect, PostgresDialect, dialect_for
+from .errors import is_retryable
 from .writer import Writer
 
 T = TypeVar("T")
@@ -137,6 +140,20 @@ class Store(DeliveriesMixin):
     async def write(self, fn: Callable[[sa.Connection], T], *, durable: bool = True) -> T:
         result: T = await self.writer.run(fn, durable=durable)
         return result
+
+    async def write_retrying(self, fn: Callable[[sa.Connection], T], attempts: int = 6) -> T:
+        """:meth:`write`, run again when it lost a race with another worker: a deadlock, a
+        serialization failure or a lock timeout (PostgreSQL), or a :class:`ConcurrentChange` seen by
+        the profile rules. Each run is a fresh transaction (savepoint) that sees the winner's work."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self.write(fn)
+            except Exception as e:
+                if attempt == attempts or not is_retryable(e):
+                    raise
+                metrics.write_retries_total.inc()
+                await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+        raise AssertionError("unreachable")
 
     async def ping(self) -> bool:
         def q(conn: sa.Connection) -> bool:
@@ -433,10 +450,6 @@ class Store(DeliveriesMixin):
         """Store records, profiles and receipts and drop the jobs, atomically. Records are unique per
         (request, index) and a request that already has records is skipped, so a job finished twice
         (its lease expired mid-way) never makes a second record. ``replace`` (replay) swaps them."""
-        from ..profiles import apply_contacts
-
-        insert = self.dialect.insert
-
         def fin(conn: sa.Connection) -> None:
             now = now_us()
             ids = [res["request_id"] for res in results]
@@ -453,7 +466,7 @@ class Store(DeliveriesMixin):
                 for res in todo for rec in res["records"] if "contact" in rec
             ]
             if contacts:
-                for it, pid in zip(contacts, apply_contacts(conn, insert, contacts, now), strict=True):
+                for it, pid in zip(contacts, profile_store.apply_contacts(conn, contacts, now), strict=True):
                     it["rec"]["profile_id"] = pid
             recs = [
                 {"request_id": res["request_id"], "idx": i, "source_id": res["source_id"],
@@ -469,17 +482,20 @@ class Store(DeliveriesMixin):
             self.insert_deliveries(conn, delivery_rows(todo, now))
             bulk.delete_in(conn, J, "request_id", ids)
 
-        await self.write(fin)
+        await self.write_retrying(fin)
         if self.delivery_event is not None and any(res.get("deliveries") for res in results):
             self.delivery_event.set()
 
-    async def retry_job(self, job_id: int, error: str, delay_s: float, give_up: bool, request_id: str) -> None:
+    async def retry_job(self, job_id: int, error: str, delay_s: float, give_up: bool, request_id: str,
+                        code: str = "processing_error") -> None:
+        """Put a job back for a later attempt, or (``give_up``) fail its request with ``code`` and
+        ``error`` on its receipt. ``error`` is shown to users: it must not quote customer data."""
         def upd(conn: sa.Connection) -> None:
             if give_up:
                 conn.execute(J.delete().where(J.c.id == job_id))
                 conn.execute(R.update().where(R.c.id == request_id).values(
                     state="failed", processed_at=now_us(),
-                    receipt=orjson.dumps({"errors": [{"path": "$", "code": "processing_error",
+                    receipt=orjson.dumps({"errors": [{"path": "$", "code": code,
                                                       "message": error}], "warnings": []}).decode()))
             else:
                 conn.execute(J.update().where(J.c.id == job_id).values(
@@ -487,6 +503,16 @@ class Store(DeliveriesMixin):
                     run_after=now_us() + int(delay_s * 1e6)))
 
         await self.write(upd)
+
+    async def oldest_due_job_age(self) -> float:
+        """Seconds the longest-waiting due job has waited (0 when none): the processing lag."""
+        def q(conn: sa.Connection) -> float:
+            now = now_us()
+            oldest = conn.execute(sa.select(sa.func.min(J.c.run_after)).where(
+                J.c.state == "pending", J.c.run_after <= now)).scalar()
+            return max(0.0, (now - oldest) / 1e6) if oldest is not None else 0.0
+
+        return await self.read(q)
 
     async def queue_depth(self) -> int:
         def q(conn: sa.Connection) -> int:
@@ -677,20 +703,22 @@ class Store(DeliveriesMixin):
         P, PK, CE = schema.profiles, schema.profile_keys, schema.consent_events
 
         def q(conn: sa.Connection) -> dict[str, Any] | None:
-            stmt = sa.select(P).where(P.c.id == profile_id)
+            pid = profile_store.resolve_profile_id(conn, profile_id)
+            stmt = sa.select(P).where(P.c.id == pid)
             if client_id is not None:
                 stmt = stmt.where(P.c.client_id == client_id)
             row = conn.execute(stmt).mappings().first()
             if row is None:
                 return None
             out = dict(row)
+            out["merged_from"] = profile_store.merged_from(conn, pid)
             out["keys"] = [dict(r) for r in conn.execute(
-                sa.select(PK.c.kind, PK.c.value).where(PK.c.profile_id == profile_id).order_by(PK.c.kind, PK.c.value)
+                sa.select(PK.c.kind, PK.c.value).where(PK.c.profile_id == pid).order_by(PK.c.kind, PK.c.value)
             ).mappings()]
             out["ledger"] = [dict(r) for r in conn.execute(
-                sa.select(CE).where(CE.c.profile_id == profile_id).order_by(CE.c.occurred_at, CE.c.id)).mappings()]
+                sa.select(CE).where(CE.c.profile_id == pid).order_by(CE.c.occurred_at, CE.c.id)).mappings()]
             out["request_ids"] = list(conn.execute(
-                sa.select(REC.c.request_id).where(REC.c.profile_id == profile_id).distinct()).scalars())
+                sa.select(REC.c.request_id).where(REC.c.profile_id == pid).distinct()).scalars())
             return out
 
         row = await self.read(q)
@@ -705,7 +733,8 @@ class Store(DeliveriesMixin):
 
         P, PK, CE, E = schema.profiles, schema.profile_keys, schema.consent_events, schema.erasures
 
-        def erase(conn: sa.Connection) -> dict[str, Any]:
+        def erase(conn: sa.Connection, profile_id: str = profile_id) -> dict[str, Any]:
+            profile_id = profile_store.resolve_profile_id(conn, profile_id)
             stmt = sa.select(P.c.client_id).where(P.c.id == profile_id)
             if client_id is not None:
                 stmt = stmt.where(P.c.client_id == client_id)
@@ -722,6 +751,7 @@ class Store(DeliveriesMixin):
                 if req_ids else 0,
                 "consent_events_deleted": conn.execute(CE.delete().where(CE.c.profile_id == profile_id)).rowcount,
                 "keys_deleted": conn.execute(PK.delete().where(PK.c.profile_id == profile_id)).rowcount,
+                "merged_ids_forgotten": profile_store.forget_merges(conn, profile_id),
             }
             conn.execute(P.delete().where(P.c.id == profile_id))
             erasure_id = "era_" + ulid()

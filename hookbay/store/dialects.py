@@ -105,6 +105,7 @@ class SQLiteDialect(Dialect):
             connect_args={"check_same_thread": False, "timeout": self.busy_timeout_ms / 1000},
             poolclass=sa.pool.QueuePool if not writer else sa.pool.SingletonThreadPool,
             pool_size=1 if writer else 4,
+            hide_parameters=True,  # an error's text must never carry customer data into a log
         )
         busy = self.busy_timeout_ms
 
@@ -148,6 +149,7 @@ class PostgresDialect(Dialect):
             max_overflow=0 if writer else 10,
             pool_pre_ping=True,
             connect_args={"options": opts, "connect_timeout": 5},
+            hide_parameters=True,
         )
 
     @property

@@ -23,6 +23,7 @@ import structlog
 
 from .. import schema
 from ..errors import StorageUnavailable
+from .errors import describe
 
 log = structlog.get_logger("hookbay.writer")
 
@@ -215,7 +216,7 @@ class Writer:
                 try:
                     self._sqlite_synchronous(conn, "FULL")
                 except Exception as e:  # committed already; a new connection starts with FULL
-                    log.error("pragma_failed", error=str(e))
+                    log.error("pragma_failed", **describe(e))
                     with contextlib.suppress(Exception):
                         conn.invalidate()
                     self._conn = None
@@ -224,7 +225,7 @@ class Writer:
             self.stats.last_batch = len(batch)
         except Exception as e:
             self.stats.failures += 1
-            log.error("write_failed", error=str(e), batch=len(batch))
+            log.error("write_failed", batch=len(batch), **describe(e))
             try:
                 if self._conn is not None:
                     self._conn.invalidate()
