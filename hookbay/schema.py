@@ -83,6 +83,16 @@ jobs = sa.Table(
     sa.Index("ix_jobs_claim", "state", "run_after"),
 )
 
+# Live workers: a worker whose heartbeat stopped (its process was killed) loses its jobs' leases at
+# once, instead of after the lease runs out.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
+)
+
 records = sa.Table(
     "records",
     metadata,

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     worker_yield_ratio: float = Field(default=8.0, description="When ingest is saturated and the in-process worker is behind (full batches), it idles as long as its batch took, and this many times as long after 10 full batches in a row; 0 = never")
     worker_backoff_inflight: int = Field(default=32, description="Ingest requests in flight at once (peak since the worker's last batch) that count as saturated")
     worker_poll_seconds: float = 1.0
+    worker_heartbeat_seconds: float = Field(default=1.0, gt=0, description="How often a running worker says it is alive")
+    worker_stale_seconds: float = Field(default=5.0, gt=0, description="A worker silent this long is taken for dead: its jobs are claimed again at once (a worker that never sent a heartbeat loses them when their lease runs out)")
     run_worker: bool = Field(default=True, description="Run the worker inside `serve`")
     source_refresh_seconds: float = 0.5
     gil_switch_interval: float = 0.001

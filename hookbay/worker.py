@@ -133,6 +133,8 @@ class Worker:
         listener = None
         if self.store.is_postgres:
             listener = asyncio.create_task(self._listen())
+        await self.store.heartbeat(self.worker_id)
+        beating = asyncio.create_task(self._heartbeat())
         try:
             while True:
                 try:
@@ -147,10 +149,25 @@ class Worker:
                 if n == 0:
                     await self._wait()
         finally:
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(BaseException):
-                    await listener
+            for task in (listener, beating):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.retire_worker(self.worker_id))
+
+    async def _heartbeat(self) -> None:
+        """Keep this worker's heartbeat fresh, and the processing-lag gauge with it."""
+        while True:
+            await asyncio.sleep(self.settings.worker_heartbeat_seconds)
+            try:
+                await self.store.heartbeat(self.worker_id)
+                metrics.processing_lag_seconds.set(await self.store.oldest_due_job_age())
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("heartbeat_failed", **describe(e))
 
     async def drain(self) -> int:
         """Process batches while they come back full (the worker is behind); returns how many jobs.
@@ -240,7 +257,15 @@ class Worker:
         return self.settings.worker_batch
 
     async def _claim(self, n: int) -> list[ClaimedJob]:
-        return await self.store.claim_jobs(self.worker_id, n, self.settings.job_lease_seconds)
+        """Claim due jobs. A job claimed more often than ``job_max_attempts`` (its worker kept dying
+        on it, so it never got as far as a retry) fails here instead of being tried again."""
+        jobs = await self.store.claim_jobs(self.worker_id, n, self.settings.job_lease_seconds,
+                                           self.settings.worker_stale_seconds)
+        worn = [j for j in jobs if j.attempts > self.policy.max_attempts]
+        for j in worn:
+            await self._fail_or_retry(j, "internal_error", f"gave up after {j.attempts - 1} attempts: the worker "
+                                      f"stopped while processing it (request id {j.request_id})")
+        return [j for j in jobs if j.attempts <= self.policy.max_attempts] if worn else jobs
 
     async def _prepare(self, jobs: list[ClaimedJob]) -> _Prepared:
         """Load and parse a claimed batch (no writes)."""

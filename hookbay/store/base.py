@@ -374,9 +374,32 @@ class Store(DeliveriesMixin):
 
     # --- jobs -----------------------------------------------------------------------------
 
-    async def claim_jobs(self, worker_id: str, limit: int, lease_s: float) -> list[ClaimedJob]:
-        """Claim running jobs whose lease expired (their worker died), then pending jobs that are
-        due, the longest due first.
+    async def heartbeat(self, worker_id: str) -> None:
+        """Say this worker is alive (bookkeeping: not worth an fsync)."""
+        W = schema.workers
+
+        def beat(conn: sa.Connection) -> None:
+            now = now_us()
+            if not conn.execute(W.update().where(W.c.id == worker_id).values(heartbeat_at=now)).rowcount:
+                conn.execute(W.insert().values(id=worker_id, started_at=now, heartbeat_at=now))
+
+        await self.write(beat, durable=False)
+
+    async def retire_worker(self, worker_id: str) -> None:
+        """A worker stopping cleanly: its running jobs go back to pending, its heartbeat row goes."""
+        W = schema.workers
+
+        def retire(conn: sa.Connection) -> None:
+            conn.execute(J.update().where(J.c.state == "running", J.c.locked_by == worker_id).values(
+                state="pending", locked_by=None, locked_until=None))
+            conn.execute(W.delete().where(W.c.id == worker_id))
+
+        await self.write(retire)
+
+    async def claim_jobs(self, worker_id: str, limit: int, lease_s: float,
+                         stale_after_s: float | None = None) -> list[ClaimedJob]:
+        """Claim running jobs whose worker died (its lease expired, or its heartbeat is older than
+        ``stale_after_s``), then pending jobs that are due, the longest due first.
 
         Each kind is picked by its own range scan of ``ix_jobs_claim`` (state, run_after) that stops
         after ``limit`` rows, so a claim costs the same whatever the backlog (one query with an OR of
@@ -390,7 +413,8 @@ class Store(DeliveriesMixin):
         ph, lock = ("%s", " FOR UPDATE SKIP LOCKED") if pg else ("?", "")
         update = (f"UPDATE jobs SET state = 'running', locked_by = {ph}, locked_until = {ph}, attempts = attempts + 1"
                   " WHERE id IN ({pick}) RETURNING id, request_id, attempts, run_after")
-        expired = update.format(pick=f"SELECT id FROM jobs WHERE state = 'running' AND locked_until < {ph}"
+        expired = update.format(pick=f"SELECT id FROM jobs WHERE state = 'running' AND (locked_until < {ph}"
+                                     f" OR locked_by IN (SELECT id FROM workers WHERE heartbeat_at < {ph}))"
                                      f" ORDER BY id LIMIT {ph}{lock}")
         due = update.format(pick=f"SELECT id FROM jobs WHERE state = 'pending' AND run_after <= {ph}"
                                  f" ORDER BY run_after, id LIMIT {ph}{lock}")
@@ -398,7 +422,8 @@ class Store(DeliveriesMixin):
         def claim(conn: sa.Connection) -> list[ClaimedJob]:
             now = now_us()
             until = now + int(lease_s * 1e6)
-            got = sorted(conn.exec_driver_sql(expired, (worker_id, until, now, limit)), key=lambda r: r[0])
+            stale = now - int(stale_after_s * 1e6) if stale_after_s else 0
+            got = sorted(conn.exec_driver_sql(expired, (worker_id, until, now, stale, limit)), key=lambda r: r[0])
             if len(got) < limit:
                 if pg:
                     prev = conn.exec_driver_sql(

@@ -136,3 +136,57 @@ def test_kill_9_loses_no_acknowledged_request(db_url: str, tmp_path: Path) -> No
         assert row.state == "processed", (rid, row.state)
         assert rec_counts.get(rid) == 1, (rid, rec_counts.get(rid))
     assert set(rec_counts) <= set(rows)
+
+
+@pytest.mark.slow
+def test_after_kill_9_jobs_of_the_dead_worker_are_taken_within_seconds(db_url: str, tmp_path: Path) -> None:
+    """With the default 30 s lease: a killed worker's heartbeat stops, so a restarted ``serve``
+    takes its running jobs after ``HOOKBAY_WORKER_STALE_SECONDS`` (5 s), not after the lease."""
+    port = free_port()
+    env = _env(db_url, tmp_path, port)
+    env.pop("HOOKBAY_JOB_LEASE_SECONDS")
+    out = subprocess.run([sys.executable, "-m", "hookbay", "source", "create", "--name", "crash", "--client",
+                          "acme", "--json"], env=env, capture_output=True, check=True)
+    url = orjson.loads(out.stdout)["ingest_url"]
+    log = tmp_path / "server.log"
+    proc = _start(env, port, log)
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    acked: dict[bytes, str] = {}
+    stop = threading.Event()
+    held = [0]
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        with engine.connect() as conn:
+            while proc.poll() is None and time.monotonic() < deadline:
+                if len(acked) >= 300:
+                    held[0] = conn.execute(sa.text("SELECT count(*) FROM jobs WHERE state = 'running'")).scalar() or 0
+                    if held[0]:
+                        break
+                conn.rollback()
+                time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        stop.set()
+
+    k = threading.Thread(target=killer)
+    k.start()
+    _blast(url, 0, 20_000, acked, stop)
+    k.join()
+    proc.wait(timeout=10)
+    assert held[0] > 0, "the worker held jobs when it was killed"
+    proc = _start(env, port, log)
+    restarted = time.monotonic()
+    try:
+        with engine.connect() as conn:
+            while conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar():
+                conn.rollback()
+                assert time.monotonic() - restarted < 10, "acknowledged requests still unprocessed 10 s after restart"
+                time.sleep(0.1)
+            took = time.monotonic() - restarted
+            states = dict(conn.execute(sa.text("SELECT state, count(*) FROM requests GROUP BY state")).all())
+    finally:
+        engine.dispose()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert set(states) == {"processed"}, states
+    print(f"recovered {len(acked)} acknowledged requests in {took:.2f} s after restart")

@@ -1,4 +1,4 @@
-"""profile merges
+"""profile merges and worker heartbeats
 
 Revision ID: 0005
 Revises: 0004
@@ -24,9 +24,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('profile_merges', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_profile_merges_survivor_id'), ['survivor_id'], unique=False)
+    op.create_table('workers',
+    sa.Column('id', sa.String(length=80), nullable=False),
+    sa.Column('started_at', sa.BigInteger(), nullable=False),
+    sa.Column('heartbeat_at', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_workers'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('workers')
     with op.batch_alter_table('profile_merges', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_profile_merges_survivor_id'))
     op.drop_table('profile_merges')

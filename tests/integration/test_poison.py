@@ -1,0 +1,129 @@
+"""Poison requests fail alone: a fault injected into the parser, or into the store's profile step,
+for one request in the middle of a batch of 100 leaves 99 processed, 1 failed with
+``internal_error``, nothing pending, and no customer data in the logs. Real worker and store on
+SQLite and PostgreSQL; the faults are monkeypatched into the real modules."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+import structlog
+
+from hookbay import schema
+from hookbay import worker as worker_mod
+from hookbay.parsers import contact as contact_parser
+from hookbay.sources import SourceCache
+from hookbay.store import Store
+from hookbay.store import profiles as profile_store
+from hookbay.store import writer as writer_mod
+from hookbay.worker import RetryPolicy, Worker
+from tests.conftest import make_settings
+from tests.integration.test_identity_stateful import request_row
+
+POISON_EMAIL = "poison.person@example.org"
+POISON_PHONE = "+13035550666"
+
+
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """Every structlog line the worker and writer emit, rendered as JSON as in production."""
+    buf = io.StringIO()
+    old = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(file=buf), cache_logger_on_first_use=False)
+    monkeypatch.setattr(worker_mod, "log", structlog.get_logger("hookbay.worker"))
+    monkeypatch.setattr(writer_mod, "log", structlog.get_logger("hookbay.writer"))
+    try:
+        yield buf
+    finally:
+        structlog.configure(**old)
+
+
+async def _run(db_url: str, tmp_path: Path) -> dict[str, Any]:
+    settings = make_settings(db_url, tmp_path, worker_batch=100, worker_yield_ratio=0, job_max_attempts=3)
+    store = Store(settings.effective_database_url)
+    store.migrate()
+    await store.start()
+    try:
+        src, _ = await store.create_source(name="c", client_id="acme", config={"parser": "contact"})
+        ids = []
+        for i in range(100):
+            poison = i == 50
+            body = orjson.dumps({"SourceName": "s", "SourceType": "t",
+                                 "Email": POISON_EMAIL if poison else f"u{i}@example.org",
+                                 "Phone": POISON_PHONE if poison else None,
+                                 "FirstName": "Poison" if poison else "Ok", "DateOfBirth": "1980-01-02"})
+            row = request_row(src["id"], "acme", body, 1_750_000_000_000_000 + i)
+            ids.append(await store.writer.ingest(row))
+        cache = SourceCache(store, 1 << 20)
+        await cache.reload()
+        w = Worker(store, cache, settings, worker_id="w")
+        w.policy = RetryPolicy(base=0.01, cap=0.05, max_attempts=3)
+        first = await w.run_once()
+        assert first == 100, "the whole batch was claimed at once"
+        for _ in range(200):
+            if await store.queue_depth() == 0:
+                break
+            await w.run_once()
+            await asyncio.sleep(0.02)
+        R = schema.requests
+        rows = await store.read(lambda c: {r.id: r for r in c.execute(sa.select(R.c.id, R.c.state, R.c.receipt)
+                                                                       .where(R.c.id.in_(ids)))})
+        return {"ids": ids, "rows": rows, "depth": await store.queue_depth()}
+    finally:
+        await store.close()
+
+
+def _check(out: dict[str, Any], logs: io.StringIO) -> None:
+    rows, poison = out["rows"], out["ids"][50]
+    states = [rows[i].state for i in out["ids"]]
+    assert states.count("processed") == 99
+    assert rows[poison].state == "failed"
+    assert out["depth"] == 0, "nothing stuck"
+    err = orjson.loads(rows[poison].receipt)["errors"][0]
+    assert err["code"] == "internal_error"
+    assert poison in err["message"] and POISON_EMAIL not in err["message"]
+    text = logs.getvalue()
+    assert poison in text, "the operator's log names the request"
+    for secret in (POISON_EMAIL, POISON_PHONE, "Poison", "1980-01-02", "u1@example.org"):
+        assert secret not in text, f"{secret!r} leaked into the logs"
+
+
+def test_parser_fault_fails_one_request(db_url: str, tmp_path: Path, logs: io.StringIO,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = contact_parser.parse
+
+    def faulty(docs: Any, **kw: Any) -> Any:
+        if any(isinstance(d, dict) and d.get("Email") == POISON_EMAIL for d in docs):
+            raise RuntimeError(f"parser bug while reading {POISON_EMAIL} {POISON_PHONE}")
+        return real(docs, **kw)
+
+    monkeypatch.setattr(contact_parser, "parse", faulty)
+    _check(asyncio.run(_run(db_url, tmp_path)), logs)
+
+
+def test_store_fault_fails_one_request(db_url: str, tmp_path: Path, logs: io.StringIO,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A constraint violation in the store for one request: its batch is retried one by one."""
+    real = profile_store.apply_contacts
+
+    def faulty(conn: sa.Connection, items: list[dict[str, Any]], now: int) -> Any:
+        if any(it["contact"].get("email") == POISON_EMAIL for it in items):
+            # What SQLAlchemy raises for a unique violation: statement, parameters, the driver's message.
+            raise sa.exc.IntegrityError("INSERT INTO profiles (id, email) VALUES (?, ?)", ("prf_x", POISON_EMAIL),
+                                        Exception(f"duplicate key: Key (email)=({POISON_EMAIL}) already exists"))
+        return real(conn, items, now)
+
+    monkeypatch.setattr(profile_store, "apply_contacts", faulty)
+    out = asyncio.run(_run(db_url, tmp_path))
+    _check(out, logs)
+    assert '"statement": "INSERT INTO profiles"' in logs.getvalue()
