@@ -39,14 +39,19 @@ def _host_header(action: ForwardAction) -> str | None:
 
 
 def _privileged(cfg: SourceConfig) -> set[tuple[Any, ...]]:
-    """The admin-only choices an action carries: which key goes to which endpoint, and a forward's
-    Host (which selects a virtual host behind the address the guard checked)."""
+    """The admin-only choices an action carries: which key goes to which endpoint, a forward's Host
+    (which selects a virtual host behind the address the guard checked), and a forward's URL on a
+    source the admin let reach private addresses (else a tenant could turn an approved on-premises
+    destination into the metadata endpoint)."""
     out: set[tuple[Any, ...]] = set()
     for a in cfg.actions:
         if isinstance(a, MailchimpAction):
             out.add(("mailchimp", a.api_key_env, a.base_url))
-        elif isinstance(a, ForwardAction) and (h := _host_header(a)) is not None:
-            out.add(("forward", a.url, h))
+        elif isinstance(a, ForwardAction):
+            if (h := _host_header(a)) is not None:
+                out.add(("forward", a.url, h))
+            if cfg.allow_private_destinations:
+                out.add(("forward-url", a.url))
     return out
 
 
@@ -63,10 +68,13 @@ def _client_violations(cfg: SourceConfig, current: SourceConfig, prefix: str) ->
             bad.append({"path": f"{prefix}.actions.{i}.{field}", "message": (
                 "only an admin may choose the server-side key or endpoint of a provider action; "
                 "ask an admin to add it")})
-        elif isinstance(a, ForwardAction) and (h := _host_header(a)) is not None \
-                and ("forward", a.url, h) not in allowed:
-            bad.append({"path": f"{prefix}.actions.{i}.headers.Host",
-                        "message": "only an admin may set a forward's Host header"})
+        elif isinstance(a, ForwardAction):
+            if (h := _host_header(a)) is not None and ("forward", a.url, h) not in allowed:
+                bad.append({"path": f"{prefix}.actions.{i}.headers.Host",
+                            "message": "only an admin may set a forward's Host header"})
+            if cfg.allow_private_destinations and ("forward-url", a.url) not in allowed:
+                bad.append({"path": f"{prefix}.actions.{i}.url", "message": (
+                    "this source may reach private addresses, so only an admin may change where it forwards")})
     return bad
 
 

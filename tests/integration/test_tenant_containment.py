@@ -209,6 +209,15 @@ def test_tenant_cannot_lift_the_guard_and_loopback_answers_are_not_kept(live, li
     src = r.json()
     _refused(live.client.patch(f"/api/v1/sources/{src['id']}", headers=mine, json={"config": {
         "allow_private_destinations": True, "actions": [fwd]}}), 403, "config.allow_private_destinations")
+    # an admin let a source reach one private destination: the tenant cannot repoint it
+    approved = live.create_source(client_id="acme", config={"allow_private_destinations": True, "actions": [
+        dict(fwd, url="http://10.1.2.3/crm")]})
+    moved = dict(approved["config"], actions=[dict(approved["config"]["actions"][0], url=listener.url + "/metrics")])
+    _refused(live.client.patch(f"/api/v1/sources/{approved['id']}", headers=mine, json={"config": moved}), 403,
+             "config.actions.0.url")
+    kept = dict(approved["config"], actions=[dict(approved["config"]["actions"][0], name="crm")])
+    assert live.client.patch(f"/api/v1/sources/{approved['id']}", headers=mine,
+                             json={"config": kept}).status_code == 200
     [d] = _wait_deliveries(live, _send_and_settle(live, src))
     assert d["state"] == "dead"
     [attempt] = _attempts(live, d["id"])
