@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schema
 from .admin_deliveries import add_delivery_routes
+from .containment import check_config
 from .errors import BadRequest, Forbidden, HookbayError, NotFound, Unauthorized, error_body
 from .ids import now_us, ulid
 from .models import (
@@ -35,6 +36,7 @@ from .models import (
 )
 from .profiles import lookup_email, lookup_phone, profile_view
 from .replay import replay
+from .settings import Settings
 from .signatures import generate_secret, validate_secret
 from .sources import SourceCache
 from .store import RequestFilter, Store, hash_secret
@@ -158,9 +160,10 @@ async def list_sources_as(store: Store, base_url: str, p: Principal, client_id: 
 
 
 async def create_source_as(store: Store, cache: SourceCache, base_url: str, p: Principal,
-                           body: SourceCreate) -> SourceOut:
+                           body: SourceCreate, *, settings: Settings) -> SourceOut:
     if not p.is_admin and body.client_id != p.client_id:
         raise NotFound("Not Found")
+    check_config(body.config, settings, admin=p.is_admin)
     secret, generated = initial_secret(body.config, body.secret)
     row, key = await store.create_source(
         name=body.name, client_id=body.client_id, config=body.config.model_dump(), enabled=body.enabled,
@@ -171,10 +174,12 @@ async def create_source_as(store: Store, cache: SourceCache, base_url: str, p: P
 
 
 async def update_source_as(store: Store, cache: SourceCache, base_url: str, p: Principal, source_id: str,
-                           body: SourceUpdate) -> SourceOut:
+                           body: SourceUpdate, *, settings: Settings) -> SourceOut:
     row = await store.get_source(source_id, scope_client(p, None))
     changes = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"rotate_api_key", "remove_api_key"})
     if body.config is not None:
+        check_config(body.config, settings, admin=p.is_admin,
+                     current=SourceConfig.model_validate(orjson.loads(row["config"] or "{}")))
         changes["config"] = body.config.model_dump()
     new, key = await store.update_source(row["id"], changes, rotate_api_key=body.rotate_api_key,
                                          remove_api_key=body.remove_api_key)
@@ -215,7 +220,8 @@ async def replay_as(store: Store, cache: SourceCache, p: Principal, body: Replay
     return {"dry_run": body.dry_run, "count": len(items), "items": items}
 
 
-def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash_ref: dict[str, str | None]) -> FastAPI:
+def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash_ref: dict[str, str | None],
+                     settings: Settings) -> FastAPI:
     app = FastAPI(
         title="hookbay admin API",
         version="1",
@@ -264,7 +270,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
     @app.post("/api/v1/sources", response_model=SourceOut, status_code=201, responses=ERRORS, tags=["sources"])
     async def create_source(p: Auth, body: SourceCreate) -> SourceOut:
-        return await create_source_as(store, cache, base_url, p, body)
+        return await create_source_as(store, cache, base_url, p, body, settings=settings)
 
     @app.get("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
     async def get_source(p: Auth, source_id: str) -> SourceOut:
@@ -278,7 +284,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
     @app.patch("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
     async def update_source(p: Auth, source_id: str, body: SourceUpdate) -> SourceOut:
-        return await update_source_as(store, cache, base_url, p, source_id, body)
+        return await update_source_as(store, cache, base_url, p, source_id, body, settings=settings)
 
     @app.delete("/api/v1/sources/{source_id}", status_code=204, responses=ERRORS, tags=["sources"])
     async def delete_source(p: Auth, source_id: str) -> Response:

@@ -43,7 +43,7 @@ class HookbayApp:
         self.cache = SourceCache(self.store, settings.max_body_bytes, settings.source_refresh_seconds)
         self.ingest = Ingest(self.store, self.cache, settings)
         self.admin_hash: dict[str, str | None] = {"hash": None}
-        self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash)
+        self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash, settings)
         self.console = create_console_app(self.store, self.cache, settings, self.admin_hash)
         self.run_worker = settings.run_worker if run_worker is None else run_worker
         self.worker = Worker(self.store, self.cache, settings, ingest_load=self.ingest.take_inflight_peak)

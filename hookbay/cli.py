@@ -153,9 +153,22 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
     if idem is not None:
         cfg["idempotency_header"] = idem or None
     try:
-        return SourceConfig.model_validate(cfg).model_dump()
+        model = SourceConfig.model_validate(cfg)
     except Exception as e:
         typer.echo(f"error: invalid source settings: {e}", err=True)
+        raise typer.Exit(2) from None
+    _check_config(model, "config")
+    return model.model_dump()
+
+
+def _check_config(cfg: SourceConfig, where: str) -> None:
+    """The CLI acts as the admin, so only the rules that bind admins too apply (secret names)."""
+    from .containment import check_config
+
+    try:
+        check_config(cfg, get_settings(), admin=True, prefix=where)
+    except HookbayError as e:
+        typer.echo(f"error: {e.message}: " + "; ".join(f"{d['path']}: {d['message']}" for d in e.detail), err=True)
         raise typer.Exit(2) from None
 
 
@@ -469,6 +482,8 @@ def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), a
     except Exception as e:
         typer.echo(f"error: {file}: {e}", err=True)
         raise typer.Exit(2) from None
+    for i, spec in enumerate(specs):
+        _check_config(spec.config, f"sources.{i}.config")
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         out = []

@@ -15,6 +15,7 @@ import functools
 import os
 import socket
 import time
+import urllib.request
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +27,7 @@ import structlog
 from . import metrics
 from .actions.conditions import Condition, compile_condition
 from .actions.retry import RetryPolicy
-from .actions.ssrf import DestinationRefused, check_destination
+from .actions.ssrf import DestinationRefused, check_destination, is_public_address
 from .ids import now_us
 from .models import Action, EmailAction, ForwardAction, MailchimpAction
 from .settings import Settings
@@ -92,6 +93,31 @@ def _consent(ctx: dict[str, Any]) -> dict[str, bool | None]:
         return dict(profile.get("consent") or {})
     return {c["channel"]: bool(c["granted"]) for c in (ctx["record"].get("consents") or ())
             if isinstance(c, dict) and "channel" in c}
+
+
+async def _read_excerpt(r: httpx.Response) -> str:
+    """The start of the answer only: a destination cannot make the worker hold a huge body."""
+    buf = bytearray()
+    async for chunk in r.aiter_bytes():
+        buf += chunk
+        if len(buf) >= EXCERPT * 4:
+            break
+    return bytes(buf[: EXCERPT * 4]).decode(r.encoding or "utf-8", errors="replace")[:EXCERPT]
+
+
+def _check_peer(r: httpx.Response, url: str, allow_private: bool) -> None:
+    """The address actually connected to must pass the guard too (a DNS answer can change between
+    the check and the connect); otherwise the answer is dropped unread. Skipped behind an HTTP proxy,
+    whose own address is what the connection reports."""
+    if allow_private:
+        return
+    u = httpx.URL(url)
+    if urllib.request.getproxies().get(u.scheme) and not urllib.request.proxy_bypass(u.host):
+        return
+    stream = r.extensions.get("network_stream")
+    addr = stream.get_extra_info("server_addr") if stream is not None else None
+    if addr and not is_public_address(str(addr[0])):
+        raise DestinationRefused(f"connected to {addr[0]}, which is not a public address; the answer was discarded")
 
 
 class Permanent(Exception):
@@ -330,10 +356,14 @@ class Deliverer:
                 "data": ctx["record"]})
             ctype = "application/json"
         ts = int(time.time())
-        headers = {**action.headers, "content-type": ctype, "webhook-id": c.id, "webhook-timestamp": str(ts),
-                   "webhook-signature": sign_standard(action.secret, c.id, ts, body)}
-        r = await self.http.post(action.url, content=body, headers=headers, timeout=action.timeout_s)
-        return Outcome(r.status_code, r.text[:EXCERPT], r.headers.get("retry-after"))
+        headers = httpx.Headers(action.headers)
+        headers.update({"content-type": ctype, "webhook-id": c.id, "webhook-timestamp": str(ts),
+                        "webhook-signature": sign_standard(action.secret, c.id, ts, body)})
+        async with self.http.stream("POST", action.url, content=body, headers=headers,
+                                    timeout=action.timeout_s) as r:
+            _check_peer(r, action.url, src.config.allow_private_destinations)
+            excerpt = await _read_excerpt(r)
+        return Outcome(r.status_code, excerpt, r.headers.get("retry-after"))
 
     def _template_context(self, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> dict[str, Any]:
         record = ctx["record"]
@@ -371,12 +401,14 @@ class Deliverer:
 
     async def _mailchimp(self, action: MailchimpAction, src: ActiveSource, ctx: dict[str, Any]) -> Outcome:
         from .actions.mailchimp import MailchimpClient, contact_to_member
+        from .containment import secret_env_allowed
 
+        if not secret_env_allowed(action.api_key_env, self.settings):
+            raise Permanent(f"mailchimp action: {action.api_key_env} is not a provider key variable (names must "
+                            f"start with {self.settings.secret_env_prefix}); not sent")
         key = os.environ.get(action.api_key_env, "")
         if not key:
             raise Permanent(f"mailchimp action: the environment variable {action.api_key_env} is not set")
-        if action.base_url:
-            await check_destination(action.base_url, allow_private=src.config.allow_private_destinations)
         record = ctx["record"]
         contact = dict(record.get("contact") or {})
         profile = ctx.get("profile") or {}
@@ -390,6 +422,7 @@ class Deliverer:
             client = MailchimpClient(self.http, key, action.base_url or self.settings.mailchimp_base_url or None)
         except ValueError as e:
             raise Permanent(f"mailchimp action: {e}") from None
+        await check_destination(client.base_url, allow_private=src.config.allow_private_destinations)
         excerpts = []
         for list_id in list_ids:
             try:

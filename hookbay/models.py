@@ -92,9 +92,11 @@ class MailchimpAction(_ActionBase):
     type: Literal["mailchimp"]
     list_ids: list[str] = Field(default_factory=list, description="Audience ids; empty = the record's ListIds")
     api_key_env: str = Field(default="HOOKBAY_MAILCHIMP_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$",
-                             description="Environment variable on the server holding the API key")
+                             description=(
+                                 "Admin only: environment variable on the server holding the API key; "
+                                 "HOOKBAY_MAILCHIMP_API_KEY or a name under HOOKBAY_SECRET_ENV_PREFIX"))
     base_url: str | None = Field(default=None, description=(
-        "API base URL; default HOOKBAY_MAILCHIMP_BASE_URL, else from the key's datacenter"))
+        "Admin only: API base URL; default HOOKBAY_MAILCHIMP_BASE_URL, else from the key's datacenter"))
 
 
 def _whsec() -> str:
@@ -111,7 +113,7 @@ class ForwardAction(_ActionBase):
     body: Literal["record", "raw"] = "record"
     secret: str = Field(default_factory=_whsec, pattern=r"^whsec_[A-Za-z0-9+/]+={0,2}$",
                         description="whsec_ signing secret; generated when omitted")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers; Host is admin only")
     timeout_s: float = Field(default=10.0, gt=0, le=60)
 
     @field_validator("secret")
@@ -134,7 +136,8 @@ class SourceConfig(BaseModel):
     format: Format = "auto"
     parser: Parser = "generic"
     methods: list[Method] = Field(default_factory=lambda: list[Method](["POST"]))
-    max_body_bytes: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024)
+    max_body_bytes: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024, description=(
+        "Body size limit; a client token may set at most HOOKBAY_MAX_BODY_BYTES_LIMIT"))
     idempotency_header: str | None = Field(default=None, description="Extra header naming the delivery id")
     mapping: dict[str, Any] | None = Field(default=None, description="Declarative mapping (parser: mapping)")
     default_region: str | None = Field(
@@ -148,7 +151,7 @@ class SourceConfig(BaseModel):
     signature: SignatureConfig | None = None
     actions: list[Action] = Field(default_factory=list, max_length=20, description="Run in order for each record")
     allow_private_destinations: bool = Field(default=False, description=(
-        "Let forward/provider actions reach loopback and private addresses (refused by default: SSRF)"))
+        "Admin only: let forward/provider actions reach loopback and private addresses (refused by default: SSRF)"))
     relay: bool = Field(default=False, description=(
         "Indirect mode: keep every accepted request in a durable queue for `hookbay agent` to pull"))
     retention_days: int | None = Field(default=None, ge=1, le=3650,

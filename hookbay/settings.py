@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,12 @@ class Settings(BaseSettings):
     public_url: str = Field(default="", description="Base URL printed for ingest links")
     admin_token: str = Field(default="", description="Admin bearer token; generated on first start if empty")
     max_body_bytes: int = 1024 * 1024
+    max_body_bytes_limit: int = Field(default=10 * 1024 * 1024, ge=1, description=(
+        "Largest max_body_bytes a client token may give a source (admins may go higher, up to 64 MiB): "
+        "a body is held in memory, stored and parsed whole"))
+    secret_env_prefix: str = Field(default="HOOKBAY_PROVIDER_", pattern=r"^[A-Z][A-Z0-9_]*_$", description=(
+        "Only environment variables whose names start with this (or HOOKBAY_MAILCHIMP_API_KEY) may be named "
+        "as provider keys by actions (api_key_env)"))
     batch_max: int = Field(default=512, description="Most requests committed in one group commit")
     write_timeout: float = Field(default=10.0, description="Seconds an ingest waits for its commit before 503")
     busy_timeout_ms: int = Field(default=5000, description="SQLite busy timeout / PostgreSQL lock timeout")
@@ -57,6 +63,15 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(default=120.0, description="A delivery whose worker died is retried after this")
     log_level: str = "info"
     log_json: bool = True
+
+    @field_validator("secret_env_prefix")
+    @classmethod
+    def _prefix_excludes_settings(cls, v: str) -> str:
+        """A prefix such as ``HOOKBAY_`` would let an action name the admin token or the database URL."""
+        clash = sorted(n for n in ("HOOKBAY_" + f.upper() for f in cls.model_fields) if n.startswith(v))
+        if clash:
+            raise ValueError(f"the prefix {v!r} would expose server settings such as {clash[0]}")
+        return v
 
     @property
     def effective_database_url(self) -> str:

@@ -410,7 +410,7 @@ class Console:
                 body["secret"] = form["secret"].strip()
         try:
             out = await create_source_as(self.store, self.cache, self.settings.base_url, ctx.principal,
-                                         SourceCreate.model_validate(body))
+                                         SourceCreate.model_validate(body), settings=self.settings)
         except ValidationError as e:
             return await self.sources(request, ctx, status=400, error=_validation_message(e), values=form)
         except HookbayError as e:
@@ -438,7 +438,8 @@ class Console:
         try:
             body = SourceUpdate.model_validate({"name": form.get("name", "").strip(),
                                                 "enabled": form.get("enabled") == "true"})
-            await update_source_as(self.store, self.cache, self.settings.base_url, ctx.principal, sid, body)
+            await update_source_as(self.store, self.cache, self.settings.base_url, ctx.principal, sid, body,
+                                   settings=self.settings)
         except ValidationError as e:
             return await self._source(ctx, sid, status=400, form_error=_validation_message(e))
         except HookbayError as e:
@@ -472,7 +473,8 @@ class Console:
         sid = request.path_params["source_id"]
         remove = form.get("action") == "remove"
         out = await update_source_as(self.store, self.cache, self.settings.base_url, ctx.principal, sid,
-                                     SourceUpdate(rotate_api_key=not remove, remove_api_key=remove))
+                                     SourceUpdate(rotate_api_key=not remove, remove_api_key=remove),
+                                     settings=self.settings)
         if remove:
             return RedirectResponse(f"/ui/sources/{quote(sid)}?notice=api-key-removed", status_code=303)
         return await self._source(ctx, sid, shown_api_key=out.api_key)
