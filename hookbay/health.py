@@ -129,8 +129,9 @@ class Readiness:
         return await self._writer() or await self._queue()
 
     async def _writer(self) -> NotReady | None:
-        """The last commit's outcome when it is fresh and good; otherwise a probe write, whose
-        success is itself a later good commit (so a failure clears once storage is back)."""
+        """The last ingest commit's outcome when it is fresh and good; otherwise (idle, or it
+        failed) a probe write, whose success is a later good commit: a failure clears once
+        storage is back, even with no traffic (a load balancer sends none while not ready)."""
         stats = self.store.writer.stats
         if stats.last_ok and time.monotonic() - stats.last_at < CACHE_S:
             return None
@@ -163,7 +164,12 @@ class Readiness:
 
 
 def _probe(conn: sa.Connection) -> None:
+    """Rewrite one ``meta`` row (through the writer, so it waits behind and fails like ingest). On
+    PostgreSQL first take the lock an INSERT into ``requests`` and ``jobs`` takes: another
+    session's lock on those tables blocks ingest while other tables still take writes."""
     m = schema.meta
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE requests, jobs IN ROW EXCLUSIVE MODE")
     val = str(now_us())
     if conn.execute(m.update().where(m.c.key == PROBE_KEY).values(value=val)).rowcount == 0:
         conn.execute(m.insert().values(key=PROBE_KEY, value=val))

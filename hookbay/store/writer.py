@@ -48,9 +48,9 @@ class WriterStats:
     rows: int = 0
     last_batch: int = 0
     failures: int = 0
-    last_ok: bool | None = None  # the outcome of the last transaction, for /readyz
-    last_at: float = 0.0  # time.monotonic() of it
-    last_error: str = ""
+    # For /readyz: the outcome of the last transaction that wrote ingest rows, and its time.monotonic().
+    last_ok: bool | None = None
+    last_at: float = 0.0
 
 
 def _settle_all(ops: list[_Op]) -> None:
@@ -226,10 +226,12 @@ class Writer:
             self.stats.batches += 1
             self.stats.rows += len(ingests)
             self.stats.last_batch = len(batch)
-            self.stats.last_ok, self.stats.last_at = True, time.monotonic()
+            if ingests:
+                self.stats.last_ok, self.stats.last_at = True, time.monotonic()
         except Exception as e:
             self.stats.failures += 1
-            self.stats.last_ok, self.stats.last_at, self.stats.last_error = False, time.monotonic(), type(e).__name__
+            if ingests:
+                self.stats.last_ok, self.stats.last_at = False, time.monotonic()
             log.error("write_failed", error=str(e), batch=len(batch))
             try:
                 if self._conn is not None:
