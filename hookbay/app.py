@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import secrets
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import orjson
@@ -18,11 +19,13 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics
-from .admin import create_admin_app
+from .admin import create_admin_app, principal_for_token
 from .asgi import Receive, Scope, Send, send_json, send_raw
 from .console import create_console_app
+from .console.session import SESSION_COOKIE
 from .deliveries import Deliverer
 from .errors import NotFound, Unauthorized
+from .health import Readiness
 from .ids import now_us
 from .ingest import NOT_FOUND_BODY, Ingest
 from .runtime import tune_interpreter
@@ -34,6 +37,8 @@ from .views import receipt
 from .worker import Worker
 
 log = structlog.get_logger("hookbay.app")
+
+DOCS_PATHS = frozenset({"/api/v1/docs", "/api/v1/docs/oauth2-redirect", "/api/v1/openapi.json"})
 
 
 class HookbayApp:
@@ -48,6 +53,7 @@ class HookbayApp:
         self.run_worker = settings.run_worker if run_worker is None else run_worker
         self.worker = Worker(self.store, self.cache, settings, ingest_load=self.ingest.take_inflight_peak)
         self.deliverer = Deliverer(self.store, self.cache, settings)
+        self.readiness = Readiness(self.store, settings.ready_max_lag_seconds)
         self.ingest.process_now = self._process_now
         self._tasks: list[asyncio.Task[Any]] = []
         self.generated_admin_token: str | None = None
@@ -128,11 +134,19 @@ class HookbayApp:
                 await self._ready(send)
                 return
             if path == "/metrics":
+                if self.settings.metrics_token and not _bearer_is(scope, self.settings.metrics_token):
+                    e = Unauthorized("Missing or invalid metrics token", headers={"WWW-Authenticate": "Bearer"})
+                    await send_json(send, e.status, e.to_dict(), e.headers)
+                    return
                 await send_raw(send, 200, generate_latest(metrics.registry),
                                content_type=CONTENT_TYPE_LATEST.encode())
                 return
             if path == "/ui" or path.startswith("/ui/"):
                 await self.console(scope, receive, send)  # the web console: its own app, not in the OpenAPI
+                return
+            if path in DOCS_PATHS and not self.settings.public_docs and not await self._signed_in(scope):
+                e = Unauthorized("The API docs are for signed-in users", headers={"WWW-Authenticate": "Bearer"})
+                await send_json(send, e.status, e.to_dict(), e.headers)
                 return
             await self.admin(scope, receive, send)
             return
@@ -160,17 +174,28 @@ class HookbayApp:
                 log.warning("retention_failed", error=str(e))
 
     async def _ready(self, send: Send) -> None:
-        try:
-            ok = await asyncio.wait_for(self.store.ping(), 2)
-        except Exception:
-            ok = False
-        if ok and self.store.writer.stats.failures and self.store.writer.stats.batches == 0:
-            ok = False
-        if ok:
+        why = await self.readiness.check()
+        if why is None:
             await send_raw(send, 200, b'{"status":"ready"}')
         else:
-            await send_json(send, 503, {"error": {"code": "not_ready", "message": "storage unavailable"}},
-                            {"Retry-After": str(self.settings.retry_after)})
+            await send_json(send, 503, why.body(), {"Retry-After": str(self.settings.retry_after)})
+
+    async def _signed_in(self, scope: Scope) -> bool:
+        """An admin or client bearer token, or a console session cookie."""
+        for k, v in scope["headers"]:
+            if k == b"authorization" and v[:7].lower() == b"bearer ":
+                try:
+                    await principal_for_token(self.store, self.admin_hash, v[7:].decode("latin-1"))
+                    return True
+                except Unauthorized:
+                    return False
+        cookie = SimpleCookie()
+        for k, v in scope["headers"]:
+            if k == b"cookie":
+                with contextlib.suppress(CookieError):
+                    cookie.load(v.decode("latin-1"))
+        morsel = cookie.get(SESSION_COOKIE)
+        return morsel is not None and await self.console.signed_in(morsel.value)
 
     async def _receipt(self, scope: Scope, send: Send, request_id: str) -> None:
         """Receipt for integrators: the request id is a 128-bit capability; a source with an API
@@ -222,6 +247,13 @@ class HookbayApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _bearer_is(scope: Scope, expected: str) -> bool:
+    for k, v in scope["headers"]:
+        if k == b"authorization" and v[:7].lower() == b"bearer ":
+            return hmac.compare_digest(v[7:].strip(), expected.encode("latin-1"))
+    return False
 
 
 async def purge_expired(store: Store, cache: SourceCache, *, dry_run: bool = False) -> dict[str, int]:

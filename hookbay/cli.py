@@ -19,6 +19,7 @@ import typer
 import yaml
 
 from .errors import BadRequest, HookbayError
+from .ids import request_id_floor
 from .models import SourceConfig, SourceCreate
 from .settings import Settings, get_settings
 from .store import RequestFilter, Store, open_store
@@ -583,7 +584,7 @@ def requests_cmd(
             return
         rows.reverse()
         emit(rows)
-        last = rows[-1]["id"] if rows else f"req_{int(time.time() * 1000):012x}"
+        last = rows[-1]["id"] if rows else request_id_floor(int(time.time() * 1000))
         while True:
             f.after_id, f.limit = last, 500
             new = await store.search_requests(f)

@@ -114,6 +114,12 @@ class StorageUnavailable(HookbayError):
     message = "Storage is unavailable; the request was not stored, retry later"
 
 
+class WriteTimeout(StorageUnavailable):
+    """The commit did not finish in time but may still finish: the sender must not assume either way."""
+
+    message = "Storage is slow; the request may have been stored, retry with the same Idempotency-Key"
+
+
 class EncryptionKeyMissing(HookbayError):
     status = 500
     code = "encryption_key_missing"

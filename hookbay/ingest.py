@@ -29,6 +29,7 @@ from .errors import (
     RateLimited,
     StorageUnavailable,
     Unauthorized,
+    WriteTimeout,
 )
 from .ids import new_request_id, now_us
 from .netaddr import client_address, in_networks, parse_networks
@@ -192,7 +193,9 @@ class Ingest:
             request_id = await self.store.writer.ingest(row, self.settings.write_timeout)
         except StorageUnavailable as err:
             metrics.storage_errors_total.inc()
-            log.error("ingest_storage_unavailable", source_id=src.id, detail=err.detail)
+            if isinstance(err, WriteTimeout):  # the id it has if the commit still lands
+                err.detail = {**(err.detail or {}), "request_id": row["id"]}
+            log.error("ingest_storage_unavailable", source_id=src.id, request_id=row["id"], detail=err.detail)
             err.headers["Retry-After"] = str(self.settings.retry_after)
             await send_json(send, err.status, err.to_dict(), err.headers)
             return

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(default=32, ge=1, description="Deliveries in flight per worker process")
     delivery_per_destination: int = Field(default=4, ge=1, description="Deliveries in flight per destination host")
     delivery_lease_seconds: float = Field(default=120.0, description="A delivery whose worker died is retried after this")
+    ready_max_lag_seconds: float = Field(
+        default=300, ge=0, description="/readyz answers 503 while the oldest due job has waited longer; 0 = never")
+    metrics_token: str = Field(default="", description="Bearer token /metrics requires; empty leaves /metrics open")
+    public_docs: bool = Field(
+        default=True, description="Serve /api/v1/docs and the OpenAPI JSON to anyone; false = signed-in users only")
     log_level: str = "info"
     log_json: bool = True
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from . import metrics
+from . import health, metrics
 from .deliveries import plan
 from .errors import HookbayError, StorageUnavailable
 from .ids import now_us
@@ -139,11 +139,14 @@ class Worker:
             while True:
                 try:
                     n = await self.drain()
+                    if n:
+                        await health.record_batch(self.store, True)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
                     metrics.worker_errors_total.inc()
                     log.warning("worker_cycle_failed", **describe(e))
+                    await health.record_batch(self.store, False)
                     n = 0
                     await asyncio.sleep(self.settings.worker_poll_seconds)
                 if n == 0:

@@ -194,6 +194,17 @@ class Console:
             return None  # the token was revoked or the admin token rotated since login
         return Ctx(principal=p, session=session, csrf=await self.sessions.csrf_token(session))
 
+    async def signed_in(self, cookie: str | None) -> bool:
+        """Whether a session cookie belongs to a signed-in user now (for the API docs)."""
+        session = await self.sessions.read(cookie)
+        if session is None:
+            return False
+        try:
+            await principal_for_hash(self.store, self.admin_hash_ref, session.token_hash)
+        except Unauthorized:
+            return False
+        return True
+
     def _route(self, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
         """A page that needs a session: without one, off to the login page (and back after)."""
 
@@ -308,6 +319,7 @@ class Console:
 
     async def logout(self, request: Request, ctx: Ctx) -> Response:
         await self.form(request, ctx)
+        await self.sessions.revoke(ctx.session)
         resp = RedirectResponse("/ui/login", status_code=303)
         resp.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict",
                            secure=self._cookie_secure(request))

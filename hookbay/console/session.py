@@ -7,7 +7,8 @@ belongs to now, so a revoked client token or a rotated admin token ends its sess
 
 The server secret lives in the ``meta`` table (sealed with the encryption key when one is set), so
 every ``serve`` process sharing a PostgreSQL database accepts the same cookies, and sessions
-survive a restart. CSRF tokens are HMACs of the session cookie value with that secret (and, before
+survive a restart. Logging out records the cookie as revoked in ``meta`` until it would expire.
+CSRF tokens are HMACs of the session cookie value with that secret (and, before
 login, of a random nonce cookie), so they need no server-side state either.
 """
 
@@ -21,6 +22,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
+from .. import schema
 from ..errors import EncryptionKeyMissing
 from ..netaddr import in_networks, parse_networks
 from ..store import Store
@@ -31,6 +35,7 @@ COOKIE_PATH = "/ui"
 SESSION_SECONDS = 12 * 3600
 LOGIN_NONCE_SECONDS = 3600
 META_KEY = "console_secret"
+REVOKED_PREFIX = "session_revoked:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +103,24 @@ class Sessions:
             return None
         if int(expires) < time.time():
             return None
+        if await self.store.get_meta(_revoked_key(cookie)) is not None:
+            return None
         return Session(token_hash=token_hash, expires=int(expires), cookie=cookie)
+
+    async def revoke(self, session: Session) -> None:
+        """Logout: the cookie stops working on every process at once, not only in this browser (a
+        copied or replayed cookie is refused too). Revocations are kept until the cookie would
+        have expired anyway; expired ones are dropped at each logout."""
+        key, now = _revoked_key(session.cookie), int(time.time())
+
+        def w(conn: sa.Connection) -> None:
+            m = schema.meta
+            conn.execute(m.delete().where(m.c.key.like(REVOKED_PREFIX + "%"),
+                                          sa.cast(m.c.value, sa.BigInteger) < now))
+            if conn.execute(sa.select(m.c.key).where(m.c.key == key)).first() is None:
+                conn.execute(m.insert().values(key=key, value=str(session.expires)))
+
+        await self.store.write(w)
 
     async def csrf_token(self, session: Session) -> str:
         return self._mac(await self.secret(), "csrf", session.cookie)
@@ -118,6 +140,10 @@ class Sessions:
         if forwarded_proto and self.trusted and in_networks(peer, self.trusted):
             return forwarded_proto.split(",")[0].strip().lower() == "https"
         return False
+
+
+def _revoked_key(cookie: str) -> str:
+    return REVOKED_PREFIX + hashlib.sha256(cookie.encode()).hexdigest()[:40]
 
 
 def check(expected: str, given: str | None) -> bool:

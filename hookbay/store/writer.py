@@ -13,6 +13,7 @@ import collections
 import contextlib
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 import structlog
 
 from .. import schema
-from ..errors import StorageUnavailable
+from ..errors import StorageUnavailable, WriteTimeout
 from .errors import describe
 
 log = structlog.get_logger("hookbay.writer")
@@ -48,6 +49,9 @@ class WriterStats:
     rows: int = 0
     last_batch: int = 0
     failures: int = 0
+    # For /readyz: the outcome of the last transaction that wrote ingest rows, and its time.monotonic().
+    last_ok: bool | None = None
+    last_at: float = 0.0
 
 
 def _settle_all(ops: list[_Op]) -> None:
@@ -89,7 +93,7 @@ class _Deadlines:
         while q and (q[0][1].done() or q[0][0] <= now):
             _, fut = q.popleft()
             if not fut.done():
-                fut.set_exception(StorageUnavailable(detail={"reason": "timeout"}))
+                fut.set_exception(WriteTimeout(detail={"reason": "timeout"}))
         if q:
             self.loop.call_later(max(0.01, timeout / self.SWEEPS_PER_TIMEOUT), self.sweep, timeout)
         else:
@@ -132,8 +136,8 @@ class Writer:
     async def ingest(self, row: dict[str, Any], give_up_after: float | None = None) -> str:
         """Write one request row (and its job when accepted); returns the id that answers the sender.
 
-        After ``give_up_after`` seconds without a commit it raises ``StorageUnavailable`` (the row may
-        still be written later; the sender was not told it was)."""
+        After ``give_up_after`` seconds without a commit it raises ``WriteTimeout`` (the row may
+        still be written later, so the sender is told to retry with the same idempotency key)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[str] = loop.create_future()
         self._q.put(_Op(loop, fut, row=row))
@@ -223,8 +227,12 @@ class Writer:
             self.stats.batches += 1
             self.stats.rows += len(ingests)
             self.stats.last_batch = len(batch)
+            if ingests:
+                self.stats.last_ok, self.stats.last_at = True, time.monotonic()
         except Exception as e:
             self.stats.failures += 1
+            if ingests:
+                self.stats.last_ok, self.stats.last_at = False, time.monotonic()
             log.error("write_failed", batch=len(batch), **describe(e))
             try:
                 if self._conn is not None:
