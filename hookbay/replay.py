@@ -9,10 +9,15 @@ import difflib
 from typing import Any
 
 import orjson
+import structlog
 
+from .errors import StorageUnavailable
 from .sources import SourceCache
 from .store import RequestFilter, Store
-from .worker import process_request
+from .store.errors import describe
+from .worker import internal_error_message, process_request
+
+log = structlog.get_logger("hookbay.replay")
 
 
 def _pretty(records: list[dict[str, Any]]) -> list[str]:
@@ -42,7 +47,12 @@ async def replay(
             out.append({"request_id": rid, "skipped": "not an accepted request with a stored body"})
             continue
         src = cache.by_id.get(req["source_id"] or "")
-        res = process_request(req, src)
+        try:
+            res = process_request(req, src)
+        except Exception as e:
+            log.error("replay_failed", request_id=rid, **describe(e))
+            out.append({"request_id": rid, "failed": internal_error_message(rid)})
+            continue
         before = [_strip(orjson.loads(r["data"])) for r in old.get(rid, [])]
         after = [_strip(r) for r in res["records"]]
         diff = "\n".join(difflib.unified_diff(_pretty(before), _pretty(after), f"{rid} (stored)",
@@ -52,6 +62,23 @@ async def replay(
                     "errors": res["receipt"]["errors"], "records": len(after)})
         results.append(res)
     if results and not dry_run:
+        failed: set[str] = set()
         for i in range(0, len(results), 200):
-            await store.finish_jobs(results[i:i + 200], replace=True)
+            chunk = results[i:i + 200]
+            try:
+                await store.finish_jobs(chunk, replace=True)
+            except StorageUnavailable:
+                raise
+            except Exception:
+                for res in chunk:  # one bad request must not sink the rest of the run
+                    try:
+                        await store.finish_jobs([res], replace=True)
+                    except StorageUnavailable:
+                        raise
+                    except Exception as e:
+                        log.error("replay_failed", request_id=res["request_id"], **describe(e))
+                        failed.add(res["request_id"])
+        for item in out:
+            if item["request_id"] in failed:
+                item["failed"] = internal_error_message(item["request_id"])
     return out

@@ -127,3 +127,36 @@ def test_store_fault_fails_one_request(db_url: str, tmp_path: Path, logs: io.Str
     out = asyncio.run(_run(db_url, tmp_path))
     _check(out, logs)
     assert '"statement": "INSERT INTO profiles"' in logs.getvalue()
+
+
+def test_replay_reports_a_failing_request_and_goes_on(db_url: str, tmp_path: Path, logs: io.StringIO,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from hookbay.replay import replay
+
+    out = asyncio.run(_run(db_url, tmp_path))  # 99 processed, the poison one failed: no fault yet
+    real = contact_parser.parse
+
+    def faulty(docs: Any, **kw: Any) -> Any:
+        if any(isinstance(d, dict) and d.get("Email") == "u7@example.org" for d in docs):
+            raise RuntimeError("parser bug on u7@example.org")
+        return real(docs, **kw)
+
+    monkeypatch.setattr(contact_parser, "parse", faulty)
+
+    async def go() -> list[dict[str, Any]]:
+        settings = make_settings(db_url, tmp_path)
+        store = Store(settings.effective_database_url)
+        await store.start()
+        try:
+            cache = SourceCache(store, 1 << 20)
+            await cache.reload()
+            return await replay(store, cache, request_ids=out["ids"][:20])
+        finally:
+            await store.close()
+
+    items = asyncio.run(go())
+    assert len(items) == 20
+    bad = [it for it in items if "failed" in it]
+    assert [it["request_id"] for it in bad] == [out["ids"][7]]
+    assert "u7@example.org" not in bad[0]["failed"] and "u7@example.org" not in logs.getvalue()
+    assert all(it.get("new_state") == "processed" for it in items if "failed" not in it)
