@@ -191,6 +191,22 @@ class IdentityMachine(RuleBasedStateMachine):
                 self.model.apply(rec["contact"], rec.get("consents", []), row["received_at"], row["id"],
                                  row["source_id"])
 
+    @rule(kind=st.sampled_from(["malformed", "no_keys", "not_an_object", "empty"]), source=st.integers(0, 2))
+    def send_bad(self, kind: str, source: int) -> None:
+        """Requests that cannot become a profile still end ``failed`` or ``processed``, never pending."""
+        raw = {"malformed": b'{"Email": "ann@x.co", ', "no_keys": b'{"FirstName": "Nobody"}',
+               "not_an_object": b'[1, 2, 3]', "empty": b""}[kind]
+        row = request_row(self.sources[source]["id"], self.client_id, raw, T0 + next(self.clock) * 10_000_000)
+        self.run(self.store.writer.ingest(row))
+        while self.run(self.worker.run_once()):
+            pass
+        got = self.run(self.store.get_request(row["id"]))
+        assert got["state"] in ("processed", "failed")
+        if got["state"] == "failed":
+            assert orjson.loads(got["receipt"])["errors"], "a failed request says why"
+        for rec in contact_parser.parse([orjson.loads(raw)] if kind in ("no_keys",) else [], default_region="US").records:
+            self.model.apply(rec["contact"], rec.get("consents", []), row["received_at"], row["id"], row["source_id"])
+
     @precondition(lambda self: bool(self.model.profiles))
     @rule(data=st.data())
     def erase(self, data: st.DataObject) -> None:
