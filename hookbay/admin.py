@@ -17,13 +17,14 @@ import structlog
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schema
 from .admin_deliveries import add_delivery_routes
+from .changes import merge_patch, weakenings
 from .containment import check_config
-from .errors import BadRequest, Forbidden, HookbayError, NotFound, Unauthorized, error_body
+from .errors import BadRequest, Conflict, Forbidden, HookbayError, NotFound, Unauthorized, error_body
 from .ids import now_us, ulid
 from .models import (
     RequestDetail,
@@ -32,6 +33,7 @@ from .models import (
     SourceConfig,
     SourceCreate,
     SourceOut,
+    SourceReplace,
     SourceUpdate,
 )
 from .profiles import lookup_email, lookup_phone, profile_view
@@ -40,6 +42,7 @@ from .settings import Settings
 from .signatures import generate_secret, validate_secret
 from .sources import SourceCache
 from .store import RequestFilter, Store, hash_secret
+from .store.errors import describe
 from .views import parse_time, request_detail, request_summary, source_out
 
 
@@ -187,6 +190,56 @@ async def update_source_as(store: Store, cache: SourceCache, base_url: str, p: P
     return source_out(new, base_url, key)
 
 
+async def patch_source_as(store: Store, cache: SourceCache, base_url: str, p: Principal, source_id: str,
+                          patch: dict[str, Any], *, settings: Settings) -> SourceOut:
+    """PATCH as JSON Merge Patch (RFC 7396) over the source's definition: keys present change,
+    ``null`` removes, absent keys stay. A removed check is explicit by construction (the patch names
+    it) and is logged as ``source_checks_weakened``."""
+    row = await store.get_source(source_id, scope_client(p, None))
+    if not isinstance(patch, dict):
+        raise BadRequest("A merge patch is a JSON object")
+    flags = {k: patch[k] for k in ("rotate_api_key", "remove_api_key") if k in patch}
+    doc = {k: v for k, v in patch.items() if k not in flags}
+    current = {"name": row["name"], "enabled": bool(row["enabled"]),
+               "config": orjson.loads(row["config"] or "{}")}
+    merged = merge_patch(current, doc)
+    try:
+        body = SourceUpdate.model_validate({**merged, **flags})
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
+    return await _update_checked(store, cache, base_url, p, row, body, explicit=None, settings=settings)
+
+
+async def replace_source_as(store: Store, cache: SourceCache, base_url: str, p: Principal, source_id: str,
+                            body: SourceReplace, *, settings: Settings) -> SourceOut:
+    """PUT: the whole definition. A check the new definition drops is refused unless the body names
+    that field explicitly (``"signature": null``), so a forgotten field never silently weakens."""
+    row = await store.get_source(source_id, scope_client(p, None))
+    update = SourceUpdate(name=body.name, enabled=body.enabled, config=body.config)
+    return await _update_checked(store, cache, base_url, p, row, update, explicit=body.config.model_fields_set,
+                                 settings=settings)
+
+
+async def _update_checked(store: Store, cache: SourceCache, base_url: str, p: Principal, row: dict[str, Any],
+                          body: SourceUpdate, *, explicit: set[str] | None, settings: Settings) -> SourceOut:
+    old = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
+    weakened = weakenings(old, body.config) if body.config is not None else {}
+    if body.remove_api_key and row.get("api_key_hash"):
+        weakened["api_key"] = "API key requirement removed"
+    if explicit is not None:
+        implicit = sorted(f for f in weakened if f != "api_key" and f not in explicit)
+        if implicit:
+            raise Conflict(
+                "This definition would weaken the source's checks without naming them; to do it on purpose, "
+                "include the field explicitly (e.g. \"signature\": null)",
+                detail=[{"path": f"config.{f}", "message": weakened[f]} for f in implicit])
+    out = await update_source_as(store, cache, base_url, p, row["id"], body, settings=settings)
+    if weakened:
+        log.warning("source_checks_weakened", source_id=row["id"], client_id=row["client_id"],
+                    actor="admin" if p.is_admin else f"client:{p.client_id}", changes=sorted(weakened.values()))
+    return out
+
+
 async def rotate_secret_as(store: Store, cache: SourceCache, base_url: str, p: Principal, source_id: str,
                            body: RotateIn) -> SourceOut:
     row = await store.get_source(source_id, scope_client(p, None))
@@ -241,8 +294,8 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         return JSONResponse(error_body(code, msg), status_code=e.status_code, headers=getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _crash(_: Request, e: Exception) -> JSONResponse:
-        log.exception("admin_api_error")
+    async def _crash(request: Request, e: Exception) -> JSONResponse:
+        log.error("admin_api_error", path=request.url.path, **describe(e))
         return JSONResponse(error_body("internal_error", "Internal server error"), status_code=500)
 
     @app.exception_handler(RequestValidationError)
@@ -282,9 +335,26 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         """Add a new signing secret; the previous ones stay valid for ``grace_seconds``."""
         return await rotate_secret_as(store, cache, base_url, p, source_id, body)
 
-    @app.patch("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
-    async def update_source(p: Auth, source_id: str, body: SourceUpdate) -> SourceOut:
-        return await update_source_as(store, cache, base_url, p, source_id, body, settings=settings)
+    @app.patch("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"],
+               openapi_extra={"requestBody": {"required": True, "content": {
+                   "application/merge-patch+json": {"schema": {"type": "object"}},
+                   "application/json": {"schema": {"type": "object"}}}}})
+    async def update_source(p: Auth, source_id: str, request: Request) -> SourceOut:
+        """JSON Merge Patch (RFC 7396): keys present change, ``null`` removes, absent keys stay.
+        ``{"config": {"rate": 5}}`` changes the rate and nothing else; ``{"config": {"signature":
+        null}}`` removes the signature check (logged). ``rotate_api_key``/``remove_api_key``: true."""
+        try:
+            patch = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise BadRequest("The body is not valid JSON") from None
+        return await patch_source_as(store, cache, base_url, p, source_id, patch, settings=settings)
+
+    @app.put("/api/v1/sources/{source_id}", response_model=SourceOut, responses=ERRORS, tags=["sources"])
+    async def replace_source(p: Auth, source_id: str, body: SourceReplace) -> SourceOut:
+        """Replace the whole definition (name, enabled, config). Dropping a check (signature, IP
+        allowlist, required header) needs the field named explicitly, e.g. ``"signature": null``;
+        otherwise ``409`` lists what would be weakened."""
+        return await replace_source_as(store, cache, base_url, p, source_id, body, settings=settings)
 
     @app.delete("/api/v1/sources/{source_id}", status_code=204, responses=ERRORS, tags=["sources"])
     async def delete_source(p: Auth, source_id: str) -> Response:

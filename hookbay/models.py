@@ -231,6 +231,16 @@ class SourceUpdate(BaseModel):
     remove_api_key: bool = False
 
 
+class SourceReplace(BaseModel):
+    """``PUT /api/v1/sources/{id}``: the whole definition; what is absent takes its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    enabled: bool = True
+    config: SourceConfig = Field(default_factory=SourceConfig)
+
+
 class RotateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

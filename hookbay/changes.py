@@ -1,0 +1,56 @@
+"""How a configuration change is applied and judged: JSON Merge Patch, and which changes weaken a
+source's checks.
+
+Pure functions. A partial update must change only what it names (a PATCH of ``{"config":
+{"rate": 5}}`` once replaced the whole config and silently dropped a signature check), and a change
+that removes or loosens a check must be explicit and is recorded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from .models import SourceConfig
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: keys present replace, ``null`` removes, absent keys stay; a non-object patch
+    replaces the target whole (lists included). Eight lines: no library needed."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def _covered(net: str, by: list[str]) -> bool:
+    n = ipaddress.ip_network(net, strict=False)
+    for other in by:
+        o = ipaddress.ip_network(other, strict=False)
+        if n.version == o.version and n.subnet_of(o):  # type: ignore[arg-type]
+            return True
+    return False
+
+
+def weakenings(old: SourceConfig, new: SourceConfig) -> dict[str, str]:
+    """The checks ``new`` removes or loosens compared with ``old``: config field -> what happens."""
+    out: dict[str, str] = {}
+    if old.signature is not None and new.signature != old.signature:
+        out["signature"] = ("signature check removed" if new.signature is None
+                            else f"signature check changed ({old.signature.scheme} -> {new.signature.scheme})")
+    if old.allow_ips and (not new.allow_ips or not all(_covered(n, old.allow_ips) for n in new.allow_ips)):
+        out["allow_ips"] = "IP allowlist removed" if not new.allow_ips else "IP allowlist widened"
+    gone = [h for h, v in old.required_headers.items() if new.required_headers.get(h) != v]
+    if gone:
+        out["required_headers"] = "required header removed or changed: " + ", ".join(sorted(gone))
+    added = [m for m in new.methods if m not in old.methods]
+    if added:
+        out["methods"] = "methods widened: " + ", ".join(added)
+    if new.allow_private_destinations and not old.allow_private_destinations:
+        out["allow_private_destinations"] = "outbound guard lifted"
+    return out
