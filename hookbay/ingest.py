@@ -232,7 +232,6 @@ class Ingest:
         try:
             return verify(src.signature, src.active_secrets(now_us()), text, body).ping
         except SignatureError as e:
-            log.info("signature_rejected", source_id=src.id, reason=e.reason)
             raise Unauthorized("Invalid signature", detail={"reason": e.reason}).with_rule("signature") from None
 
     def _check_api_key(self, scope: Scope, hmap: dict[bytes, bytes], src: ActiveSource) -> None:
@@ -289,8 +288,10 @@ class Ingest:
         row["receipt"] = orjson.dumps({"errors": [{"path": "$", "code": e.code, "message": e.message,
                                                    **({"detail": e.detail} if e.detail is not None else {})}],
                                        "warnings": []}).decode()
-        log.info("ingest_rejected", source_id=src.id, rule=rule, status=e.status)
+        reason = e.detail.get("reason") if isinstance(e.detail, dict) else None
+        log.info("ingest_rejected", request_id=row["id"], source_id=src.id, rule=rule, status=e.status,
+                 **({"reason": reason} if isinstance(reason, str) else {}))
         try:
             await self.store.writer.ingest(row, self.settings.write_timeout)
         except StorageUnavailable:
-            log.error("reject_log_failed", source_id=src.id, rule=rule)
+            log.error("reject_log_failed", request_id=row["id"], source_id=src.id, rule=rule)

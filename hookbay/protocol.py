@@ -116,4 +116,5 @@ def uvicorn_config(app: Any, host: str, port: int, *, log_level: str = "warning"
     """The one server configuration, for ``hookbay serve`` and the tests' live servers."""
     return uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http=CoalescingHttpToolsProtocol, access_log=False,
-        log_level=log_level, lifespan="on", proxy_headers=False, server_header=False)
+        log_level=log_level, lifespan="on", proxy_headers=False, server_header=False,
+        log_config=None)  # uvicorn's records go through hookbay.logs (one JSON object per line)
