@@ -27,7 +27,7 @@ import structlog
 from . import metrics
 from .actions.conditions import Condition, compile_condition
 from .actions.retry import RetryPolicy
-from .actions.ssrf import DestinationRefused, check_destination, is_public_address
+from .actions.ssrf import DestinationRefused, UnresolvedHost, check_destination, is_public_address
 from .ids import now_us
 from .models import Action, EmailAction, ForwardAction, MailchimpAction
 from .settings import Settings
@@ -302,6 +302,8 @@ class Deliverer:
             status = out.status
         except Permanent as e:
             error = e
+        except UnresolvedHost as e:
+            error = e
         except DestinationRefused as e:
             error = Permanent(str(e))
         except Exception as e:
@@ -317,7 +319,12 @@ class Deliverer:
             err_text = f"{type(error).__name__}: {error}"[:1000]
         if out.skipped:
             return AttemptResult("skipped", started, latency, "skipped", excerpt=out.excerpt)
-        verdict = "fail" if isinstance(error, Permanent) else policy.classify(status, error)
+        if isinstance(error, Permanent):
+            verdict = "fail"
+        elif isinstance(error, UnresolvedHost):
+            verdict = "retry"
+        else:
+            verdict = policy.classify(status, error)
         if verdict == "ok":
             return AttemptResult("succeeded", started, latency, "ok", status, out.excerpt)
         if err_text is None:

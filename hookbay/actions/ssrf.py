@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from typing import Any
 
 import httpx
 
@@ -89,6 +90,18 @@ def is_public_address(ip: str) -> bool:
     return addr is not None and _public(addr)
 
 
+class UnresolvedHost(DestinationRefused):
+    """The name did not resolve (a timeout, a resolver failure, or NXDOMAIN). Unlike a refused
+    address this is retried like any network error: resolvers fail for a while, and a record can
+    appear; only when the retries run out is the delivery dead."""
+
+
+async def getaddrinfo(host: str, port: int) -> list[Any]:
+    """The resolver the guard asks (a module attribute, so a test can put a resolver it controls
+    in its place)."""
+    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 async def check_destination(url: str, *, allow_private: bool, resolve_timeout: float = 10.0) -> None:
     """Raise :class:`DestinationRefused` unless ``url`` is an http(s) URL without credentials whose
     host resolves only to public addresses (``allow_private`` lifts the address check)."""
@@ -114,16 +127,17 @@ async def check_destination(url: str, *, allow_private: bool, resolve_timeout: f
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         async with asyncio.timeout(resolve_timeout):
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await getaddrinfo(host, port)
     except TimeoutError:
-        raise DestinationRefused(
+        raise UnresolvedHost(
             f"cannot resolve host {host!r}: timed out after {resolve_timeout:g} s"
         ) from None
-    except (OSError, UnicodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise DestinationRefused(f"cannot resolve host {host!r}: {reason}") from None
+    except UnicodeError as e:
+        raise DestinationRefused(f"cannot resolve host {host!r}: {e}") from None
+    except OSError as e:
+        raise UnresolvedHost(f"cannot resolve host {host!r}: {e.strerror or e}") from None
     if not infos:
-        raise DestinationRefused(f"cannot resolve host {host!r}: no addresses")
+        raise UnresolvedHost(f"cannot resolve host {host!r}: no addresses")
     for *_, sockaddr in infos:
         addr = _parse(str(sockaddr[0]))
         if addr is None or not _public(addr):

@@ -450,3 +450,37 @@ def test_queued_deliveries_never_outlive_their_lease(db_url: str, live_server_fa
         assert slow.max_concurrent == 1
     finally:
         slow.stop()
+
+
+@pytest.mark.parametrize("failure", ["EAI_AGAIN", "EAI_NONAME", "timeout"])
+def test_dns_failures_are_retried_then_dead(live, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:  # type: ignore[no-untyped-def]
+    """A resolver we control answers for ``hooks.example.test``: a failing nameserver (EAI_AGAIN),
+    NXDOMAIN (EAI_NONAME) or silence. Each is retried like a network error; only when the
+    schedule runs out is the delivery dead (it used to be dead after one attempt)."""
+    import socket as _socket
+
+    from hookbay.actions import ssrf
+
+    real = ssrf.getaddrinfo
+    asked: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[Any]:
+        if host != "hooks.example.test":
+            return await real(host, port)
+        asked.append(host)
+        if failure == "timeout":
+            await asyncio.sleep(3600)
+        code = getattr(_socket, failure)
+        raise _socket.gaierror(code, "Temporary failure in name resolution" if failure == "EAI_AGAIN"
+                               else "Name or service not known")
+
+    monkeypatch.setattr(ssrf, "getaddrinfo", resolver)
+    if failure == "timeout":
+        monkeypatch.setattr(ssrf.check_destination, "__kwdefaults__", {"allow_private": False, "resolve_timeout": 0.2})
+    src = live.create_source(config={"parser": "contact", "actions": [
+        {"type": "forward", "url": "https://hooks.example.test/in", "secret": SECRET, "retry_schedule": [1, 1]}]})
+    [d] = _deliveries(live, request_id=_send(live, src, CONTACT), until=_settled(), timeout=30)
+    assert d["state"] == "dead" and d["attempts"] == 3, d
+    assert d["last_error"].startswith("retries exhausted after 3 attempts"), d["last_error"]
+    assert "cannot resolve host 'hooks.example.test'" in d["last_error"]
+    assert len(asked) == 3
