@@ -17,8 +17,9 @@ each leased request (original method, headers and body; the original query strin
   sent on start, before anything else; its first pull names the dead run's last lease, so the
   messages it held come back at once instead of after the lease expires.
 
-Exactly-once holds with one agent per source; with several, a message whose lease expires while
-its agent is still forwarding it can reach the application twice (at-least-once).
+Exactly-once holds with one agent per source, except for the one message an agent is killed
+while forwarding (sent again, marked ``X-Hookbay-Possible-Duplicate``); with several agents, a
+message whose lease expires while its agent is still forwarding it can reach the application twice.
 """
 
 from __future__ import annotations

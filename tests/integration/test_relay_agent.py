@@ -123,7 +123,7 @@ def test_agent_delivers_every_message_once_in_order_across_crashes(db_url: str, 
     receiver = Receiver(rport)
     receiver.up()
     agent_log = tmp_path / "agent.log"
-    agent_env = dict(os.environ, HOOKBAY_RELAY_TOKEN=token)
+    agent_env = dict(os.environ, HOOKBAY_RELAY_TOKEN=token, HOOKBAY_AGENT_STATE_DIR=str(tmp_path / "agent"))
     agent = subprocess.Popen(
         [sys.executable, "-m", "hookbay", "agent", "--server", f"http://127.0.0.1:{port}",
          "--forward", f"http://127.0.0.1:{rport}/hook?from=relay", "--wait", "2", "--visibility", "4",
@@ -184,7 +184,7 @@ def test_agent_delivers_every_message_once_in_order_across_crashes(db_url: str, 
 
 def test_agent_once_drains_and_exits(db_url: str, tmp_path: Path) -> None:
     port, rport = free_port(), free_port()
-    env = _env(db_url, tmp_path, port)
+    env = _env(db_url, tmp_path, port) | {"HOOKBAY_AGENT_STATE_DIR": str(tmp_path / "agent")}
     src = orjson.loads(subprocess.run([sys.executable, "-m", "hookbay", "source", "create", "--name", "o", "--client",
                                        "acme", "--relay", "--json"], env=env, capture_output=True, check=True).stdout)
     assert src["config"]["relay"] is True
