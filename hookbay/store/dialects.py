@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -54,7 +55,10 @@ class SQLiteDialect(Dialect):
     ``WAL_TRUNCATE_BYTES``, or after a checkpoint failed (disk full), the thread runs a TRUNCATE
     checkpoint: it holds new commits back for the moment it takes to copy the rest and for the
     readers to finish (at most ``TRUNCATE_BUSY_MS``), then empties the file, which also gives the
-    space back to the filesystem."""
+    space back to the filesystem. Should the WAL still reach ``WAL_HARD_BYTES`` (commits outpace
+    the thread, or the space an operator freed after disk full is a race the WAL would win), the
+    writer itself truncates it before its next commit: acknowledgements wait for the checkpoint
+    instead of the WAL taking the disk."""
 
     name = "sqlite"
     WRITER_AUTOCHECKPOINT = 10000  # pages (SQLite's default is 1000)
@@ -62,12 +66,15 @@ class SQLiteDialect(Dialect):
     WAL_CHECK_S = 0.1
     WAL_TRUNCATE_BYTES = 4 * 1024 * 1024
     TRUNCATE_BUSY_MS = 250
+    WAL_HARD_BYTES = 8 * 1024 * 1024
     JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # the writer's own checkpoints also shrink the WAL to this
 
     def __init__(self, url: str, busy_timeout_ms: int) -> None:
         super().__init__(url, busy_timeout_ms)
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
+        db = sa.engine.make_url(url).database
+        self._wal = f"{db}-wal" if db and db != ":memory:" else None
 
     def start_background(self) -> None:
         path = sa.engine.make_url(self.url).database
@@ -117,6 +124,23 @@ class SQLiteDialect(Dialect):
                 con = None
         if con is not None:
             con.close()
+
+    def cap_wal(self, conn: sa.Connection) -> None:
+        """The writer's check before a commit (a stat, unless the WAL is past the hard cap)."""
+        try:
+            if self._wal is None or os.stat(self._wal).st_size <= self.WAL_HARD_BYTES:
+                return
+        except FileNotFoundError:
+            return
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        try:
+            busy = dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as e:  # disk still full: the commit fails and says so
+            log.warning("checkpoint_failed", error=str(e), by="writer")
+            return
+        if busy:
+            log.info("checkpoint_busy", mode="TRUNCATE", by="writer")
 
     @staticmethod
     def insert(table: sa.Table) -> Any:

@@ -115,6 +115,8 @@ class Writer:
         # Relay: called (from this thread) after a commit that enqueued relay messages, with their sources.
         self.on_relay: Callable[[set[str]], None] | None = None
         self._relayed: set[str] = set()
+        # Called (from this thread, outside a transaction) before each commit: SQLite's WAL cap.
+        self.before_commit: Callable[[sa.Connection], None] | None = None
         self._watch: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
 
     def start(self) -> None:
@@ -205,6 +207,8 @@ class Writer:
         relaxed = not ingests and not any(op.durable for op in fns)
         try:
             conn = self._connection()
+            if self.before_commit is not None:
+                self.before_commit(conn)
             if relaxed and conn.dialect.name == "sqlite":
                 self._sqlite_synchronous(conn, "NORMAL")
             if ingests and not fns and conn.dialect.name == "sqlite":
