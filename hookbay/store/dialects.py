@@ -52,22 +52,22 @@ class SQLiteDialect(Dialect):
     the WAL only when a checkpoint has copied all of it and no reader still uses it, and under load
     a new commit is always there first. So the WAL only grew (after a disk-full episode, the 14 MB
     an operator freed went into the WAL again within ~700 requests). Once the WAL passes
-    ``WAL_TRUNCATE_BYTES``, or after a checkpoint failed (disk full), the thread runs a TRUNCATE
-    checkpoint: it holds new commits back for the moment it takes to copy the rest and for the
-    readers to finish (at most ``TRUNCATE_BUSY_MS``), then empties the file, which also gives the
-    space back to the filesystem. Should the WAL still reach ``WAL_HARD_BYTES`` (commits outpace
-    the thread, or the space an operator freed after disk full is a race the WAL would win), the
-    writer itself truncates it before its next commit: acknowledgements wait for the checkpoint
-    instead of the WAL taking the disk."""
+    ``WAL_RESTART_BYTES`` the thread runs a RESTART checkpoint: it holds new commits back for the
+    moment it takes to copy the rest and for the readers to finish (at most ``RESTART_BUSY_MS``),
+    and the next commit writes the WAL from its start again (``journal_size_limit`` trims the file).
+    After a failed checkpoint or commit (disk full) it is a TRUNCATE, which gives the WAL's space
+    back to the filesystem, and the writer runs it itself before its next commit, so the space an
+    operator frees goes to the checkpoint rather than to more WAL. The writer also steps in if the
+    WAL reaches ``WAL_HARD_BYTES`` (commits outpace the thread)."""
 
     name = "sqlite"
     WRITER_AUTOCHECKPOINT = 10000  # pages (SQLite's default is 1000)
     CHECKPOINT_EVERY_S = 0.5
     WAL_CHECK_S = 0.1
-    WAL_TRUNCATE_BYTES = 4 * 1024 * 1024
-    TRUNCATE_BUSY_MS = 250
-    WAL_HARD_BYTES = 8 * 1024 * 1024
-    JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # the writer's own checkpoints also shrink the WAL to this
+    WAL_RESTART_BYTES = 4 * 1024 * 1024
+    RESTART_BUSY_MS = 250
+    WAL_HARD_BYTES = 16 * 1024 * 1024
+    JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024  # a rewound WAL longer than this is cut back to it
 
     def __init__(self, url: str, busy_timeout_ms: int) -> None:
         super().__init__(url, busy_timeout_ms)
@@ -98,20 +98,22 @@ class SQLiteDialect(Dialect):
         while not self._stop.wait(self.WAL_CHECK_S):
             try:
                 try:
-                    big = wal.stat().st_size > self.WAL_TRUNCATE_BYTES
+                    big = wal.stat().st_size > self.WAL_RESTART_BYTES
                 except FileNotFoundError:
                     big = False
-                if big or last_error is not None:
+                if last_error is not None:
                     mode = "TRUNCATE"
+                elif big:
+                    mode = "RESTART"
                 elif time.monotonic() >= next_passive:
                     mode = "PASSIVE"  # copies what it can without waiting for (or blocking) anyone
                 else:
                     continue
                 next_passive = time.monotonic() + self.CHECKPOINT_EVERY_S
                 if con is None:
-                    con = sqlite3.connect(path, timeout=self.TRUNCATE_BUSY_MS / 1000, check_same_thread=False)
+                    con = sqlite3.connect(path, timeout=self.RESTART_BUSY_MS / 1000, check_same_thread=False)
                 busy = con.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
-                if mode == "TRUNCATE" and busy:  # readers held on: commits went on, try again next time
+                if mode != "PASSIVE" and busy:  # readers held on: commits went on, try again next time
                     log.info("checkpoint_busy", mode=mode)
                 last_error = None
             except Exception as e:
@@ -125,22 +127,25 @@ class SQLiteDialect(Dialect):
         if con is not None:
             con.close()
 
-    def cap_wal(self, conn: sa.Connection) -> None:
-        """The writer's check before a commit (a stat, unless the WAL is past the hard cap)."""
+    def cap_wal(self, conn: sa.Connection, after_failure: bool) -> None:
+        """The writer's check before a commit (a stat, unless the WAL is past the hard cap or the
+        last commit failed)."""
         try:
-            if self._wal is None or os.stat(self._wal).st_size <= self.WAL_HARD_BYTES:
-                return
+            size = os.stat(self._wal).st_size if self._wal is not None else 0
         except FileNotFoundError:
             return
+        if not size or (size <= self.WAL_HARD_BYTES and not after_failure):
+            return
+        mode = "TRUNCATE" if after_failure else "RESTART"
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         try:
-            busy = dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            busy = dbapi.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
         except sqlite3.Error as e:  # disk still full: the commit fails and says so
             log.warning("checkpoint_failed", error=str(e), by="writer")
             return
         if busy:
-            log.info("checkpoint_busy", mode="TRUNCATE", by="writer")
+            log.info("checkpoint_busy", mode=mode, by="writer")
 
     @staticmethod
     def insert(table: sa.Table) -> Any:

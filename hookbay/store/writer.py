@@ -115,8 +115,10 @@ class Writer:
         # Relay: called (from this thread) after a commit that enqueued relay messages, with their sources.
         self.on_relay: Callable[[set[str]], None] | None = None
         self._relayed: set[str] = set()
-        # Called (from this thread, outside a transaction) before each commit: SQLite's WAL cap.
-        self.before_commit: Callable[[sa.Connection], None] | None = None
+        # Called (from this thread, outside a transaction) before each commit, with whether the
+        # last one failed: SQLite's WAL cap.
+        self.before_commit: Callable[[sa.Connection, bool], None] | None = None
+        self._failed = False
         self._watch: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
 
     def start(self) -> None:
@@ -208,7 +210,7 @@ class Writer:
         try:
             conn = self._connection()
             if self.before_commit is not None:
-                self.before_commit(conn)
+                self.before_commit(conn, self._failed)
             if relaxed and conn.dialect.name == "sqlite":
                 self._sqlite_synchronous(conn, "NORMAL")
             if ingests and not fns and conn.dialect.name == "sqlite":
@@ -226,8 +228,10 @@ class Writer:
             self.stats.batches += 1
             self.stats.rows += len(ingests)
             self.stats.last_batch = len(batch)
+            self._failed = False
         except Exception as e:
             self.stats.failures += 1
+            self._failed = True
             log.error("write_failed", error=str(e), batch=len(batch))
             try:
                 if self._conn is not None:
