@@ -66,7 +66,7 @@ class SQLiteDialect(Dialect):
     WAL_CHECK_S = 0.1
     WAL_RESTART_BYTES = 4 * 1024 * 1024
     RESTART_BUSY_MS = 250
-    WAL_HARD_BYTES = 16 * 1024 * 1024
+    WAL_HARD_BYTES = 8 * 1024 * 1024
     JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024  # a rewound WAL longer than this is cut back to it
 
     def __init__(self, url: str, busy_timeout_ms: int) -> None:

@@ -96,6 +96,7 @@ def test_space_freed_after_disk_full_goes_to_requests_not_the_wal(small_fs: Path
         server.terminate()
         server.wait(timeout=30)
     # Before: ~700 requests, then the disk was full again with the WAL at ~23 MiB. A request takes
-    # ~4 KB in the database here, so 14 MB plus the WAL's own space holds well over 1,500.
-    assert after >= 1500, f"only {after} requests stored after freeing 14 MB (WAL peaked at {wal_peak / MiB:.1f} MiB)"
+    # ~4 KB in the database here, so 14 MB plus the WAL's own space holds 2,000-3,700 (measured);
+    # 1,200 leaves room for a loaded machine.
+    assert after >= 1200, f"only {after} requests stored after freeing 14 MB (WAL peaked at {wal_peak / MiB:.1f} MiB)"
     assert wal_max < 12 * MiB, f"the WAL grew to {wal_max / MiB:.1f} MiB"
