@@ -13,9 +13,13 @@ each leased request (original method, headers and body; the original query strin
   until the delay has passed, so later messages never overtake it.
 * the server unreachable: reconnect with back-off; a pull whose answer was lost is retried with
   the same lease id, which returns the same messages at once.
+* killed (even ``kill -9``): the acks it owed are in its journal (``agent_journal.py``) and are
+  sent on start, before anything else; its first pull names the dead run's last lease, so the
+  messages it held come back at once instead of after the lease expires.
 
-Exactly-once holds with one agent per source; with several, a message whose lease expires while
-its agent is still forwarding it can reach the application twice (at-least-once).
+Exactly-once holds with one agent per source, except for the one message an agent is killed
+while forwarding (sent again, marked ``X-Hookbay-Possible-Duplicate``); with several agents, a
+message whose lease expires while its agent is still forwarding it can reach the application twice.
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from . import __version__ as VERSION
+from .agent_journal import Journal, JournalLocked
 from .runtime import tune_interpreter
 
 try:  # httpcore looks for sniffio on every asyncio request; without it each lookup is a failed import
@@ -51,7 +57,7 @@ HOP_BY_HOP = frozenset({
     "trailers", "transfer-encoding", "upgrade", "host", "content-length",
 })
 
-EXIT_OK, EXIT_FORWARD_FAILED, EXIT_SERVER_UNREACHABLE, EXIT_TOKEN_REJECTED = 0, 1, 2, 3
+EXIT_OK, EXIT_FORWARD_FAILED, EXIT_SERVER_UNREACHABLE, EXIT_TOKEN_REJECTED, EXIT_JOURNAL_LOCKED = 0, 1, 2, 3, 4
 ONCE_ATTEMPTS = 6  # --once: give up on an unreachable server after this many tries in a row
 
 
@@ -75,6 +81,7 @@ class AgentConfig:
     min_backoff: float = 1.0
     max_backoff: float = 60.0
     forward_timeout: float = 30.0
+    journal: Path | None = None
 
 
 @dataclass
@@ -99,7 +106,7 @@ def forward_url(base: str, query: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, q, parts.fragment))
 
 
-def forward_headers(message: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+def forward_headers(message: dict[str, Any], possible_duplicate: bool = False) -> list[tuple[bytes, bytes]]:
     pairs: list[list[str]] = message.get("headers") or []
     drop = set(HOP_BY_HOP)
     for k, v in pairs:
@@ -110,6 +117,8 @@ def forward_headers(message: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     out.append((b"X-Hookbay-Request-Id", message["request_id"].encode()))
     if message.get("body_b64") is None:
         out.append((b"X-Hookbay-Body-Missing", b"1"))
+    if possible_duplicate:
+        out.append((b"X-Hookbay-Possible-Duplicate", b"1"))
     return out
 
 
@@ -123,6 +132,9 @@ class Agent:
         self._pulling: asyncio.Task[Any] | None = None
         self._unacked: list[dict[str, Any]] = []  # forwarded, ack not sent yet
         self._acking: asyncio.Task[None] | None = None
+        self.journal = Journal(cfg.journal) if cfg.journal is not None else None
+        self._resume_lease: str | None = None  # the killed run's last lease: the first pull names it
+        self._in_doubt: int | None = None  # the killed run may have forwarded it: sent again, marked
         self.server = httpx.AsyncClient(
             base_url=cfg.server.rstrip("/"),
             headers={"Authorization": f"Bearer {cfg.token}", "User-Agent": f"hookbay-agent/{VERSION}"},
@@ -146,6 +158,20 @@ class Agent:
         await self.server.aclose()
         self._forwarder.shutdown(wait=True)
         self.local.close()
+        if self.journal is not None:
+            self.journal.close()
+
+    async def _recover(self) -> None:
+        """Send the acks a killed run owed, before pulling anything."""
+        assert self.journal is not None
+        rec = self.journal.open()
+        self._resume_lease, self._in_doubt = rec.lease_id, rec.in_doubt
+        for mid, lid in sorted(rec.owed.items()):
+            self._ack_later({"id": mid, "lease_id": lid})
+        await self._acks_sent()
+        if rec.owed or rec.in_doubt is not None:
+            self.emit({"event": "journal_replayed", "acks": len(rec.owed), "in_doubt": rec.in_doubt,
+                       "lease_id": rec.lease_id})
 
     async def run(self) -> int:
         # The forward thread and the event loop hand the GIL back and forth per message.
@@ -158,6 +184,8 @@ class Agent:
                    "once": self.cfg.once})
         code = EXIT_OK
         try:
+            if self.journal is not None:
+                await self._recover()
             while not self._stopping:
                 self._pulling = asyncio.create_task(self._pull())
                 try:
@@ -182,6 +210,9 @@ class Agent:
         except ServerUnreachable as e:
             self.emit({"event": "gave_up", "message": str(e)})
             code = EXIT_SERVER_UNREACHABLE
+        except JournalLocked as e:
+            self.emit({"event": "journal_locked", "message": str(e)})
+            code = EXIT_JOURNAL_LOCKED
         finally:
             await self.close()
         self.emit({"event": "stopped", "forwarded": self.stats.forwarded, "failed": self.stats.failed,
@@ -218,7 +249,10 @@ class Agent:
             await asyncio.sleep(delay)
 
     async def _pull(self) -> list[dict[str, Any]]:
-        lease_hint = "agt_" + secrets.token_hex(10)  # reused by retries: a lost answer is returned again
+        # reused by retries (a lost answer is returned again), and journaled for a restarted agent
+        lease_hint, self._resume_lease = self._resume_lease or "agt_" + secrets.token_hex(10), None
+        if self.journal is not None:
+            self.journal.pulling(lease_hint)
         params = {"wait": 0 if self.cfg.once else self.cfg.wait, "max": self.cfg.batch,
                   "visibility": self.cfg.visibility, "lease_id": lease_hint}
         while True:
@@ -248,6 +282,8 @@ class Agent:
                                  json={"messages": [{"id": m["id"], "lease_id": m["lease_id"]} for m in batch]})
             states = ({x["id"]: x["state"] for x in r.json()["results"]} if r.status_code == 200
                       else {m["id"]: f"HTTP {r.status_code}" for m in batch})
+            if self.journal is not None:  # answered: retrying would not change it
+                self.journal.acked([m["id"] for m in batch])
             for m in batch:
                 st = states.get(m["id"], "missing")
                 if st not in ("acked", "already_acked"):
@@ -271,9 +307,15 @@ class Agent:
                     await self._acks_sent()
                     await self._nack(m, 0, "agent stopping")
                     return True
+                if self.journal is not None:
+                    self.journal.forwarding(m["id"], m["lease_id"])
                 t0 = time.perf_counter()
                 ok, status, error, retry_after = await self._forward(m)
                 ms = round((time.perf_counter() - t0) * 1000, 2)
+                if self.journal is not None and ok:
+                    self.journal.forwarded(m["id"], m["lease_id"])
+                elif self.journal is not None:
+                    self.journal.failed(m["id"])
                 if ok:
                     self.failures = 0
                     self.stats.forwarded += 1
@@ -294,12 +336,15 @@ class Agent:
                 return False
             return True
         finally:
+            if self.journal is not None:
+                self.journal.sync()
             await self._acks_sent()  # every ack stored before the next pull: exactly once across restarts
 
     async def _forward(self, m: dict[str, Any]) -> tuple[bool, int | None, str | None, float | None]:
         body = base64.b64decode(m["body_b64"]) if m.get("body_b64") is not None else b""
+        doubt = m["id"] == self._in_doubt
         req = httpx.Request(m["method"], forward_url(self.cfg.forward, m.get("query") or ""),
-                            headers=forward_headers(m), content=body)
+                            headers=forward_headers(m, doubt), content=body)
         try:
             r = await asyncio.get_running_loop().run_in_executor(self._forwarder, self.local.send, req)
         except httpx.HTTPError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -121,21 +122,30 @@ def agent_cmd(
     min_backoff: float = typer.Option(1.0, "--min-backoff", min=0.01,
                                       help="First back-off after a failed forward, seconds"),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the local application"),
+    state_dir: Path | None = typer.Option(None, "--state-dir", envvar="HOOKBAY_AGENT_STATE_DIR", help=(
+        "Where the agent keeps its journal (default $XDG_STATE_HOME/hookbay-agent, else "
+        "~/.local/state/hookbay-agent)")),
+    journal: Path | None = typer.Option(None, "--journal", envvar="HOOKBAY_AGENT_JOURNAL", help=(
+        "The journal file of forwarded-but-unacked messages, replayed on start (default: one per "
+        "server and token in the state dir)")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print no line per forwarded message"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per event, for scripts"),
 ) -> None:
     """Pull a relay source's queue and forward each request to a local application, in order.
 
     Exit codes: 0 done (stopped by a signal, or --once drained the queue), 1 --once hit a failed
-    forward (the message stays queued), 2 --once could not reach the server, 3 token refused."""
+    forward (the message stays queued), 2 --once could not reach the server, 3 token refused,
+    4 another agent holds the journal."""
     from .agent import AgentConfig, run_agent
+    from .agent_journal import default_journal, default_state_dir
 
     if not forward.startswith(("http://", "https://")):
         typer.echo("error: --forward must be an http:// or https:// URL", err=True)
         raise typer.Exit(2)
     cfg = AgentConfig(server=server, token=token, forward=forward, once=once, wait=wait, batch=batch,
                       visibility=visibility, min_backoff=min_backoff, max_backoff=max_backoff,
-                      forward_timeout=timeout)
+                      forward_timeout=timeout,
+                      journal=journal or default_journal(state_dir or default_state_dir(), server, token))
 
     def emit(ev: dict[str, Any]) -> None:
         if quiet and ev["event"] == "forwarded":

@@ -29,7 +29,7 @@ from ..ids import new_source_id, now_us
 from . import bulk
 from . import profiles as profile_store
 from .deliveries import DeliveriesMixin, delivery_rows
-from .dialects import Dialect, PostgresDialect, dialect_for
+from .dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from .errors import is_retryable
 from .writer import Writer
 
@@ -92,6 +92,8 @@ class Store(DeliveriesMixin):
             notify_sql=self.dialect.notify_sql,
             on_commit=self._jobs_committed,
         )
+        if isinstance(self.dialect, SQLiteDialect):
+            self.writer.before_commit = self.dialect.cap_wal
         self._limiter = anyio.CapacityLimiter(8)
 
     @property

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +46,35 @@ class SQLiteDialect(Dialect):
     Checkpoints (copying the WAL back into the database file, with an fsync of it) run on a
     background thread while the store is running, so they are not paid inside a commit that ingest
     acknowledgements or the worker wait for. The writer still checkpoints by itself if the WAL
-    grows past ``WRITER_AUTOCHECKPOINT`` pages (no background thread, or it cannot keep up)."""
+    grows past ``WRITER_AUTOCHECKPOINT`` pages (no background thread, or it cannot keep up).
+
+    A PASSIVE checkpoint never lets the WAL start over while commits keep coming: SQLite rewinds
+    the WAL only when a checkpoint has copied all of it and no reader still uses it, and under load
+    a new commit is always there first. So the WAL only grew (after a disk-full episode, the 14 MB
+    an operator freed went into the WAL again within ~700 requests). Once the WAL passes
+    ``WAL_RESTART_BYTES`` the thread runs a RESTART checkpoint: it holds new commits back for the
+    moment it takes to copy the rest and for the readers to finish (at most ``RESTART_BUSY_MS``),
+    and the next commit writes the WAL from its start again (``journal_size_limit`` trims the file).
+    After a failed checkpoint or commit (disk full) it is a TRUNCATE, which gives the WAL's space
+    back to the filesystem, and the writer runs it itself before its next commit, so the space an
+    operator frees goes to the checkpoint rather than to more WAL. The writer also steps in if the
+    WAL reaches ``WAL_HARD_BYTES`` (commits outpace the thread)."""
 
     name = "sqlite"
     WRITER_AUTOCHECKPOINT = 10000  # pages (SQLite's default is 1000)
     CHECKPOINT_EVERY_S = 0.5
+    WAL_CHECK_S = 0.1
+    WAL_RESTART_BYTES = 4 * 1024 * 1024
+    RESTART_BUSY_MS = 250
+    WAL_HARD_BYTES = 8 * 1024 * 1024
+    JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024  # a rewound WAL longer than this is cut back to it
 
     def __init__(self, url: str, busy_timeout_ms: int) -> None:
         super().__init__(url, busy_timeout_ms)
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
+        db = sa.engine.make_url(url).database
+        self._wal = f"{db}-wal" if db and db != ":memory:" else None
 
     def start_background(self) -> None:
         path = sa.engine.make_url(self.url).database
@@ -72,12 +93,28 @@ class SQLiteDialect(Dialect):
     def _checkpoint_loop(self, path: str) -> None:
         con = None
         last_error = None
-        while not self._stop.wait(self.CHECKPOINT_EVERY_S):
+        wal = Path(f"{path}-wal")
+        next_passive = 0.0
+        while not self._stop.wait(self.WAL_CHECK_S):
             try:
+                try:
+                    big = wal.stat().st_size > self.WAL_RESTART_BYTES
+                except FileNotFoundError:
+                    big = False
+                if last_error is not None:
+                    mode = "TRUNCATE"
+                elif big:
+                    mode = "RESTART"
+                elif time.monotonic() >= next_passive:
+                    mode = "PASSIVE"  # copies what it can without waiting for (or blocking) anyone
+                else:
+                    continue
+                next_passive = time.monotonic() + self.CHECKPOINT_EVERY_S
                 if con is None:
-                    con = sqlite3.connect(path, timeout=self.busy_timeout_ms / 1000, check_same_thread=False)
-                # PASSIVE: copies what it can without waiting for (or blocking) readers and the writer.
-                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    con = sqlite3.connect(path, timeout=self.RESTART_BUSY_MS / 1000, check_same_thread=False)
+                busy = con.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+                if mode != "PASSIVE" and busy:  # readers held on: commits went on, try again next time
+                    log.info("checkpoint_busy", mode=mode)
                 last_error = None
             except Exception as e:
                 if str(e) != last_error:  # once per kind of failure, not twice a second
@@ -89,6 +126,26 @@ class SQLiteDialect(Dialect):
                 con = None
         if con is not None:
             con.close()
+
+    def cap_wal(self, conn: sa.Connection, after_failure: bool) -> None:
+        """The writer's check before a commit (a stat, unless the WAL is past the hard cap or the
+        last commit failed)."""
+        try:
+            size = os.stat(self._wal).st_size if self._wal is not None else 0
+        except FileNotFoundError:
+            return
+        if not size or (size <= self.WAL_HARD_BYTES and not after_failure):
+            return
+        mode = "TRUNCATE" if after_failure else "RESTART"
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        try:
+            busy = dbapi.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+        except sqlite3.Error as e:  # disk still full: the commit fails and says so
+            log.warning("checkpoint_failed", error=str(e), by="writer")
+            return
+        if busy:
+            log.info("checkpoint_busy", mode=mode, by="writer")
 
     @staticmethod
     def insert(table: sa.Table) -> Any:
@@ -119,6 +176,7 @@ class SQLiteDialect(Dialect):
             cur.execute("PRAGMA foreign_keys=ON")
             if writer:
                 cur.execute(f"PRAGMA wal_autocheckpoint={self.WRITER_AUTOCHECKPOINT}")
+                cur.execute(f"PRAGMA journal_size_limit={self.JOURNAL_SIZE_LIMIT}")
             cur.close()
 
         @event.listens_for(engine, "begin")

@@ -120,6 +120,10 @@ class Writer:
         # Relay: called (from this thread) after a commit that enqueued relay messages, with their sources.
         self.on_relay: Callable[[set[str]], None] | None = None
         self._relayed: set[str] = set()
+        # Called (from this thread, outside a transaction) before each commit, with whether the
+        # last one failed: SQLite's WAL cap.
+        self.before_commit: Callable[[sa.Connection, bool], None] | None = None
+        self._failed = False
         self._watch: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
 
     def start(self) -> None:
@@ -210,6 +214,8 @@ class Writer:
         relaxed = not ingests and not any(op.durable for op in fns)
         try:
             conn = self._connection()
+            if self.before_commit is not None:
+                self.before_commit(conn, self._failed)
             if relaxed and conn.dialect.name == "sqlite":
                 self._sqlite_synchronous(conn, "NORMAL")
             if ingests and not fns and conn.dialect.name == "sqlite":
@@ -229,8 +235,10 @@ class Writer:
             self.stats.last_batch = len(batch)
             if ingests:
                 self.stats.last_ok, self.stats.last_at = True, time.monotonic()
+            self._failed = False
         except Exception as e:
             self.stats.failures += 1
+            self._failed = True
             if ingests:
                 self.stats.last_ok, self.stats.last_at = False, time.monotonic()
             log.error("write_failed", batch=len(batch), **describe(e))

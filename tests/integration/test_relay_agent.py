@@ -4,6 +4,7 @@ and still every request reaches the receiver exactly once, in order."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -122,7 +123,7 @@ def test_agent_delivers_every_message_once_in_order_across_crashes(db_url: str, 
     receiver = Receiver(rport)
     receiver.up()
     agent_log = tmp_path / "agent.log"
-    agent_env = dict(os.environ, HOOKBAY_RELAY_TOKEN=token)
+    agent_env = dict(os.environ, HOOKBAY_RELAY_TOKEN=token, HOOKBAY_AGENT_STATE_DIR=str(tmp_path / "agent"))
     agent = subprocess.Popen(
         [sys.executable, "-m", "hookbay", "agent", "--server", f"http://127.0.0.1:{port}",
          "--forward", f"http://127.0.0.1:{rport}/hook?from=relay", "--wait", "2", "--visibility", "4",
@@ -183,7 +184,7 @@ def test_agent_delivers_every_message_once_in_order_across_crashes(db_url: str, 
 
 def test_agent_once_drains_and_exits(db_url: str, tmp_path: Path) -> None:
     port, rport = free_port(), free_port()
-    env = _env(db_url, tmp_path, port)
+    env = _env(db_url, tmp_path, port) | {"HOOKBAY_AGENT_STATE_DIR": str(tmp_path / "agent")}
     src = orjson.loads(subprocess.run([sys.executable, "-m", "hookbay", "source", "create", "--name", "o", "--client",
                                        "acme", "--relay", "--json"], env=env, capture_output=True, check=True).stdout)
     assert src["config"]["relay"] is True
@@ -222,3 +223,146 @@ def test_agent_once_drains_and_exits(db_url: str, tmp_path: Path) -> None:
         receiver.down()
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)
+
+
+class RecordingReceiver:
+    """A local application that records every request it takes (message id, arrival time, whether
+    it was marked as a possible duplicate). ``hold_at``: the request that arrives when that many
+    were taken is held until :attr:`release` is set and only then recorded: the application has
+    taken it, but its answer cannot reach an agent killed meanwhile."""
+
+    def __init__(self, port: int, hold_at: int) -> None:
+        self.port = port
+        self.hold_at = hold_at
+        self.arrivals: list[tuple[float, int, bool]] = []
+        self.lock = threading.Lock()
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.held_id: int | None = None
+        rec = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                mid = int(self.headers["X-Hookbay-Message-Id"])
+                with rec.lock:
+                    hold = rec.held_id is None and len(rec.arrivals) == rec.hold_at
+                    if hold:
+                        rec.held_id = mid
+                if hold:
+                    rec.held.set()
+                    rec.release.wait(60)
+                time.sleep(0.002)
+                with rec.lock:
+                    rec.arrivals.append((time.monotonic(), mid, self.headers.get("X-Hookbay-Possible-Duplicate") == "1"))
+                with contextlib.suppress(OSError):  # the agent may be dead by now
+                    self.send_response(204)
+                    self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._srv = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self._srv.serve_forever, daemon=True).start()
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.arrivals)
+
+    def first_after(self, t: float, timeout: float) -> float:
+        """Seconds from ``t`` to the first arrival after it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                later = [a[0] for a in self.arrivals if a[0] > t]
+            if later:
+                return later[0] - t
+            time.sleep(0.02)
+        return float("inf")
+
+    def stop(self) -> None:
+        self._srv.shutdown()
+        self._srv.server_close()
+
+
+@pytest.mark.slow
+def test_agent_killed_9_replays_acks_and_resumes_at_once(db_url: str, tmp_path: Path) -> None:
+    """kill -9 of the agent, 4 times over 300 messages: acks it owed are replayed from its journal (no
+    second delivery), its held lease is taken back at once (not after the 60 s visibility), and the
+    one message in doubt (taken by the application, the agent killed before it heard the answer)
+    is delivered again marked ``X-Hookbay-Possible-Duplicate: 1``: nothing else is ever repeated."""
+    n_msgs, kill_at = 300, (110, 170, 230)
+    port, rport = free_port(), free_port()
+    env = _env(db_url, tmp_path, port)
+    server = _start(env, port, tmp_path / "server.log")
+    src, token = _relay_source(port, "edge")
+    _send(src["ingest_url"], 0, n_msgs)
+    receiver = RecordingReceiver(rport, hold_at=40)
+    state_dir = tmp_path / "agent-state"
+    agent_env = dict(os.environ, HOOKBAY_RELAY_TOKEN=token, HOOKBAY_AGENT_STATE_DIR=str(state_dir))
+    log = (tmp_path / "agent.log").open("ab")
+
+    def start_agent() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # the default --visibility (60 s): what a killed agent's lease lasts
+            [sys.executable, "-m", "hookbay", "agent", "--server", f"http://127.0.0.1:{port}",
+             "--forward", f"http://127.0.0.1:{rport}/hook", "--wait", "2", "--min-backoff", "0.2",
+             "--max-backoff", "1", "--json"], env=agent_env, stdout=log, stderr=subprocess.STDOUT)
+
+    agent = start_agent()
+    resumes: list[float] = []
+    try:
+        # 1: killed while the application holds a message it will take (the window in doubt)
+        assert receiver.held.wait(60), "the agent forwarded nothing"
+        _kill9(agent)
+        receiver.release.set()
+        time.sleep(0.2)  # recorded by the application; its answer went nowhere
+        restarted = time.monotonic()
+        agent = start_agent()
+        resumes.append(receiver.first_after(restarted, 30))
+        # 2-4: killed right after arrivals mid-stream (acks in flight or not yet sent)
+        for at in kill_at:
+            deadline = time.monotonic() + 60
+            while receiver.count() < at:
+                assert time.monotonic() < deadline, f"stuck at {receiver.count()}"
+                time.sleep(0.001)
+            _kill9(agent)
+            restarted = time.monotonic()
+            agent = start_agent()
+            resumes.append(receiver.first_after(restarted, 30))
+        deadline = time.monotonic() + 60
+        while len({a[1] for a in receiver.arrivals}) < n_msgs:
+            assert time.monotonic() < deadline, f"only {len({a[1] for a in receiver.arrivals})} of {n_msgs}"
+            time.sleep(0.05)
+        time.sleep(2.0)  # a late duplicate would show up now
+        status = httpx.get(f"http://127.0.0.1:{port}/api/v1/sources/{src['id']}/relay",
+                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+        assert status["depth"] == 0, status
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=15)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+            receiver.release.set()
+            receiver.stop()
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
+
+    with receiver.lock:
+        arrivals = list(receiver.arrivals)
+    mids = [a[1] for a in arrivals]
+    assert len(set(mids)) == n_msgs, "a message never arrived"
+    assert mids == sorted(mids), "out of order"
+    first: set[int] = set()
+    repeats: list[tuple[int, bool]] = []
+    for _, mid, marked in arrivals:
+        if mid in first:
+            repeats.append((mid, marked))
+        first.add(mid)
+    assert (receiver.held_id, True) in repeats, f"the message in doubt was not redelivered marked: {repeats}"
+    assert all(marked for _, marked in repeats), f"a repeat not marked as possible duplicate: {repeats}"
+    assert len(repeats) <= 1 + len(kill_at), repeats  # at most the one message in doubt per crash
+    assert max(resumes) < 10, f"seconds from restart to the next delivery: {resumes}"
+    journals = list(state_dir.glob("journal-*.log"))
+    assert len(journals) == 1 and journals[0].stat().st_size < 4096  # compacted on clean stop
