@@ -776,7 +776,7 @@ def profiles_export(profile_id: str, out: Path = typer.Option(None, "--out", hel
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return await export_profile_data(store, profile_id, None)
 
-    data = orjson.dumps(_run(go, True), option=orjson.OPT_INDENT_2)
+    data = orjson.dumps(_run(go), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     if out:
         out.write_bytes(data)
         typer.echo(f"wrote {out}")
