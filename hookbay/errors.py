@@ -114,6 +114,11 @@ class StorageUnavailable(HookbayError):
     message = "Storage is unavailable; the request was not stored, retry later"
 
 
+class SettingsError(HookbayError):
+    code = "invalid_settings"
+    message = "A HOOKBAY_* setting is invalid"
+
+
 class EncryptionKeyMissing(HookbayError):
     status = 500
     code = "encryption_key_missing"

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(default=32, ge=1, description="Deliveries in flight per worker process")
     delivery_per_destination: int = Field(default=4, ge=1, description="Deliveries in flight per destination host")
     delivery_lease_seconds: float = Field(default=120.0, description="A delivery whose worker died is retried after this")
+    debug: bool = Field(default=False, description="CLI: show the traceback of an unexpected error (as --debug)")
     log_level: str = "info"
     log_json: bool = True
 
