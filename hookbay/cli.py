@@ -95,6 +95,12 @@ def _run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) -
         raise  # unreachable
 
 
+def _propagate() -> None:
+    """Return only once running servers have seen a source change (they check every
+    HOOKBAY_SOURCE_CHECK_SECONDS), so the next request meets the new settings."""
+    time.sleep(2 * get_settings().source_check_seconds)
+
+
 def _time(flag: str, value: str | None) -> int | None:
     if not value:
         return None
@@ -409,7 +415,9 @@ def source_update(
                                              remove_api_key=remove_api_key)
         return source_out(new, s.base_url, key).model_dump()
 
-    _show_source(_run(go, as_json), as_json)
+    out = _run(go, as_json)
+    _propagate()
+    _show_source(out, as_json)
 
 
 @source_app.command("rotate")
@@ -448,7 +456,9 @@ def source_rotate(
         return source_out(row, s.base_url, secrets=await store.secret_count(row["id"]),
                           secret=None if secret else new_secret).model_dump()
 
-    _show_source(_run(go, as_json), as_json)
+    out = _run(go, as_json)
+    _propagate()
+    _show_source(out, as_json)
 
 
 @source_app.command("delete")
@@ -461,6 +471,7 @@ def source_delete(ref: str = typer.Argument(...), as_json: bool = JsonOpt) -> No
         return str(row["id"])
 
     sid = _run(go, as_json)
+    _propagate()
     if as_json:
         _print_json({"deleted": sid})
     else:
@@ -521,6 +532,7 @@ def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), a
         return out
 
     results = _run(go, as_json)
+    _propagate()
     if as_json:
         _print_json(results)
         return

@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     worker_backoff_inflight: int = Field(default=32, description="Ingest requests in flight at once (peak since the worker's last batch) that count as saturated")
     worker_poll_seconds: float = 1.0
     run_worker: bool = Field(default=True, description="Run the worker inside `serve`")
-    source_refresh_seconds: float = 0.5
+    source_refresh_seconds: float = Field(default=0.5, description="PostgreSQL: fallback poll for source changes (NOTIFY is the fast path)")
+    source_check_seconds: float = Field(default=0.05, gt=0, description="Longest a source change by another process takes to reach a running server (SQLite poll of PRAGMA data_version; least gap between checks for unknown tokens); the CLI waits twice this after a change")
     gil_switch_interval: float = 0.001
     retention_interval_seconds: float = Field(default=3600, description="How often serve purges expired raw bodies")
     relay_acked_retention_seconds: float = Field(
