@@ -1,7 +1,7 @@
 """The ``hookbay`` command line. Every command that prints data takes ``--json`` for scripts.
 
 Management commands talk to the database directly (same ``HOOKBAY_*`` settings as the server), so
-they work with the server stopped; a running server picks source changes up within a second.
+they work with the server stopped; a running server sees source changes before a command returns.
 """
 
 from __future__ import annotations
