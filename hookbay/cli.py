@@ -936,7 +936,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             for line in describe_error(e):
                 typer.echo(f"error: {line}", err=True)
-            rc = 1
+            rc = 2 if isinstance(e, ValidationError) else 1
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
