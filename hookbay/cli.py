@@ -489,7 +489,9 @@ def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), a
         items = doc.get("sources", []) if isinstance(doc, dict) else []
         specs = [SourceCreate.model_validate(i) for i in items]
     except (OSError, yaml.YAMLError, ValidationError) as e:
-        raise BadRequest(f"{file}: " + "; ".join(describe_error(e))) from None
+        lines = describe_error(e) if isinstance(e, (OSError, ValidationError)) else [" ".join(str(e).split())]
+        typer.echo(f"error: {file}: " + "; ".join(lines), err=True)
+        raise typer.Exit(2) from None
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         out = []

@@ -41,6 +41,7 @@ def env(db_url: str, tmp_path: Path) -> dict[str, str]:
     e.update({"HOOKBAY_DATA_DIR": str(tmp_path), "HOOKBAY_DATABASE_URL": db_url, "HOOKBAY_ADMIN_TOKEN": ADMIN_TOKEN,
               "HOOKBAY_LOG_LEVEL": "warning", "HOOKBAY_PORT": str(free_port())})
     e.pop("HOOKBAY_DEBUG", None)
+    assert _run(e, ["migrate"]).returncode == 0  # the parallel runs below must not race to create the schema
     return e
 
 
