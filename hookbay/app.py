@@ -45,7 +45,8 @@ class HookbayApp:
     def __init__(self, settings: Settings, store: Store | None = None, *, run_worker: bool | None = None) -> None:
         self.settings = settings
         self.store = store or open_store(settings)
-        self.cache = SourceCache(self.store, settings.max_body_bytes, settings.source_refresh_seconds)
+        self.cache = SourceCache(self.store, settings.max_body_bytes, settings.source_refresh_seconds,
+                                 settings.source_check_seconds)
         self.ingest = Ingest(self.store, self.cache, settings)
         self.admin_hash: dict[str, str | None] = {"hash": None}
         self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash, settings)

@@ -1,7 +1,7 @@
 """The ``hookbay`` command line. Every command that prints data takes ``--json`` for scripts.
 
 Management commands talk to the database directly (same ``HOOKBAY_*`` settings as the server), so
-they work with the server stopped; a running server picks source changes up within a second.
+they work with the server stopped; a running server sees source changes before a command returns.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 import orjson
 import typer
 import yaml
+from pydantic import ValidationError
 
+from .cli_errors import KNOWN_ERRORS, describe_error
 from .errors import BadRequest, HookbayError
 from .ids import request_id_floor
 from .models import SourceConfig, SourceCreate
@@ -34,6 +36,14 @@ source_app = typer.Typer(help="Create, inspect and change sources (ingest URLs).
 token_app = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
 app.add_typer(source_app, name="source")
 app.add_typer(token_app, name="token")
+
+_DEBUG = [False]
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error")) -> None:
+    _DEBUG[0] = debug
+
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts")
 
@@ -61,11 +71,10 @@ def _print_json(obj: Any) -> None:
 
 
 def _fail(e: HookbayError, as_json: bool) -> None:
+    """With --json the error also goes to stdout in the API's shape; the one line on stderr comes from main()."""
     if as_json:
         _print_json(e.to_dict())
-    else:
-        typer.echo(f"error: {e.message}" + (f" ({e.detail})" if e.detail else ""), err=True)
-    raise typer.Exit(1)
+    raise e
 
 
 def _run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) -> T:
@@ -85,6 +94,22 @@ def _run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) -
     except HookbayError as e:
         _fail(e, as_json)
         raise  # unreachable
+
+
+def _propagate() -> None:
+    """Return only once running servers have seen a source change (they check every
+    HOOKBAY_SOURCE_CHECK_SECONDS), so the next request meets the new settings."""
+    time.sleep(2 * get_settings().source_check_seconds)
+
+
+def _time(flag: str, value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise BadRequest(f"{flag} {value!r} is not a time: give an ISO-8601 time (2024-05-01T12:00:00Z) "
+                         "or a relative one (30s, 15m, 2h, 3d)") from None
 
 
 def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, max_body: int | None,
@@ -153,11 +178,7 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
         cfg["max_body_bytes"] = max_body
     if idem is not None:
         cfg["idempotency_header"] = idem or None
-    try:
-        model = SourceConfig.model_validate(cfg)
-    except Exception as e:
-        typer.echo(f"error: invalid source settings: {e}", err=True)
-        raise typer.Exit(2) from None
+    model = SourceConfig.model_validate(cfg)
     _check_config(model, "config")
     return model.model_dump()
 
@@ -315,11 +336,7 @@ def source_create(
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
              burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private,
              relay=relay))
-    try:
-        spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
-    except Exception as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
     try:
         first_secret, generated = initial_secret(spec.config, secret)
     except HookbayError as e:
@@ -412,7 +429,9 @@ def source_update(
                                              remove_api_key=remove_api_key)
         return source_out(new, s.base_url, key).model_dump()
 
-    _show_source(_run(go, as_json), as_json)
+    out = _run(go, as_json)
+    _propagate()
+    _show_source(out, as_json)
 
 
 @source_app.command("rotate")
@@ -451,7 +470,9 @@ def source_rotate(
         return source_out(row, s.base_url, secrets=await store.secret_count(row["id"]),
                           secret=None if secret else new_secret).model_dump()
 
-    _show_source(_run(go, as_json), as_json)
+    out = _run(go, as_json)
+    _propagate()
+    _show_source(out, as_json)
 
 
 @source_app.command("delete")
@@ -464,6 +485,7 @@ def source_delete(ref: str = typer.Argument(...), as_json: bool = JsonOpt) -> No
         return str(row["id"])
 
     sid = _run(go, as_json)
+    _propagate()
     if as_json:
         _print_json({"deleted": sid})
     else:
@@ -480,8 +502,9 @@ def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), a
         doc = yaml.safe_load(file.read_text()) or {}
         items = doc.get("sources", []) if isinstance(doc, dict) else []
         specs = [SourceCreate.model_validate(i) for i in items]
-    except Exception as e:
-        typer.echo(f"error: {file}: {e}", err=True)
+    except (OSError, yaml.YAMLError, ValidationError) as e:
+        lines = describe_error(e) if isinstance(e, (OSError, ValidationError)) else [" ".join(str(e).split())]
+        typer.echo(f"error: {file}: " + "; ".join(lines), err=True)
         raise typer.Exit(2) from None
     for i, spec in enumerate(specs):
         _check_config(spec.config, f"sources.{i}.config")
@@ -527,6 +550,7 @@ def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), a
         return out
 
     results = _run(go, as_json)
+    _propagate()
     if as_json:
         _print_json(results)
         return
@@ -572,8 +596,8 @@ def requests_cmd(
 
     async def go(store: Store, s: Settings) -> None:
         source_id = (await store.get_source(source))["id"] if source else None
-        f = RequestFilter(source_id=source_id, since_us=parse_time(since) if since else None,
-                          until_us=parse_time(until) if until else None, verdict=verdict, state=state,
+        f = RequestFilter(source_id=source_id, since_us=_time("--since", since),
+                          until_us=_time("--until", until), verdict=verdict, state=state,
                           text=q, limit=limit)
         rows = await store.search_requests(f)
         if not follow:
@@ -613,8 +637,8 @@ def requests_export(
 
     async def go(store: Store, s: Settings) -> int:
         source_id = (await store.get_source(source))["id"] if source else None
-        f = RequestFilter(source_id=source_id, since_us=parse_time(since) if since else None,
-                          until_us=parse_time(until) if until else None, verdict=verdict, state=state,
+        f = RequestFilter(source_id=source_id, since_us=_time("--since", since),
+                          until_us=_time("--until", until), verdict=verdict, state=state,
                           after_id="req_", limit=500)
         sink = out.open("wb") if out else sys.stdout.buffer
         n = 0
@@ -792,7 +816,7 @@ def profiles_export(profile_id: str, out: Path = typer.Option(None, "--out", hel
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return await export_profile_data(store, profile_id, None)
 
-    data = orjson.dumps(_run(go, True), option=orjson.OPT_INDENT_2)
+    data = orjson.dumps(_run(go), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     if out:
         out.write_bytes(data)
         typer.echo(f"wrote {out}")
@@ -842,8 +866,8 @@ def replay_cmd(
             return await replay(store, cache, request_ids=[request_id], dry_run=dry_run)
         source_id = (await store.get_source(source))["id"] if source else None
         flt = RequestFilter(source_id=source_id, state="failed" if failed else None, limit=limit,
-                            since_us=parse_time(since) if since else None,
-                            until_us=parse_time(until) if until else None)
+                            since_us=_time("--since", since),
+                            until_us=_time("--until", until))
         return await replay(store, cache, flt=flt, dry_run=dry_run)
 
     items = _run(go, as_json)
@@ -912,8 +936,50 @@ def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_
 from . import cli_relay  # noqa: E402,F401  (registers `agent`, `source relay-token`, `source relay-status`)
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI. Every failure ends as one line per problem on stderr and a non-zero exit, never a
+    traceback: users act on the message; ``--debug`` or HOOKBAY_DEBUG=1 re-raises unexpected errors."""
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        rc = 1
+    except KeyboardInterrupt:
+        rc = 130
+    except Exception as e:
+        if _is_usage_error(e):
+            rc = _usage_error(e)
+        else:
+            if not isinstance(e, KNOWN_ERRORS) and _debug():
+                raise
+            for line in describe_error(e):
+                typer.echo(f"error: {line}", err=True)
+            rc = 2 if isinstance(e, ValidationError) else 1
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _is_usage_error(e: Exception) -> bool:
+    """Click's errors (Typer vendors its own click, so matched by shape rather than class)."""
+    return hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)
+
+
+def _usage_error(e: Any) -> int:
+    ctx = getattr(e, "ctx", None)
+    if type(e).__name__ == "NoArgsIsHelpError":
+        typer.echo(e.format_message(), err=True)
+    else:
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo("error: " + " ".join(e.format_message().split()) + hint, err=True)
+    return int(e.exit_code)
+
+
+def _debug() -> bool:
+    if _DEBUG[0]:
+        return True
+    try:
+        return get_settings().debug
+    except Exception:  # settings that do not parse are reported as such, not as a debugging request
+        return False
 
 
 
@@ -925,11 +991,8 @@ def _delivery_filter(store: Store, source: str | None, since: str | None, until:
                      **eq: Any) -> Awaitable[DeliveryFilter]:
     async def build() -> DeliveryFilter:
         source_id = (await store.get_source(source))["id"] if source else None
-        try:
-            since_us, until_us = (parse_time(since) if since else None, parse_time(until) if until else None)
-        except ValueError as e:
-            raise BadRequest("Invalid time", detail=str(e)) from None
-        return DeliveryFilter(source_id=source_id, since_us=since_us, until_us=until_us, **eq)
+        return DeliveryFilter(source_id=source_id, since_us=_time("--since", since), until_us=_time("--until", until),
+                              **eq)
 
     return build()
 
@@ -999,6 +1062,8 @@ def deliveries_retry(
 
     async def go(store: Store, s: Settings) -> list[str]:
         if delivery_ids:
+            for d in delivery_ids:
+                await store.get_delivery(d)  # an unknown id is an error, not "queued 0"
             return await store.retry_deliveries(DeliveryFilter(), ids=list(delivery_ids))
         f = await _delivery_filter(store, source, since, until, action_type=action, error=error)
         return await store.retry_deliveries(f)

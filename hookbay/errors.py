@@ -120,6 +120,11 @@ class WriteTimeout(StorageUnavailable):
     message = "Storage is slow; the request may have been stored, retry with the same Idempotency-Key"
 
 
+class SettingsError(HookbayError):
+    code = "invalid_settings"
+    message = "A HOOKBAY_* setting is invalid"
+
+
 class EncryptionKeyMissing(HookbayError):
     status = 500
     code = "encryption_key_missing"

@@ -124,6 +124,8 @@ class Ingest:
         start = time.perf_counter()
         src = self.cache.by_token.get(token.lower())
         if src is None:
+            src = await self.cache.lookup_unknown(token)
+        if src is None:
             metrics.unknown_tokens_total.inc()
             await send_raw(send, 404, NOT_FOUND_BODY)
             return

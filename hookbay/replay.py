@@ -46,6 +46,9 @@ async def replay(
         if req is None or req["verdict"] != "accepted" or req["body"] is None:
             out.append({"request_id": rid, "skipped": "not an accepted request with a stored body"})
             continue
+        if req["state"] == "ping":
+            out.append({"request_id": rid, "skipped": "a WooCommerce ping: nothing to parse"})
+            continue
         src = cache.by_id.get(req["source_id"] or "")
         try:
             res = process_request(req, src)

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(default=1.0, gt=0, description="How often a running worker says it is alive")
     worker_stale_seconds: float = Field(default=5.0, gt=0, description="A worker silent this long is taken for dead: its jobs are claimed again at once (a worker that never sent a heartbeat loses them when their lease runs out)")
     run_worker: bool = Field(default=True, description="Run the worker inside `serve`")
-    source_refresh_seconds: float = 0.5
+    source_refresh_seconds: float = Field(default=0.5, description="PostgreSQL: fallback poll for source changes (NOTIFY is the fast path)")
+    source_check_seconds: float = Field(default=0.05, gt=0, description="Longest a source change by another process takes to reach a running server (SQLite poll of PRAGMA data_version; least gap between checks for unknown tokens); the CLI waits twice this after a change")
     gil_switch_interval: float = 0.001
     retention_interval_seconds: float = Field(default=3600, description="How often serve purges expired raw bodies")
     relay_acked_retention_seconds: float = Field(
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     metrics_token: str = Field(default="", description="Bearer token /metrics requires; empty leaves /metrics open")
     public_docs: bool = Field(
         default=True, description="Serve /api/v1/docs and the OpenAPI JSON to anyone; false = signed-in users only")
+    debug: bool = Field(default=False, description="CLI: show the traceback of an unexpected error (as --debug)")
     log_level: str = "info"
     log_json: bool = True
 

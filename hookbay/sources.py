@@ -1,21 +1,33 @@
 """The in-memory source table: the ingest path looks tokens up here, never in the database.
 
-A background task reloads it when the ``sources_rev`` marker changes (any process that edits a
-source bumps it), and the admin API reloads it at once after its own edits.
+Any process that edits a source bumps the ``sources_rev`` marker in the same transaction (and on
+PostgreSQL sends NOTIFY on ``hookbay_sources``). Running servers pick the change up within
+``check_seconds``: on PostgreSQL a dedicated connection LISTENs; on SQLite a dedicated connection
+polls ``PRAGMA data_version`` (free unless something committed). An unknown token triggers the same
+check before its 404, shared by concurrent misses and at most one per ``check_seconds``, so a source
+created a moment ago is found and a flood of bad tokens costs the database at most that. Known tokens
+never cost a query. The admin API reloads at once after its own edits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import structlog
+from sqlalchemy.engine import make_url
 
 from .models import SourceConfig
 from .netaddr import Network, parse_networks
 from .store import Store
+from .store.dialects import PostgresDialect
+
+CHANNEL = "hookbay_sources"
 
 log = structlog.get_logger("hookbay.sources")
 
@@ -95,14 +107,24 @@ def _compile_mapping(cfg: SourceConfig) -> Any:
 
 
 class SourceCache:
-    def __init__(self, store: Store, default_max_body: int, refresh_seconds: float = 0.5) -> None:
+    def __init__(self, store: Store, default_max_body: int, refresh_seconds: float = 0.5,
+                 check_seconds: float = 0.05) -> None:
         self.store = store
         self.default_max_body = default_max_body
         self.refresh_seconds = refresh_seconds
+        self.check_seconds = check_seconds
         self.by_token: dict[str, ActiveSource] = {}
         self.by_id: dict[str, ActiveSource] = {}
         self.rev: str | None = None
         self._lock = asyncio.Lock()
+        self._check_lock = asyncio.Lock()
+        self._pending: asyncio.Future[None] | None = None
+        self._last_check = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dv_conn: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+        db = make_url(store.url).database if store.url.startswith("sqlite") else None
+        self._sqlite_path = db if db and db != ":memory:" else None
 
     async def reload(self) -> None:
         async with self._lock:
@@ -123,15 +145,90 @@ class SourceCache:
         if await self.store.sources_revision() != self.rev:
             await self.reload()
 
+    def _data_changed(self) -> bool:
+        """SQLite: has any connection committed since the last call? (Read from shared memory, no I/O.)"""
+        if self._dv_conn is None:
+            assert self._sqlite_path is not None
+            self._dv_conn = sqlite3.connect(self._sqlite_path, check_same_thread=False, isolation_level=None)
+        version = int(self._dv_conn.execute("PRAGMA data_version").fetchone()[0])
+        changed, self._data_version = version != self._data_version, version
+        return changed
+
+    async def check(self) -> None:
+        """Reload if another process changed any source since the last look."""
+        async with self._check_lock:
+            if self._sqlite_path is not None and not await asyncio.to_thread(self._data_changed):
+                return
+            await self.maybe_reload()
+
+    async def lookup_unknown(self, token: str) -> ActiveSource | None:
+        """A token not in the table: look again after a check that starts after this call."""
+        fut = self._pending
+        if fut is None:
+            fut = self._pending = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._shared_check(fut))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await asyncio.shield(fut)
+        return self.by_token.get(token.lower())
+
+    async def _shared_check(self, fut: asyncio.Future[None]) -> None:
+        try:
+            delay = self._last_check + self.check_seconds - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._pending = None  # misses from now on may follow a change this check started too early to see
+            self._last_check = time.monotonic()
+            await self.check()
+        except Exception as e:
+            log.warning("source_check_failed", error=str(e))
+        finally:
+            self._pending = None
+            if not fut.done():
+                fut.set_result(None)
+
     async def run(self) -> None:
+        """Keep the table current: LISTEN on PostgreSQL (polling as a fallback), data_version on SQLite."""
+        listener = None
+        if isinstance(self.store.dialect, PostgresDialect):
+            listener = asyncio.create_task(self._listen())
+        poll = self.check_seconds if self._sqlite_path is not None else self.refresh_seconds
+        try:
+            while True:
+                await asyncio.sleep(poll)
+                try:
+                    await self.check()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    log.warning("source_refresh_failed", error=str(e))
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(BaseException):
+                    await listener
+            if self._dv_conn is not None:
+                with contextlib.suppress(Exception):
+                    self._dv_conn.close()
+                self._dv_conn = None
+
+    async def _listen(self) -> None:
+        import psycopg
+
+        assert isinstance(self.store.dialect, PostgresDialect)
         while True:
-            await asyncio.sleep(self.refresh_seconds)
             try:
-                await self.maybe_reload()
+                async with await psycopg.AsyncConnection.connect(self.store.dialect.libpq_url,
+                                                                 autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await self.maybe_reload()  # whatever changed while nobody was listening
+                    async for _ in conn.notifies():
+                        await self.maybe_reload()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("source_refresh_failed", error=str(e))
+                log.warning("source_listen_failed", error=str(e))
+                await asyncio.sleep(1)
 
     async def get_by_id(self, source_id: str) -> ActiveSource | None:
         src = self.by_id.get(source_id)

@@ -8,11 +8,17 @@ __all__ = ["ClaimedJob", "RequestFilter", "Store", "hash_secret", "open_store", 
 
 def open_store(settings: Settings) -> Store:
     from ..crypto import Keyring
+    from ..errors import SettingsError
 
+    try:
+        keyring = Keyring.parse(settings.encryption_key or None)
+    except ValueError as e:
+        raise SettingsError(f"HOOKBAY_ENCRYPTION_KEY is malformed: {e} "
+                            "(`hookbay keys generate` prints a valid entry)") from None
     return Store(
         settings.effective_database_url,
         busy_timeout_ms=settings.busy_timeout_ms,
         batch_max=settings.batch_max,
-        keyring=Keyring.parse(settings.encryption_key or None),
+        keyring=keyring,
         sensitive_headers=frozenset(h.strip().lower() for h in settings.sensitive_headers.split(",") if h.strip()),
     )

@@ -875,7 +875,10 @@ def _waiting_for_relay_agent() -> sa.Exists:
 
 
 def _bump_sources_rev(conn: sa.Connection) -> None:
+    """Mark a source change; on PostgreSQL also NOTIFY, delivered to running servers when this commits."""
     m = schema.meta
     rev = secrets.token_hex(8)
     if conn.execute(m.update().where(m.c.key == "sources_rev").values(value=rev)).rowcount == 0:
         conn.execute(m.insert().values(key="sources_rev", value=rev))
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify('hookbay_sources', :rev)"), {"rev": rev})
