@@ -54,3 +54,32 @@ def weakenings(old: SourceConfig, new: SourceConfig) -> dict[str, str]:
     if new.allow_private_destinations and not old.allow_private_destinations:
         out["allow_private_destinations"] = "outbound guard lifted"
     return out
+
+
+SECRET_KEYS = frozenset({"secret", "api_key", "password", "token"})
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: ("[set]" if k in SECRET_KEYS and v else _masked(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per changed top-level config field, secrets inside shown as ``[set]``."""
+    import orjson
+
+    def show(v: Any) -> str:
+        return orjson.dumps(_masked(v), option=orjson.OPT_SORT_KEYS).decode()
+
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a != b:
+            if show(a) == show(b):  # only a secret differs
+                lines.append(f"config.{key}: [secret changed]")
+            else:
+                lines.append(f"config.{key}: {show(a)} -> {show(b)}")
+    return lines

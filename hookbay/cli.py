@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import structlog
 import typer
 import yaml
 from pydantic import ValidationError
@@ -43,6 +44,18 @@ _DEBUG = [False]
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error")) -> None:
     _DEBUG[0] = debug
+
+
+log = structlog.get_logger("hookbay.cli")
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
 
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts")
@@ -456,6 +469,9 @@ def source_rotate(
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         row = await store.get_source(ref)
         if api_key:
+            if row["api_key_hash"] is None:
+                raise BadRequest("This source does not require an API key, so there is none to rotate; "
+                                 "to start requiring one, use `hookbay source update SOURCE --api-key`")
             new, key = await store.update_source(row["id"], {}, rotate_api_key=True)
             return source_out(new, s.base_url, key, secrets=await store.secret_count(row["id"])).model_dump()
         cfg = SourceConfig.model_validate(orjson.loads(row["config"]))
@@ -493,10 +509,20 @@ def source_delete(ref: str = typer.Argument(...), as_json: bool = JsonOpt) -> No
 
 
 @source_app.command("apply")
-def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), as_json: bool = JsonOpt) -> None:
-    """Declare sources in YAML; creates missing ones, updates changed ones, leaves the rest (idempotent).
-    A ``secret`` in the file becomes the source's only signing secret when it differs."""
+def source_apply(
+    file: Path = typer.Argument(..., exists=True, readable=True),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and change nothing"),
+    prune: bool = typer.Option(False, "--prune", help="Delete sources of the file's clients that it does not list"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Declare sources in YAML. Prints a plan (created / changed with a field diff / unchanged),
+    then applies it; idempotent. A change that weakens a source's checks (signature, IP allowlist,
+    required header, methods, API key, outbound guard) is applied only when the file names the
+    field explicitly (``signature: null``); otherwise nothing is applied. Sources not in the file
+    stay unless ``--prune``. A ``secret`` in the file becomes the source's only signing secret
+    when it differs."""
     from .admin import initial_secret
+    from .changes import config_diff, weakenings
 
     try:
         doc = yaml.safe_load(file.read_text()) or {}
@@ -509,57 +535,126 @@ def source_apply(file: Path = typer.Argument(..., exists=True, readable=True), a
     for i, spec in enumerate(specs):
         _check_config(spec.config, f"sources.{i}.config")
 
-    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        out = []
+    async def plan(store: Store) -> list[dict[str, Any]]:
         existing = {(r["client_id"], r["name"]): r for r in await store.list_sources()}
+        secrets = await store.source_secrets()
+        steps: list[dict[str, Any]] = []
         for spec in specs:
-            cfg = spec.config.model_dump()
-            cur = existing.get((spec.client_id, spec.name))
-            key = None
-            shown_secret = None
+            cur = existing.pop((spec.client_id, spec.name), None)
+            step: dict[str, Any] = {"client_id": spec.client_id, "name": spec.name, "spec": spec, "cur": cur,
+                                    "changes": [], "weakens": [], "refused": []}
+            if cur is None:
+                step["action"] = "create"
+                steps.append(step)
+                continue
+            old_cfg = orjson.loads(cur["config"])
+            new_cfg = spec.config.model_dump()
+            step["changes"] = config_diff(old_cfg, new_cfg)
+            if bool(cur["enabled"]) != spec.enabled:
+                step["changes"].append(f"enabled: {bool(cur['enabled'])} -> {spec.enabled}")
+            want_key = spec.api_key and cur["api_key_hash"] is None
+            drop_key = not spec.api_key and cur["api_key_hash"] is not None
+            if want_key:
+                step["changes"].append("api_key: [new key]")
+            weak = weakenings(SourceConfig.model_validate(old_cfg), spec.config)
+            if drop_key:
+                step["changes"].append("api_key: required -> not required")
+                weak["api_key"] = "API key requirement removed"
+            explicit = set(spec.config.model_fields_set) | ({"api_key"} & set(spec.model_fields_set))
+            step["weakens"] = [f"{f}: {why}" for f, why in sorted(weak.items()) if f in explicit]
+            step["refused"] = [f"{f}: {why} (name `{f}` explicitly in the file to do this on purpose)"
+                               for f, why in sorted(weak.items()) if f not in explicit]
+            if spec.secret and spec.config.signature is not None and \
+                    spec.secret not in {sec for sec, _ in secrets.get(cur["id"], [])}:
+                step["changes"].append("secret: [changed]")
+            step["action"] = "change" if step["changes"] else "unchanged"
+            steps.append(step)
+        if prune:
+            clients = {spec.client_id for spec in specs}
+            for (client, name), row in sorted(existing.items()):
+                if client in clients:
+                    steps.append({"client_id": client, "name": name, "action": "delete", "cur": row,
+                                  "changes": [], "weakens": [], "refused": []})
+        return steps
+
+    async def apply(store: Store, s: Settings, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for step in steps:
+            spec, cur = step.get("spec"), step["cur"]
+            key = shown_secret = None
+            if step["action"] == "delete":
+                await store.delete_source(cur["id"])
+                out.append({"action": "deleted", "client_id": step["client_id"], "name": step["name"],
+                            "id": cur["id"]})
+                continue
+            assert spec is not None
             if cur is None:
                 first, generated = initial_secret(spec.config, spec.secret)
-                row, key = await store.create_source(name=spec.name, client_id=spec.client_id, config=cfg,
-                                                     enabled=spec.enabled, api_key=spec.api_key, secret=first)
+                row, key = await store.create_source(name=spec.name, client_id=spec.client_id,
+                                                     config=spec.config.model_dump(), enabled=spec.enabled,
+                                                     api_key=spec.api_key, secret=first)
                 shown_secret = first if generated else None
                 action = "created"
-            else:
-                changes: dict[str, Any] = {}
-                if orjson.loads(cur["config"]) != cfg:
-                    changes["config"] = cfg
-                if bool(cur["enabled"]) != spec.enabled:
-                    changes["enabled"] = spec.enabled
-                want_key = spec.api_key and cur["api_key_hash"] is None
-                drop_key = not spec.api_key and cur["api_key_hash"] is not None
-                if changes or want_key or drop_key:
-                    row, key = await store.update_source(cur["id"], changes, rotate_api_key=want_key,
-                                                         remove_api_key=drop_key)
-                    action = "updated"
-                else:
-                    row, action = cur, "unchanged"
-            if cur is not None and spec.secret and spec.config.signature is not None:
-                have = {sec for sec, _ in (await store.source_secrets()).get(cur["id"], [])}
-                if spec.secret not in have:
+            elif step["action"] == "change":
+                changes: dict[str, Any] = {"config": spec.config.model_dump(), "enabled": spec.enabled}
+                row, key = await store.update_source(
+                    cur["id"], changes, rotate_api_key=spec.api_key and cur["api_key_hash"] is None,
+                    remove_api_key=not spec.api_key and cur["api_key_hash"] is not None)
+                if spec.secret and any(c.startswith("secret:") for c in step["changes"]):
                     initial_secret(spec.config, spec.secret)
                     await store.add_secret(cur["id"], spec.secret, retire_others_after_s=0)
-                    action = "updated"
+                if step["weakens"]:
+                    log.warning("source_checks_weakened", source_id=cur["id"], client_id=cur["client_id"],
+                                actor=f"cli:{_os_user()}", changes=step["weakens"])
+                action = "updated"
+            else:
+                row, action = cur, "unchanged"
             o = source_out(row, s.base_url, key, secret=shown_secret,
                            secrets=await store.secret_count(row["id"])).model_dump()
             o["action"] = action
+            o["changes"], o["weakens"] = step["changes"], step["weakens"]
             out.append(o)
         return out
 
-    results = _run(go, as_json)
-    _propagate()
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        steps = await plan(store)
+        refused = [st for st in steps if st["refused"]]
+        result: dict[str, Any] = {"plan": [
+            {k: st[k] for k in ("action", "client_id", "name", "changes", "weakens", "refused")} for st in steps]}
+        if dry_run or refused:
+            result["applied"] = False
+            return result
+        result["applied"] = True
+        result["results"] = await apply(store, s, steps)
+        return result
+
+    result = _run(go, as_json)
+    if result["applied"]:
+        _propagate()
     if as_json:
-        _print_json(results)
-        return
-    for r in results:
-        typer.echo(f"{r['action']:9}  {r['client_id']}/{r['name']}  {r['ingest_url']}")
-        if r.get("api_key"):
-            typer.echo(f"           API key (shown once): {r['api_key']}")
-        if r.get("secret"):
-            typer.echo(f"           signing secret (shown once): {r['secret']}")
+        _print_json(result)
+    else:
+        for st in result["plan"]:
+            typer.echo(f"{st['action']:9}  {st['client_id']}/{st['name']}")
+            for line in st["changes"]:
+                typer.echo(f"           {line}")
+            for line in st["weakens"]:
+                typer.echo(f"           weakens: {line}")
+            for line in st["refused"]:
+                typer.echo(f"           REFUSED: {line}")
+        for r in result.get("results", []):
+            if r.get("ingest_url") and r["action"] != "unchanged":
+                typer.echo(f"{r['action']:9}  {r['client_id']}/{r['name']}  {r['ingest_url']}")
+            if r.get("api_key"):
+                typer.echo(f"           API key (shown once): {r['api_key']}")
+            if r.get("secret"):
+                typer.echo(f"           signing secret (shown once): {r['secret']}")
+    if any(st["refused"] for st in result["plan"]):
+        typer.echo("error: nothing applied: the file would silently weaken a source's checks (see REFUSED above)",
+                   err=True)
+        raise typer.Exit(1)
+    if dry_run and not as_json:
+        typer.echo("dry run: nothing applied")
 
 
 requests_app = typer.Typer(help="Search and follow the request log.", invoke_without_command=True)
@@ -939,6 +1034,7 @@ from . import cli_relay  # noqa: E402,F401  (registers `agent`, `source relay-to
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Every failure ends as one line per problem on stderr and a non-zero exit, never a
     traceback: users act on the message; ``--debug`` or HOOKBAY_DEBUG=1 re-raises unexpected errors."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))  # stdout is for results
     try:
         rc = app(args=argv, standalone_mode=False)
     except typer.Abort:

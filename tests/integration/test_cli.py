@@ -80,14 +80,14 @@ def test_source_apply_is_idempotent(cli_env: dict[str, str], tmp_path: Path) -> 
         "  - {name: Shop, client_id: acme, config: {format: json}}\n"
         "  - {name: POS, client_id: acme, api_key: true}\n"
     )
-    first = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)
+    first = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)["results"]
     assert [r["action"] for r in first] == ["created", "created"]
     assert first[1]["api_key"]
-    second = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)
+    second = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)["results"]
     assert [r["action"] for r in second] == ["unchanged", "unchanged"]
     assert [r["token"] for r in second] == [r["token"] for r in first]
     f.write_text(f.read_text().replace("format: json", "format: form"))
-    third = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)
+    third = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)["results"]
     assert [r["action"] for r in third] == ["updated", "unchanged"]
     assert third[0]["config"]["format"] == "form"
     bad = tmp_path / "bad.yaml"
@@ -161,7 +161,7 @@ def test_security_flags_yaml_and_secrets_stay_secret(cli_env: dict[str, str], tm
     f = tmp_path / "s.yaml"
     f.write_text("sources:\n  - name: Hooks\n    client_id: acme\n    secret: yaml-secret-value-99\n"
                  "    config: {signature: {scheme: hmac, header: X-Sig, algorithm: sha1, encoding: base64}}\n")
-    applied = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)
+    applied = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)["results"]
     assert applied[0]["action"] == "created" and applied[0]["signing_secrets"] == 1
     assert "yaml-secret-value-99" not in hb(cli_env, "source", "apply", str(f), "--json").stdout
 
@@ -179,7 +179,7 @@ def test_security_flags_yaml_and_secrets_stay_secret(cli_env: dict[str, str], tm
         server.terminate()
         server.wait(timeout=20)
     text = log.read_text()
-    assert "signature_rejected" in text
+    assert "ingest_rejected" in text and "rule=signature" in text.replace('"rule": "signature"', "rule=signature")
     assert "cli-secret-value-42" not in text and "yaml-secret-value-99" not in text
 
 
@@ -270,3 +270,45 @@ def test_purge_reports_bodies_and_acked_relay_messages(cli_env: dict[str, str]) 
     assert out == {"dry_run": True, "bodies": {}, "relay_acked": 0}
     text = hb(cli_env, "purge").stdout
     assert "purged 0 raw bodies" in text and "0 acked relay message(s)" in text
+
+
+def test_source_apply_plans_and_never_silently_weakens(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The README's own sequence: sources created with signatures, then a file without them."""
+    hb(cli_env, "source", "create", "--name", "Shop", "--client", "acme", "--signature", "shopify",
+       "--secret", "shpss_0123456789abcdef", "--allow-ip", "127.0.0.0/8")
+    hb(cli_env, "source", "create", "--name", "Old", "--client", "acme")
+    f = tmp_path / "sources.yaml"
+    f.write_text("sources:\n  - {name: Shop, client_id: acme, config: {format: json}}\n"
+                 "  - {name: New, client_id: acme}\n")
+    refused = hb(cli_env, "source", "apply", str(f), ok=False)
+    assert refused.returncode == 1
+    assert "REFUSED: signature: signature check removed" in refused.stdout
+    assert "REFUSED: allow_ips: IP allowlist removed" in refused.stdout
+    assert "nothing applied" in refused.stderr
+    shown = orjson.loads(hb(cli_env, "source", "show", "Shop", "--json").stdout)
+    assert shown["config"]["signature"]["scheme"] == "shopify"
+    assert sorted(s["name"] for s in orjson.loads(hb(cli_env, "source", "list", "--json").stdout)) == ["Old", "Shop"]
+
+    f.write_text("sources:\n  - {name: Shop, client_id: acme, config: {format: json, signature: null, allow_ips: []}}\n"
+                 "  - {name: New, client_id: acme}\n")
+    dry = orjson.loads(hb(cli_env, "source", "apply", str(f), "--dry-run", "--json").stdout)
+    assert dry["applied"] is False
+    shop = dry["plan"][0]
+    assert shop["action"] == "change" and any(c.startswith("config.format:") for c in shop["changes"])
+    assert shop["weakens"] == ["allow_ips: IP allowlist removed", "signature: signature check removed"]
+    assert [p["action"] for p in dry["plan"]] == ["change", "create"]
+    assert orjson.loads(hb(cli_env, "source", "show", "Shop", "--json").stdout)["config"]["signature"]
+
+    done = orjson.loads(hb(cli_env, "source", "apply", str(f), "--prune", "--json").stdout)
+    assert done["applied"] is True
+    assert [p["action"] for p in done["plan"]] == ["change", "create", "delete"]
+    assert sorted(s["name"] for s in orjson.loads(hb(cli_env, "source", "list", "--json").stdout)) == ["New", "Shop"]
+    again = orjson.loads(hb(cli_env, "source", "apply", str(f), "--json").stdout)
+    assert [p["action"] for p in again["plan"]] == ["unchanged", "unchanged"]
+
+
+def test_rotate_api_key_needs_a_key(cli_env: dict[str, str]) -> None:
+    hb(cli_env, "source", "create", "--name", "Keyless", "--client", "acme")
+    r = hb(cli_env, "source", "rotate", "Keyless", "--api-key", ok=False)
+    assert r.returncode == 1 and "source update SOURCE --api-key" in r.stderr
+    assert orjson.loads(hb(cli_env, "source", "show", "Keyless", "--json").stdout)["api_key_required"] is False

@@ -14,7 +14,7 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     theirs = live.create_source(client_id="globex", config={"parser": "contact", "signature": {"scheme": "github"},
                                                            "relay": True}, secret="globex-secret-1")
     mine_relay = live.create_source(client_id="acme", config={"relay": True})
-    live.client.patch(f"/api/v1/sources/{theirs['id']}", json={"config": {"parser": "contact", "relay": True, "actions": [
+    live.client.patch(f"/api/v1/sources/{theirs['id']}", json={"config": {"parser": "contact", "relay": True, "signature": None, "actions": [
         {"type": "forward", "url": "http://127.0.0.1:9/refused"}]}},
                       headers=admin)
     r = live.client.post(f"/V1/Data/{theirs['token']}?wait=1", json=CONTACT)
@@ -42,6 +42,7 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     cases = {
         ("get", "/api/v1/sources/{source_id}"): None,
         ("patch", "/api/v1/sources/{source_id}"): {"name": "stolen"},
+        ("put", "/api/v1/sources/{source_id}"): {"name": "stolen"},
         ("delete", "/api/v1/sources/{source_id}"): None,
         ("post", "/api/v1/sources/{source_id}/rotate"): {"grace_seconds": 0},
         ("get", "/api/v1/requests/{request_id}"): None,
