@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics
 from .admin import create_admin_app
+from .admin_guard import AdminGuard
 from .asgi import Receive, Scope, Send, send_json, send_raw
 from .console import create_console_app
 from .deliveries import Deliverer
@@ -44,6 +45,7 @@ class HookbayApp:
         self.ingest = Ingest(self.store, self.cache, settings)
         self.admin_hash: dict[str, str | None] = {"hash": None}
         self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash)
+        self.admin_http = AdminGuard(self.admin, self.store, self.admin_hash, settings.admin_max_body_bytes)
         self.console = create_console_app(self.store, self.cache, settings, self.admin_hash)
         self.run_worker = settings.run_worker if run_worker is None else run_worker
         self.worker = Worker(self.store, self.cache, settings, ingest_load=self.ingest.take_inflight_peak)
@@ -134,7 +136,7 @@ class HookbayApp:
             if path == "/ui" or path.startswith("/ui/"):
                 await self.console(scope, receive, send)  # the web console: its own app, not in the OpenAPI
                 return
-            await self.admin(scope, receive, send)
+            await self.admin_http(scope, receive, send)
             return
         if typ == "lifespan":
             await self._lifespan(receive, send)
