@@ -1,7 +1,9 @@
 """Connection limits of the HTTP server: deadlines, header bounds and how many sockets may be open.
 
 One ``Edge`` per listening server counts open connections by client address, so one client
-cannot hold every file descriptor (slowloris) and the admin API keeps room when ingest is full.
+cannot hold every file descriptor (slowloris); when the server is full, the connection that has
+waited longest for a request head makes room for a new one, and the admin API keeps a share of
+its own when every ingest connection is busy.
 The protocol (``hookbay.protocol``) enforces the deadlines and header bounds.
 """
 
@@ -71,6 +73,7 @@ class Edge:
     linger_seconds: float = 2.0
     open: int = 0
     by_client: dict[str, int] = field(default_factory=dict)
+    waiting: dict[Any, None] = field(default_factory=dict)  # connections waiting for a request head, oldest first
 
     @classmethod
     def from_settings(cls, settings: Any) -> Edge:
@@ -83,18 +86,21 @@ class Edge:
             trusted=parse_networks(settings.trusted_proxy_list),
         )
 
-    def admit(self, peer: str) -> int:
-        """Count a new connection. REFUSE over a cap; RESERVED in the room kept for the admin
-        API and health checks (no ingest on that connection)."""
+    def admit(self, conn: Any, peer: str) -> int:
+        """Count a new connection. Over the per-client cap: REFUSE. Over the ingest share
+        (``max_connections - admin_reserved``): the connection that has waited longest for a
+        request head is shed to make room; with none to shed, RESERVED (admin API and health
+        checks only) up to ``max_connections`` and REFUSE beyond."""
         n = self.by_client.get(peer, 0)
         self.by_client[peer] = n + 1
         self.open += 1
-        if self.open > self.max_connections:
-            return REFUSE
         if n >= self.per_client and peer and not in_networks(peer, self.trusted):
             return REFUSE
         if self.open > self.max_connections - self.admin_reserved:
-            return RESERVED
+            if self.waiting:
+                next(iter(self.waiting)).evict()
+                return ADMIT
+            return RESERVED if self.open <= self.max_connections else REFUSE
         return ADMIT
 
     def release(self, peer: str) -> None:

@@ -130,15 +130,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(_CoalescingTransport(transport, self))  # type: ignore[arg-type]
         peer = self.client[0] if self.client else ""
         self._peer = peer
-        verdict = self.edge.admit(peer)
+        verdict = self.edge.admit(self, peer)
         self._turn_start = now = self.loop.time()
         if verdict == REFUSE:
             self.reject(TOO_MANY_CONNECTIONS)
             return
         self._reserved = verdict == RESERVED
+        self.edge.waiting[self] = None
         self._set_deadline(now + self.edge.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.edge.waiting.pop(self, None)
         if self._peer is not None:
             self.edge.release(self._peer)
             self._peer = None
@@ -204,6 +206,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             raise _Rejected(HEADERS_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
+        self.edge.waiting.pop(self, None)
         self._heads += 1
         self._phase = _BODY
         self._owed = True
@@ -242,6 +245,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._start_asgi_task(cycle, app)
             return
         self._owed = False
+        self.edge.waiting[self] = None
         self._turn_start = now = self.loop.time()
         if self._phase == _IDLE:
             self._set_deadline(now + self.timeout_keep_alive)
@@ -287,6 +291,18 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.body_pending = False
         raw.close()
 
+    def evict(self) -> None:
+        """Close now to make room for a new connection (see ``Edge.admit``)."""
+        raw = self._raw
+        assert raw is not None
+        self.edge.waiting.pop(self, None)
+        if self._peer is not None:
+            self.edge.release(self._peer)
+            self._peer = None
+        if self._phase == _HEAD:
+            raw.write(TOO_MANY_CONNECTIONS)
+        raw.close()
+
     def reject(self, response: bytes) -> None:
         """Answer ``response`` with no app involved, then close."""
         raw = self._raw
@@ -305,6 +321,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.lingering = True
         self.body_pending = False
         self._deadline = None
+        self.edge.waiting.pop(self, None)
         if raw.is_closing():
             return
         try:
