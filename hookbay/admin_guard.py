@@ -26,8 +26,10 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
 
 class AdminGuard:
     """Wraps the admin FastAPI app. Requests without a body pass straight through (the routes
-    check their token as before); a request with one is answered 401 or 413 at headers time, or
-    read here (at most ``max_body`` bytes) and handed on with the principal already known."""
+    check their token as before), as do paths outside ``/api/`` (no route there reads a body: a
+    404 must look like an unknown ingest token's); a request with one is answered 401 or 413 at
+    headers time, or read here (at most ``max_body`` bytes) and handed on with the principal
+    already known."""
 
     def __init__(self, app: Any, store: Store, admin_hash_ref: dict[str, str | None], max_body: int) -> None:
         self.app = app
@@ -36,7 +38,7 @@ class AdminGuard:
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _has_body(scope["headers"]):
+        if scope["type"] != "http" or not scope["path"].startswith("/api/") or not _has_body(scope["headers"]):
             await self.app(scope, receive, send)
             return
         try:

@@ -307,9 +307,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """Answer ``response`` with no app involved, then close."""
         raw = self._raw
         assert raw is not None
-        if self.cycle is None or self.cycle.response_complete:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
             raw.write(response)
-        self.linger()
+            self.linger()
+        else:  # a pipelined request's answer is still due: drop it rather than interleave
+            cycle.disconnected = True
+            cycle.message_event.set()
+            raw.close()
 
     def linger(self) -> None:
         """Close after an answer without resetting the connection: send FIN, then drop what the
