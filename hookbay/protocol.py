@@ -154,7 +154,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.lingering:
             return
-        if self._phase != _BODY:
+        if self._phase == _BODY:
+            self._deadline = self.loop.time() + self.edge.body_idle_timeout  # only ever later: the timer catches up
+        else:
             room = self.edge.max_header_bytes - self._head_bytes
             if len(data) > room:
                 heads = self._heads
@@ -200,16 +202,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if not self._owed:
             self._set_deadline(self._turn_start + self.edge.header_timeout)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        if len(self.headers) > self.edge.max_headers:
-            raise _Rejected(HEADERS_TOO_LARGE)
-
     def on_headers_complete(self) -> None:
         self.edge.waiting.pop(self, None)
         self._heads += 1
         self._phase = _BODY
         self._owed = True
+        if len(self.headers) > self.edge.max_headers:  # their bytes are already bounded
+            raise _Rejected(HEADERS_TOO_LARGE)
         if self._reserved and _is_ingest(self.url):
             raise _Rejected(TOO_MANY_CONNECTIONS)
         super().on_headers_complete()
@@ -218,10 +217,6 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._keep_alive = cycle.keep_alive
         cycle.keep_alive = False  # until the body is complete: an early answer closes
         self._set_deadline(self.loop.time() + self.edge.body_idle_timeout)
-
-    def on_body(self, body: bytes) -> None:
-        super().on_body(body)
-        self._deadline = self.loop.time() + self.edge.body_idle_timeout
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
