@@ -190,6 +190,23 @@ def test_a_head_dripped_after_a_response_is_closed_at_the_header_deadline(server
         s.close()
 
 
+def test_idle_keep_alive_and_fresh_silent_connections_are_closed(server: Any) -> None:
+    live = server(header_timeout=2)
+    port = port_of(live)
+    kept, fresh = connect(port), connect(port)
+    try:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(kept)[0] == 200
+        start = time.monotonic()
+        assert closed_within(fresh, 10), "a connection that never sent a byte stayed open"
+        assert closed_within(kept, 10), "an idle keep-alive connection stayed open"
+        took = time.monotonic() - start
+        assert 1.5 < took < 10, took  # uvicorn's keep-alive timeout (5 s) after the response
+    finally:
+        kept.close()
+        fresh.close()
+
+
 def test_full_server_keeps_room_for_the_admin_api_and_sheds_stalled_connections(server: Any) -> None:
     live = server(max_connections=40, admin_reserved_connections=10, max_connections_per_client=1000,
                   header_timeout=5, body_idle_timeout=3)
