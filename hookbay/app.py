@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import metrics
 from .admin import create_admin_app, principal_for_token
+from .admin_guard import AdminGuard
 from .asgi import Receive, Scope, Send, send_json, send_raw
 from .console import create_console_app
 from .console.session import SESSION_COOKIE
@@ -50,6 +51,7 @@ class HookbayApp:
         self.ingest = Ingest(self.store, self.cache, settings)
         self.admin_hash: dict[str, str | None] = {"hash": None}
         self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash, settings)
+        self.admin_http = AdminGuard(self.admin, self.store, self.admin_hash, settings.admin_max_body_bytes)
         self.console = create_console_app(self.store, self.cache, settings, self.admin_hash)
         self.run_worker = settings.run_worker if run_worker is None else run_worker
         self.worker = Worker(self.store, self.cache, settings, ingest_load=self.ingest.take_inflight_peak)
@@ -149,7 +151,7 @@ class HookbayApp:
                 e = Unauthorized("The API docs are for signed-in users", headers={"WWW-Authenticate": "Bearer"})
                 await send_json(send, e.status, e.to_dict(), e.headers)
                 return
-            await self.admin(scope, receive, send)
+            await self.admin_http(scope, receive, send)
             return
         if typ == "lifespan":
             await self._lifespan(receive, send)

@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(default=3600, description="How often serve purges expired raw bodies")
     relay_acked_retention_seconds: float = Field(
         default=86400, ge=0, description="Acked relay messages are deleted this long after their ack (their requests stay)")
+    header_timeout: float = Field(default=10.0, gt=0, description="Seconds from a connection's opening (or the end of its previous response) until the request's full header block must have arrived; else 408 and close")
+    body_idle_timeout: float = Field(default=10.0, gt=0, description="Seconds a request body may go without a byte before the connection is closed")
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="Most bytes in a request line plus headers; more answers 431")
+    max_headers: int = Field(default=100, ge=1, description="Most header lines in a request; more answers 431")
+    max_connections: int = Field(default=10000, ge=2, description="Most open client connections (never above 80% of the open-files limit); over it a new connection gets 503 and is closed")
+    max_connections_per_client: int = Field(default=256, ge=1, description="Most open connections from one client address (trusted proxies exempt); over it 503 and close")
+    admin_reserved_connections: int = Field(default=32, ge=0, description="The last this-many connections under HOOKBAY_MAX_CONNECTIONS serve only the admin API, console and health checks, not ingest")
+    admin_max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1, description="Largest admin API request body; more answers 413")
     trusted_proxies: str = Field(default="", description="Comma-separated CIDRs whose X-Forwarded-For/Forwarded is believed")
     encryption_key: str = Field(default="", description="kid:base64key[,kid:key...]; the first encrypts")
     sensitive_headers: str = Field(default="authorization,cookie,proxy-authorization",
