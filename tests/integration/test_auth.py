@@ -14,6 +14,8 @@ import pytest
 import standardwebhooks
 import stripe
 
+from tests.fakes.receiver import Receiver
+
 BODY = b'{"id":"evt_1","type":"order.created","data":{"email":"a@b.co"}}'
 
 
@@ -200,3 +202,47 @@ def test_api_key_rotation_and_redaction(live) -> None:  # type: ignore[no-untype
     with live.admin() as c:
         hdrs = dict(c.get(f"/api/v1/requests/{ok.json()['request_id']}").json()["headers"])
     assert hdrs["x-api-key"] == "[redacted]"
+
+
+@pytest.mark.parametrize("sent", ["acme-1x", "acme-10", "acme-", "acme", "", "xacme-1", "ACME-1"])
+def test_required_header_must_match_exactly(live, sent: str) -> None:  # type: ignore[no-untyped-def]
+    """Issue #19 row 2: a required header compared with ``startswith`` (either way round) lets a
+    longer or shorter value through. Only the exact value passes."""
+    src = live.create_source(config={"required_headers": {"X-Shop": "acme-1"}})
+    url = f"/V1/Data/{src['token']}"
+    r = live.client.post(url, json={}, headers={"X-Shop": sent})
+    assert r.status_code == 403, (sent, r.text)
+    assert r.json()["error"]["detail"] == {"header": "x-shop"}
+    assert live.client.post(url, json={}, headers={"X-Shop": "acme-1"}).status_code == 200
+
+
+def test_woocommerce_ping_is_stored_and_never_processed(live) -> None:  # type: ignore[no-untyped-def]
+    """Issue #19 row 16: WooCommerce's unsigned save-time ping is logged as a ping, never parsed into
+    a record and never runs the source's actions. A signed event sent after it is processed first
+    in line behind it, so by then the worker has had every chance to pick the ping up."""
+    receiver = Receiver().start()
+    try:
+        src = live.create_source(
+            config={"signature": {"scheme": "woocommerce"}, "allow_private_destinations": True,
+                    "actions": [{"type": "forward", "url": receiver.url + "/hook"}]},
+            secret="wc-secret-1234")
+        url = f"/V1/Data/{src['token']}"
+        ping = live.client.post(url, content=b"webhook_id=17", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert ping.status_code == 200, ping.text
+        ping_id = ping.json()["request_id"]
+        event = live.client.post(url, content=BODY, headers={"Content-Type": "application/json",
+                                                             **_sign("woocommerce", "wc-secret-1234", BODY)})
+        assert event.status_code == 200, event.text
+        assert live.wait_state(event.json()["request_id"])["state"] == "processed"
+        assert live.wait_state(ping_id, states=("ping", "processed", "failed"))["state"] == "ping"
+        with live.admin() as c:
+            deadline = time.monotonic() + 10
+            while len(c.get("/api/v1/deliveries").json()["items"]) < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            detail = c.get(f"/api/v1/requests/{ping_id}").json()
+            deliveries = c.get("/api/v1/deliveries").json()["items"]
+        assert detail["state"] == "ping" and detail["records"] == []
+        assert [d["request_id"] for d in deliveries] == [event.json()["request_id"]]
+        assert all(b"webhook_id" not in r.body for r in receiver.received)
+    finally:
+        receiver.stop()

@@ -488,3 +488,36 @@ def test_request_detail_of_a_binary_body(live: Any) -> None:
         assert raw.content == body
         assert raw.headers["content-disposition"].startswith("attachment")
         assert raw.headers["content-type"] == "application/octet-stream"
+
+
+def test_client_token_sees_only_its_own_profiles(live: Any) -> None:
+    """Issue #19 rows 6 and 7: the console's profile list, its search and a profile's page apply the
+    client filter of the signed-in token. Another client's profile is not listed, not found by its
+    email, and its page is a 404 like any unknown id, exactly as in the API."""
+    pids = {}
+    for client, email in (("acme", "ada@acme.example"), ("globex", "hank@globex.example")):
+        src = _api(live, "POST", "/api/v1/sources", json={"name": f"{client} form", "client_id": client,
+                                                          "config": {"parser": "contact"}})
+        r = httpx.post(src["ingest_url"] + "?wait=1", json={**CONTACT, "Email": email})
+        assert r.status_code == 200, r.text
+        pids[client] = r.json()["receipt"]["records"][0]["profile_id"]
+    token = _api(live, "POST", "/api/v1/tokens", json={"name": "acme-ui", "client_id": "acme"})["token"]
+    with httpx.Client(base_url=live.url) as c:
+        assert _login(c, token).status_code == 303
+        listing = c.get("/ui/profiles")
+        assert listing.status_code == 200
+        assert pids["acme"] in listing.text and "ada@acme.example" in listing.text
+        assert pids["globex"] not in listing.text and "globex" not in listing.text
+        found = c.get("/ui/profiles", params={"q": "hank@globex.example"})
+        assert found.status_code == 200 and pids["globex"] not in found.text
+        assert "No profile has that email or phone." in found.text
+        theirs = c.get(f"/ui/profiles/{pids['globex']}")
+        assert theirs.status_code == 404 and "hank@globex.example" not in theirs.text
+        unknown = c.get("/ui/profiles/prf_00000000000000000000000000")
+        assert unknown.status_code == 404
+        mine = c.get(f"/ui/profiles/{pids['acme']}")
+        assert mine.status_code == 200 and "ada@acme.example" in mine.text
+    with httpx.Client(base_url=live.url) as admin:  # the admin sees both: the filter is the token's
+        assert _login(admin, ADMIN_TOKEN).status_code == 303
+        assert admin.get(f"/ui/profiles/{pids['globex']}").status_code == 200
+        assert pids["globex"] in admin.get("/ui/profiles").text

@@ -484,3 +484,69 @@ def test_dns_failures_are_retried_then_dead(live, monkeypatch: pytest.MonkeyPatc
     assert d["last_error"].startswith("retries exhausted after 3 attempts"), d["last_error"]
     assert "cannot resolve host 'hooks.example.test'" in d["last_error"]
     assert len(asked) == 3
+
+
+def test_forward_never_follows_a_redirect(live, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    """Issue #19 row 15: a destination that answers with a redirect must not send the delivery on to
+    the address it names (which the outbound-address guard never checked). The 307 is the answer."""
+    elsewhere = Receiver().start()
+    try:
+        receiver.statuses.append(307)
+        receiver.extra_headers["Location"] = elsewhere.url + "/stolen"
+        src = _forward_source(live, receiver.url + "/hook")
+        [d] = _deliveries(live, request_id=_send(live, src, CONTACT), until=_settled())
+        assert d["state"] == "dead" and d["last_status"] == 307, d
+        assert len(receiver.received) == 1 and receiver.received[0].path == "/hook"
+        assert elsewhere.received == []
+    finally:
+        elsewhere.stop()
+
+
+def test_mailchimp_base_url_is_checked_by_the_guard(db_url: str, live_server_factory,  # type: ignore[no-untyped-def]
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #19 row 8: a tenant-set Mailchimp ``base_url`` is an outbound destination like a forward
+    URL: pointing it at a loopback or private address is refused unless the source allows private
+    destinations, and nothing reaches that address."""
+    key = "0123456789abcdef0123456789abcdef-us6"
+    app = mailchimp.create_app(key, {"list1"})
+    base, stop = mailchimp.run_in_thread(app)
+    monkeypatch.setenv("HOOKBAY_MAILCHIMP_API_KEY", key)
+    try:
+        live = live_server_factory(db_url)
+        src = live.create_source(config={"parser": "contact", "actions": [{"type": "mailchimp", "base_url": base}]})
+        body = {**copy.deepcopy(CONTACT), "ListIds": ["list1"]}
+        [d] = _deliveries(live, request_id=_send(live, src, body), until=_settled())
+        assert d["state"] == "dead" and d["last_status"] is None, d
+        assert "not a public address" in d["last_error"] or "private" in d["last_error"], d["last_error"]
+        assert app.state.members == {}
+    finally:
+        stop()
+
+
+def test_email_consent_is_the_profiles_ledger_at_send_time(db_url: str, live_server_factory) -> None:  # type: ignore[no-untyped-def]
+    """Issue #19 row 9: whether a marketing email may be sent is decided by the profile's consent
+    ledger when it is sent, not by the flags of the record that triggered it. A contact who opted out
+    earlier and then sends a form without any consent field is still opted out."""
+    handler = _Collector()
+    port = free_port()
+    ctl = Controller(handler, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        live = live_server_factory(db_url, smtp_host="127.0.0.1", smtp_port=port, smtp_from="crm@hookbay.test")
+        src = live.create_source(config={"parser": "contact", "actions": [{
+            "type": "email", "subject": "Hello", "text": "Hello {{ contact.first_name }}"}]})
+        opted_out = {**copy.deepcopy(CONTACT), "EmailPermission": False}
+        [d1] = _deliveries(live, request_id=_send(live, src, opted_out), until=_settled())
+        assert d1["state"] == "skipped", d1
+        silent = {k: v for k, v in copy.deepcopy(CONTACT).items() if k != "EmailPermission"}
+        rid = _send(live, src, silent)
+        receipt = live.wait_state(rid)
+        assert "consents" not in receipt["records"][0] or not [
+            c for c in receipt["records"][0]["consents"] if c.get("channel") == "email"], receipt["records"][0]
+        [d2] = _deliveries(live, request_id=rid, until=_settled())
+        assert d2["state"] == "skipped", d2
+        log = _admin(live, "GET", f"/api/v1/deliveries/{d2['id']}").json()["attempt_log"]
+        assert "opt-out" in log[0]["response_excerpt"]
+        assert handler.envelopes == []
+    finally:
+        ctl.stop()

@@ -85,3 +85,67 @@ def test_key_rotation_and_missing_key(db_url: str, tmp_path: Path, live_server_f
     assert r.status_code == 500
     assert r.json()["error"]["code"] == "encryption_key_missing"
     assert "4111" not in r.text
+
+
+def test_a_sealed_value_moved_to_another_row_does_not_open(live_server_factory, db_url: str,  # type: ignore[no-untyped-def]
+                                                           tmp_path: Path) -> None:
+    """Issue #19 row 5: each sealed value is bound to its row by the AEAD's associated data (the
+    row's id). Someone with write access to the database (not the key) who copies one request's
+    sealed body and headers into another row, or one source's sealed signing secret into another's,
+    must get an error when it is read, never the other row's data."""
+    live = live_server_factory(db_url, encryption_key=f"k1:{generate_key()}")
+    src = live.create_source()
+    url = f"/V1/Data/{src['token']}"
+    victim = live.client.post(url, content=SECRET_BODY, headers={"Content-Type": "application/json",
+                                                                 "Authorization": "Basic dmljdGltOnB3"}).json()
+    other = live.client.post(url, content=b'{"email":"other@example.com"}', headers={
+        "Content-Type": "application/json", "Authorization": "Basic b3RoZXI6cHc="}).json()
+    eng = _engine(db_url)
+    try:
+        with eng.begin() as c:
+            row = c.execute(sa.text("SELECT body, headers FROM requests WHERE id = :i"),
+                            {"i": victim["request_id"]}).one()
+            c.execute(sa.text("UPDATE requests SET body = :b WHERE id = :i"),
+                      {"b": bytes(row.body), "i": other["request_id"]})
+    finally:
+        eng.dispose()
+    with live.admin() as c:
+        assert orjson.loads(c.get(f"/api/v1/requests/{victim['request_id']}").json()["body"])["card"] == "4111"
+        for path in (f"/api/v1/requests/{other['request_id']}", f"/api/v1/requests/{other['request_id']}/body"):
+            r = c.get(path)
+            assert r.status_code == 500 and r.json()["error"]["code"] == "encryption_key_missing", r.text
+            assert "4111" not in r.text and "secret.person" not in r.text
+        eng = _engine(db_url)
+        try:
+            with eng.begin() as conn:
+                conn.execute(sa.text("UPDATE requests SET body = NULL, headers = :h WHERE id = :i"),
+                             {"h": row.headers, "i": other["request_id"]})
+        finally:
+            eng.dispose()
+        r = c.get(f"/api/v1/requests/{other['request_id']}")
+        assert r.status_code == 500 and "dmljdGltOnB3" not in r.text
+
+    from hookbay.store import open_store
+
+    async def swapped_secrets() -> tuple[str, str, dict[str, list[str]]]:
+        store = open_store(make_settings(db_url, tmp_path, encryption_key=live.settings.encryption_key))
+        await store.start()
+        try:
+            a, _ = await store.create_source(name="a", client_id="acme", config={}, secret="secret-of-a-123")
+            b, _ = await store.create_source(name="b", client_id="acme", config={}, secret="secret-of-b-456")
+
+            def swap(conn: sa.Connection) -> None:
+                blob = conn.execute(sa.text("SELECT secret FROM source_secrets WHERE source_id = :s"),
+                                    {"s": a["id"]}).scalar_one()
+                conn.execute(sa.text("UPDATE source_secrets SET secret = :b WHERE source_id = :s"),
+                             {"b": blob, "s": b["id"]})
+
+            await store.write(swap)
+            found = await store.source_secrets()
+            return a["id"], b["id"], {k: [s for s, _ in v] for k, v in found.items()}
+        finally:
+            await store.close()
+
+    a_id, b_id, found = asyncio.run(swapped_secrets())
+    assert found[a_id] == ["secret-of-a-123"]
+    assert b_id not in found  # b's row now holds a's sealed secret: it opens for nobody

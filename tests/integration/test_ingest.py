@@ -64,8 +64,17 @@ def test_path_forms_are_case_insensitive(live) -> None:  # type: ignore[no-untyp
         assert r.status_code == 200, (path, r.text)
 
 
+def _unknown_tokens(live) -> float:  # type: ignore[no-untyped-def]
+    """This server's unknown-token counter, read from its /metrics. The registry is shared by every
+    server in the test process, so only a difference between two reads says anything."""
+    lines = [x for x in live.client.get("/metrics").text.splitlines() if x.startswith("hookbay_unknown_token_total ")]
+    assert len(lines) == 1
+    return float(lines[0].split()[-1])
+
+
 def test_unknown_token_is_404_like_any_path_and_not_logged(live) -> None:  # type: ignore[no-untyped-def]
     live.create_source()
+    before = _unknown_tokens(live)
     r1 = live.client.post("/V1/Data/00000000-0000-0000-0000-000000000000", json={"a": 1})
     r2 = live.client.post("/no/such/path", json={"a": 1})
     assert r1.status_code == r2.status_code == 404
@@ -73,9 +82,8 @@ def test_unknown_token_is_404_like_any_path_and_not_logged(live) -> None:  # typ
     assert r1.json()["error"]["code"] == "not_found"
     page = _admin_get(live, "/api/v1/requests")
     assert page["items"] == []
-    metrics = live.client.get("/metrics").text
-    line = [x for x in metrics.splitlines() if x.startswith("hookbay_unknown_token_total")][0]
-    assert float(line.split()[-1]) >= 1
+    after = _unknown_tokens(live)
+    assert after - before == 1  # the unknown token counted once; the unknown path is not an ingest URL
 
 
 def test_disabled_source_is_404(live) -> None:  # type: ignore[no-untyped-def]
@@ -136,6 +144,26 @@ def test_body_limit_declared_and_streamed(live) -> None:  # type: ignore[no-unty
     assert len(rej) == 2 and {i["rule"] for i in rej} == {"body_size"}
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_body_of_exactly_the_limit_is_accepted(live, streamed: bool) -> None:  # type: ignore[no-untyped-def]
+    """Issue #19 row 3: the limit is inclusive. A body of exactly ``max_body_bytes`` is stored whole,
+    one byte more is refused, whether the length is declared up front or the body is streamed."""
+    src = live.create_source(config={"max_body_bytes": 1000})
+    url = f"/V1/Data/{src['token']}"
+
+    def body(n: int):  # type: ignore[no-untyped-def]
+        raw = b'{"a":"' + b"z" * (n - 8) + b'"}'
+        assert len(raw) == n
+        return (raw[i:i + 100] for i in range(0, n, 100)) if streamed else raw
+
+    exact = live.client.post(url, content=body(1000), headers={"Content-Type": "application/json"})
+    assert exact.status_code == 200, exact.text
+    with live.admin() as c:
+        assert len(c.get(f"/api/v1/requests/{exact.json()['request_id']}/body").content) == 1000
+    over = live.client.post(url, content=body(1001), headers={"Content-Type": "application/json"})
+    assert over.status_code == 413 and over.json()["error"]["detail"] == {"limit_bytes": 1000}
+
+
 def test_malformed_json_and_encodings(live) -> None:  # type: ignore[no-untyped-def]
     src = live.create_source(config={"format": "json"})
     url = f"/V1/Data/{src['token']}"
@@ -193,6 +221,27 @@ def test_duplicate_delivery_answers_original_and_processes_once(live, header: st
     time.sleep(0.5)
     detail = _admin_get(live, f"/api/v1/requests/{rid}")
     assert len(detail["records"]) == 1
+
+
+def test_idempotency_keys_are_per_source(live) -> None:  # type: ignore[no-untyped-def]
+    """Issue #19 row 14: an idempotency key is only a duplicate within its own source. Another
+    tenant's webhook carrying the same ``Idempotency-Key`` gets its own request id and is processed,
+    not answered with the first tenant's id and dropped."""
+    acme = live.create_source(client_id="acme")
+    globex = live.create_source(client_id="globex")
+    h = {"Idempotency-Key": "evt-shared-1"}
+    first = live.client.post(f"/V1/Data/{acme['token']}", json={"who": "acme"}, headers=h)
+    second = live.client.post(f"/V1/Data/{globex['token']}", json={"who": "globex"}, headers=h)
+    assert first.status_code == second.status_code == 200
+    a_id, g_id = first.json()["request_id"], second.json()["request_id"]
+    assert a_id != g_id
+    assert live.wait_state(g_id)["records"][0]["fields"]["who"] == "globex"
+    detail = _admin_get(live, f"/api/v1/requests/{g_id}")
+    assert detail["source_id"] == globex["id"] and detail["verdict"] == "accepted"
+    assert detail["duplicate_of"] is None
+    # and within one source the key still deduplicates
+    again = live.client.post(f"/V1/Data/{globex['token']}", json={"who": "globex"}, headers=h)
+    assert again.json()["request_id"] == g_id
 
 
 def test_concurrent_duplicates_share_one_id(live) -> None:  # type: ignore[no-untyped-def]

@@ -366,3 +366,45 @@ def test_agent_killed_9_replays_acks_and_resumes_at_once(db_url: str, tmp_path: 
     assert max(resumes) < 10, f"seconds from restart to the next delivery: {resumes}"
     journals = list(state_dir.glob("journal-*.log"))
     assert len(journals) == 1 and journals[0].stat().st_size < 4096  # compacted on clean stop
+
+
+def test_agent_honours_the_applications_retry_after(live) -> None:  # type: ignore[no-untyped-def]
+    """Issue #19 row 12: when the local application answers 503 with ``Retry-After: 30``, the agent
+    gives the message back for (at least) those 30 seconds, not its own sub-second back-off: the
+    server then holds the queue's head until then."""
+    import asyncio
+    from datetime import datetime
+
+    from hookbay.agent import Agent, AgentConfig
+    from tests.fakes.receiver import Receiver as App
+
+    app = App(default_status=503, extra_headers={"Retry-After": "30"}).start()
+    switch = sys.getswitchinterval()
+    try:
+        src = live.create_source(config={"relay": True})
+        with live.admin() as c:
+            token = c.post(f"/api/v1/sources/{src['id']}/relay-tokens", json={"name": "edge"}).json()["token"]
+        assert live.client.post(f"/V1/Data/{src['token']}", json={"n": 0}).status_code == 200
+        events: list[dict] = []
+        cfg = AgentConfig(server=live.url, token=token, forward=app.url + "/in", wait=1, min_backoff=0.05,
+                          max_backoff=120)
+        agent = Agent(cfg, events.append)
+
+        def emit(e: dict) -> None:
+            events.append(e)
+            if e["event"] == "forward_failed":
+                agent.stop()
+
+        agent.emit = emit
+        before = time.time()
+        assert asyncio.run(asyncio.wait_for(agent.run(), 30)) == 0
+        [failed] = [e for e in events if e["event"] == "forward_failed"]
+        assert failed["status"] == 503 and failed["retry_in_s"] >= 30
+        with live.admin() as c:
+            head = c.get(f"/api/v1/sources/{src['id']}/relay").json()["head"]
+        assert head["deliveries"] == 1 and "503" in head["last_error"]
+        assert datetime.fromisoformat(head["available_at"]).timestamp() >= before + 29
+        assert len(app.received) == 1
+    finally:
+        sys.setswitchinterval(switch)
+        app.stop()

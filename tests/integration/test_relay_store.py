@@ -175,6 +175,30 @@ async def test_nack_delays_the_head_and_releases_the_rest_of_its_lease(db_url: s
         await store.close()
 
 
+async def test_a_delayed_message_behind_the_head_ends_the_batch(db_url: str) -> None:
+    """Issue #19 row 11: a nacked message that is not the head (an older message is still leased)
+    keeps its place. A pull takes the available prefix only: the head, then stops at the delayed
+    message instead of skipping it and leasing the later ones past it."""
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+        sid = src["id"]
+        await _send(store, sid, 4)
+        lease, msgs = await q.pull(sid, 4, 30)
+        ids = [m["id"] for m in msgs]
+        await q.nack(sid, ids[1], lease, 30, "HTTP 503")  # ids[2:] go back, ids[0] stays leased
+        again, msgs2 = await q.pull(sid, 10, 30, lease_id=lease)  # the head's own lease re-leases it
+        assert again == lease and [m["id"] for m in msgs2] == [ids[0]]
+        assert await q.pull(sid, 10, 30) == (None, [])
+        assert await q.ack(sid, ids[0], lease) is True
+        assert await q.pull(sid, 10, 30) == (None, [])  # the delayed message is the head now
+        st = await q.status(sid)
+        assert st["head"]["id"] == ids[1] and st["depth"] == 3 and st["leased"] == 0
+    finally:
+        await store.close()
+
+
 async def test_a_retried_pull_with_its_lease_id_gets_the_same_messages(db_url: str) -> None:
     store = await _open(db_url)
     q = RelayQueue(store)

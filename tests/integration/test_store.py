@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import sqlite3
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -223,3 +227,72 @@ async def test_retention_purges_old_processed_bodies_only(db_url: str) -> None:
         assert all(bytes(bodies[k]) == b'{"x": 1}' for k in ("old_pending", "new_done", "old_other"))
     finally:
         await store.close()
+
+
+_SYNC_LEVELS = {"0": 0, "OFF": 0, "1": 1, "NORMAL": 1, "2": 2, "FULL": 2, "3": 3, "EXTRA": 3}
+
+
+async def test_sqlite_writer_commits_every_ingest_with_synchronous_full(tmp_path: Path) -> None:
+    """Issue #19 row 4: an acknowledged request must be on disk, so on SQLite (WAL) every transaction
+    that writes ingest rows, or durable writes, commits under ``synchronous=FULL``; only bookkeeping
+    marked ``durable=False`` may commit under NORMAL. Losing an unsynced commit takes a power cut, which
+    a test cannot stage, so this watches the writer's own connection instead: every statement it runs
+    is traced, and the synchronous level in force at each COMMIT is checked, on every batch path
+    (ingest only, ingest with other writes, relaxed bookkeeping just before or in the batch of an ingest)."""
+    store = Store(f"sqlite:///{tmp_path / 'hb.db'}")
+    await asyncio.to_thread(store.migrate)
+    commits: list[tuple[frozenset[str], int]] = []
+
+    @sa.event.listens_for(store.write_engine, "connect", insert=True)
+    def trace(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        if threading.current_thread().name != "hookbay-writer":
+            return
+        level = [int(dbapi_conn.execute("PRAGMA synchronous").fetchone()[0])]
+        held: set[str] = set()
+
+        def statement(sql: str) -> None:
+            s = " ".join(sql.split()).upper()
+            if m := re.fullmatch(r"PRAGMA SYNCHRONOUS ?= ?(\w+)", s):
+                level[0] = _SYNC_LEVELS[m.group(1)]
+            elif s.startswith("BEGIN"):
+                held.clear()
+            elif s in ("COMMIT", "END"):
+                if held:
+                    commits.append((frozenset(held), level[0]))
+            elif s.startswith("INSERT INTO REQUESTS"):
+                held.add("ingest")
+            elif m := re.fullmatch(r"SELECT '(DURABLE|RELAXED)'", s):
+                held.add(m.group(1).lower())
+
+        dbapi_conn.set_trace_callback(statement)
+
+    def durable(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SELECT 'durable'")
+
+    def relaxed(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SELECT 'relaxed'")
+
+    async def one_batch(*ops: Callable[[], Awaitable[object]]) -> None:
+        """Queue ``ops`` while the writer thread is stopped, so they all land in its next batch."""
+        await asyncio.to_thread(store.writer.stop)
+        tasks = [asyncio.create_task(op()) for op in ops]  # type: ignore[arg-type, var-annotated]
+        await asyncio.sleep(0.05)
+        store.writer.start()
+        await asyncio.gather(*tasks)
+
+    await store.start()
+    try:
+        src, _ = await store.create_source(name="s", client_id="acme", config={})
+        ingest = lambda: store.writer.ingest(_row(src["id"], b"{}"))  # noqa: E731
+        await ingest()
+        await one_batch(ingest, lambda: store.writer.run(durable), lambda: store.writer.run(relaxed, durable=False))
+        await store.writer.run(relaxed, durable=False)
+        await ingest()
+        await one_batch(lambda: store.writer.run(relaxed, durable=False), ingest)
+        await ingest()
+    finally:
+        await store.close()
+    i, d, r = frozenset({"ingest"}), frozenset({"durable", "relaxed"}), frozenset({"relaxed"})
+    assert commits == [(i, 2), (i, 2), (d, 2), (r, 1), (i, 2), (i, 2), (r, 1), (i, 2)]
+    with sqlite3.connect(tmp_path / "hb.db") as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

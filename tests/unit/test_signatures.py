@@ -78,16 +78,20 @@ def reason(spec: SignatureSpec, secrets: list[str], headers: dict[str, str], bod
 TIMED = ("standard", "stripe", "slack")
 
 
+def passed(scheme: str, ts: int = NOW, msg_id: str = "msg_1") -> VerifyResult:
+    """What a passed check returns: ``VerifyResult.ok`` is never False (a failure raises), so a
+    test must compare the whole result, not ``.ok``."""
+    return VerifyResult(timestamp=ts if scheme in TIMED else None,
+                        event_id=msg_id if scheme == "standard" else None)
+
+
 # --- every scheme: the same six checks -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_valid_signature_passes(scheme: str) -> None:
     s = secret_for(scheme)
-    r = verify(spec_for(scheme), [s], sign(scheme, s, BODY), BODY, now=NOW)
-    assert r.ok and not r.ping
-    assert r.timestamp == (NOW if scheme in TIMED else None)
-    assert r.event_id == ("msg_1" if scheme == "standard" else None)
+    assert verify(spec_for(scheme), [s], sign(scheme, s, BODY), BODY, now=NOW) == passed(scheme)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -138,7 +142,7 @@ def test_expired_timestamp_fails(scheme: str) -> None:
 def test_future_timestamp_fails_for_symmetric_schemes(scheme: str) -> None:
     s = secret_for(scheme)
     assert reason(spec_for(scheme), [s], sign(scheme, s, BODY, ts=NOW + 301), BODY) == "timestamp_expired"
-    assert verify(spec_for(scheme), [s], sign(scheme, s, BODY, ts=NOW + 300), BODY, now=NOW).ok
+    assert verify(spec_for(scheme), [s], sign(scheme, s, BODY, ts=NOW + 300), BODY, now=NOW) == passed(scheme, NOW + 300)
 
 
 @pytest.mark.parametrize("scheme", TIMED)
@@ -148,11 +152,57 @@ def test_forged_old_message_is_a_mismatch_not_expired(scheme: str) -> None:
     assert reason(spec_for(scheme), [secret_for(scheme, 0)], old, BODY) == "mismatch"
 
 
+def _with_mac(scheme: str, headers: dict[str, str], change: Callable[[bytes], bytes]) -> dict[str, str]:
+    """``headers`` with the MAC bytes replaced by ``change(mac)``, re-encoded the way the scheme sends it."""
+    out = dict(headers)
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    if scheme == "standard":
+        out["webhook-signature"] = "v1," + b64(change(base64.b64decode(headers["webhook-signature"][3:])))
+    elif scheme == "stripe":
+        t, v1 = headers["stripe-signature"].split(",")
+        out["stripe-signature"] = f"{t},v1={change(bytes.fromhex(v1[3:])).hex()}"
+    elif scheme in ("shopify", "woocommerce"):
+        name = next(iter(headers))
+        out[name] = b64(change(base64.b64decode(headers[name])))
+    else:
+        name = {"github": "x-hub-signature-256", "slack": "x-slack-signature", "hmac": "x-signature"}[scheme]
+        prefix, _, hexmac = headers[name].partition("=")
+        out[name] = f"{prefix}={change(bytes.fromhex(hexmac)).hex()}"
+    return out
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("keep", [0, 1, 16, -1])
+def test_a_truncated_mac_fails(scheme: str, keep: int) -> None:
+    """Issue #19 row 1: a signature compared as a prefix would accept a truncated MAC, down to
+    ``webhook-signature: v1,`` with nothing after it. Every length but the full one must fail."""
+    s = secret_for(scheme)
+    headers = _with_mac(scheme, sign(scheme, s, BODY), lambda mac: mac[:keep])
+    with pytest.raises(SignatureError) as e:
+        verify(spec_for(scheme), [s], headers, BODY, now=NOW)
+    assert e.value.reason in ("mismatch", "bad_format", "missing_header")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_an_extended_mac_fails(scheme: str) -> None:
+    """Issue #19 row 1, the other way round: the right MAC with bytes after it is not the right MAC."""
+    s = secret_for(scheme)
+    headers = _with_mac(scheme, sign(scheme, s, BODY), lambda mac: mac + b"\x00")
+    assert reason(spec_for(scheme), [s], headers, BODY) == "mismatch"
+
+
+def test_an_empty_standard_signature_fails() -> None:
+    """Issue #19 row 1, as a sender would try it."""
+    h = {**sign("standard", STANDARD_SECRET, BODY), "webhook-signature": "v1,"}
+    with pytest.raises(SignatureError):
+        verify(SignatureSpec("standard"), [STANDARD_SECRET], h, BODY, now=NOW)
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_rotation_second_secret_passes(scheme: str) -> None:
     old, new = secret_for(scheme, 0), secret_for(scheme, 1)
-    assert verify(spec_for(scheme), [old, new], sign(scheme, new, BODY), BODY, now=NOW).ok
-    assert verify(spec_for(scheme), [old, new], sign(scheme, old, BODY), BODY, now=NOW).ok
+    assert verify(spec_for(scheme), [old, new], sign(scheme, new, BODY), BODY, now=NOW) == passed(scheme)
+    assert verify(spec_for(scheme), [old, new], sign(scheme, old, BODY), BODY, now=NOW) == passed(scheme)
     assert reason(spec_for(scheme), [old, new], sign(scheme, secret_for(scheme, 2), BODY), BODY) == "mismatch"
 
 
@@ -176,7 +226,8 @@ def test_no_usable_secret_is_a_signature_error() -> None:
     assert reason(SignatureSpec("github"), [""], sign("github", s, BODY), BODY) == "no_secret"
     # an unusable secret beside a good one does not stop the good one
     std = secret_for("standard")
-    assert verify(SignatureSpec("standard"), ["whsec_", std], sign("standard", std, BODY), BODY, now=NOW).ok
+    assert verify(SignatureSpec("standard"), ["whsec_", std], sign("standard", std, BODY), BODY,
+                  now=NOW) == passed("standard")
     with pytest.raises(TypeError):
         verify(SignatureSpec("github"), s, sign("github", s, BODY), BODY, now=NOW)
 
@@ -203,7 +254,7 @@ def test_standard_interoperates_with_the_library_both_ways() -> None:
 def test_standard_secret_without_prefix_is_base64_like_the_library() -> None:
     bare = STANDARD_SECRET.removeprefix("whsec_")
     headers = sign("standard", STANDARD_SECRET, BODY)
-    assert verify(SignatureSpec("standard"), [bare], headers, BODY, now=NOW).ok
+    assert verify(SignatureSpec("standard"), [bare], headers, BODY, now=NOW) == passed("standard")
     assert sign_standard(bare, "msg_1", NOW, BODY) == headers["webhook-signature"]
 
 
@@ -219,7 +270,7 @@ def test_standard_multiple_signatures_and_versions() -> None:
     other = sign("standard", secret_for("standard", 5), BODY)["webhook-signature"]
     # several space-separated signatures (sender mid-rotation), unknown versions ignored
     h["webhook-signature"] = f"v1a,AAAA {other} v2,{h['webhook-signature'][3:]} {h['webhook-signature']}"
-    assert verify(SignatureSpec("standard"), [STANDARD_SECRET], h, BODY, now=NOW).ok
+    assert verify(SignatureSpec("standard"), [STANDARD_SECRET], h, BODY, now=NOW) == passed("standard")
     # only non-v1 entries: nothing to check
     h["webhook-signature"] = "v1a,AAAA v2,BBBB"
     assert reason(SignatureSpec("standard"), [STANDARD_SECRET], h, BODY) == "bad_format"
@@ -248,7 +299,7 @@ def test_stripe_accepts_exactly_what_the_stripe_library_accepts() -> None:
     manual = _hmac(secret, f"{ts}.".encode() + BODY).hexdigest()
     assert manual == stripe.WebhookSignature._compute_signature(f"{ts}.{BODY.decode()}", secret)
     multi = f"t={ts},v1={'0' * 64},v1={manual},v0={'f' * 64}"
-    assert verify(SignatureSpec("stripe"), [secret], {"stripe-signature": multi}, BODY).ok
+    assert verify(SignatureSpec("stripe"), [secret], {"stripe-signature": multi}, BODY) == passed("stripe", ts)
     assert stripe.Webhook.construct_event(BODY, multi, secret)["id"] == "evt_1"
     # and both refuse a stale one
     stale = stripe.WebhookSignature.generate_signature_header(BODY.decode(), secret, ts - 301)
@@ -261,7 +312,7 @@ def test_stripe_future_timestamp_is_like_the_library() -> None:
     """stripe.WebhookSignature.verify_header only refuses too-old timestamps; so do we."""
     s = secret_for("stripe")
     future = sign("stripe", s, BODY, ts=NOW + 3600)
-    assert verify(SignatureSpec("stripe"), [s], future, BODY, now=NOW).ok
+    assert verify(SignatureSpec("stripe"), [s], future, BODY, now=NOW) == passed("stripe", NOW + 3600)
 
 
 @pytest.mark.parametrize("header", [
@@ -282,7 +333,8 @@ def test_stripe_malformed_header(header: str) -> None:
 def test_github_needs_the_sha256_prefix_and_accepts_either_hex_case() -> None:
     s = secret_for("github")
     digest = _hmac(s, BODY).hexdigest()
-    assert verify(SignatureSpec("github"), [s], {"x-hub-signature-256": "sha256=" + digest.upper()}, BODY).ok
+    assert verify(SignatureSpec("github"), [s], {"x-hub-signature-256": "sha256=" + digest.upper()},
+                  BODY) == passed("github")
     assert reason(SignatureSpec("github"), [s], {"x-hub-signature-256": digest}, BODY) == "bad_format"
     sha1 = {"x-hub-signature": "sha1=" + _hmac(s, BODY, hashlib.sha1).hexdigest()}
     assert reason(SignatureSpec("github"), [s], sha1, BODY) == "missing_header"  # SHA-1 header not enough
@@ -306,7 +358,7 @@ def test_generic_hmac_variants(algorithm: str, encoding: str, prefix: str) -> No
     spec = SignatureSpec("hmac", header="X-Sig", algorithm=algorithm, encoding=encoding, prefix=prefix)
     mac = hmac.new(b"k", BODY, getattr(hashlib, algorithm))
     value = mac.hexdigest().upper() if encoding == "hex" else base64.b64encode(mac.digest()).decode()
-    assert verify(spec, ["k"], {"x-sig": prefix + value}, BODY).ok
+    assert verify(spec, ["k"], {"x-sig": prefix + value}, BODY) == passed("hmac")
     if prefix:  # a configured prefix is required
         assert reason(spec, ["k"], {"x-sig": value}, BODY) == "bad_format"
     wrong_algo = hmac.new(b"k", BODY, hashlib.md5).digest()
@@ -320,7 +372,7 @@ def test_generic_hmac_variants(algorithm: str, encoding: str, prefix: str) -> No
 def test_woocommerce_ping_accepted() -> None:
     r = verify(SignatureSpec("woocommerce"), ["s"], {"content-type": "application/x-www-form-urlencoded"},
                b"webhook_id=42")
-    assert r == VerifyResult(ok=True, ping=True, timestamp=None, event_id=None)
+    assert r == VerifyResult(ping=True, timestamp=None, event_id=None)
 
 
 @pytest.mark.parametrize("body", [
@@ -370,7 +422,7 @@ def test_generate_secret() -> None:
     for scheme in SCHEMES:
         s = generate_secret(scheme)
         validate_secret(scheme, s)
-        assert verify(spec_for(scheme), [s], sign(scheme, s, BODY), BODY, now=NOW).ok
+        assert verify(spec_for(scheme), [s], sign(scheme, s, BODY), BODY, now=NOW) == passed(scheme)
     with pytest.raises(ValueError):
         generate_secret("nope")
 
@@ -416,7 +468,7 @@ def test_any_body_round_trips_and_any_flip_fails(scheme: str, body: bytes, data:
     if scheme in text_schemes:
         body = body.decode("utf-8", "replace").encode()
     headers = sign(scheme, s, body)
-    assert verify(spec_for(scheme), [s], headers, body, now=NOW).ok
+    assert verify(spec_for(scheme), [s], headers, body, now=NOW) == passed(scheme)
     i = data.draw(st.integers(0, len(body) - 1))
     bit = data.draw(st.sampled_from([1, 2, 4, 8, 16, 32, 64, 128]))
     flipped = bytearray(body)
