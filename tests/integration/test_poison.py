@@ -108,7 +108,17 @@ def test_parser_fault_fails_one_request(db_url: str, tmp_path: Path, logs: io.St
         return real(docs, **kw)
 
     monkeypatch.setattr(contact_parser, "parse", faulty)
+    failed_before = _metric("hookbay_jobs_failed_total", {"reason": "internal_error"})
+    retries_before = _metric("hookbay_job_retries_total")
     _check(asyncio.run(_run(db_url, tmp_path)), logs)
+    assert _metric("hookbay_jobs_failed_total", {"reason": "internal_error"}) == failed_before + 1
+    assert _metric("hookbay_job_retries_total") == retries_before + 2  # attempts 1 and 2 of 3 were retried
+
+
+def _metric(name: str, labels: dict[str, str] | None = None) -> float:
+    from hookbay.metrics import registry
+
+    return registry.get_sample_value(name, labels or {}) or 0.0
 
 
 def test_store_fault_fails_one_request(db_url: str, tmp_path: Path, logs: io.StringIO,
