@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak: a realistic traffic mix at a steady rate against `hookbay serve`, then invariants.
 
-    .venv/bin/python bench/soak.py [--seconds 300] [--rate 100] [--connections 4] [--db sqlite|postgres]
+    .venv/bin/python bench/soak.py [--seconds 300] [--rate 100] [--connections 8] [--db sqlite|postgres]
 
 For --seconds, a steady sender (--connections concurrent connections, requests paced to --rate
 req/s) posts a mixed corpus to one client's sources: contacts with overlapping identities
@@ -477,6 +477,7 @@ class SendStats:
     started: float = 0.0
     ended: float = 0.0
     items: list[Item] = field(default_factory=list)
+    unsent: int = 0  # slots still waiting for a connection when the time was up
 
 
 async def chunks(body: bytes) -> Any:
@@ -502,7 +503,7 @@ async def send_all(corpus: Corpus, urls: dict[str | None, str], seconds: float, 
             while True:
                 k = next(slots)
                 due = t0 + k / rate
-                if due >= end:
+                if due >= end or loop.time() >= end:  # the time is up, even if the sender is behind
                     return
                 item = corpus.next(k)  # generated in slot order: one seed, one corpus (bar redeliveries)
                 stats.items.append(item)
@@ -543,6 +544,7 @@ async def send_all(corpus: Corpus, urls: dict[str | None, str], seconds: float, 
         if rep is not None:
             rep.cancel()
         stats.ended = time.time()
+        stats.unsent = max(0, math.ceil(seconds * rate) - len(stats.items))
     return stats
 
 
@@ -1042,7 +1044,8 @@ def render(rep: Report, ts: str, command: str) -> str:
                   f"| send phase | {a.seconds:g} s, {a.connections} connections |",
                   f"| offered rate | {a.rate:g} req/s |",
                   f"| achieved rate | {len(answered) / wall:,.1f} req/s |",
-                  f"| requests sent | {len(items):,} |",
+                  f"| requests sent | {len(items):,}" + (f" ({s.unsent:,} more due but not sent: sender behind)"
+                                                        if s.unsent else "") + " |",
                   f"| acknowledged (2xx) | {len(acked):,} |",
                   f"| latency p50 / p99 / max, all answers | {pct(lat, 50):.1f} / {pct(lat, 99):.1f} / "
                   f"{max(lat, default=float('nan')):.1f} ms |",
@@ -1097,7 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=300.0, help="length of the send phase (300)")
     ap.add_argument("--rate", type=float, default=100.0, help="requests per second offered (100)")
-    ap.add_argument("--connections", type=int, default=4, help="concurrent connections (4)")
+    ap.add_argument("--connections", type=int, default=8, help="concurrent connections (8)")
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--pg-url", default=os.environ.get("HOOKBAY_TEST_PG_URL",
                                                        "postgresql://postgres@127.0.0.1:5432/postgres"),
