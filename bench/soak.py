@@ -146,7 +146,7 @@ class Item:
 
 # kind -> weight (per 1,000 requests)
 MIX: dict[str, int] = {
-    "contact_json": 250,
+    "contact_json": 270,
     "contact_wait": 30,
     "contact_signed": 90,
     "contact_form": 70,
@@ -722,6 +722,7 @@ class Report:
     findings: list[str] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     log_errors: Counter[str] = field(default_factory=Counter)
+    merge_lookups: list[tuple[str, str, int, str | None, list[str]]] = field(default_factory=list)
     server_logs: dict[str, str] = field(default_factory=dict)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
 
@@ -777,6 +778,25 @@ def scrape_metrics(port: int) -> dict[str, float]:
     return out
 
 
+def lookup_merged(engine: Any, base: str, limit: int = 100) -> list[tuple[str, str, int, str | None, list[str]]]:
+    """`GET /api/v1/profiles/{merged-away id}` for up to `limit` merges: (merged id, survivor
+    recorded, status, id answered, its merged_from)."""
+    import httpx
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        merges = conn.execute(sa.text("SELECT merged_id, survivor_id FROM profile_merges WHERE client_id = :c "
+                                      "ORDER BY merged_at"), {"c": CLIENT}).all()
+    step = max(1, len(merges) // limit)
+    out = []
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30) as c:
+        for merged, survivor in merges[::step][:limit]:
+            r = c.get(f"/api/v1/profiles/{merged}")
+            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+            out.append((merged, survivor, r.status_code, body.get("id"), list(body.get("merged_from") or [])))
+    return out
+
+
 def log_problems(text: str) -> Counter[str]:
     """error/critical log events by name (JSON logs) and tracebacks."""
     c: Counter[str] = Counter()
@@ -805,6 +825,7 @@ def soak(args: argparse.Namespace) -> Report:
                PYTHONUNBUFFERED="1", HOOKBAY_DATA_DIR=str(work), HOOKBAY_PORT=str(port), HOOKBAY_HOST=HOST,
                HOOKBAY_ADMIN_TOKEN=ADMIN_TOKEN, HOOKBAY_LOG_LEVEL="warning", HOOKBAY_LOG_JSON="true")
     env.pop("HOOKBAY_PUBLIC_URL", None)
+    env.pop("HOOKBAY_ENCRYPTION_KEY", None)  # the exact-body check reads the stored bytes
     pg_name = None
     if args.db == "postgres":
         import psycopg
@@ -864,6 +885,7 @@ def soak(args: argparse.Namespace) -> Report:
                 time.sleep(0.25)
         rep.drain_s, rep.drain_left = time.monotonic() - t0, left
         rep.metrics = scrape_metrics(port)
+        rep.merge_lookups = lookup_merged(engine, base)
     except TargetFailed as e:
         rep.setup_error = str(e)
     finally:
@@ -989,16 +1011,25 @@ def verify(rep: Report, conn: Any, srcs: dict[str, dict[str, Any]]) -> None:
             row["config"] = orjson.dumps(row["config"]).decode()
         active[sid] = build_source(row, 1 << 20)
     contact_ids = {srcs[k]["id"] for k in CONTACT_SOURCES}
+    rec_counts = dict(conn.execute(sa.select(schema.records.c.request_id, sa.func.count())
+                                   .where(schema.records.c.client_id == CLIENT)
+                                   .group_by(schema.records.c.request_id)).all())
     contacts = []
     parse_mismatch = []
     for rid, r in rows.items():
-        if r.verdict != "accepted" or r.state not in ("processed", "failed") or r.source_id not in contact_ids:
+        if r.verdict != "accepted" or r.state not in ("processed", "failed"):
+            if rec_counts.get(rid):
+                parse_mismatch.append(f"{rid} ({r.verdict}, {r.state}) has {rec_counts[rid]} records")
             continue
         out = parse_body(bytes(r.body or b""), r.content_type, active[r.source_id])
-        if out["state"] != r.state:
-            parse_mismatch.append(f"{rid}: parsed again {out['state']}, stored {r.state}")
-        for rec in out["records"]:
-            contacts.append((rec["contact"], rec.get("consents", []), r.received_at, rid, r.source_id))
+        if out["state"] != r.state or len(out["records"]) != rec_counts.get(rid, 0):
+            parse_mismatch.append(f"{rid}: parsed again {out['state']} with {len(out['records'])} records, "
+                                  f"stored {r.state} with {rec_counts.get(rid, 0)}")
+        if r.source_id in contact_ids:
+            for rec in out["records"]:
+                contacts.append((rec["contact"], rec.get("consents", []), r.received_at, rid, r.source_id))
+    for rid in set(rec_counts) - set(rows):
+        parse_mismatch.append(f"records of an unknown request {rid}")
     want, ties = expected_profiles(contacts)
     got, problems = system_profiles(conn, CLIENT)
     diffs = problems + compare_profiles(want, got)
@@ -1009,9 +1040,33 @@ def verify(rep: Report, conn: Any, srcs: dict[str, dict[str, Any]]) -> None:
                          "same-time ties tolerated": ties}
     rep.checks.append(("profiles differing from the reference model", len(diffs), not diffs,
                        f"{len(want):,} profiles from {len(contacts):,} contacts; " + "; ".join(diffs[:6])))
-    rep.checks.append(("stored end state differs from parsing the body again", len(parse_mismatch),
-                       not parse_mismatch, "; ".join(parse_mismatch[:5])))
-    rep.findings = diffs[:50] + wrong[:50] + missing[:50] + parse_mismatch[:20]
+    rep.checks.append(("stored end state or record count differs from parsing the body again",
+                       len(parse_mismatch), not parse_mismatch, "; ".join(parse_mismatch[:5])))
+
+    # 7. merges: a merged-away id is gone, its trail ends at a stored profile, and the API answers that
+    trail = dict(conn.execute(sa.select(schema.profile_merges.c.merged_id, schema.profile_merges.c.survivor_id)
+                              .where(schema.profile_merges.c.client_id == CLIENT)).all())
+    stored = {g["id"] for g in got.values()}
+
+    def end_of(pid: str) -> str:
+        seen = set()
+        while pid in trail and pid not in seen:
+            seen.add(pid)
+            pid = trail[pid]
+        return pid
+
+    bad_merges = [f"merged-away {m} still a profile" for m in trail if m in stored]
+    bad_merges += [f"{m}'s trail ends at {end_of(m)}, not a profile" for m in trail if end_of(m) not in stored]
+    for merged, _survivor, status, answered, merged_from in rep.merge_lookups:
+        want_id = end_of(merged)
+        if status != 200 or answered != want_id or merged not in merged_from:
+            bad_merges.append(f"GET /api/v1/profiles/{merged} -> {status} {answered} (want {want_id}, "
+                              f"with {merged} in merged_from)")
+    rep.checks.append(("merge trail broken (merged-away id still a profile, trail not ending at a profile, "
+                       "API lookup not answering the survivor)", len(bad_merges), not bad_merges,
+                       f"{len(trail):,} merges, {len(rep.merge_lookups)} looked up by API; "
+                       + "; ".join(bad_merges[:5])))
+    rep.findings = diffs[:50] + wrong[:50] + missing[:50] + parse_mismatch[:20] + bad_merges[:20]
 
 
 # ---------------------------------------------------------------- output
