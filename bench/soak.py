@@ -723,6 +723,7 @@ class Report:
     metrics: dict[str, float] = field(default_factory=dict)
     log_errors: Counter[str] = field(default_factory=Counter)
     merge_lookups: list[tuple[str, str, int, str | None, list[str]]] = field(default_factory=list)
+    workers_left: list[str] = field(default_factory=list)  # heartbeat rows left after SIGTERM: no clean stop
     server_logs: dict[str, str] = field(default_factory=dict)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
 
@@ -899,6 +900,10 @@ def soak(args: argparse.Namespace) -> Report:
     try:
         if not rep.setup_error and engine is not None:
             with engine.connect() as conn:
+                pids = {str(p.pid): name for name, p in procs.items()}
+                for (wid,) in conn.execute(sa.text("SELECT id FROM workers")):
+                    parts = str(wid).split(":")
+                    rep.workers_left.append(f"{pids.get(parts[1], '?') if len(parts) > 1 else '?'} ({wid})")
                 verify(rep, conn, srcs)
     finally:
         if engine is not None:
@@ -1142,7 +1147,10 @@ def render(rep: Report, ts: str, command: str) -> str:
             f"`{k}` {v:g}" for k, v in sorted(rep.metrics.items())), ""]
     lines += ["Error-level log events: " + (", ".join(f"`{k}` {v:,}" for k, v in rep.log_errors.most_common())
                                            if rep.log_errors else "none"), ""]
-    lines += [f"Exit codes after SIGTERM: {', '.join(f'{k} {v}' for k, v in rep.exit_codes.items())}", ""]
+    lines += [f"Exit codes after SIGTERM: {', '.join(f'{k} {v}' for k, v in rep.exit_codes.items())} "
+              "(-15: the signal, re-raised by uvicorn after its shutdown or not handled at all); workers still "
+              "registered afterwards (no clean stop, running jobs not handed back): "
+              + (", ".join(rep.workers_left) if rep.workers_left else "none"), ""]
     if rep.findings:
         lines += ["## Findings", "", *[f"- {f}" for f in rep.findings], ""]
     if not rep.ok:
