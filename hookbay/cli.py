@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -290,8 +291,15 @@ def worker_cmd() -> None:
         tune_interpreter(s.gil_switch_interval)
         refresher = asyncio.create_task(cache.run())
         deliverer = asyncio.create_task(Deliverer(store, cache, s).run())
+        me = asyncio.current_task()
+        assert me is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # systemd and Kubernetes stop with SIGTERM
+            loop.add_signal_handler(sig, me.cancel)
         try:
-            await Worker(store, cache, s).run()
+            await Worker(store, cache, s).run()  # on cancel it hands its jobs back and retires
+        except asyncio.CancelledError:
+            log.info("worker_stopped")
         finally:
             refresher.cancel()
             deliverer.cancel()

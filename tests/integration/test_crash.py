@@ -190,3 +190,30 @@ def test_after_kill_9_jobs_of_the_dead_worker_are_taken_within_seconds(db_url: s
         proc.wait(timeout=20)
     assert set(states) == {"processed"}, states
     print(f"recovered {len(acked)} acknowledged requests in {took:.2f} s after restart")
+
+
+def test_worker_stops_cleanly_on_sigterm(db_url: str, tmp_path: Path) -> None:
+    """``hookbay worker`` under systemd or Kubernetes is stopped with SIGTERM: it must exit 0 and
+    retire (hand its jobs back, drop its heartbeat row), not die and leave them to the stale timer."""
+    port = free_port()
+    env = _env(db_url, tmp_path, port)
+    subprocess.run([sys.executable, "-m", "hookbay", "migrate"], env=env, capture_output=True, check=True)
+    log = tmp_path / "worker.log"
+    proc = subprocess.Popen([sys.executable, "-m", "hookbay", "worker"], env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT)
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        deadline = time.monotonic() + 30
+        with engine.connect() as conn:
+            while not conn.execute(sa.text("SELECT count(*) FROM workers")).scalar():
+                conn.rollback()
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM workers")).scalar() == 0
+    finally:
+        engine.dispose()
+        if proc.poll() is None:
+            proc.kill()
