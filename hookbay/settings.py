@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,7 +31,13 @@ class Settings(BaseSettings):
     worker_yield_ratio: float = Field(default=8.0, description="When ingest is saturated and the in-process worker is behind (full batches), it idles as long as its batch took, and this many times as long after 10 full batches in a row; 0 = never")
     worker_backoff_inflight: int = Field(default=32, description="Ingest requests in flight at once (peak since the worker's last batch) that count as saturated")
     worker_poll_seconds: float = 1.0
-    run_worker: bool = Field(default=True, description="Run the worker inside `serve`")
+    run_worker: Literal["process", "inline", "off"] = Field(
+        default="process",
+        description="How `serve` runs the worker and deliveries: process (a supervised child process), inline "
+                    "(in the server's own event loop, for tiny installs) or off; true/false mean process/off")
+    worker_stop_timeout: float = Field(default=10.0, ge=0, description="Seconds the worker process gets to finish its batch on shutdown before it is killed")
+    parse_budget_ms: int = Field(default=2000, ge=1, description="CPU milliseconds a /V1/Test or ?wait=1 parse may take before it answers 422 parse_budget_exceeded")
+    parse_workers: int = Field(default=2, ge=1, description="Processes that parse /V1/Test and ?wait=1 bodies off the event loop (started on first use)")
     source_refresh_seconds: float = 0.5
     gil_switch_interval: float = 0.001
     retention_interval_seconds: float = Field(default=3600, description="How often serve purges expired raw bodies")
@@ -55,6 +62,18 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(default=120.0, description="A delivery whose worker died is retried after this")
     log_level: str = "info"
     log_json: bool = True
+
+    @field_validator("run_worker", mode="before")
+    @classmethod
+    def _worker_mode(cls, v: object) -> object:
+        """Earlier versions took a boolean: true ran the worker (now in its own process), false none."""
+        if isinstance(v, bool):
+            return "process" if v else "off"
+        if isinstance(v, str):
+            low = v.strip().lower()
+            return {"true": "process", "1": "process", "yes": "process", "on": "process",
+                    "false": "off", "0": "off", "no": "off", "none": "off"}.get(low, low)
+        return v
 
     @property
     def effective_database_url(self) -> str:
