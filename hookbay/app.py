@@ -62,6 +62,7 @@ class HookbayApp:
         self.deliverer = Deliverer(self.store, self.cache, settings)
         self.ingest.process_now = self._process_now
         self.ingest.parse_off_loop = self.parse_pool.run
+        self.console.parse_off_loop = self.parse_pool.run
         self._tasks: list[asyncio.Task[Any]] = []
         self.generated_admin_token: str | None = None
 

@@ -49,8 +49,10 @@ def child_main(settings: Settings, wakeup: Connection) -> None:
     from .logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_json)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_child(settings, wakeup))
+    # Ctrl-C reaches the whole process group; the server stops this process with SIGTERM once its
+    # own shutdown begins, so a restart cannot race it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(_child(settings, wakeup))
 
 
 async def _child(settings: Settings, wakeup: Connection) -> None:
@@ -61,8 +63,7 @@ async def _child(settings: Settings, wakeup: Connection) -> None:
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     store = open_store(settings)
     await store.start()
     fd = wakeup.fileno()

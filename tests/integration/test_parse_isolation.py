@@ -76,8 +76,8 @@ def test_v1_test_parses_off_the_event_loop(db_url: str, live_server_factory) -> 
         worst = _worst_latency(live, plain["token"], 2.0)
         still_parsing = thread.is_alive()
         thread.join(120)
-    assert still_parsing, "the parse finished before the probes ended; the body is not slow enough here"
     assert worst < BOUND_S, f"ingest waited {worst:.2f}s behind a /V1/Test parse"
+    assert still_parsing, "the parse finished before the probes ended; the body is not slow enough here"
     r = out["response"]
     assert r.status_code == 200, r.text
     assert r.json()["stored"] is False and len(r.json()["records"]) == CONTACTS
@@ -94,8 +94,8 @@ def test_wait_parses_off_the_event_loop(db_url: str, live_server_factory) -> Non
         worst = _worst_latency(live, plain["token"], 2.0)
         still_parsing = thread.is_alive()
         thread.join(120)
-    assert still_parsing, "the parse finished before the probes ended; the body is not slow enough here"
     assert worst < BOUND_S, f"ingest waited {worst:.2f}s behind a ?wait=1 parse"
+    assert still_parsing, "the parse finished before the probes ended; the body is not slow enough here"
     r = out["response"]
     assert r.status_code == 200, r.text
     assert r.json()["receipt"]["state"] == "processed"
@@ -116,8 +116,8 @@ def test_worker_process_parses_without_holding_ingest(db_url: str, live_server_f
     worst = _worst_latency(live, plain["token"], 2.0)
     with live.admin() as c:
         state_after_probes = c.get(f"/api/v1/requests/{rid}").json()["state"]
-    assert state_after_probes == "pending", "the worker finished before the probes ended"
     assert worst < BOUND_S, f"ingest waited {worst:.2f}s behind the worker's parse"
+    assert state_after_probes == "pending", "the worker finished before the probes ended"
     assert len(live.wait_state(rid, timeout=120)["records"]) == CONTACTS
 
 
@@ -163,3 +163,56 @@ def test_killed_worker_process_is_restarted_and_catches_up(db_url: str, live_ser
     assert sup.restarts >= 1 and sup.process.pid != old_pid and sup.process.is_alive()
     with httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as c:
         assert c.get("/healthz").status_code == 200
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):
+                    return True  # exited; only its (test-spawned) parent may reap it
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_serve_stops_its_worker_process_on_sigterm_and_on_its_own_death(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.test_cli import start_server
+
+    env = dict(os.environ)
+    env.update({"HOOKBAY_DATA_DIR": str(tmp_path), "HOOKBAY_DATABASE_URL": db_url, "HOOKBAY_ADMIN_TOKEN": ADMIN_TOKEN,
+                "HOOKBAY_LOG_LEVEL": "warning", "HOOKBAY_SOURCE_REFRESH_SECONDS": "0.1"})
+    env.pop("HOOKBAY_RUN_WORKER", None)  # the default: a worker process
+    for how in (signal.SIGTERM, signal.SIGKILL):
+        from tests.conftest import free_port
+
+        env["HOOKBAY_PORT"] = str(free_port())
+        base = f"http://127.0.0.1:{env['HOOKBAY_PORT']}"
+        with (tmp_path / f"serve-{how}.log").open("wb") as log:
+            server = start_server(env, log)
+            try:
+                with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30) as c:
+                    src = c.post("/api/v1/sources", json={"name": f"s{int(how)}", "client_id": "acme"}).json()
+                    rid = c.post(f"/V1/Data/{src['token']}", json={"a": 1}).json()["request_id"]
+                    deadline = time.monotonic() + 60
+                    while c.get(f"/V1/Requests/{rid}").json()["state"] != "processed":
+                        assert time.monotonic() < deadline, "the worker process never processed the request"
+                        time.sleep(0.1)
+                workers = _children(server.pid)
+                assert workers, "serve runs its worker in a child process"
+                server.send_signal(how)
+                server.wait(timeout=30)
+                for pid in workers:  # stopped with the server, or on noticing it is gone
+                    assert _gone(pid, 20), f"worker process {pid} outlived serve ({how!r})"
+            finally:
+                if server.poll() is None:
+                    server.kill()
+        text = (tmp_path / f"serve-{how}.log").read_text()
+        assert "worker_process_killed" not in text and "worker_process_died" not in text, text[-2000:]
