@@ -25,7 +25,7 @@ from .admin import create_admin_app
 from .asgi import Receive, Scope, Send, send_json, send_raw
 from .console import create_console_app
 from .deliveries import Deliverer
-from .errors import NotFound, ParseBudgetExceeded, Unauthorized
+from .errors import HookbayError, NotFound, Unauthorized
 from .ids import now_us
 from .ingest import NOT_FOUND_BODY, Ingest
 from .parsepool import ParsePool, process_for_store
@@ -170,9 +170,8 @@ class HookbayApp:
             src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
             try:
                 res = await self.parse_pool.run(process_for_store, req, src, self.settings)
-            except ParseBudgetExceeded:
-                await self.store.retry_job(jobs[0].job_id, "parse budget exceeded while the sender waited",
-                                           0, False, request_id)
+            except HookbayError as e:  # over budget, or the pool broke: the worker takes it from here
+                await self.store.retry_job(jobs[0].job_id, f"{e.code} while the sender waited", 0, False, request_id)
                 raise
             await self.store.finish_jobs([res])
         else:  # another worker holds its job: wait for it
