@@ -79,7 +79,7 @@ class HookbayApp:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
             self._tasks.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
         elif self.worker_mode == "process":
-            self.supervisor = WorkerSupervisor(self.settings, self.store.job_event)
+            self.supervisor = WorkerSupervisor(self.settings, self.store.job_event, self.ingest.take_inflight_peak)
             self._tasks.append(asyncio.create_task(self.supervisor.run(), name="worker-supervisor"))
 
     async def shutdown(self) -> None:

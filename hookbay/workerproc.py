@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -44,7 +45,7 @@ class _ChildWorker(Worker):
             self.idle.set()
 
 
-def child_main(settings: Settings, wakeup: Connection) -> None:
+def child_main(settings: Settings, wakeup: Connection, ingest_peak: Any) -> None:
     """Entry point of the worker process (spawned: nothing of the server's threads is inherited)."""
     from .logs import setup_logging
 
@@ -52,10 +53,10 @@ def child_main(settings: Settings, wakeup: Connection) -> None:
     # Ctrl-C reaches the whole process group; the server stops this process with SIGTERM once its
     # own shutdown begins, so a restart cannot race it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_child(settings, wakeup))
+    asyncio.run(_child(settings, wakeup, ingest_peak))
 
 
-async def _child(settings: Settings, wakeup: Connection) -> None:
+async def _child(settings: Settings, wakeup: Connection, ingest_peak: Any) -> None:
     from .deliveries import Deliverer
     from .runtime import tune_interpreter
     from .sources import SourceCache
@@ -82,7 +83,15 @@ async def _child(settings: Settings, wakeup: Connection) -> None:
 
     loop.add_reader(fd, woken)
     cache = SourceCache(store, settings.max_body_bytes, settings.source_refresh_seconds)
-    worker = _ChildWorker(store, cache, settings)
+    def ingest_load() -> int:
+        """The server's peak of requests in flight since the last call: as for the inline worker,
+        a worker that is behind while ingest is saturated yields (its claims and results are
+        transactions that the server's commits wait for on SQLite)."""
+        with ingest_peak.get_lock():
+            peak, ingest_peak.value = ingest_peak.value, 0
+        return int(peak)
+
+    worker = _ChildWorker(store, cache, settings, ingest_load=ingest_load)
     tasks: list[asyncio.Task[Any]] = []
     try:
         await cache.reload()
@@ -109,21 +118,25 @@ async def _child(settings: Settings, wakeup: Connection) -> None:
 class WorkerSupervisor:
     """Runs ``child_main`` in a child process and keeps it running while the server runs."""
 
-    def __init__(self, settings: Settings, job_event: asyncio.Event | None) -> None:
+    def __init__(self, settings: Settings, job_event: asyncio.Event | None,
+                 ingest_load: Callable[[], int] | None = None) -> None:
         self.settings = settings
         self.job_event = job_event
+        self.ingest_load = ingest_load
         self.process: BaseProcess | None = None
         self.restarts = 0
         self._ctx = multiprocessing.get_context("spawn")
         self._read, self._write = self._ctx.Pipe(duplex=False)
+        self._ingest_peak = self._ctx.Value("i", 0)
         os.set_blocking(self._write.fileno(), False)
 
     async def run(self) -> None:
         forward = asyncio.create_task(self._forward_wakeups())
+        load = asyncio.create_task(self._share_load())
         backoff = 0.5
         try:
             while True:
-                proc = self._ctx.Process(target=child_main, args=(self.settings, self._read),
+                proc = self._ctx.Process(target=child_main, args=(self.settings, self._read, self._ingest_peak),
                                          name="hookbay-worker", daemon=True)
                 proc.start()
                 self.process = proc
@@ -136,9 +149,19 @@ class WorkerSupervisor:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
         finally:
-            forward.cancel()
-            with contextlib.suppress(BaseException):
-                await forward
+            for t in (forward, load):
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+
+    async def _share_load(self) -> None:
+        if self.ingest_load is None:
+            return
+        while True:
+            await asyncio.sleep(0.02)
+            peak = self.ingest_load()
+            with self._ingest_peak.get_lock():
+                self._ingest_peak.value = max(self._ingest_peak.value, peak)
 
     async def _forward_wakeups(self) -> None:
         ev = self.job_event
