@@ -1,8 +1,10 @@
 """The root ASGI application: ingest routes on the hand-written hot path, the web console under
 ``/ui/``, everything else on FastAPI.
 
-It owns the lifespan: opening the store, loading the source cache, and running the worker and the
-cache refresher as background tasks of the same process.
+It owns the lifespan: opening the store, loading the source cache, running the cache refresher, and
+the worker: in a supervised child process by default (``workerproc``), in this event loop for
+``HOOKBAY_RUN_WORKER=inline``. Parses a sender waits for (``/V1/Test``, ``?wait=1``) run in a
+process pool (``parsepool``), never on this event loop.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import secrets
+import time
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
@@ -25,17 +28,20 @@ from .asgi import Receive, Scope, Send, send_json, send_raw
 from .console import create_console_app
 from .console.session import SESSION_COOKIE
 from .deliveries import Deliverer
-from .errors import NotFound, Unauthorized
+from .errors import HookbayError, NotFound, StorageUnavailable, Unauthorized
 from .health import Readiness
 from .ids import now_us
 from .ingest import NOT_FOUND_BODY, Ingest
+from .parsepool import ParsePool, process_for_store
 from .runtime import tune_interpreter
 from .settings import Settings
 from .sources import SourceCache
 from .store import Store, hash_secret, open_store
+from .store.errors import describe
 from .store.relay import RelayQueue
 from .views import receipt
-from .worker import Worker
+from .worker import ProcessingFailed, Worker, internal_error_message
+from .workerproc import WorkerSupervisor
 
 log = structlog.get_logger("hookbay.app")
 
@@ -43,7 +49,7 @@ DOCS_PATHS = frozenset({"/api/v1/docs", "/api/v1/docs/oauth2-redirect", "/api/v1
 
 
 class HookbayApp:
-    def __init__(self, settings: Settings, store: Store | None = None, *, run_worker: bool | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None, *, run_worker: bool | str | None = None) -> None:
         self.settings = settings
         self.store = store or open_store(settings)
         self.cache = SourceCache(self.store, settings.max_body_bytes, settings.source_refresh_seconds,
@@ -53,11 +59,20 @@ class HookbayApp:
         self.admin = create_admin_app(self.store, self.cache, settings.base_url, self.admin_hash, settings)
         self.admin_http = AdminGuard(self.admin, self.store, self.admin_hash, settings.admin_max_body_bytes)
         self.console = create_console_app(self.store, self.cache, settings, self.admin_hash)
-        self.run_worker = settings.run_worker if run_worker is None else run_worker
+        if run_worker is True:  # `serve --worker`: the configured mode, or the default if that is off
+            run_worker = settings.run_worker if settings.run_worker != "off" else "process"
+        elif run_worker is False:
+            run_worker = "off"
+        self.worker_mode: str = settings.run_worker if run_worker is None else run_worker
+        self.run_worker = self.worker_mode != "off"
+        self.parse_pool = ParsePool(settings)
+        self.supervisor: WorkerSupervisor | None = None
         self.worker = Worker(self.store, self.cache, settings, ingest_load=self.ingest.take_inflight_peak)
         self.deliverer = Deliverer(self.store, self.cache, settings)
         self.readiness = Readiness(self.store, settings.ready_max_lag_seconds)
         self.ingest.process_now = self._process_now
+        self.ingest.parse_off_loop = self.parse_pool.run
+        self.console.parse_off_loop = self.parse_pool.run
         self._tasks: list[asyncio.Task[Any]] = []
         self.generated_admin_token: str | None = None
 
@@ -70,9 +85,12 @@ class HookbayApp:
         self._tasks.append(asyncio.create_task(self.cache.run(), name="source-refresh"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="queue-gauge"))
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
-        if self.run_worker:
+        if self.worker_mode == "inline":
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
             self._tasks.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
+        elif self.worker_mode == "process":
+            self.supervisor = WorkerSupervisor(self.settings, self.store.job_event, self.ingest.take_inflight_peak)
+            self._tasks.append(asyncio.create_task(self.supervisor.run(), name="worker-supervisor"))
 
     async def shutdown(self) -> None:
         for t in self._tasks:
@@ -81,6 +99,9 @@ class HookbayApp:
             with contextlib.suppress(BaseException):
                 await t
         self._tasks.clear()
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        self.parse_pool.close()
         await self.store.close()
 
     async def _bootstrap_admin_token(self) -> None:
@@ -159,8 +180,31 @@ class HookbayApp:
         await self.admin(scope, receive, send)
 
     async def _process_now(self, request_id: str) -> dict[str, Any]:
-        """``?wait=1``: process this request in the ingest call, then answer with its receipt."""
-        await self.worker.process_one(request_id, wait_s=self.settings.write_timeout)
+        """``?wait=1``: process this request in the ingest call (parsed in the pool, under the CPU
+        budget), then answer with its receipt. Over budget, the job goes back to the worker."""
+        jobs = await self.store.claim_job_for(request_id, self.worker.worker_id, self.settings.job_lease_seconds)
+        if jobs:
+            req = (await self.store.load_requests([request_id]))[request_id]
+            src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
+            try:
+                res = await self.parse_pool.run(process_for_store, req, src, self.settings)
+            except HookbayError as e:  # over budget, or the pool broke: the worker takes it from here
+                await self.store.retry_job(jobs[0].job_id, f"{e.code} while the sender waited", 0, False, request_id)
+                raise
+            try:
+                await self.store.finish_jobs([res])
+            except StorageUnavailable:
+                raise
+            except Exception as e:  # a poison request: fails alone, retried by the worker with back-off
+                log.error("process_failed", request_id=request_id, attempt=jobs[0].attempts, **describe(e))
+                await self.worker.fail_or_retry(jobs[0], "internal_error", internal_error_message(request_id))
+                raise ProcessingFailed(request_id) from None
+        else:  # another worker holds its job: wait for it
+            deadline = time.monotonic() + self.settings.write_timeout
+            while time.monotonic() < deadline:
+                if (await self.store.get_request(request_id))["state"] != "pending":
+                    break
+                await asyncio.sleep(0.05)
         row = await self.store.get_request(request_id)
         recs = await self.store.records_for([request_id])
         return receipt(row, recs[request_id])

@@ -242,9 +242,9 @@ def serve(
     host: str = typer.Option(None, help="Bind address (HOOKBAY_HOST)"),
     port: int = typer.Option(None, help="Port (HOOKBAY_PORT)"),
     worker: bool = typer.Option(None, "--worker/--no-worker",
-                                help="Run the processing worker in this process (default HOOKBAY_RUN_WORKER)"),
+                                help="Run the processing worker (HOOKBAY_RUN_WORKER: process, inline or off)"),
 ) -> None:
-    """Run ingest, admin API and worker in one process (SQLite in the data directory by default)."""
+    """Run ingest, admin API and the worker (in a supervised child process unless HOOKBAY_RUN_WORKER=inline)."""
     import uvicorn
 
     from .app import HookbayApp

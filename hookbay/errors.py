@@ -102,6 +102,11 @@ class Unprocessable(HookbayError):
     message = "The request could not be processed"
 
 
+class ParseBudgetExceeded(Unprocessable):
+    code = "parse_budget_exceeded"
+    message = "Parsing this body took more CPU time than allowed (HOOKBAY_PARSE_BUDGET_MS)"
+
+
 class RateLimited(HookbayError):
     status = 429
     code = "rate_limited"

@@ -101,6 +101,7 @@ class Ingest:
         self.inflight = 0
         self.inflight_peak = 0
         self.process_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+        self.parse_off_loop: Callable[..., Awaitable[Any]] | None = None
         self.limiter = RateLimiter()
         self.trusted = parse_networks(settings.trusted_proxy_list)
 
@@ -179,7 +180,15 @@ class Ingest:
             return
 
         if test:
-            payload = dry_run(body or b"", ctype_s, src, self.settings)
+            try:
+                if self.parse_off_loop is not None:
+                    payload = await self.parse_off_loop(dry_run, body or b"", ctype_s, src, self.settings)
+                else:
+                    payload = dry_run(body or b"", ctype_s, src, self.settings)
+            except HookbayError as e:
+                log.info("test_parse_refused", source_id=src.id, code=e.code)
+                await send_json(send, e.status, e.to_dict(), e.headers)
+                return
             await send_json(send, 200 if payload["state"] == "processed" else 422, payload)
             return
 
@@ -209,14 +218,17 @@ class Ingest:
         if (src.config.sync or (qs and _wants_wait(qs))) and self.process_now is not None:
             try:
                 receipt = await self.process_now(request_id)
+            except HookbayError as e:
+                log.warning("wait_parse_refused", source_id=src.id, request_id=request_id, code=e.code)
+                e.detail = {**(e.detail or {}), "request_id": request_id, "stored": True}
+                e.message = f"{e.message}; request {request_id} is stored and will be processed in the background"
+                await send_json(send, e.status, e.to_dict(), {**e.headers, "X-Request-Id": request_id})
+                return
             except Exception as e:  # stored and acknowledged; the worker retries it in the background
-                failure = e if isinstance(e, HookbayError) else HookbayError(
-                    "processing failed unexpectedly; the request is stored and will be retried",
-                    detail={"request_id": request_id})
-                if not isinstance(e, HookbayError):
-                    log.error("wait_processing_failed", request_id=request_id, error=type(e).__name__)
-                await send_json(send, failure.status, failure.to_dict(),
-                                {**failure.headers, "X-Request-Id": request_id})
+                log.error("wait_processing_failed", request_id=request_id, error=type(e).__name__)
+                failure = HookbayError("processing failed unexpectedly; the request is stored and will be retried",
+                                       detail={"request_id": request_id})
+                await send_json(send, failure.status, failure.to_dict(), {"X-Request-Id": request_id})
                 return
             status = 422 if receipt["state"] == "failed" else 200
             await send_json(send, status, {"status": "accepted", "request_id": request_id, "receipt": receipt},

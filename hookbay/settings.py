@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,7 +39,13 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 1.0
     worker_heartbeat_seconds: float = Field(default=1.0, gt=0, description="How often a running worker says it is alive")
     worker_stale_seconds: float = Field(default=5.0, gt=0, description="A worker silent this long is taken for dead: its jobs are claimed again at once (a worker that never sent a heartbeat loses them when their lease runs out)")
-    run_worker: bool = Field(default=True, description="Run the worker inside `serve`")
+    run_worker: Literal["process", "inline", "off"] = Field(
+        default="process",
+        description="How `serve` runs the worker and deliveries: process (a supervised child process), inline "
+                    "(in the server's own event loop, for tiny installs) or off; true/false mean process/off")
+    worker_stop_timeout: float = Field(default=10.0, ge=0, description="Seconds the worker process gets to finish its batch on shutdown before it is killed")
+    parse_budget_ms: int = Field(default=2000, ge=1, description="CPU milliseconds a /V1/Test or ?wait=1 parse may take before it answers 422 parse_budget_exceeded")
+    parse_workers: int = Field(default=2, ge=1, description="Processes that parse /V1/Test and ?wait=1 bodies off the event loop (started on first use)")
     source_refresh_seconds: float = Field(default=0.5, description="PostgreSQL: fallback poll for source changes (NOTIFY is the fast path)")
     source_check_seconds: float = Field(default=0.05, gt=0, description="Longest a source change by another process takes to reach a running server (SQLite poll of PRAGMA data_version; least gap between checks for unknown tokens); the CLI waits twice this after a change")
     gil_switch_interval: float = 0.001
@@ -86,6 +93,18 @@ class Settings(BaseSettings):
         clash = sorted(n for n in ("HOOKBAY_" + f.upper() for f in cls.model_fields) if n.startswith(v))
         if clash:
             raise ValueError(f"the prefix {v!r} would expose server settings such as {clash[0]}")
+        return v
+
+    @field_validator("run_worker", mode="before")
+    @classmethod
+    def _worker_mode(cls, v: object) -> object:
+        """Earlier versions took a boolean: true ran the worker (now in its own process), false none."""
+        if isinstance(v, bool):
+            return "process" if v else "off"
+        if isinstance(v, str):
+            low = v.strip().lower()
+            return {"true": "process", "1": "process", "yes": "process", "on": "process",
+                    "false": "off", "0": "off", "no": "off", "none": "off"}.get(low, low)
         return v
 
     @property

@@ -266,7 +266,7 @@ class Worker:
                                            self.settings.worker_stale_seconds)
         worn = [j for j in jobs if j.attempts > self.policy.max_attempts]
         for j in worn:
-            await self._fail_or_retry(j, "internal_error", f"gave up after {j.attempts - 1} attempts: the worker "
+            await self.fail_or_retry(j, "internal_error", f"gave up after {j.attempts - 1} attempts: the worker "
                                       f"stopped while processing it (request id {j.request_id})")
         return [j for j in jobs if j.attempts <= self.policy.max_attempts] if worn else jobs
 
@@ -326,9 +326,10 @@ class Worker:
                 metrics.processing_delay_seconds.observe((now - req["received_at"]) / 1e6)
             self.processed += len(done)
         for job, code, err in prepared.failed:
-            await self._fail_or_retry(job, code, err)
+            await self.fail_or_retry(job, code, err)
 
-    async def _fail_or_retry(self, job: ClaimedJob, code: str, message: str) -> None:
+    async def fail_or_retry(self, job: ClaimedJob, code: str, message: str) -> None:
+        """Put a job back with back-off, or after ``job_max_attempts`` fail its request with ``code``."""
         give_up = self.policy.gives_up(job.attempts)
         await self.store.retry_job(job.job_id, message, self.policy.delay(job.attempts), give_up, job.request_id,
                                    code=code)
@@ -342,30 +343,6 @@ class Worker:
         if res["records"]:
             res["deliveries"] = plan(res["records"], src, self.settings)
         return res
-
-    async def process_one(self, request_id: str, wait_s: float) -> None:
-        """Process one request now (``?wait=1``); if another worker holds its job, wait for it."""
-        jobs = await self.store.claim_job_for(request_id, self.worker_id, self.settings.job_lease_seconds)
-        if jobs:
-            reqs = await self.store.load_requests([request_id])
-            req = reqs[request_id]
-            try:
-                src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
-                await self.store.finish_jobs([self._with_deliveries(process_request(req, src), src)])
-            except StorageUnavailable:
-                raise
-            except Exception as e:
-                metrics.worker_errors_total.inc()
-                log.error("process_failed", request_id=request_id, attempt=jobs[0].attempts, **describe(e))
-                await self._fail_or_retry(jobs[0], "internal_error", internal_error_message(request_id))
-                raise ProcessingFailed(request_id) from None
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            row = await self.store.get_request(request_id)
-            if row["state"] not in ("pending",):
-                return
-            await asyncio.sleep(0.05)
 
     async def _listen(self) -> None:
         """PostgreSQL: wake on NOTIFY from any ingest process, not just this one."""

@@ -85,7 +85,7 @@ def make_settings(db_url: str, data_dir: Path, **over: object):  # type: ignore[
     base = dict(
         data_dir=data_dir, database_url=db_url if not db_url.startswith("sqlite") else "",
         admin_token=ADMIN_TOKEN, worker_poll_seconds=0.2, source_refresh_seconds=0.1,
-        log_level="warning", busy_timeout_ms=2000,
+        log_level="warning", busy_timeout_ms=2000, run_worker="inline",
     )
     if db_url.startswith("sqlite"):
         base["database_url"] = db_url

@@ -134,6 +134,7 @@ class Console:
         self.cache = cache
         self.settings = settings
         self.admin_hash_ref = admin_hash_ref
+        self.parse_off_loop: Callable[..., Awaitable[Any]] | None = None  # the server's parse pool
         self.sessions = Sessions(store, settings.trusted_proxy_list)
         self.form_limit = 3 * max(settings.max_body_bytes, 1 << 20) + 65536
         self.env = Environment(loader=PackageLoader("hookbay.console", "templates"), autoescape=True,
@@ -514,7 +515,10 @@ class Console:
             body = values["body"].replace("\r\n", "\n").encode()
             if len(body) > src.max_body:
                 raise PayloadTooLarge(detail={"limit_bytes": src.max_body})
-            result = dry_run(body, values["content_type"] or None, src, self.settings)
+            if self.parse_off_loop is not None:
+                result = await self.parse_off_loop(dry_run, body, values["content_type"] or None, src, self.settings)
+            else:
+                result = dry_run(body, values["content_type"] or None, src, self.settings)
             status = 200 if result["state"] == "processed" else 422
         return self.render(ctx, "playground.html", status=status, sources=sources, values=values, result=result,
                            canonical=f"/ui/playground?source={quote(values['source'])}" if result else None)

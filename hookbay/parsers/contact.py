@@ -239,7 +239,7 @@ def _text_list(allow_bool: bool) -> Callable[[_Ctx, Any, PathParts], Any]:
         if isinstance(value, dict):
             raise _FieldError("invalid_type", "must be an array of text values, got object")
         is_list = isinstance(value, list | tuple)
-        out: list[str] = []
+        out: dict[str, None] = {}  # ordered and de-duplicated in linear time
         for i, el in enumerate(value if is_list else (value,)):
             if el is None:
                 continue
@@ -261,9 +261,9 @@ def _text_list(allow_bool: bool) -> Callable[[_Ctx, Any, PathParts], Any]:
             else:
                 ctx.error((*parts, i) if is_list else parts, "invalid_type", f"must be text, got {_kind(el)}")
                 continue
-            if text and text not in out:
-                out.append(text)
-        return out or _SKIP
+            if text:
+                out[text] = None
+        return list(out) or _SKIP
 
     return handler
 

@@ -26,6 +26,7 @@ from defusedxml.ElementTree import DefusedXMLParser, ParseError
 from defusedxml.ElementTree import fromstring as safe_xml_fromstring
 
 from hookbay.errors import MalformedBody, UnsupportedMediaType
+from hookbay.parsers.generic import free_name
 
 FORMATS = ("auto", "json", "ndjson", "form", "xml", "csv")
 
@@ -61,27 +62,42 @@ DEFAULT_LIMITS = ParseLimits()
 
 
 def _split_params(content_type: str) -> tuple[str, dict[str, str]]:
-    head, _, rest = content_type.partition(";")
+    """Media type and parameters (first of each name wins); scans by index so a header of many
+    parameters costs linear time (slicing off the rest per parameter was quadratic)."""
+    head, _, _ = content_type.partition(";")
     params: dict[str, str] = {}
-    while rest:
-        name, eq, rest = rest.partition("=")
-        name = name.strip().lower()
-        rest = rest.lstrip()
-        if rest.startswith('"'):
+    pos = len(head) + 1
+    end = len(content_type)
+    while pos < end:
+        semi = content_type.find(";", pos)
+        eq = content_type.find("=", pos, end if semi < 0 else semi)
+        if eq < 0:  # a parameter without "=": skip it
+            if semi < 0:
+                break
+            pos = semi + 1
+            continue
+        name = content_type[pos:eq].strip().lower()
+        i = eq + 1
+        while i < end and content_type[i] in " \t\r\n":
+            i += 1
+        if i < end and content_type[i] == '"':
             value_chars: list[str] = []
-            i = 1
-            while i < len(rest) and rest[i] != '"':
-                if rest[i] == "\\" and i + 1 < len(rest):
+            i += 1
+            while i < end and content_type[i] != '"':
+                if content_type[i] == "\\" and i + 1 < end:
                     i += 1
-                value_chars.append(rest[i])
+                value_chars.append(content_type[i])
                 i += 1
             value = "".join(value_chars)
-            _, _, rest = rest[i + 1 :].partition(";")
+            semi = content_type.find(";", i + 1)
         else:
-            value, _, rest = rest.partition(";")
-            value = value.strip()
-        if name and eq and name not in params:
+            semi = content_type.find(";", i)
+            value = content_type[i: end if semi < 0 else semi].strip()
+        if name and name not in params:
             params[name] = value
+        if semi < 0:
+            break
+        pos = semi + 1
     return head.strip().lower(), params
 
 
@@ -415,12 +431,10 @@ def _csv_header(row: list[str]) -> list[str]:
     """Trimmed names; blanks become ``column_N`` and repeats get ``_2``, ``_3`` so no cell is lost."""
     names: list[str] = []
     seen: set[str] = set()
+    next_suffix: dict[str, int] = {}
     for i, raw in enumerate(row, start=1):
         base = raw.strip() or f"column_{i}"
-        name, n = base, 1
-        while name in seen:
-            n += 1
-            name = f"{base}_{n}"
+        name = free_name(base, seen, next_suffix) if base in seen else base
         seen.add(name)
         names.append(name)
     return names

@@ -7,7 +7,7 @@ non-object documents) is kept as a JSON value, and anything surprising is report
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -115,12 +115,24 @@ def _entry(parts: PathParts, code: str, message: str, document: int) -> Entry:
     return {"path": format_path(parts), "code": code, "message": message, "document": document}
 
 
+def free_name(base: str, taken: Container[str], next_suffix: dict[str, int]) -> str:
+    """``base_2``, ``base_3``... the first one not taken, resuming where the last search for ``base``
+    stopped: names are never freed, so the result is the same as scanning from 2, and colliding keys
+    cost linear rather than quadratic time (a body of 16,000 punctuation-only keys took 15 s)."""
+    n = next_suffix.get(base, 2)
+    while f"{base}_{n}" in taken:
+        n += 1
+    next_suffix[base] = n + 1
+    return f"{base}_{n}"
+
+
 def _flatten(
     doc: dict[Any, Any], max_depth: int, root: PathParts, document: int, warnings: list[Entry]
 ) -> dict[str, Any]:
     if max_depth < 1:
         raise ValueError("max_depth must be at least 1")
     out: dict[str, Any] = {}
+    next_suffix: dict[str, int] = {}
     stack: list[tuple[Iterator[tuple[Any, Any]], str, PathParts, int]] = [(iter(doc.items()), "", root, 1)]
     while stack:
         items, prefix, parts, depth = stack[-1]
@@ -141,10 +153,7 @@ def _flatten(
                     )
                 )
             if name in out:
-                n = 2
-                while f"{name}_{n}" in out:
-                    n += 1
-                renamed = f"{name}_{n}"
+                renamed = free_name(name, out, next_suffix)
                 warnings.append(
                     _entry(
                         (*parts, key),

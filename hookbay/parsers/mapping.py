@@ -541,6 +541,13 @@ def _check_size(data: Any) -> None:
             stack.extend(v)
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A cached expression failure, raised again for every element that uses it."""
+
+    error: Exception
+
+
 # --- the mapping --------------------------------------------------------------------------------
 
 
@@ -648,13 +655,17 @@ class Mapping:
             return records, errors, warnings
         # XML turns a lone repeated element into an object, not a one-item list: treat it as one element
         elements = found if isinstance(found, list) else [found]
+        roots: dict[str, Any] = {}
         for i, element in enumerate(elements):
-            records.append(self._record(element, doc, f"element {i}: ", document, errors, warnings))
+            records.append(self._record(element, doc, f"element {i}: ", document, errors, warnings, roots))
         return records, errors, warnings
 
     def _record(
-        self, element: Any, doc: Any, prefix: str, document: int, errors: list[Entry], warnings: list[Entry]
+        self, element: Any, doc: Any, prefix: str, document: int, errors: list[Entry], warnings: list[Entry],
+        roots: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """``roots`` keeps each ``$.`` expression's result for the document, so it is evaluated once,
+        not once per element (n elements times a search over the whole document was quadratic)."""
         out: dict[str, Any] = {}
         for name, spec in self._spec.fields.items():
             if spec.expr is None:
@@ -662,7 +673,17 @@ class Mapping:
                 produced = True
             else:
                 try:
-                    value = spec.expr.search(element, doc)
+                    if spec.expr.root and roots is not None:
+                        if name not in roots:
+                            try:
+                                roots[name] = spec.expr.search(element, doc)
+                            except Exception as e:
+                                roots[name] = _Failed(e)
+                        value = roots[name]
+                        if isinstance(value, _Failed):
+                            raise value.error
+                    else:
+                        value = spec.expr.search(element, doc)
                 except Exception as e:
                     errors.append(_entry(name, "expr_failed", f"{prefix}{spec.expr.text!r}: {e}", document))
                     continue

@@ -24,7 +24,7 @@ from hookbay.store import Store
 from hookbay.store import profiles as profile_store
 from hookbay.store import writer as writer_mod
 from hookbay.worker import RetryPolicy, Worker
-from tests.conftest import make_settings
+from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.integration.test_identity_stateful import request_row
 
 POISON_EMAIL = "poison.person@example.org"
@@ -170,3 +170,30 @@ def test_replay_reports_a_failing_request_and_goes_on(db_url: str, tmp_path: Pat
     assert [it["request_id"] for it in bad] == [out["ids"][7]]
     assert "u7@example.org" not in bad[0]["failed"] and "u7@example.org" not in logs.getvalue()
     assert all(it.get("new_state") == "processed" for it in items if "failed" not in it)
+
+
+def test_wait_answers_json_500_with_the_request_id(db_url: str, live_server_factory,  # type: ignore[no-untyped-def]
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``?wait=1`` on a request whose processing raises: the one JSON error shape, never plain text;
+    the request stays stored with its job put back for the worker (none runs here, so ``?wait=1``
+    surely holds the job)."""
+    live = live_server_factory(db_url, run_worker="off")
+    real = profile_store.apply_contacts
+
+    def faulty(conn: sa.Connection, items: list[dict[str, Any]], now: int) -> Any:
+        if any(it["contact"].get("email") == POISON_EMAIL for it in items):
+            raise RuntimeError(f"bug on {POISON_EMAIL}")
+        return real(conn, items, now)
+
+    monkeypatch.setattr(profile_store, "apply_contacts", faulty)
+    src = live.create_source(name="c", client_id="acme", config={"parser": "contact"})
+    r = live.client.post(f"/V1/Data/{src['token']}", params={"wait": "1"},
+                         json={"SourceName": "s", "SourceType": "t", "Email": POISON_EMAIL})
+    assert r.status_code == 500
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    rid = r.headers["x-request-id"]
+    assert err["code"] == "internal_error" and err["detail"]["request_id"] == rid
+    assert POISON_EMAIL not in r.text
+    assert live.client.get(f"/V1/Requests/{rid}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+                           ).json()["state"] == "pending"
