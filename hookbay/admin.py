@@ -37,7 +37,7 @@ from .models import (
     SourceUpdate,
 )
 from .profiles import lookup_email, lookup_phone, profile_view
-from .replay import replay
+from .replay import OffLoop, replay
 from .settings import Settings
 from .signatures import generate_secret, validate_secret
 from .sources import SourceCache
@@ -255,11 +255,14 @@ async def rotate_secret_as(store: Store, cache: SourceCache, base_url: str, p: P
                       secret=None if body.secret else secret)
 
 
-async def replay_as(store: Store, cache: SourceCache, p: Principal, body: ReplayIn) -> dict[str, Any]:
+async def replay_as(store: Store, cache: SourceCache, p: Principal, body: ReplayIn,
+                    off_loop: OffLoop | None = None) -> dict[str, Any]:
+    """Replay as API, console and CLI do it. ``off_loop`` (the server's parse pool) keeps a tenant's
+    replay of a pathological stored body off the event loop and under the parse budget."""
     client = scope_client(p, None)
     if body.request_id:
         await store.get_request(body.request_id, client)
-        items = await replay(store, cache, request_ids=[body.request_id], dry_run=body.dry_run)
+        items = await replay(store, cache, request_ids=[body.request_id], dry_run=body.dry_run, off_loop=off_loop)
     else:
         source_id = (await store.get_source(body.source, client))["id"] if body.source else None
         try:
@@ -269,7 +272,7 @@ async def replay_as(store: Store, cache: SourceCache, p: Principal, body: Replay
                 until_us=parse_time(body.until) if body.until else None)
         except ValueError as e:
             raise BadRequest("Invalid time", detail=str(e)) from None
-        items = await replay(store, cache, flt=flt, dry_run=body.dry_run)
+        items = await replay(store, cache, flt=flt, dry_run=body.dry_run, off_loop=off_loop)
     return {"dry_run": body.dry_run, "count": len(items), "items": items}
 
 
@@ -434,8 +437,8 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         return await store.erase_profile(profile_id, scope_client(p, None), actor)
 
     @app.post("/api/v1/replay", response_model=ReplayOut, responses=ERRORS, tags=["requests"])
-    async def replay_requests(p: Auth, body: ReplayIn) -> dict[str, Any]:
-        return await replay_as(store, cache, p, body)
+    async def replay_requests(p: Auth, body: ReplayIn, request: Request) -> dict[str, Any]:
+        return await replay_as(store, cache, p, body, getattr(request.app.state, "parse_off_loop", None))
 
     add_delivery_routes(app, store, Auth, scope_client, ERRORS)
 

@@ -73,6 +73,7 @@ class HookbayApp:
         self.ingest.process_now = self._process_now
         self.ingest.parse_off_loop = self.parse_pool.run
         self.console.parse_off_loop = self.parse_pool.run
+        self.admin.state.parse_off_loop = self.parse_pool.run
         self._tasks: list[asyncio.Task[Any]] = []
         self.generated_admin_token: str | None = None
 

@@ -6,12 +6,13 @@ A dry run returns, per request, the old and new records and a unified diff, and 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import structlog
 
-from .errors import StorageUnavailable
+from .errors import HookbayError, StorageUnavailable
 from .sources import SourceCache
 from .store import RequestFilter, Store
 from .store.errors import describe
@@ -28,10 +29,15 @@ def _strip(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if k != "profile_id"}
 
 
+OffLoop = Callable[..., Awaitable[Any]]
+
+
 async def replay(
     store: Store, cache: SourceCache, *, request_ids: list[str] | None = None, flt: RequestFilter | None = None,
-    dry_run: bool = False,
+    dry_run: bool = False, off_loop: OffLoop | None = None,
 ) -> list[dict[str, Any]]:
+    """``off_loop(fn, *args)`` runs each parse elsewhere (the server's parse pool, under its CPU
+    budget); without it (the CLI) parses run here."""
     if request_ids is None:
         assert flt is not None
         flt.verdict = "accepted"
@@ -51,7 +57,10 @@ async def replay(
             continue
         src = cache.by_id.get(req["source_id"] or "")
         try:
-            res = process_request(req, src)
+            res = await off_loop(process_request, req, src) if off_loop is not None else process_request(req, src)
+        except HookbayError as e:  # over the parse budget, or the parse pool broke
+            out.append({"request_id": rid, "failed": f"{e.code}: {e.message}"})
+            continue
         except Exception as e:
             log.error("replay_failed", request_id=rid, **describe(e))
             out.append({"request_id": rid, "failed": internal_error_message(rid)})

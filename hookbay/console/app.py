@@ -398,7 +398,7 @@ class Console:
         """Re-parse one request with its source's current parser and mapping (the API's replay)."""
         await self.form(request, ctx)
         rid = request.path_params["request_id"]
-        out = await replay_as(self.store, self.cache, ctx.principal, ReplayIn(request_id=rid))
+        out = await replay_as(self.store, self.cache, ctx.principal, ReplayIn(request_id=rid), self.parse_off_loop)
         return self.render(ctx, "request.html", req=await self._request_view(rid, ctx), replayed=out["items"][0],
                            canonical=f"/ui/requests/{quote(rid)}")
 

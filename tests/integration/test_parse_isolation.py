@@ -217,3 +217,23 @@ def test_serve_stops_its_worker_process_on_sigterm_and_on_its_own_death(db_url: 
                     server.kill()
         text = (tmp_path / f"serve-{how}.log").read_text()
         assert "worker_process_killed" not in text and "worker_process_died" not in text, text[-2000:]
+
+
+def test_replay_parses_off_the_event_loop_under_the_budget(db_url: str, live_server_factory) -> None:  # type: ignore[no-untyped-def]
+    """A client token may replay its own stored requests: a pathological one must not freeze the
+    server (it used to be re-parsed on the event loop), it is reported over budget instead."""
+    live = live_server_factory(db_url, parse_budget_ms=200, run_worker="off")
+    slow, plain = _sources(live)
+    with httpx.Client(base_url=live.url, timeout=60) as c:
+        rid = c.post(f"/V1/Data/{slow['token']}", content=_slow_body(),
+                     headers={"Content-Type": "application/x-ndjson"}).json()["request_id"]
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        tok = c.post("/api/v1/tokens", json={"name": "t", "client_id": slow["client_id"]}, headers=admin).json()
+        thread, out = _in_background(lambda: c.post("/api/v1/replay", json={"request_id": rid},
+                                                    headers={"Authorization": f"Bearer {tok['token']}"}))
+        worst = _worst_latency(live, plain["token"], 1.0)
+        thread.join(60)
+    assert worst < BOUND_S, f"ingest waited {worst:.2f}s behind a replay"
+    r = out["response"]
+    assert r.status_code == 200, r.text[:500]
+    assert r.json()["items"][0]["failed"].startswith("parse_budget_exceeded")
