@@ -1058,10 +1058,9 @@ def audit_cmd(
     """Show the audit log: who changed which source, secret, key or token, what and from where."""
     from .audit import entry_view
 
-    since_us = _time("--since", since)
-
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        return [entry_view(r) for r in await store.list_audit(client, since_us=since_us, limit=limit)]
+        rows = await store.list_audit(client, since_us=_time("--since", since), limit=limit)
+        return [entry_view(r) for r in rows]
 
     rows = _run(go, as_json)
     if as_json:

@@ -210,3 +210,32 @@ def test_cli_changes_are_audited_as_the_os_user(live: LiveServer, db_url: str, t
     stored = table_text(db_url)
     for secret in secrets_seen:
         assert secret not in human and secret not in stored, secret
+
+
+def test_console_changes_are_audited_with_the_token_and_peer(live: LiveServer) -> None:
+    import re
+
+    import httpx
+
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    made = live.client.post("/api/v1/tokens", json={"name": "acme-ui", "client_id": "acme"}, headers=admin).json()
+    src = live.create_source(name="ui-src", config={"signature": {"scheme": "github"}})
+    with httpx.Client(base_url=live.url, timeout=10) as c:
+        page = c.get("/ui/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf
+        assert c.post("/ui/login", data={"csrf": csrf.group(1), "token": made["token"], "next": "/ui/"}).status_code == 303
+        page = c.get(f"/ui/sources/{src['id']}")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf
+        r = c.post(f"/ui/sources/{src['id']}/rotate", data={"csrf": csrf.group(1), "secret": GH_SECRET_1,
+                                                             "grace_seconds": "0"})
+        assert r.status_code == 200, r.text
+        r = c.post(f"/ui/sources/{src['id']}", data={"csrf": csrf.group(1), "name": "ui-renamed", "enabled": "true"})
+        assert r.status_code == 303, r.text
+    entries = all_entries(live.client, admin)[:2]
+    assert [(e["action"], e["actor"], e["token_id"], e["peer"]) for e in entries] == [
+        ("source.update", "client:acme", made["id"], "127.0.0.1"),
+        ("secret.rotate", "client:acme", made["id"], "127.0.0.1")]
+    assert entries[0]["changes"] == ['name: "ui-src" -> "ui-renamed"']
+    assert GH_SECRET_1 not in table_text(live.settings.effective_database_url)  # type: ignore[attr-defined]
