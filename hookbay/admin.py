@@ -8,7 +8,7 @@ objects, and another client's object answers 404, exactly like a missing one.
 
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import orjson
@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schema
 from .admin_deliveries import add_delivery_routes
+from .audit import Actor, AuditEntry, entry_view, source_summary
 from .changes import merge_patch, weakenings
 from .containment import check_config
 from .errors import BadRequest, Conflict, Forbidden, HookbayError, NotFound, Unauthorized, error_body
@@ -49,10 +50,21 @@ from .views import parse_time, request_detail, request_summary, source_out
 @dataclass(frozen=True)
 class Principal:
     client_id: str | None
+    token_id: str | None = None  # the client token's id (the admin token has none)
+    peer: str | None = None  # where the request came from, for the audit log
 
     @property
     def is_admin(self) -> bool:
         return self.client_id is None
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(name="admin" if self.is_admin else f"client:{self.client_id}", client_id=self.client_id,
+                     token_id=self.token_id, peer=self.peer)
+
+    def audit(self, action: str, changes: list[str] | None = None, weakens: list[str] | None = None) -> AuditEntry:
+        return AuditEntry(action=action, actor=self.actor, client_id=self.client_id, changes=changes or [],
+                          weakens=weakens or [])
 
 
 class ErrorOut(BaseModel):
@@ -133,14 +145,30 @@ async def principal_for_hash(store: Store, admin_hash_ref: dict[str, str | None]
     if admin_hash and hmac.compare_digest(h, admin_hash):
         return Principal(None)
 
-    def q(conn: sa.Connection) -> tuple[str | None] | None:
-        row = conn.execute(sa.select(schema.tokens.c.client_id).where(schema.tokens.c.token_hash == h)).first()
-        return (row[0],) if row else None
+    def q(conn: sa.Connection) -> tuple[str | None, str] | None:
+        T = schema.tokens
+        row = conn.execute(sa.select(T.c.client_id, T.c.id).where(T.c.token_hash == h)).first()
+        return (row[0], row[1]) if row else None
 
     found = await store.read(q)
     if found is None:
         raise Unauthorized("Invalid token", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(found[0])
+    return Principal(found[0], token_id=found[1])
+
+
+class AuditPage(BaseModel):
+    items: list[dict[str, Any]] = Field(description="Newest first: at, actor, token_id, client_id, action, target, "
+                                        "peer, changes, weakens (checks the change removed or loosened), weakening")
+    next_cursor: str | None
+
+
+def with_peer(p: Principal, request: Request, settings: Settings) -> Principal:
+    """The principal with where the request came from (proxy headers count only from trusted proxies)."""
+    from .netaddr import client_address, parse_networks
+
+    peer = client_address(request.client.host if request.client else None, request.scope.get("headers", []),
+                          parse_networks(settings.trusted_proxy_list))
+    return replace(p, peer=peer)
 
 
 def scope_client(p: Principal, requested: str | None) -> str | None:
@@ -168,24 +196,33 @@ async def create_source_as(store: Store, cache: SourceCache, base_url: str, p: P
         raise NotFound("Not Found")
     check_config(body.config, settings, admin=p.is_admin)
     secret, generated = initial_secret(body.config, body.secret)
+    changes, _ = source_summary(None, body.config.model_dump(), name=body.name, enabled=body.enabled,
+                                api_key="new" if body.api_key else None)
+    if secret:
+        changes.append("secret: [set]")
     row, key = await store.create_source(
         name=body.name, client_id=body.client_id, config=body.config.model_dump(), enabled=body.enabled,
-        api_key=body.api_key, secret=secret,
+        api_key=body.api_key, secret=secret, audit=p.audit("source.create", changes),
     )
     await cache.reload()
     return source_out(row, base_url, key, secrets=1 if secret else 0, secret=secret if generated else None)
 
 
 async def update_source_as(store: Store, cache: SourceCache, base_url: str, p: Principal, source_id: str,
-                           body: SourceUpdate, *, settings: Settings) -> SourceOut:
+                           body: SourceUpdate, *, settings: Settings, action: str = "source.update") -> SourceOut:
     row = await store.get_source(source_id, scope_client(p, None))
     changes = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"rotate_api_key", "remove_api_key"})
     if body.config is not None:
         check_config(body.config, settings, admin=p.is_admin,
                      current=SourceConfig.model_validate(orjson.loads(row["config"] or "{}")))
         changes["config"] = body.config.model_dump()
+    api_key = ("rotated" if row.get("api_key_hash") else "new") if body.rotate_api_key else \
+        ("removed" if body.remove_api_key and row.get("api_key_hash") else None)
+    summary, weak = source_summary(row, changes.get("config"), name=changes.get("name"),
+                                   enabled=changes.get("enabled"), api_key=api_key)
     new, key = await store.update_source(row["id"], changes, rotate_api_key=body.rotate_api_key,
-                                         remove_api_key=body.remove_api_key)
+                                         remove_api_key=body.remove_api_key,
+                                         audit=p.audit(action, summary, weak))
     await cache.reload()
     return source_out(new, base_url, key)
 
@@ -207,7 +244,8 @@ async def patch_source_as(store: Store, cache: SourceCache, base_url: str, p: Pr
         body = SourceUpdate.model_validate({**merged, **flags})
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from None
-    return await _update_checked(store, cache, base_url, p, row, body, explicit=None, settings=settings)
+    return await _update_checked(store, cache, base_url, p, row, body, explicit=None, settings=settings,
+                                 action="source.patch")
 
 
 async def replace_source_as(store: Store, cache: SourceCache, base_url: str, p: Principal, source_id: str,
@@ -217,11 +255,12 @@ async def replace_source_as(store: Store, cache: SourceCache, base_url: str, p: 
     row = await store.get_source(source_id, scope_client(p, None))
     update = SourceUpdate(name=body.name, enabled=body.enabled, config=body.config)
     return await _update_checked(store, cache, base_url, p, row, update, explicit=body.config.model_fields_set,
-                                 settings=settings)
+                                 settings=settings, action="source.replace")
 
 
 async def _update_checked(store: Store, cache: SourceCache, base_url: str, p: Principal, row: dict[str, Any],
-                          body: SourceUpdate, *, explicit: set[str] | None, settings: Settings) -> SourceOut:
+                          body: SourceUpdate, *, explicit: set[str] | None, settings: Settings,
+                          action: str) -> SourceOut:
     old = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
     weakened = weakenings(old, body.config) if body.config is not None else {}
     if body.remove_api_key and row.get("api_key_hash"):
@@ -233,7 +272,7 @@ async def _update_checked(store: Store, cache: SourceCache, base_url: str, p: Pr
                 "This definition would weaken the source's checks without naming them; to do it on purpose, "
                 "include the field explicitly (e.g. \"signature\": null)",
                 detail=[{"path": f"config.{f}", "message": weakened[f]} for f in implicit])
-    out = await update_source_as(store, cache, base_url, p, row["id"], body, settings=settings)
+    out = await update_source_as(store, cache, base_url, p, row["id"], body, settings=settings, action=action)
     if weakened:
         log.warning("source_checks_weakened", source_id=row["id"], client_id=row["client_id"],
                     actor="admin" if p.is_admin else f"client:{p.client_id}", changes=sorted(weakened.values()))
@@ -249,7 +288,10 @@ async def rotate_secret_as(store: Store, cache: SourceCache, base_url: str, p: P
     if body.secret:
         initial_secret(cfg, body.secret)
     secret = body.secret or generate_secret(cfg.signature.scheme)
-    await store.add_secret(row["id"], secret, retire_others_after_s=body.grace_seconds)
+    grace = "old secrets retired now" if body.grace_seconds == 0 else (
+        "old secrets kept" if body.grace_seconds is None else f"old secrets valid for {body.grace_seconds:g}s")
+    await store.add_secret(row["id"], secret, retire_others_after_s=body.grace_seconds,
+                           audit=p.audit("secret.rotate", ["secret: [changed]", grace]))
     await cache.reload()
     return source_out(row, base_url, secrets=await store.secret_count(row["id"]),
                       secret=None if body.secret else secret)
@@ -310,12 +352,12 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
     async def principal(request: Request) -> Principal:
         known = request.scope.get("hookbay.principal")  # checked by AdminGuard before the body was read
         if known is not None:
-            return known  # type: ignore[no-any-return]
+            return with_peer(known, request, settings)
         auth = request.headers.get("authorization", "")
         scheme, _, tok = auth.partition(" ")
         if scheme.lower() != "bearer" or not tok:
             raise Unauthorized("Bearer token required", headers={"WWW-Authenticate": "Bearer"})
-        return await principal_for_token(store, admin_hash_ref, tok)
+        return with_peer(await principal_for_token(store, admin_hash_ref, tok), request, settings)
 
     Auth = Annotated[Principal, Depends(principal)]
 
@@ -365,7 +407,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
     @app.delete("/api/v1/sources/{source_id}", status_code=204, responses=ERRORS, tags=["sources"])
     async def delete_source(p: Auth, source_id: str) -> Response:
         row = await store.get_source(source_id, scope_client(p, None))
-        await store.delete_source(row["id"])
+        await store.delete_source(row["id"], audit=p.audit("source.delete", [f"name: {orjson.dumps(row['name']).decode()}"]))
         await cache.reload()
         return Response(status_code=204)
 
@@ -434,7 +476,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
     @app.delete("/api/v1/profiles/{profile_id}", response_model=ErasureOut, responses=ERRORS, tags=["profiles"])
     async def erase_profile(p: Auth, profile_id: str) -> dict[str, Any]:
         actor = "admin" if p.is_admin else f"client:{p.client_id}"
-        return await store.erase_profile(profile_id, scope_client(p, None), actor)
+        return await store.erase_profile(profile_id, scope_client(p, None), actor, audit=p.audit("profile.erase"))
 
     @app.post("/api/v1/replay", response_model=ReplayOut, responses=ERRORS, tags=["requests"])
     async def replay_requests(p: Auth, body: ReplayIn, request: Request) -> dict[str, Any]:
@@ -452,26 +494,50 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
     async def revoke_token(p: Auth, token_id: str) -> Response:
         if not p.is_admin:
             raise NotFound("Not Found")
-        await store.revoke_token(token_id)
+        await store.revoke_token(token_id, audit=p.audit("token.revoke"))
         return Response(status_code=204)
 
     @app.post("/api/v1/tokens", response_model=TokenOut, status_code=201, responses=ERRORS, tags=["tokens"])
     async def create_token(p: Auth, body: TokenCreate) -> TokenOut:
         if not p.is_admin:
             raise Forbidden("Only the admin token can create tokens")
-        out = await create_token_row(store, body.name, body.client_id)
+        out = await create_token_row(store, body.name, body.client_id, audit=p.audit("token.create"))
         return out
+
+    @app.get("/api/v1/audit", response_model=AuditPage, responses=ERRORS, tags=["audit"])
+    async def list_audit(
+        p: Auth,
+        since: str | None = Query(default=None, description="ISO-8601 time or relative (15m, 2h, 3d)"),
+        until: str | None = None,
+        limit: int = Query(default=50, ge=1, le=1000),
+        before: str | None = Query(default=None, description="Cursor: the next_cursor of the previous page"),
+    ) -> AuditPage:
+        """Configuration changes, newest first. A client token sees only its own client's entries."""
+        try:
+            since_us, until_us = (parse_time(since) if since else None), (parse_time(until) if until else None)
+        except ValueError as e:
+            raise BadRequest("Invalid time", detail=str(e)) from None
+        rows = await store.list_audit(scope_client(p, None), since_us=since_us, until_us=until_us,
+                                      before_id=before, limit=limit)
+        nxt = rows[-1]["id"] if len(rows) == limit else None
+        return AuditPage(items=[entry_view(r) for r in rows], next_cursor=nxt)
 
     return app
 
 
-async def create_token_row(store: Store, name: str, client_id: str | None) -> TokenOut:
+async def create_token_row(store: Store, name: str, client_id: str | None,
+                           audit: AuditEntry | None = None) -> TokenOut:
+    from .audit import record
+
     tok = "hbt_" + secrets.token_urlsafe(32)
     tid = "tok_" + ulid()
 
     def ins(conn: sa.Connection) -> None:
         conn.execute(schema.tokens.insert().values(id=tid, name=name, token_hash=hash_secret(tok),
                                                    client_id=client_id, created_at=now_us()))
+        if audit is not None:
+            record(conn, audit.but(target=tid, client_id=client_id, changes=[
+                f"name: {orjson.dumps(name).decode()}", f"scope: {'client ' + client_id if client_id else 'admin'}"]))
 
     await store.write(ins)
     return TokenOut(id=tid, name=name, client_id=client_id, token=tok)

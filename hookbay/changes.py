@@ -57,11 +57,16 @@ def weakenings(old: SourceConfig, new: SourceConfig) -> dict[str, str]:
 
 
 SECRET_KEYS = frozenset({"secret", "api_key", "password", "token"})
+# Header values (a required shared header, a forward's Authorization) are credentials as often as not:
+# diffs show the header names only.
+HEADER_MAPS = frozenset({"headers", "required_headers"})
 
 
 def _masked(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: ("[set]" if k in SECRET_KEYS and v else _masked(v)) for k, v in value.items()}
+        return {k: ("[set]" if k in SECRET_KEYS and v
+                    else {h: "[set]" for h in v} if k in HEADER_MAPS and isinstance(v, dict)
+                    else _masked(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v) for v in value]
     return value
@@ -71,15 +76,16 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One line per changed top-level config field, secrets inside shown as ``[set]``."""
     import orjson
 
-    def show(v: Any) -> str:
-        return orjson.dumps(_masked(v), option=orjson.OPT_SORT_KEYS).decode()
+    def show(key: str, v: Any) -> str:
+        return orjson.dumps(_masked({key: v})[key], option=orjson.OPT_SORT_KEYS).decode()
 
     lines = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if a != b:
-            if show(a) == show(b):  # only a secret differs
+            a_shown, b_shown = show(key, a), show(key, b)
+            if a_shown == b_shown:  # only a secret differs
                 lines.append(f"config.{key}: [secret changed]")
             else:
-                lines.append(f"config.{key}: {show(a)} -> {show(b)}")
+                lines.append(f"config.{key}: {a_shown} -> {b_shown}")
     return lines

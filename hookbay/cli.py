@@ -21,6 +21,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from .audit import AuditEntry, cli_actor, source_summary
 from .cli_errors import KNOWN_ERRORS, describe_error
 from .errors import BadRequest, HookbayError
 from .ids import request_id_floor
@@ -60,6 +61,11 @@ def _os_user() -> str:
 
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts")
+
+
+def _audit(action: str, changes: list[str] | None = None, weakens: list[str] | None = None) -> AuditEntry:
+    """An audit entry for a change made here: actor ``cli:<os user>``, from ``cli``."""
+    return AuditEntry(action=action, actor=cli_actor(), changes=changes or [], weakens=weakens or [])
 
 # Security options shared by `source create` and `source update`.
 OPT_SIGNATURE = typer.Option(None, "--signature",
@@ -364,8 +370,10 @@ def source_create(
         _fail(e, as_json)
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
+        summary, _ = source_summary(None, cfg, name=name, enabled=not disabled, api_key="new" if api_key else None)
         row, key = await store.create_source(name=name, client_id=client, config=cfg, enabled=not disabled,
-                                             api_key=api_key, secret=first_secret)
+                                             api_key=api_key, secret=first_secret,
+                                             audit=_audit("source.create", summary + ["secret: [set]"] * bool(first_secret)))
         return source_out(row, s.base_url, key, secrets=1 if first_secret else 0,
                           secret=first_secret if generated else None).model_dump()
 
@@ -446,8 +454,12 @@ def source_update(
                 or method or any(v for v in sec.values() if v is not None)):
             changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
                                         parser, mapping_file, region, sync, sec)
+        summary, weak = source_summary(
+            row, changes.get("config"), name=changes.get("name"), enabled=changes.get("enabled"),
+            api_key=("rotated" if row["api_key_hash"] else "new") if api_key
+            else "removed" if remove_api_key and row["api_key_hash"] else None)
         new, key = await store.update_source(row["id"], changes, rotate_api_key=api_key,
-                                             remove_api_key=remove_api_key)
+                                             remove_api_key=remove_api_key, audit=_audit("source.update", summary, weak))
         return source_out(new, s.base_url, key).model_dump()
 
     out = _run(go, as_json)
@@ -480,7 +492,8 @@ def source_rotate(
             if row["api_key_hash"] is None:
                 raise BadRequest("This source does not require an API key, so there is none to rotate; "
                                  "to start requiring one, use `hookbay source update SOURCE --api-key`")
-            new, key = await store.update_source(row["id"], {}, rotate_api_key=True)
+            new, key = await store.update_source(row["id"], {}, rotate_api_key=True,
+                                                 audit=_audit("api_key.rotate", ["api_key: [changed]"]))
             return source_out(new, s.base_url, key, secrets=await store.secret_count(row["id"])).model_dump()
         cfg = SourceConfig.model_validate(orjson.loads(row["config"]))
         if cfg.signature is None:
@@ -490,7 +503,8 @@ def source_rotate(
 
             initial_secret(cfg, secret)
         new_secret = secret or generate_secret(cfg.signature.scheme)
-        await store.add_secret(row["id"], new_secret, retire_others_after_s=grace_s)
+        await store.add_secret(row["id"], new_secret, retire_others_after_s=grace_s,
+                               audit=_audit("secret.rotate", ["secret: [changed]", f"old secrets valid for {grace_s:g}s"]))
         return source_out(row, s.base_url, secrets=await store.secret_count(row["id"]),
                           secret=None if secret else new_secret).model_dump()
 
@@ -505,7 +519,7 @@ def source_delete(ref: str = typer.Argument(...), as_json: bool = JsonOpt) -> No
 
     async def go(store: Store, s: Settings) -> str:
         row = await store.get_source(ref)
-        await store.delete_source(row["id"])
+        await store.delete_source(row["id"], audit=_audit("source.delete", [f"name: {orjson.dumps(row['name']).decode()}"]))
         return str(row["id"])
 
     sid = _run(go, as_json)
@@ -591,23 +605,28 @@ def source_apply(
             spec, cur = step.get("spec"), step["cur"]
             key = shown_secret = None
             if step["action"] == "delete":
-                await store.delete_source(cur["id"])
+                await store.delete_source(cur["id"], audit=_audit(
+                    "source.apply.delete", [f"name: {orjson.dumps(cur['name']).decode()}", "pruned: not in the file"]))
                 out.append({"action": "deleted", "client_id": step["client_id"], "name": step["name"],
                             "id": cur["id"]})
                 continue
             assert spec is not None
             if cur is None:
                 first, generated = initial_secret(spec.config, spec.secret)
+                summary, _ = source_summary(None, spec.config.model_dump(), name=spec.name, enabled=spec.enabled,
+                                            api_key="new" if spec.api_key else None)
                 row, key = await store.create_source(name=spec.name, client_id=spec.client_id,
                                                      config=spec.config.model_dump(), enabled=spec.enabled,
-                                                     api_key=spec.api_key, secret=first)
+                                                     api_key=spec.api_key, secret=first, audit=_audit(
+                                                         "source.apply.create", summary + ["secret: [set]"] * bool(first)))
                 shown_secret = first if generated else None
                 action = "created"
             elif step["action"] == "change":
                 changes: dict[str, Any] = {"config": spec.config.model_dump(), "enabled": spec.enabled}
                 row, key = await store.update_source(
                     cur["id"], changes, rotate_api_key=spec.api_key and cur["api_key_hash"] is None,
-                    remove_api_key=not spec.api_key and cur["api_key_hash"] is not None)
+                    remove_api_key=not spec.api_key and cur["api_key_hash"] is not None,
+                    audit=_audit("source.apply.update", step["changes"], step["weakens"]))
                 if spec.secret and any(c.startswith("secret:") for c in step["changes"]):
                     initial_secret(spec.config, spec.secret)
                     await store.add_secret(cur["id"], spec.secret, retire_others_after_s=0)
@@ -813,7 +832,7 @@ def token_revoke(token_id: str, as_json: bool = JsonOpt) -> None:
     """Revoke an API token at once."""
 
     async def go(store: Store, s: Settings) -> None:
-        await store.revoke_token(token_id)
+        await store.revoke_token(token_id, audit=_audit("token.revoke"))
 
     _run(go, as_json)
     if as_json:
@@ -836,6 +855,7 @@ def token_rotate_admin(as_json: bool = JsonOpt) -> None:
 
     async def go(store: Store, s: Settings) -> None:
         await store.set_meta("admin_token_hash", hash_secret(tok))
+        await store.record_audit(_audit("token.rotate_admin", ["admin token: [changed]"]))
 
     _run(go, as_json)
     if as_json:
@@ -853,7 +873,7 @@ def token_create(
     from .admin import create_token_row
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return (await create_token_row(store, name, client)).model_dump()
+        return (await create_token_row(store, name, client, audit=_audit("token.create"))).model_dump()
 
     out = _run(go, as_json)
     if as_json:
@@ -936,7 +956,7 @@ def profiles_erase(
         raise typer.Exit(1)
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return await store.erase_profile(profile_id, None, actor="cli")
+        return await store.erase_profile(profile_id, None, actor="cli", audit=_audit("profile.erase"))
 
     res = _run(go, as_json)
     if as_json:
@@ -1027,13 +1047,41 @@ def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_
     while the server runs. Afterwards older keys can be removed from HOOKBAY_ENCRYPTION_KEY."""
 
     async def go(store: Store, s: Settings) -> dict[str, int]:
-        return await store.reencrypt(batch)
+        return await store.reencrypt(batch, audit=_audit("keys.reencrypt"))
 
     res = _run(go, as_json)
     if as_json:
         _print_json(res)
     else:
         typer.echo(f"re-encrypted {res['requests']} request(s) and {res['secrets']} secret(s)")
+
+
+@app.command("audit")
+def audit_cmd(
+    since: str = typer.Option(None, "--since", help="ISO-8601 time or relative (15m, 2h, 3d)"),
+    client: str = typer.Option(None, "--client", help="Only this client's entries"),
+    limit: int = typer.Option(100, "--limit", min=1, help="Most entries, newest first"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show the audit log: who changed which source, secret, key or token, what and from where."""
+    from .audit import entry_view
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        rows = await store.list_audit(client, since_us=_time("--since", since), limit=limit)
+        return [entry_view(r) for r in rows]
+
+    rows = _run(go, as_json)
+    if as_json:
+        _print_json(rows)
+        return
+    for e in rows:
+        who = e["actor"] + (f" ({e['token_id']})" if e["token_id"] else "")
+        typer.echo(f"{e['at']}  {e['action']:20} {e['target'] or '-'}  client={e['client_id'] or '-'}  "
+                   f"by {who} from {e['peer'] or '-'}")
+        for line in e["changes"]:
+            typer.echo(f"    {line}")
+        for line in e["weakens"]:
+            typer.echo(f"    WEAKENS: {line}")
 
 
 from . import cli_relay  # noqa: E402,F401  (registers `agent`, `source relay-token`, `source relay-status`)

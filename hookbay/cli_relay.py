@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import typer
 
-from .cli import JsonOpt, _print_json, _run, app, source_app
+from .cli import JsonOpt, _audit, _print_json, _run, app, source_app
 from .settings import Settings
 from .store import Store
 
@@ -35,7 +35,8 @@ def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", h
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         row = await store.get_source(ref)
-        tok_row, token = await RelayQueue(store).create_token(row["id"], name)
+        tok_row, token = await RelayQueue(store).create_token(row["id"], name, audit=_audit(
+            "relay_token.create", [f"name: {orjson.dumps(name).decode()}"]).but(client_id=row["client_id"]))
         return token_out(tok_row, token).model_dump()
 
     out = _run(go, as_json)
@@ -71,7 +72,8 @@ def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(...,
 
     async def go(store: Store, s: Settings) -> None:
         row = await store.get_source(ref)
-        await RelayQueue(store).revoke_token(row["id"], token_id)
+        await RelayQueue(store).revoke_token(row["id"], token_id,
+                                             audit=_audit("relay_token.revoke").but(client_id=row["client_id"]))
 
     _run(go, as_json)
     if as_json:

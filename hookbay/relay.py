@@ -280,7 +280,8 @@ def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: C
     async def create_relay_token(p: Auth, source_id: str, body: RelayTokenCreate) -> RelayTokenOut:
         """A token for `hookbay agent` on this source (shown once; only its hash is stored)."""
         row = await store.get_source(source_id, scope_client(p, None))
-        tok_row, token = await queue.create_token(row["id"], body.name)
+        tok_row, token = await queue.create_token(row["id"], body.name, audit=p.audit("relay_token.create").but(
+            client_id=row["client_id"], changes=[f"name: {orjson.dumps(body.name).decode()}"]))
         return token_out(tok_row, token)
 
     @app.get("/api/v1/sources/{source_id}/relay-tokens", response_model=list[RelayTokenOut], responses=errors,
@@ -293,7 +294,8 @@ def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: C
                 tags=["relay"])
     async def revoke_relay_token(p: Auth, source_id: str, token_id: str) -> Response:
         row = await store.get_source(source_id, scope_client(p, None))
-        await queue.revoke_token(row["id"], token_id)
+        await queue.revoke_token(row["id"], token_id,
+                                 audit=p.audit("relay_token.revoke").but(client_id=row["client_id"]))
         return Response(status_code=204)
 
     return hub

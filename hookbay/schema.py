@@ -277,3 +277,22 @@ relay_tokens = sa.Table(
     sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
+
+# Who changed which source, secret, key or token, and from where; written in the change's own
+# transaction. ``changes`` and ``weakens`` are JSON lists of lines; secrets appear only as [set]/[changed].
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("token_id", sa.String(40), nullable=True),
+    sa.Column("client_id", sa.String(100), nullable=True),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("target", sa.String(200), nullable=True),
+    sa.Column("peer", sa.String(64), nullable=True),
+    sa.Column("changes", Json, nullable=False, server_default="[]"),
+    sa.Column("weakens", Json, nullable=False, server_default="[]"),
+    sa.Index("ix_audit_log_at", "at"),
+    sa.Index("ix_audit_log_client_id", "client_id", "id"),
+)

@@ -37,6 +37,7 @@ from ..admin import (
     rotate_secret_as,
     scope_client,
     update_source_as,
+    with_peer,
 )
 from ..admin_deliveries import delivery_detail, delivery_out, retry_delivery_for
 from ..asgi import Receive, Scope, Send
@@ -193,6 +194,7 @@ class Console:
             p = await principal_for_hash(self.store, self.admin_hash_ref, session.token_hash)
         except Unauthorized:
             return None  # the token was revoked or the admin token rotated since login
+        p = with_peer(p, request, self.settings)  # console changes are audited with where they came from
         return Ctx(principal=p, session=session, csrf=await self.sessions.csrf_token(session))
 
     async def signed_in(self, cookie: str | None) -> bool:

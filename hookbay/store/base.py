@@ -23,6 +23,7 @@ import orjson
 import sqlalchemy as sa
 
 from .. import metrics, schema
+from ..audit import AuditEntry, record
 from ..crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from ..errors import Conflict, EncryptionKeyMissing, NotFound
 from ..ids import new_source_id, now_us
@@ -167,7 +168,7 @@ class Store(DeliveriesMixin):
 
     async def create_source(
         self, *, name: str, client_id: str, config: dict[str, Any], enabled: bool = True, api_key: bool = False,
-        secret: str | None = None,
+        secret: str | None = None, audit: AuditEntry | None = None,
     ) -> tuple[dict[str, Any], str | None]:
         key = "hbk_" + secrets.token_urlsafe(32) if api_key else None
         now = now_us()
@@ -198,13 +199,15 @@ class Store(DeliveriesMixin):
                 conn.execute(schema.source_secrets.insert().values(
                     id=sid, source_id=row["id"], secret=blob, key_id=kid, created_at=now))
             _bump_sources_rev(conn)
+            if audit is not None:
+                record(conn, audit.but(target=row["id"], client_id=client_id))
             return row
 
         return await self.write(ins), key
 
     async def update_source(self, source_id: str, changes: dict[str, Any], client_id: str | None = None,
-                            rotate_api_key: bool = False, remove_api_key: bool = False
-                            ) -> tuple[dict[str, Any], str | None]:
+                            rotate_api_key: bool = False, remove_api_key: bool = False,
+                            audit: AuditEntry | None = None) -> tuple[dict[str, Any], str | None]:
         key = "hbk_" + secrets.token_urlsafe(32) if rotate_api_key else None
         values = dict(changes)
         if "config" in values:
@@ -232,18 +235,25 @@ class Store(DeliveriesMixin):
             if not n:
                 raise NotFound("source not found")
             _bump_sources_rev(conn)
-            return dict(conn.execute(sa.select(S).where(S.c.id == source_id)).mappings().one())
+            new = dict(conn.execute(sa.select(S).where(S.c.id == source_id)).mappings().one())
+            if audit is not None:
+                record(conn, audit.but(target=source_id, client_id=new["client_id"]))
+            return new
 
         return await self.write(upd), key
 
-    async def delete_source(self, source_id: str, client_id: str | None = None) -> None:
+    async def delete_source(self, source_id: str, client_id: str | None = None,
+                            audit: AuditEntry | None = None) -> None:
         def rm(conn: sa.Connection) -> None:
             cond = [S.c.id == source_id]
             if client_id is not None:
                 cond.append(S.c.client_id == client_id)
-            if not conn.execute(S.delete().where(*cond)).rowcount:
+            owner = conn.execute(sa.select(S.c.client_id).where(*cond)).scalar()
+            if owner is None or not conn.execute(S.delete().where(*cond)).rowcount:
                 raise NotFound("source not found")
             _bump_sources_rev(conn)
+            if audit is not None:
+                record(conn, audit.but(target=source_id, client_id=owner))
 
         await self.write(rm)
 
@@ -612,7 +622,8 @@ class Store(DeliveriesMixin):
 
         return await self.read(q)
 
-    async def add_secret(self, source_id: str, secret: str, *, retire_others_after_s: float | None = None) -> None:
+    async def add_secret(self, source_id: str, secret: str, *, retire_others_after_s: float | None = None,
+                         audit: AuditEntry | None = None) -> None:
         """Add a signing secret. Existing active secrets stay valid for ``retire_others_after_s``
         (the rotation grace period; 0 retires them now, None keeps them)."""
         from ..ids import ulid
@@ -629,6 +640,9 @@ class Store(DeliveriesMixin):
                 ).values(expires_at=now + int(retire_others_after_s * 1e6)))
             conn.execute(SS.insert().values(id=sid, source_id=source_id, secret=blob, key_id=kid, created_at=now))
             _bump_sources_rev(conn)
+            if audit is not None:
+                owner = conn.execute(sa.select(S.c.client_id).where(S.c.id == source_id)).scalar()
+                record(conn, audit.but(target=source_id, client_id=owner))
 
         await self.write(w)
 
@@ -653,9 +667,10 @@ class Store(DeliveriesMixin):
 
         return await self.read(q)
 
-    async def reencrypt(self, batch: int = 500) -> dict[str, int]:
+    async def reencrypt(self, batch: int = 500, audit: AuditEntry | None = None) -> dict[str, int]:
         """Re-seal rows written under an older key with the active key, a batch per transaction,
-        while the server keeps running (``hookbay keys rotate``)."""
+        while the server keeps running (``hookbay keys rotate``). The audit entry goes with the last
+        batch, naming the active key id (never the key)."""
         if self.keyring is None:
             raise EncryptionKeyMissing("No HOOKBAY_ENCRYPTION_KEY is configured")
         kid = self.keyring.active_kid
@@ -683,6 +698,10 @@ class Store(DeliveriesMixin):
                 plain = self.unseal(r["secret"], r["id"])
                 blob, _ = self.seal(plain, r["id"])
                 conn.execute(SS.update().where(SS.c.id == r["id"]).values(secret=blob, key_id=kid))
+            if audit is not None:
+                record(conn, audit.but(target=kid, changes=[
+                    *audit.changes, f"active key: {kid}", f"requests re-encrypted: {counts['requests']}",
+                    f"secrets re-encrypted: {len(rows)}"]))
             return len(rows)
 
         counts["secrets"] = await self.write(secrets_step)
@@ -753,7 +772,8 @@ class Store(DeliveriesMixin):
             raise NotFound("profile not found")
         return row
 
-    async def erase_profile(self, profile_id: str, client_id: str | None, actor: str) -> dict[str, Any]:
+    async def erase_profile(self, profile_id: str, client_id: str | None, actor: str,
+                            audit: AuditEntry | None = None) -> dict[str, Any]:
         """Right to be forgotten: the profile, its keys and consent ledger, the records made from
         its requests, and those requests' raw bodies and headers. The erasure itself is logged."""
         from ..ids import ulid
@@ -784,6 +804,9 @@ class Store(DeliveriesMixin):
             erasure_id = "era_" + ulid()
             conn.execute(E.insert().values(id=erasure_id, client_id=owner, profile_id=profile_id,
                                            erased_at=now_us(), actor=actor, summary=orjson.dumps(summary).decode()))
+            if audit is not None:
+                record(conn, audit.but(target=profile_id, client_id=owner, changes=[
+                    f"erasure: {erasure_id}", *(f"{k}: {v}" for k, v in summary.items())]))
             return {"erasure_id": erasure_id, "profile_id": profile_id, **summary}
 
         return await self.write(erase)
@@ -834,14 +857,46 @@ class Store(DeliveriesMixin):
 
         return await self.read(q)
 
-    async def revoke_token(self, token_id: str) -> None:
+    async def revoke_token(self, token_id: str, audit: AuditEntry | None = None) -> None:
         T = schema.tokens
 
         def rm(conn: sa.Connection) -> None:
-            if not conn.execute(T.delete().where(T.c.id == token_id)).rowcount:
+            owner = conn.execute(sa.select(T.c.client_id).where(T.c.id == token_id)).first()
+            if owner is None or not conn.execute(T.delete().where(T.c.id == token_id)).rowcount:
                 raise NotFound("token not found")
+            if audit is not None:
+                record(conn, audit.but(target=token_id, client_id=owner[0]))
 
         await self.write(rm)
+
+    # --- audit log ------------------------------------------------------------------------
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """An entry for a change made outside the store's own methods (right after it)."""
+        def w(conn: sa.Connection) -> None:
+            record(conn, entry)
+
+        await self.write(w)
+
+    async def list_audit(self, client_id: str | None = None, *, since_us: int | None = None,
+                         until_us: int | None = None, before_id: str | None = None,
+                         limit: int = 50) -> list[dict[str, Any]]:
+        """Entries newest first (ids are time-ordered); ``client_id`` limits them to one client's."""
+        A = schema.audit_log
+
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            stmt = sa.select(A)
+            if client_id is not None:
+                stmt = stmt.where(A.c.client_id == client_id)
+            if since_us is not None:
+                stmt = stmt.where(A.c.at >= since_us)
+            if until_us is not None:
+                stmt = stmt.where(A.c.at < until_us)
+            if before_id:
+                stmt = stmt.where(A.c.id < before_id)
+            return [dict(r) for r in conn.execute(stmt.order_by(A.c.id.desc()).limit(limit)).mappings()]
+
+        return await self.read(q)
 
     # --- tokens / meta --------------------------------------------------------------------
 

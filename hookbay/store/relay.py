@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import schema
+from ..audit import AuditEntry, record
 from ..errors import Conflict, NotFound
 from ..ids import now_us, ulid
 from .base import Store, hash_secret
@@ -226,13 +227,16 @@ class RelayQueue:
 
     # --- relay tokens ---------------------------------------------------------------------
 
-    async def create_token(self, source_id: str, name: str) -> tuple[dict[str, Any], str]:
+    async def create_token(self, source_id: str, name: str,
+                           audit: AuditEntry | None = None) -> tuple[dict[str, Any], str]:
         token = "hbr_" + secrets.token_urlsafe(32)
         row = {"id": "rtk_" + ulid(), "source_id": source_id, "name": name, "token_hash": hash_secret(token),
                "created_at": now_us()}
 
         def w(conn: sa.Connection) -> None:
             conn.execute(RT.insert().values(**row))
+            if audit is not None:
+                record(conn, audit.but(target=row["id"], changes=[*audit.changes, f"source: {source_id}"]))
 
         await self.store.write(w)
         return row, token
@@ -245,10 +249,12 @@ class RelayQueue:
 
         return await self.store.read(q)
 
-    async def revoke_token(self, source_id: str, token_id: str) -> None:
+    async def revoke_token(self, source_id: str, token_id: str, audit: AuditEntry | None = None) -> None:
         def w(conn: sa.Connection) -> None:
             if not conn.execute(RT.delete().where(RT.c.id == token_id, RT.c.source_id == source_id)).rowcount:
                 raise NotFound("relay token not found")
+            if audit is not None:
+                record(conn, audit.but(target=token_id, changes=[*audit.changes, f"source: {source_id}"]))
 
         await self.store.write(w)
 

@@ -80,6 +80,8 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     assert live.client.post("/api/v1/replay", json={"request_id": rid}, headers=mine).status_code == 404
     assert live.client.post("/api/v1/replay", json={"source": theirs["id"]}, headers=mine).status_code == 404
     assert live.client.get("/api/v1/deliveries", headers=mine).json()["items"] == []
+    audit = live.client.get("/api/v1/audit", params={"limit": 1000}, headers=mine).json()["items"]
+    assert audit and {e["client_id"] for e in audit} == {"acme"}
     assert live.client.post("/api/v1/deliveries/retry", json={"source": theirs["id"]}, headers=mine).status_code == 404
     assert live.client.post("/api/v1/deliveries/retry", json={}, headers=mine).json()["count"] == 0
     made = live.client.post("/api/v1/sources", json={"name": "x", "client_id": "globex"}, headers=mine)
