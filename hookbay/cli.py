@@ -274,7 +274,8 @@ def serve(
 
 @app.command("worker")
 def worker_cmd() -> None:
-    """Run only the processing worker and deliveries (scale out against a shared PostgreSQL)."""
+    """Run only the processing worker, deliveries and alerts (scale out against a shared PostgreSQL)."""
+    from .alerts import AlertEvaluator
     from .deliveries import Deliverer
     from .logs import setup_logging
     from .runtime import tune_interpreter
@@ -290,11 +291,13 @@ def worker_cmd() -> None:
         tune_interpreter(s.gil_switch_interval)
         refresher = asyncio.create_task(cache.run())
         deliverer = asyncio.create_task(Deliverer(store, cache, s).run())
+        alerts = asyncio.create_task(AlertEvaluator(store, s).run())  # one evaluator acts at a time (a lease)
         try:
             await Worker(store, cache, s).run()
         finally:
             refresher.cancel()
             deliverer.cancel()
+            alerts.cancel()
 
     try:
         _run(main)
