@@ -91,10 +91,10 @@ class RuleDefinition(BaseModel):
     threshold: float | None = Field(default=None, ge=0, le=1, description="error_ratio: alert above this ratio")
     count: Literal["rejected", "failed", "both"] = Field(default="both", description=(
         "error_ratio: what counts as bad: rejected requests, failed processing, or both"))
-    min_requests: int = Field(default=1, ge=1, description="error_ratio: ignore windows with fewer requests")
-    seconds: float | None = Field(default=None, gt=0, description="processing_lag: alert when the oldest due job "
+    min_requests: int = Field(default=1, ge=1, le=1_000_000_000, description="error_ratio: ignore windows with fewer requests")
+    seconds: float | None = Field(default=None, gt=0, le=31_536_000, description="processing_lag: alert when the oldest due job "
                                   "has waited longer")
-    repeat_minutes: float = Field(default=60, gt=0, description="Repeat an open alert at most this often")
+    repeat_minutes: float = Field(default=60, gt=0, le=525600, description="Repeat an open alert at most this often")
     channels: list[Channel] = Field(default_factory=list, max_length=10)
     allow_private_destinations: bool = Field(default=False, description=(
         "Let webhook/Slack channels reach loopback/private addresses (admin only)"))
@@ -107,6 +107,10 @@ class RuleDefinition(BaseModel):
             raise ValueError(f"condition {self.condition} needs {need}")
         if self.condition in SYSTEM_CONDITIONS and self.source_id:
             raise ValueError(f"condition {self.condition} is server-wide: no source_id")
+        try:
+            orjson.dumps(self.model_dump())
+        except TypeError:
+            raise ValueError("text must be valid Unicode (no lone surrogates)") from None
         return self
 
     def with_secrets(self) -> RuleDefinition:

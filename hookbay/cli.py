@@ -1032,6 +1032,7 @@ def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_
 
 
 from . import cli_relay  # noqa: E402,F401  (registers `agent`, `source relay-token`, `source relay-status`)
+from . import cli_alerts  # noqa: E402,F401  (registers `alerts`)
 
 
 def main(argv: list[str] | None = None) -> None:
