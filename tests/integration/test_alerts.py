@@ -6,6 +6,9 @@ resolved lifecycle, client scoping, and each condition."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from email import message_from_bytes
@@ -265,3 +268,58 @@ def test_one_evaluator_at_a_time(db_url: str, tmp_path: Path) -> None:
             await b.close()
 
     asyncio.run(main())
+
+
+def test_cli_rules_from_yaml_and_a_separate_worker_process(db_url: str, live_server_factory,  # type: ignore[no-untyped-def]
+                                                           tmp_path: Path) -> None:
+    """`hookbay alerts apply` sets rules from YAML; a `hookbay worker` process (the server runs no
+    worker) evaluates them; `hookbay alerts` lists what it opened."""
+    live = live_server_factory(db_url, run_worker=False)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HOOKBAY_DATA_DIR=str(tmp_path), HOOKBAY_DATABASE_URL=db_url,
+               HOOKBAY_ADMIN_TOKEN=ADMIN_TOKEN, HOOKBAY_LOG_LEVEL="warning", HOOKBAY_ALERT_INTERVAL_SECONDS="0.2")
+
+    def hb(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([sys.executable, "-m", "hookbay", *args], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert (p.returncode == 0) == ok, p.stderr + p.stdout
+        return p
+
+    hook = Receiver().start()
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text(f"""\
+rules:
+  - name: acme quiet
+    client_id: acme
+    condition: silence
+    minutes: 0.005
+    allow_private_destinations: true
+    channels:
+      - type: webhook
+        url: {hook.url}/a
+        secret: {SECRET}
+""")
+    worker = None
+    try:
+        src = live.create_source(client_id="acme", name="Shop")
+        assert "created" in hb("alerts", "apply", str(rules)).stdout
+        assert "unchanged" in hb("alerts", "apply", str(rules)).stdout  # idempotent
+        [r] = orjson.loads(hb("alerts", "rules", "--json").stdout)
+        assert r["name"] == "acme quiet" and r["client_id"] == "acme" and r["condition"] == "silence"
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("- name: x\n  condition: error_ratio\n")
+        assert "threshold" in hb("alerts", "apply", str(bad), ok=False).stderr
+        assert "no alerts" in hb("alerts").stdout
+
+        worker = subprocess.Popen([sys.executable, "-m", "hookbay", "worker"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        got = _until(lambda: list(hook.received), timeout=30, what="the worker's webhook")
+        payload = Webhook(SECRET).verify(got[0].body, got[0].headers)
+        assert payload["type"] == "hookbay.alert.opened" and payload["alert"]["subject"] == src["id"]
+        [a] = orjson.loads(hb("alerts", "--json", "--state", "open").stdout)
+        assert a["id"] == payload["alert"]["id"] and a["client_id"] == "acme"
+        assert "Shop" in hb("alerts").stdout
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=20)
+        hook.stop()
