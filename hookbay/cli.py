@@ -1031,8 +1031,10 @@ def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_
         typer.echo(f"re-encrypted {res['requests']} request(s) and {res['secrets']} secret(s)")
 
 
-from . import cli_relay  # noqa: E402,F401  (registers `agent`, `source relay-token`, `source relay-status`)
-from . import cli_alerts  # noqa: E402,F401  (registers `alerts`)
+from . import (  # noqa: E402
+    cli_alerts,  # noqa: F401  (registers `alerts`)
+    cli_relay,  # noqa: F401  (registers `agent`, `source relay-token`, `source relay-status`)
+)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -97,6 +97,8 @@ def alerts_apply(
         alerts = AlertStore(store)
         plan = []
         for body in bodies:
+            if body.source_id is not None:  # a name or token is stored as the id: compare with that
+                body = body.model_copy(update={"source_id": (await store.get_source(body.source_id, body.client_id))["id"]})
             cur = await alerts.find_rule(body.client_id, body.name)
             if cur is not None:
                 shown = {k: v for k, v in rule_out(cur).items() if k not in ("id", "created_at", "updated_at")}
