@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schema
+from .admin_alerts import add_alert_routes
 from .admin_deliveries import add_delivery_routes
 from .audit import Actor, AuditEntry, entry_view, source_summary
 from .changes import merge_patch, weakenings
@@ -483,6 +484,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         return await replay_as(store, cache, p, body, getattr(request.app.state, "parse_off_loop", None))
 
     add_delivery_routes(app, store, Auth, scope_client, ERRORS)
+    add_alert_routes(app, store, Auth, scope_client, ERRORS)
 
     @app.get("/api/v1/tokens", response_model=list[TokenOut], responses=ERRORS, tags=["tokens"])
     async def list_tokens(p: Auth) -> list[TokenOut]:

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from . import metrics
 from .admin import create_admin_app, principal_for_token
 from .admin_guard import AdminGuard
+from .alerts import AlertEvaluator
 from .asgi import Receive, Scope, Send, send_json, send_raw
 from .console import create_console_app
 from .console.session import SESSION_COOKIE
@@ -89,6 +90,7 @@ class HookbayApp:
         if self.worker_mode == "inline":
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
             self._tasks.append(asyncio.create_task(self.deliverer.run(), name="deliveries"))
+            self._tasks.append(asyncio.create_task(AlertEvaluator(self.store, self.settings).run(), name="alerts"))
         elif self.worker_mode == "process":
             self.supervisor = WorkerSupervisor(self.settings, self.store.job_event, self.ingest.take_inflight_peak)
             self._tasks.append(asyncio.create_task(self.supervisor.run(), name="worker-supervisor"))

@@ -281,7 +281,8 @@ def serve(
 
 @app.command("worker")
 def worker_cmd() -> None:
-    """Run only the processing worker and deliveries (scale out against a shared PostgreSQL)."""
+    """Run only the processing worker, deliveries and alerts (scale out against a shared PostgreSQL)."""
+    from .alerts import AlertEvaluator
     from .deliveries import Deliverer
     from .logs import setup_logging
     from .runtime import tune_interpreter
@@ -297,6 +298,7 @@ def worker_cmd() -> None:
         tune_interpreter(s.gil_switch_interval)
         refresher = asyncio.create_task(cache.run())
         deliverer = asyncio.create_task(Deliverer(store, cache, s).run())
+        alerts = asyncio.create_task(AlertEvaluator(store, s).run())  # one evaluator acts at a time (a lease)
         me = asyncio.current_task()
         assert me is not None
         loop = asyncio.get_running_loop()
@@ -309,6 +311,7 @@ def worker_cmd() -> None:
         finally:
             refresher.cancel()
             deliverer.cancel()
+            alerts.cancel()
 
     try:
         _run(main)
@@ -1084,7 +1087,10 @@ def audit_cmd(
             typer.echo(f"    WEAKENS: {line}")
 
 
-from . import cli_relay  # noqa: E402,F401  (registers `agent`, `source relay-token`, `source relay-status`)
+from . import (  # noqa: E402
+    cli_alerts,  # noqa: F401  (registers `alerts`)
+    cli_relay,  # noqa: F401  (registers `agent`, `source relay-token`, `source relay-status`)
+)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,12 +22,14 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from .errors import Unauthorized
+from .ids import now_us
 from .models import SourceConfig
 from .store import Store
 from .store.relay import RelayCredential, RelayQueue
 from .views import iso
 
 RECHECK_S = 0.5
+PULL_RECORD_EVERY_S = 10.0
 MAX_WAIT_S = 60.0
 MESSAGE_ID = Path(ge=1, le=2**63 - 1, description="The relay message id")
 LEASE_ID_PATTERN = r"^[A-Za-z0-9_-]{8,40}$"
@@ -131,11 +133,24 @@ class RelayHub:
     def __init__(self, store: Store) -> None:
         self.queue = RelayQueue(store)
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._pull_recorded: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         # Set by `serve` to the HTTP server's "shutting down" flag: pending long-polls then answer
         # at once (empty) instead of holding the shutdown for up to MAX_WAIT_S.
         self.is_closing: Callable[[], bool] = lambda: False
         store.writer.on_relay = self.notify_threadsafe
+
+    async def saw_agent(self, token_id: str) -> None:
+        """Record a pull for the "relay agent silent" alert: at most once per PULL_RECORD_EVERY_S
+        per token and process, so long-polls do not turn into a write each."""
+        mono = time.monotonic()
+        if mono - self._pull_recorded.get(token_id, -1e9) < PULL_RECORD_EVERY_S:
+            return
+        self._pull_recorded[token_id] = mono
+        try:
+            await self.queue.record_pull(token_id, now_us())
+        except Exception:
+            self._pull_recorded.pop(token_id, None)
 
     def notify_threadsafe(self, source_ids: set[str]) -> None:
         loop = self._loop
@@ -243,6 +258,7 @@ def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: C
     ) -> RelayPull:
         """Lease the oldest unacked messages of the token's source, in arrival order. Nothing is
         returned while the oldest one is leased or delayed (order is kept)."""
+        await hub.saw_agent(a.token_id)
         lid, msgs = await hub.pull(a.source_id, wait_s=min(wait, MAX_WAIT_S), max_messages=max,
                                    visibility_s=visibility, lease_id=lease_id)
         return RelayPull(source_id=a.source_id, lease_id=lid, visibility_s=visibility,

@@ -276,6 +276,44 @@ relay_tokens = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("token_hash", sa.String(128), nullable=False, unique=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
+    # When an agent last pulled with this token (written at most every PULL_RECORD_EVERY_S): the
+    # "relay agent silent" alert reads it.
+    sa.Column("last_pull_at", sa.BigInteger, nullable=True),
+)
+
+# Alert rules: a condition, its parameters and channels as one JSON definition (validated by
+# hookbay.alerts.RuleDefinition); client_id NULL = a global rule, which only the admin sees.
+alert_rules = sa.Table(
+    "alert_rules",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("client_id", sa.String(100), nullable=True, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("definition", Json, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+# Alerts: one row per opening of a rule on one subject (a source, or "system"); at most one is open
+# per (rule, subject), which the single evaluator (a lease in ``meta``) guarantees.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("rule_id", sa.String(40), nullable=False),
+    sa.Column("client_id", sa.String(100), nullable=True),
+    sa.Column("subject", sa.String(100), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("detail", Json, nullable=False, server_default="{}"),
+    sa.Column("opened_at", sa.BigInteger, nullable=False),
+    sa.Column("resolved_at", sa.BigInteger, nullable=True),
+    sa.Column("notified_at", sa.BigInteger, nullable=False),
+    sa.Column("notifications", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index("ix_alerts_rule_state", "rule_id", "state"),
+    sa.Index("ix_alerts_client_opened", "client_id", "opened_at"),
 )
 
 # Who changed which source, secret, key or token, and from where; written in the change's own

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(default=120.0, description="A delivery whose worker died is retried after this")
     ready_max_lag_seconds: float = Field(
         default=300, ge=0, description="/readyz answers 503 while the oldest due job has waited longer; 0 = never")
+    alert_interval_seconds: float = Field(
+        default=30, gt=0, description="How often the worker evaluates alert rules (and repeats/resolves alerts)")
     metrics_token: str = Field(default="", description="Bearer token /metrics requires; empty leaves /metrics open")
     public_docs: bool = Field(
         default=True, description="Serve /api/v1/docs and the OpenAPI JSON to anyone; false = signed-in users only")

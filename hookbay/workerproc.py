@@ -57,6 +57,7 @@ def child_main(settings: Settings, wakeup: Connection, ingest_peak: Any) -> None
 
 
 async def _child(settings: Settings, wakeup: Connection, ingest_peak: Any) -> None:
+    from .alerts import AlertEvaluator
     from .deliveries import Deliverer
     from .runtime import tune_interpreter
     from .sources import SourceCache
@@ -96,7 +97,8 @@ async def _child(settings: Settings, wakeup: Connection, ingest_peak: Any) -> No
     try:
         await cache.reload()
         tune_interpreter(settings.gil_switch_interval)
-        tasks = [asyncio.create_task(cache.run()), asyncio.create_task(Deliverer(store, cache, settings).run())]
+        tasks = [asyncio.create_task(cache.run()), asyncio.create_task(Deliverer(store, cache, settings).run()),
+                 asyncio.create_task(AlertEvaluator(store, settings).run())]
         work = asyncio.create_task(worker.run())
         tasks.append(work)
         log.info("worker_process_started", pid=os.getpid())

@@ -258,6 +258,13 @@ class RelayQueue:
 
         await self.store.write(w)
 
+    async def record_pull(self, token_id: str, at_us: int) -> None:
+        """When an agent last pulled with this token (the "relay agent silent" alert reads it)."""
+        def w(conn: sa.Connection) -> None:
+            conn.execute(RT.update().where(RT.c.id == token_id).values(last_pull_at=at_us))
+
+        await self.store.write(w, durable=False)
+
     async def authenticate(self, token: str) -> RelayCredential | None:
         """The source a relay token belongs to (None if unknown, revoked, or its source was deleted)."""
         h = hash_secret(token)

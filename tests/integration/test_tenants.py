@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from tests.conftest import ADMIN_TOKEN
 
 CONTACT = {"SourceName": "Web", "SourceType": "Form", "Email": "iso@example.com"}
+
+
+def _open_alert(live, rule: dict) -> str:  # type: ignore[no-untyped-def]
+    """An open alert of ``rule``, stored as the evaluator would (from a second store, like a worker)."""
+    from hookbay.store import open_store
+    from hookbay.store.alerts import AlertStore, Transition
+
+    async def go() -> None:
+        store = open_store(live.settings)
+        await store.start()
+        try:
+            await AlertStore(store).apply([Transition("open", {
+                "id": "alt_theirs", "rule_id": rule["id"], "client_id": rule["client_id"], "subject": "system",
+                "summary": "s", "detail": {}, "opened_at": 1, "notified_at": 1})])
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+    assert live.client.get("/api/v1/alerts/alt_theirs", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
+    return "alt_theirs"
 
 
 def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[no-untyped-def]
@@ -28,6 +49,10 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     dlv = live.client.get("/api/v1/deliveries", params={"request_id": rid}, headers=admin).json()["items"][0]
     ids = {"source_id": theirs["id"], "request_id": rid, "profile_id": pid, "token_id": their_tok["id"],
            "delivery_id": dlv["id"]}
+    their_rule = live.client.post("/api/v1/alert-rules", json={"name": "g", "client_id": "globex",
+                                                              "condition": "silence", "minutes": 1}, headers=admin).json()
+    ids["rule_id"] = their_rule["id"]
+    ids["alert_id"] = _open_alert(live, their_rule)
     their_relay_tok = live.client.post(f"/api/v1/sources/{theirs['id']}/relay-tokens", json={}, headers=admin).json()
     my_relay_tok = live.client.post(f"/api/v1/sources/{mine_relay['id']}/relay-tokens", json={},
                                     headers=admin).json()["token"]
@@ -59,6 +84,10 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
         ("delete", "/api/v1/sources/{source_id}/relay-tokens/{token_id}"): None,
         ("post", "/api/v1/relay/messages/{message_id}/ack"): {"lease_id": "lse_guess"},
         ("post", "/api/v1/relay/messages/{message_id}/nack"): {"lease_id": "lse_guess"},
+        ("get", "/api/v1/alert-rules/{rule_id}"): None,
+        ("patch", "/api/v1/alert-rules/{rule_id}"): {"name": "stolen"},
+        ("delete", "/api/v1/alert-rules/{rule_id}"): None,
+        ("get", "/api/v1/alerts/{alert_id}"): None,
     }
     spec = live.client.get("/api/v1/openapi.json").json()
     with_params = {(m, p) for p, ops in spec["paths"].items() if "{" in p for m in ops}
@@ -89,10 +118,15 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
     assert live.client.post("/api/v1/tokens", json={"name": "t"}, headers=mine).status_code == 403
     assert live.client.get("/api/v1/tokens", headers=mine).status_code == 403
     assert live.client.get("/", headers={"Authorization": f"Bearer {their_tok['token']}"}).status_code == 404
+    assert live.client.get("/api/v1/alert-rules", headers=mine).json() == []
+    assert live.client.get("/api/v1/alert-rules", params={"client_id": "globex"}, headers=mine).status_code == 404
+    assert live.client.get("/api/v1/alerts", headers=mine).json() == []
 
     # and nothing of theirs changed
     still = live.client.get(f"/api/v1/sources/{theirs['id']}", headers=admin).json()
     assert still["name"] == theirs["name"] and still["signing_secrets"] == 1
+    assert live.client.get(f"/api/v1/alert-rules/{their_rule['id']}", headers=admin).json()["name"] == "g"
+    assert live.client.get("/api/v1/alerts/alt_theirs", headers=admin).json()["state"] == "open"
     assert live.client.get(f"/api/v1/profiles/{pid}", headers=admin).status_code == 200
     queue = live.client.get(f"/api/v1/sources/{theirs['id']}/relay", headers=admin).json()
     assert queue["depth"] == 1 and queue["head"]["deliveries"] == 0

@@ -1,0 +1,167 @@
+"""Admin API routes for alert rules and alerts (``/api/v1/alert-rules``, ``/api/v1/alerts``).
+
+A client token sees and sets only its own client's rules and alerts; global rules (no client) and
+the server-wide conditions (processing lag, readiness) are the admin's, as is letting a channel
+reach private addresses (the same rule as a source's ``allow_private_destinations``).
+"""
+
+# No "from __future__ import annotations": FastAPI resolves these annotations at runtime.
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Query, Request, Response
+from pydantic import BaseModel, Field, ValidationError
+
+from .alerts import SYSTEM_CONDITIONS, RuleDefinition, SlackChannel, WebhookChannel
+from .changes import merge_patch
+from .containment import ConfigRefused
+from .errors import BadRequest, Forbidden, NotFound
+from .store import Store
+from .store.alerts import AlertStore
+from .views import iso
+
+RULE_FIELDS = ("name", "client_id", "enabled")
+
+
+class RuleIn(RuleDefinition):
+    name: str = Field(min_length=1, max_length=200)
+    client_id: str | None = Field(default=None, max_length=100, description=(
+        "The client whose sources the rule watches; null = every client (admin only). A client token's "
+        "rules are always its own client's"))
+    enabled: bool = True
+
+
+class RuleOut(RuleIn):
+    id: str
+    created_at: str | None
+    updated_at: str | None
+
+
+class AlertOut(BaseModel):
+    id: str
+    rule_id: str
+    client_id: str | None
+    subject: str = Field(description="The source id the alert is about, or `system`")
+    state: str = Field(description="open or resolved")
+    summary: str
+    detail: dict[str, Any]
+    opened_at: str | None
+    resolved_at: str | None
+    notified_at: str | None = Field(description="When the last message (open, repeat, resolved) was sent")
+    notifications: int
+    last_error: str | None = Field(description="Why the last message failed on some channel, if it did")
+
+
+def rule_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "client_id": row["client_id"], "enabled": row["enabled"],
+            **row["definition"], "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
+
+
+def alert_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "rule_id": row["rule_id"], "client_id": row["client_id"], "subject": row["subject"],
+            "state": row["state"], "summary": row["summary"], "detail": row["detail"],
+            "opened_at": iso(row["opened_at"]), "resolved_at": iso(row["resolved_at"]),
+            "notified_at": iso(row["notified_at"]), "notifications": row["notifications"],
+            "last_error": row["last_error"]}
+
+
+def _urls(d: RuleDefinition) -> set[str]:
+    return {c.url for c in d.channels if isinstance(c, WebhookChannel | SlackChannel)}
+
+
+async def save_rule(store: Store, is_admin: bool, own_client: str | None, body: RuleIn,
+                    current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Create (``current`` None) or replace a rule after the containment checks; shared by the API
+    and ``hookbay alerts apply`` (which runs as the admin)."""
+    alerts = AlertStore(store)
+    client = body.client_id
+    if not is_admin:
+        client = own_client if client is None else client
+        if client != own_client:
+            raise NotFound("Not Found")
+        if body.condition in SYSTEM_CONDITIONS:
+            raise Forbidden(f"Only an admin may set a rule on the server-wide condition {body.condition}")
+        if body.allow_private_destinations:
+            cur = RuleDefinition.model_validate(current["definition"]) if current else None
+            if cur is None or not cur.allow_private_destinations or not _urls(body) <= _urls(cur):
+                raise Forbidden("Only an admin may let alert channels reach private addresses",
+                                detail=[{"path": "allow_private_destinations",
+                                         "message": "only an admin may let channels reach private addresses"}])
+    if current is not None and client != current["client_id"]:
+        raise BadRequest("A rule's client_id cannot be changed; create a new rule")
+    d = RuleDefinition.model_validate(body.model_dump(exclude=set(RULE_FIELDS))).with_secrets()
+    if d.source_id is not None:
+        try:
+            d.source_id = (await store.get_source(d.source_id, client))["id"]
+        except NotFound:
+            raise ConfigRefused(detail=[{"path": "source_id", "message": "no such source"}]) from None
+    definition = d.model_dump(exclude_none=True)
+    if current is None:
+        return await alerts.create_rule(client, body.name, body.enabled, definition)
+    return await alerts.update_rule(current["id"], body.name, body.enabled, definition)
+
+
+def add_alert_routes(app: FastAPI, store: Store, auth: Any, scope_client: Callable[[Any, str | None], str | None],
+                     errors: dict[int | str, dict[str, Any]]) -> None:
+    Auth = auth
+    alerts = AlertStore(store)
+
+    @app.get("/api/v1/alert-rules", response_model=list[RuleOut], responses=errors, tags=["alerts"])
+    async def list_alert_rules(p: Auth, client_id: str | None = None) -> list[dict[str, Any]]:  # type: ignore[valid-type]
+        return [rule_out(r) for r in await alerts.list_rules(scope_client(p, client_id))]
+
+    @app.post("/api/v1/alert-rules", response_model=RuleOut, status_code=201, responses=errors, tags=["alerts"])
+    async def create_alert_rule(p: Auth, body: RuleIn) -> dict[str, Any]:  # type: ignore[valid-type]
+        """A rule: a condition, its parameters and channels. A webhook channel without a secret gets
+        one (shown here and in the rule, to verify messages with any Standard Webhooks library)."""
+        return rule_out(await save_rule(store, p.is_admin, p.client_id, body))  # type: ignore[attr-defined]
+
+    @app.get("/api/v1/alert-rules/{rule_id}", response_model=RuleOut, responses=errors, tags=["alerts"])
+    async def get_alert_rule(p: Auth, rule_id: str) -> dict[str, Any]:  # type: ignore[valid-type]
+        return rule_out(await alerts.get_rule(rule_id, scope_client(p, None)))
+
+    @app.patch("/api/v1/alert-rules/{rule_id}", response_model=RuleOut, responses=errors, tags=["alerts"],
+               openapi_extra={"requestBody": {"required": True, "content": {
+                   "application/merge-patch+json": {"schema": {"type": "object"}},
+                   "application/json": {"schema": {"type": "object"}}}}})
+    async def update_alert_rule(p: Auth, rule_id: str, request: Request) -> dict[str, Any]:  # type: ignore[valid-type]
+        """JSON Merge Patch (RFC 7396) over the rule as shown: keys present change, ``null``
+        removes, absent keys stay (``channels`` is a list, so it is replaced whole)."""
+        cur = await alerts.get_rule(rule_id, scope_client(p, None))
+        try:
+            patch = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise BadRequest("The body is not valid JSON") from None
+        if not isinstance(patch, dict):
+            raise BadRequest("A merge patch is a JSON object")
+        shown = {k: v for k, v in rule_out(cur).items() if k not in ("id", "created_at", "updated_at")}
+        try:
+            body = RuleIn.model_validate(merge_patch(shown, patch))
+        except ValidationError as e:
+            raise ConfigRefused(detail=[{"path": ".".join(str(x) for x in err["loc"]), "message": err["msg"]}
+                                        for err in e.errors()]) from None
+        return rule_out(await save_rule(store, p.is_admin, p.client_id, body, cur))  # type: ignore[attr-defined]
+
+    @app.delete("/api/v1/alert-rules/{rule_id}", status_code=204, responses=errors, tags=["alerts"])
+    async def delete_alert_rule(p: Auth, rule_id: str) -> Response:  # type: ignore[valid-type]
+        """Its open alerts are closed without a resolved message."""
+        row = await alerts.get_rule(rule_id, scope_client(p, None))
+        await alerts.delete_rule(row["id"])
+        return Response(status_code=204)
+
+    @app.get("/api/v1/alerts", response_model=list[AlertOut], responses=errors, tags=["alerts"])
+    async def list_alerts(
+        p: Auth,  # type: ignore[valid-type]
+        state: str | None = Query(default=None, pattern="^(open|resolved)$"),
+        rule_id: str | None = Query(default=None, max_length=40),
+        limit: int = Query(default=100, ge=1, le=1000),
+    ) -> list[dict[str, Any]]:
+        """Open and resolved alerts, newest first."""
+        rows = await alerts.list_alerts(scope_client(p, None), state=state, rule_id=rule_id, limit=limit)
+        return [alert_out(r) for r in rows]
+
+    @app.get("/api/v1/alerts/{alert_id}", response_model=AlertOut, responses=errors, tags=["alerts"])
+    async def get_alert(p: Auth, alert_id: str) -> dict[str, Any]:  # type: ignore[valid-type]
+        return alert_out(await alerts.get_alert(alert_id, scope_client(p, None)))
