@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,7 @@ class SourceCache:
         self._last_check = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._dv_conn: sqlite3.Connection | None = None
+        self._dv_lock = threading.Lock()  # a worker thread may still be polling when run() is cancelled
         self._data_version: int | None = None
         db = make_url(store.url).database if store.url.startswith("sqlite") else None
         self._sqlite_path = db if db and db != ":memory:" else None
@@ -147,12 +149,13 @@ class SourceCache:
 
     def _data_changed(self) -> bool:
         """SQLite: has any connection committed since the last call? (Read from shared memory, no I/O.)"""
-        if self._dv_conn is None:
-            assert self._sqlite_path is not None
-            self._dv_conn = sqlite3.connect(self._sqlite_path, check_same_thread=False, isolation_level=None)
-        version = int(self._dv_conn.execute("PRAGMA data_version").fetchone()[0])
-        changed, self._data_version = version != self._data_version, version
-        return changed
+        with self._dv_lock:
+            if self._dv_conn is None:
+                assert self._sqlite_path is not None
+                self._dv_conn = sqlite3.connect(self._sqlite_path, check_same_thread=False, isolation_level=None)
+            version = int(self._dv_conn.execute("PRAGMA data_version").fetchone()[0])
+            changed, self._data_version = version != self._data_version, version
+            return changed
 
     async def check(self) -> None:
         """Reload if another process changed any source since the last look."""
@@ -207,10 +210,11 @@ class SourceCache:
                 listener.cancel()
                 with contextlib.suppress(BaseException):
                     await listener
-            if self._dv_conn is not None:
-                with contextlib.suppress(Exception):
-                    self._dv_conn.close()
-                self._dv_conn = None
+            with self._dv_lock:  # held for one PRAGMA at most
+                if self._dv_conn is not None:
+                    with contextlib.suppress(Exception):
+                        self._dv_conn.close()
+                    self._dv_conn = None
 
     async def _listen(self) -> None:
         import psycopg
