@@ -538,6 +538,7 @@ def _lag(args: argparse.Namespace, work: Path, res: Lag) -> None:
                HOOKBAY_LOG_LEVEL="warning")
     res.server_env = {k: v for k, v in env.items() if k.startswith("HOOKBAY_") and k != "HOOKBAY_DATA_DIR"}
 
+    _cli([HOOKBAY, "migrate"], env)  # only serve and migrate create a database
     out = _cli([HOOKBAY, "source", "create", "--name", "lag", "--client", "bench", "--parser", "contact",
                 "--json"], env)
     res.url = f"http://{HOST}:{port}{urlsplit(_ingest_url_from(out)).path}"

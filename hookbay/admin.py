@@ -118,6 +118,8 @@ class ReplayIn(BaseModel):
     until: str | None = None
     limit: int = Field(default=1000, ge=1, le=100_000)
     dry_run: bool = False
+    all: bool = Field(default=False, description="Every request (up to limit): required when no request_id or "
+                                                 "filter is given, so that an empty body never means everything")
 
 
 class ReplayOut(BaseModel):
@@ -225,7 +227,7 @@ async def update_source_as(store: Store, cache: SourceCache, base_url: str, p: P
                                          remove_api_key=body.remove_api_key,
                                          audit=p.audit(action, summary, weak))
     await cache.reload()
-    return source_out(new, base_url, key)
+    return source_out(new, base_url, key, secrets=await store.secret_count(new["id"]))
 
 
 async def patch_source_as(store: Store, cache: SourceCache, base_url: str, p: Principal, source_id: str,
@@ -303,6 +305,8 @@ async def replay_as(store: Store, cache: SourceCache, p: Principal, body: Replay
     """Replay as API, console and CLI do it. ``off_loop`` (the server's parse pool) keeps a tenant's
     replay of a pathological stored body off the event loop and under the parse budget."""
     client = scope_client(p, None)
+    if not body.all and not any((body.request_id, body.source, body.state, body.since, body.until)):
+        raise BadRequest('Give request_id, a filter (source, state, since, until) or "all": true')
     if body.request_id:
         await store.get_request(body.request_id, client)
         items = await replay(store, cache, request_ids=[body.request_id], dry_run=body.dry_run, off_loop=off_loop)

@@ -63,6 +63,8 @@ class RetryFilter(BaseModel):
     error: str | None = Field(default=None, max_length=200, description="Text in the last error")
     since: str | None = Field(default=None, description="Created at or after (ISO-8601 or 15m/2h/3d)")
     until: str | None = None
+    all: bool = Field(default=False, description="Every dead letter: required when no filter is given, so that an "
+                                                 "empty body never means everything by accident")
 
 
 class RetryOut(BaseModel):
@@ -144,6 +146,8 @@ def add_delivery_routes(app: FastAPI, store: Store, auth: Any, scope_client: Cal
     async def retry_dead_letters(p: Auth, body: RetryFilter) -> dict[str, Any]:  # type: ignore[valid-type]
         """Queue every dead letter matching the filter to run again now, with a fresh retry schedule."""
         client = scope_client(p, None)
+        if not body.all and not any((body.source, body.action_type, body.error, body.since, body.until)):
+            raise BadRequest('Give a filter (source, action_type, error, since, until) or "all": true')
         source_id = (await store.get_source(body.source, client))["id"] if body.source else None
         since_us, until_us = _times(body.since, body.until)
         ids = await store.retry_deliveries(DeliveryFilter(

@@ -35,7 +35,7 @@ from .ids import now_us
 from .ingest import NOT_FOUND_BODY, Ingest
 from .parsepool import ParsePool, process_for_store
 from .runtime import tune_interpreter
-from .settings import Settings
+from .settings import PUBLIC_URL_META, Settings
 from .sources import SourceCache
 from .store import Store, hash_secret, open_store
 from .store.errors import describe
@@ -82,6 +82,8 @@ class HookbayApp:
         await asyncio.to_thread(self.store.migrate)
         await self.store.start()
         await self._bootstrap_admin_token()
+        # the CLI prints ingest URLs from this, not from its own (possibly different) HOST/PORT
+        await self.store.set_meta(PUBLIC_URL_META, self.settings.base_url)
         await self.cache.reload()
         tune_interpreter(self.settings.gil_switch_interval)
         self._tasks.append(asyncio.create_task(self.cache.run(), name="source-refresh"))

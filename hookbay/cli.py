@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+import sqlalchemy as sa
 import structlog
 import typer
 import yaml
@@ -26,7 +28,7 @@ from .cli_errors import KNOWN_ERRORS, describe_error
 from .errors import BadRequest, HookbayError
 from .ids import request_id_floor
 from .models import SourceConfig, SourceCreate
-from .settings import Settings, get_settings
+from .settings import PUBLIC_URL_META, Settings, get_settings, unknown_settings
 from .store import RequestFilter, Store, open_store
 from .store.deliveries import DeliveryFilter
 from .views import parse_time, request_detail, request_summary, source_out
@@ -43,9 +45,38 @@ app.add_typer(token_app, name="token")
 _DEBUG = [False]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"hookbay {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error")) -> None:
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error"),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Data directory with the SQLite database "
+                                  "(as HOOKBAY_DATA_DIR; use the server's)"),
+    database_url: str = typer.Option(None, "--database-url", help="Database URL (as HOOKBAY_DATABASE_URL)"),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit"),
+) -> None:
     _DEBUG[0] = debug
+    # The options win over the environment; set there, every later settings read agrees.
+    if data_dir is not None:
+        os.environ["HOOKBAY_DATA_DIR"] = str(data_dir)
+    if database_url is not None:
+        os.environ["HOOKBAY_DATABASE_URL"] = database_url
+    get_settings.cache_clear()
+    if ctx.invoked_subcommand not in ("serve", "doctor"):  # serve logs them (JSON when configured), doctor lists them
+        for name, close in unknown_settings(os.environ):
+            typer.echo(f"warning: {_unknown_setting_text(name, close)}", err=True)
+
+
+def _unknown_setting_text(name: str, close: str | None) -> str:
+    return f"{name} is not a known setting and is ignored" + (f" (did you mean {close}?)" if close else "")
 
 
 log = structlog.get_logger("hookbay.cli")
@@ -84,6 +115,9 @@ OPT_ACTIONS = typer.Option(None, "--actions", help="YAML/JSON file with the list
 OPT_ALLOW_PRIVATE = typer.Option(None, "--allow-private-destinations/--no-allow-private-destinations",
                                  help="Let actions reach loopback/private addresses")
 OPT_RELAY = typer.Option(None, "--relay/--no-relay", help="Relay mode: queue accepted requests for `hookbay agent`")
+OPT_SOURCE_CLIENT = typer.Option(None, "--client", help="The source's client (needed when clients share its name)")
+OPT_FILTER_CLIENT = typer.Option(None, "--client", help="Only this client (and its source, when clients share the "
+                                 "--source name)")
 
 
 def _print_json(obj: Any) -> None:
@@ -97,15 +131,70 @@ def _fail(e: HookbayError, as_json: bool) -> None:
     raise e
 
 
+class NoDatabase(HookbayError):
+    code = "no_database"
+    message = "No hookbay database here"
+
+
+_POINT_ELSEWHERE = ("point to the server's with HOOKBAY_DATA_DIR or HOOKBAY_DATABASE_URL (or --data-dir / "
+                    "--database-url), or create one with `hookbay migrate`")
+
+
+def _db_where(url: sa.engine.URL) -> str:
+    """The database as a user recognises it, without the password."""
+    if url.get_backend_name() == "sqlite":
+        return str(url.database or ":memory:")
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def _sqlite_path(settings: Settings) -> Path | None:
+    url = sa.engine.make_url(settings.effective_database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" \
+            or url.database.startswith("file:"):
+        return None
+    return Path(url.database)
+
+
+def _open_existing(settings: Settings) -> Store:
+    """Open the database the server uses, never a new one: a command run without the server's
+    HOOKBAY_DATA_DIR would otherwise create an empty database and work on it unnoticed."""
+    path = _sqlite_path(settings)
+    if path is not None and not path.is_file():
+        raise NoDatabase(f"no hookbay database at {path} (not creating one): {_POINT_ELSEWHERE}")
+    store = open_store(settings)
+    try:
+        with store.read_engine.connect() as conn:
+            has_schema = sa.inspect(conn).has_table("alembic_version")
+    except BaseException:
+        store.read_engine.dispose()
+        store.write_engine.dispose()
+        raise
+    if not has_schema:
+        store.read_engine.dispose()
+        store.write_engine.dispose()
+        where = _db_where(sa.engine.make_url(settings.effective_database_url))
+        raise NoDatabase(f"the database {where} has no hookbay schema (not creating one): {_POINT_ELSEWHERE}")
+    return store
+
+
+async def _with_public_url(store: Store, settings: Settings) -> Settings:
+    """Ingest URLs name the server's public base URL (recorded by `serve`), not this shell's
+    HOST/PORT; HOOKBAY_PUBLIC_URL still wins."""
+    if settings.public_url:
+        return settings
+    recorded = await store.get_meta(PUBLIC_URL_META)
+    return settings.model_copy(update={"public_url": recorded}) if recorded else settings
+
+
 def _run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) -> T:
     settings = get_settings()
 
     async def main() -> T:
-        store = open_store(settings)
+        store = await asyncio.to_thread(_open_existing, settings)
         await asyncio.to_thread(store.migrate)
         await store.start()
         try:
-            return await fn(store, settings)
+            return await fn(store, await _with_public_url(store, settings))
         finally:
             await store.close()
 
@@ -263,6 +352,8 @@ def serve(
     if port:
         settings.port = port
     setup_logging(settings.log_level, settings.log_json)
+    for name, close in unknown_settings(os.environ):
+        log.warning("unknown_setting", name=name, did_you_mean=close, message=_unknown_setting_text(name, close))
     application = HookbayApp(settings, run_worker=worker)
     db = settings.effective_database_url
     shown_db = db if db.startswith("sqlite") else db.split("@")[-1]
@@ -327,6 +418,25 @@ def migrate() -> None:
     typer.echo("schema is up to date")
 
 
+@app.command()
+def doctor(as_json: bool = JsonOpt) -> None:
+    """Check the database, migrations, settings, SMTP, clock and free disk: one line per check
+    (ok/warn/fail) with the fix; exits 1 when a check fails. Creates nothing."""
+    from .doctor import run_checks
+
+    checks = run_checks(os.environ)
+    if as_json:
+        _print_json([{"status": c.status, "check": c.name, "message": c.message} for c in checks])
+    else:
+        for c in checks:
+            typer.echo(c.line())
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        typer.echo(f"error: {len(failed)} check(s) failed: {', '.join(dict.fromkeys(c.name for c in failed))}",
+                   err=True)
+        raise typer.Exit(1)
+
+
 @source_app.command("create")
 def source_create(
     name: str = typer.Option(..., help="Display name, unique per client"),
@@ -388,7 +498,9 @@ def source_list(client: str = typer.Option(None, help="Only this client"), as_js
     """List sources."""
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        return [source_out(r, s.base_url).model_dump() for r in await store.list_sources(client)]
+        counts = await store.secret_counts()
+        return [source_out(r, s.base_url, secrets=counts.get(r["id"], 0)).model_dump()
+                for r in await store.list_sources(client)]
 
     rows = _run(go, as_json)
     if as_json:
@@ -396,15 +508,18 @@ def source_list(client: str = typer.Option(None, help="Only this client"), as_js
         return
     for r in rows:
         flag = "" if r["enabled"] else "  (disabled)"
-        typer.echo(f"{r['id']}  {r['client_id']}/{r['name']}  {r['ingest_url']}{flag}")
+        typer.echo(f"{r['id']}  {r['client_id']}/{r['name']}  {r['ingest_url']}  "
+                   f"secrets={r['signing_secrets']}{flag}")
 
 
 @source_app.command("show")
-def source_show(ref: str = typer.Argument(..., help="Source id, token or name"), as_json: bool = JsonOpt) -> None:
+def source_show(ref: str = typer.Argument(..., help="Source id, token or name"), client: str = OPT_SOURCE_CLIENT,
+                as_json: bool = JsonOpt) -> None:
     """Show one source."""
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return source_out(await store.get_source(ref), s.base_url).model_dump()
+        row = await store.get_source(ref, client)
+        return source_out(row, s.base_url, secrets=await store.secret_count(row["id"])).model_dump()
 
     _show_source(_run(go, as_json), as_json)
 
@@ -438,12 +553,13 @@ def source_update(
     relay: bool = OPT_RELAY,
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
+    client: str = OPT_SOURCE_CLIENT,
     as_json: bool = JsonOpt,
 ) -> None:
     """Change a source; only the options given change."""
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_source(ref)
+        row = await store.get_source(ref, client)
         changes: dict[str, Any] = {}
         if name is not None:
             changes["name"] = name
@@ -463,7 +579,7 @@ def source_update(
             else "removed" if remove_api_key and row["api_key_hash"] else None)
         new, key = await store.update_source(row["id"], changes, rotate_api_key=api_key,
                                              remove_api_key=remove_api_key, audit=_audit("source.update", summary, weak))
-        return source_out(new, s.base_url, key).model_dump()
+        return source_out(new, s.base_url, key, secrets=await store.secret_count(row["id"])).model_dump()
 
     out = _run(go, as_json)
     _propagate()
@@ -476,6 +592,7 @@ def source_rotate(
     secret: str = typer.Option(None, "--secret", help="The new signing secret (generated if absent)"),
     grace: str = typer.Option("24h", "--grace", help="How long old secrets stay valid: 0, 30m, 24h, 7d"),
     api_key: bool = typer.Option(False, "--api-key", help="Rotate the API key instead (immediately)"),
+    client: str = OPT_SOURCE_CLIENT,
     as_json: bool = JsonOpt,
 ) -> None:
     """Rotate a source's signing secret (old ones valid for --grace) or its API key."""
@@ -490,7 +607,7 @@ def source_rotate(
         raise typer.Exit(2) from None
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_source(ref)
+        row = await store.get_source(ref, client)
         if api_key:
             if row["api_key_hash"] is None:
                 raise BadRequest("This source does not require an API key, so there is none to rotate; "
@@ -517,11 +634,12 @@ def source_rotate(
 
 
 @source_app.command("delete")
-def source_delete(ref: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+def source_delete(ref: str = typer.Argument(..., help="Source id, token or name"), client: str = OPT_SOURCE_CLIENT,
+                  as_json: bool = JsonOpt) -> None:
     """Delete a source (its stored requests stay in the log)."""
 
     async def go(store: Store, s: Settings) -> str:
-        row = await store.get_source(ref)
+        row = await store.get_source(ref, client)
         await store.delete_source(row["id"], audit=_audit("source.delete", [f"name: {orjson.dumps(row['name']).decode()}"]))
         return str(row["id"])
 
@@ -707,6 +825,7 @@ def requests_cmd(
     q: str = typer.Option(None, help="Text in headers or body"),
     limit: int = typer.Option(50),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new requests"),
+    client: str = OPT_FILTER_CLIENT,
     as_json: bool = JsonOpt,
 ) -> None:
     """List requests, newest first; with --follow, print new ones as they arrive (oldest first)."""
@@ -720,8 +839,8 @@ def requests_cmd(
         sys.stdout.flush()
 
     async def go(store: Store, s: Settings) -> None:
-        source_id = (await store.get_source(source))["id"] if source else None
-        f = RequestFilter(source_id=source_id, since_us=_time("--since", since),
+        source_id = (await store.get_source(source, client))["id"] if source else None
+        f = RequestFilter(source_id=source_id, client_id=client, since_us=_time("--since", since),
                           until_us=_time("--until", until), verdict=verdict, state=state,
                           text=q, limit=limit)
         rows = await store.search_requests(f)
@@ -756,13 +875,14 @@ def requests_export(
     until: str = typer.Option(None),
     verdict: str = typer.Option(None), state: str = typer.Option(None),
     out: Path = typer.Option(None, "--out", help="Write to this file instead of stdout"),
+    client: str = OPT_FILTER_CLIENT,
 ) -> None:
     """Export matching requests as NDJSON, oldest first: one line per request with headers, the
     exact body (base64, and as text when it is UTF-8), receipt and records."""
 
     async def go(store: Store, s: Settings) -> int:
-        source_id = (await store.get_source(source))["id"] if source else None
-        f = RequestFilter(source_id=source_id, since_us=_time("--since", since),
+        source_id = (await store.get_source(source, client))["id"] if source else None
+        f = RequestFilter(source_id=source_id, client_id=client, since_us=_time("--since", since),
                           until_us=_time("--until", until), verdict=verdict, state=state,
                           after_id="req_", limit=500)
         sink = out.open("wb") if out else sys.stdout.buffer
@@ -974,6 +1094,7 @@ def replay_cmd(
     source: str = typer.Option(None), failed: bool = typer.Option(False, "--failed", help="Only failed requests"),
     since: str = typer.Option(None), until: str = typer.Option(None), limit: int = typer.Option(1000),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print a diff of old and new records; change nothing"),
+    client: str = OPT_FILTER_CLIENT,
     as_json: bool = JsonOpt,
 ) -> None:
     """Re-parse stored requests with the source's current parser and mapping version."""
@@ -990,8 +1111,8 @@ def replay_cmd(
         if request_id:
             await store.get_request(request_id)
             return await replay(store, cache, request_ids=[request_id], dry_run=dry_run)
-        source_id = (await store.get_source(source))["id"] if source else None
-        flt = RequestFilter(source_id=source_id, state="failed" if failed else None, limit=limit,
+        source_id = (await store.get_source(source, client))["id"] if source else None
+        flt = RequestFilter(source_id=source_id, client_id=client, state="failed" if failed else None, limit=limit,
                             since_us=_time("--since", since),
                             until_us=_time("--until", until))
         return await replay(store, cache, flt=flt, dry_run=dry_run)
@@ -1146,10 +1267,10 @@ app.add_typer(deliveries_app, name="deliveries")
 
 
 def _delivery_filter(store: Store, source: str | None, since: str | None, until: str | None,
-                     **eq: Any) -> Awaitable[DeliveryFilter]:
+                     client: str | None = None, **eq: Any) -> Awaitable[DeliveryFilter]:
     async def build() -> DeliveryFilter:
-        source_id = (await store.get_source(source))["id"] if source else None
-        return DeliveryFilter(source_id=source_id, since_us=_time("--since", since), until_us=_time("--until", until),
+        source_id = (await store.get_source(source, client))["id"] if source else None
+        return DeliveryFilter(source_id=source_id, client_id=client, since_us=_time("--since", since), until_us=_time("--until", until),
                               **eq)
 
     return build()
@@ -1165,13 +1286,14 @@ def deliveries_list(
     since: str = typer.Option(None, help="ISO time or relative (15m, 2h, 3d)"),
     until: str = typer.Option(None),
     limit: int = typer.Option(50),
+    client: str = OPT_FILTER_CLIENT,
     as_json: bool = JsonOpt,
 ) -> None:
     """List deliveries, newest first."""
     from .admin_deliveries import delivery_out
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        f = await _delivery_filter(store, source, since, until, state=state, action_type=action,
+        f = await _delivery_filter(store, source, since, until, client, state=state, action_type=action,
                                    request_id=request, error=error, limit=limit)
         return [delivery_out(r) for r in await store.list_deliveries(f)]
 
@@ -1211,11 +1333,13 @@ def deliveries_retry(
     error: str = typer.Option(None, help="Dead letters whose last error contains this text"),
     since: str = typer.Option(None), until: str = typer.Option(None),
     all_dead: bool = typer.Option(False, "--all", help="Every dead letter (when no other filter is given)"),
+    client: str = OPT_FILTER_CLIENT,
     as_json: bool = JsonOpt,
 ) -> None:
     """Queue dead letters again, one by one (ids) or in bulk by filter, with a fresh retry schedule."""
-    if not delivery_ids and not any((source, action, error, since, until, all_dead)):
-        typer.echo("error: give delivery ids, a filter (--source/--action/--error/--since/--until) or --all", err=True)
+    if not delivery_ids and not any((source, action, error, since, until, client, all_dead)):
+        typer.echo("error: give delivery ids, a filter (--source/--action/--error/--since/--until/--client) or --all",
+                   err=True)
         raise typer.Exit(2)
 
     async def go(store: Store, s: Settings) -> list[str]:
@@ -1223,7 +1347,7 @@ def deliveries_retry(
             for d in delivery_ids:
                 await store.get_delivery(d)  # an unknown id is an error, not "queued 0"
             return await store.retry_deliveries(DeliveryFilter(), ids=list(delivery_ids))
-        f = await _delivery_filter(store, source, since, until, action_type=action, error=error)
+        f = await _delivery_filter(store, source, since, until, client, action_type=action, error=error)
         return await store.retry_deliveries(f)
 
     ids = _run(go, as_json)

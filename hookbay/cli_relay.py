@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import typer
 
-from .cli import JsonOpt, _audit, _print_json, _run, app, source_app
+from .cli import OPT_SOURCE_CLIENT, JsonOpt, _audit, _print_json, _run, app, source_app
 from .settings import Settings
 from .store import Store
 
@@ -28,13 +28,13 @@ SourceArg = typer.Argument(..., help="Source id, token or name")
 
 @relay_token_app.command("create")
 def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", help="A label for the token"),
-                       as_json: bool = JsonOpt) -> None:
+                       client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Create a relay token for a source (printed once; only its hash is stored)."""
     from .relay import token_out
     from .store.relay import RelayQueue
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_source(ref)
+        row = await store.get_source(ref, client)
         tok_row, token = await RelayQueue(store).create_token(row["id"], name, audit=_audit(
             "relay_token.create", [f"name: {orjson.dumps(name).decode()}"]).but(client_id=row["client_id"]))
         return token_out(tok_row, token).model_dump()
@@ -47,13 +47,13 @@ def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", h
 
 
 @relay_token_app.command("list")
-def relay_token_list(ref: str = SourceArg, as_json: bool = JsonOpt) -> None:
+def relay_token_list(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """List a source's relay tokens (never their values)."""
     from .relay import token_out
     from .store.relay import RelayQueue
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        row = await store.get_source(ref)
+        row = await store.get_source(ref, client)
         return [token_out(t).model_dump() for t in await RelayQueue(store).list_tokens(row["id"])]
 
     rows = _run(go, as_json)
@@ -66,12 +66,12 @@ def relay_token_list(ref: str = SourceArg, as_json: bool = JsonOpt) -> None:
 
 @relay_token_app.command("revoke")
 def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(..., help="Relay token id (rtk_…)"),
-                       as_json: bool = JsonOpt) -> None:
+                       client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Revoke a relay token; an agent using it is refused at its next request."""
     from .store.relay import RelayQueue
 
     async def go(store: Store, s: Settings) -> None:
-        row = await store.get_source(ref)
+        row = await store.get_source(ref, client)
         await RelayQueue(store).revoke_token(row["id"], token_id,
                                              audit=_audit("relay_token.revoke").but(client_id=row["client_id"]))
 
@@ -83,13 +83,13 @@ def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(...,
 
 
 @source_app.command("relay-status")
-def relay_status_cmd(ref: str = SourceArg, as_json: bool = JsonOpt) -> None:
+def relay_status_cmd(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Show a relay source's queue: depth, leased messages, the oldest message's age and last error."""
     from .relay import relay_status
     from .store.relay import RelayQueue
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_source(ref)
+        row = await store.get_source(ref, client)
         return (await relay_status(store, RelayQueue(store), row)).model_dump()
 
     st = _run(go, as_json)

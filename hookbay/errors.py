@@ -49,6 +49,13 @@ class BadRequest(HookbayError):
     message = "Bad request"
 
 
+class AmbiguousSource(BadRequest):
+    """A source name shared by several clients names no one source: the caller must say which."""
+
+    code = "ambiguous"
+    message = "The source name is ambiguous: use the id or the client"
+
+
 class MalformedBody(BadRequest):
     code = "malformed_body"
     message = "The body is not well-formed"

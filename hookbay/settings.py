@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -137,3 +139,29 @@ class Settings(BaseSettings):
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+PUBLIC_URL_META = "public_url"  # meta key: the base URL the last started server answers on (CLI ingest links)
+
+# HOOKBAY_* names that are not server settings: read by the relay agent, the test suite and the
+# benchmarks. Listed so that a warning about an unknown name is never noise.
+NON_SETTING_NAMES = frozenset({"HOOKBAY_RELAY_TOKEN", "HOOKBAY_MAILCHIMP_API_KEY", "HOOKBAY_DURABLE_MIN_DB"})
+NON_SETTING_PREFIXES = ("HOOKBAY_AGENT_", "HOOKBAY_TEST_", "HOOKBAY_STATEFUL_")
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Each ``HOOKBAY_*`` variable that no setting reads, with the closest known name: a misspelt
+    variable is otherwise ignored without a word, and the server runs with the default."""
+    known = {"HOOKBAY_" + f.upper() for f in Settings.model_fields}
+    provider = environ.get("HOOKBAY_SECRET_ENV_PREFIX") or str(Settings.model_fields["secret_env_prefix"].default)
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(environ):
+        up = name.upper()
+        if (not up.startswith("HOOKBAY_") or up in known or up in NON_SETTING_NAMES
+                or up.startswith(NON_SETTING_PREFIXES) or up.startswith(provider.upper())):
+            continue
+        # compare what follows the shared prefix, else every name looks alike
+        tails = {n.removeprefix("HOOKBAY_"): n for n in known | NON_SETTING_NAMES}
+        close = difflib.get_close_matches(up.removeprefix("HOOKBAY_"), sorted(tails), n=1, cutoff=0.6)
+        out.append((name, tails[close[0]] if close else None))
+    return out

@@ -79,6 +79,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cli_migrate(env: dict[str, str]) -> dict[str, str]:
+    """Create the schema as a user does before management commands (`hookbay migrate` or a first
+    `hookbay serve`): the other commands refuse to create a database."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "hookbay", "migrate"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr + p.stdout
+    return env
+
+
 def make_settings(db_url: str, data_dir: Path, **over: object):  # type: ignore[no-untyped-def]
     from hookbay.settings import Settings
 

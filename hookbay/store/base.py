@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from .. import metrics, schema
 from ..audit import AuditEntry, record
 from ..crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
-from ..errors import Conflict, EncryptionKeyMissing, NotFound
+from ..errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
 from ..ids import new_source_id, now_us
 from . import bulk
 from . import profiles as profile_store
@@ -269,7 +269,10 @@ class Store(DeliveriesMixin):
             exact = [r for r in rows if r["id"] == ref or r["token"] == ref]
             if exact:
                 return dict(exact[0])
-            return dict(rows[0]) if len(rows) == 1 else None
+            if len(rows) > 1:  # the same name under several clients: never pick one silently
+                raise AmbiguousSource(f"source name {ref!r} is ambiguous: use the id or --client",
+                                      detail={"clients": sorted({str(r["client_id"]) for r in rows})})
+            return dict(rows[0]) if rows else None
 
         row = await self.read(q)
         if row is None:

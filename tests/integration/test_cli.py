@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, free_port
+from tests.conftest import ADMIN_TOKEN, cli_migrate, free_port
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
     env.update({"HOOKBAY_DATA_DIR": str(tmp_path), "HOOKBAY_DATABASE_URL": db_url, "HOOKBAY_PORT": str(free_port()),
                 "HOOKBAY_ADMIN_TOKEN": ADMIN_TOKEN, "HOOKBAY_LOG_LEVEL": "warning",
                 "HOOKBAY_SOURCE_REFRESH_SECONDS": "0.1", "HOOKBAY_WORKER_POLL_SECONDS": "0.2"})
-    return env
+    return cli_migrate(env)
 
 
 def hb(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ADMIN_TOKEN, free_port
+from tests.conftest import ADMIN_TOKEN, cli_migrate, free_port
 
 CLIENTS = 32
 
@@ -27,7 +27,7 @@ def _env(db_url: str, data_dir: Path, port: int) -> dict[str, str]:
         "HOOKBAY_JOB_LEASE_SECONDS": "2", "HOOKBAY_LOG_LEVEL": "warning", "HOOKBAY_WORKER_POLL_SECONDS": "0.2",
         "HOOKBAY_DATABASE_URL": db_url,
     })
-    return env
+    return cli_migrate(env)
 
 
 def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:

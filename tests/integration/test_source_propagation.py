@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, cli_migrate
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def env(db_url: str, tmp_path: Path) -> dict[str, str]:
     e = dict(os.environ)
     e.update({"HOOKBAY_DATA_DIR": str(tmp_path), "HOOKBAY_DATABASE_URL": db_url, "HOOKBAY_ADMIN_TOKEN": ADMIN_TOKEN,
               "HOOKBAY_LOG_LEVEL": "warning"})
-    return e
+    return cli_migrate(e)
 
 
 def hb(env: dict[str, str], *args: str) -> dict:  # type: ignore[type-arg]
