@@ -7,6 +7,7 @@ except unknown tokens, which are only counted (a scanner must not be able to fil
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import math
 import re
@@ -30,6 +31,7 @@ from .errors import (
     StorageUnavailable,
     Unauthorized,
     WriteTimeout,
+    error_body,
 )
 from .ids import new_request_id, now_us
 from .netaddr import client_address, in_networks, parse_networks
@@ -38,6 +40,7 @@ from .ratelimit import RateLimiter
 from .settings import Settings
 from .sources import ActiveSource, SourceCache
 from .store import Store, hash_secret
+from .store.errors import describe
 
 log = structlog.get_logger("hookbay.ingest")
 
@@ -111,6 +114,10 @@ class Ingest:
             self.inflight_peak = self.inflight
         try:
             await self._handle(scope, receive, send, token, test)
+        except Exception as e:  # a bug must still answer in the one JSON shape, never plain text
+            log.error("ingest_failed", test=test, **describe(e))
+            with contextlib.suppress(Exception):  # unless the answer had already started
+                await send_json(send, 500, error_body("internal_error", "Internal server error"))
         finally:
             self.inflight -= 1
 

@@ -23,6 +23,7 @@ import structlog
 from .errors import HookbayError, ParseBudgetExceeded
 from .settings import Settings
 from .sources import ActiveSource
+from .store.errors import describe
 
 log = structlog.get_logger("hookbay.parsepool")
 
@@ -89,6 +90,9 @@ class ParsePool:
         except BrokenProcessPool:
             self._discard(pool)
             raise HookbayError("The parser process died; retry") from None
+        except Exception as e:  # a parser bug: its text may quote the body, so only its class is kept
+            log.error("parse_failed", **describe(e))
+            raise HookbayError("The parser failed unexpectedly; the server log has the details") from None
         if status == _OVER:
             raise ParseBudgetExceeded(detail={"budget_ms": int(self.budget_s * 1000)})
         return value

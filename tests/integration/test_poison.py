@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import structlog
 
 from hookbay import schema
+from hookbay import parsepool
 from hookbay import worker as worker_mod
 from hookbay.parsers import contact as contact_parser
 from hookbay.sources import SourceCache
@@ -42,6 +43,7 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
         logger_factory=structlog.PrintLoggerFactory(file=buf), cache_logger_on_first_use=False)
     monkeypatch.setattr(worker_mod, "log", structlog.get_logger("hookbay.worker"))
     monkeypatch.setattr(writer_mod, "log", structlog.get_logger("hookbay.writer"))
+    monkeypatch.setattr(parsepool, "log", structlog.get_logger("hookbay.parsepool"))
     try:
         yield buf
     finally:
@@ -197,3 +199,41 @@ def test_wait_answers_json_500_with_the_request_id(db_url: str, live_server_fact
     assert POISON_EMAIL not in r.text
     assert live.client.get(f"/V1/Requests/{rid}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
                            ).json()["state"] == "pending"
+
+
+def _raises_with_data(body: bytes) -> None:
+    """A parser bug whose message quotes the body (run in the parse pool's child process)."""
+    raise ValueError(f"cannot handle {body!r}")
+
+
+def test_parse_pool_turns_a_parser_bug_into_a_clean_error(tmp_path: Path, logs: io.StringIO) -> None:
+    from hookbay.errors import HookbayError
+    from hookbay.parsepool import ParsePool
+
+    async def go() -> None:
+        pool = ParsePool(make_settings("sqlite://", tmp_path))
+        try:
+            with pytest.raises(HookbayError) as info:
+                await pool.run(_raises_with_data, POISON_EMAIL.encode())
+            assert info.value.status == 500 and POISON_EMAIL not in info.value.message
+        finally:
+            pool.close()
+
+    asyncio.run(go())
+    assert "parse_failed" in logs.getvalue() and POISON_EMAIL not in logs.getvalue()
+
+
+def test_v1_test_answers_json_500_on_a_bug(live, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Whatever raises inside ingest, the sender gets the one JSON error shape, not plain text."""
+    from hookbay import ingest
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError(f"bug quoting {POISON_EMAIL}")
+
+    monkeypatch.setattr(ingest, "check_well_formed", broken)
+    src = live.create_source(name="c", client_id="acme", config={"parser": "contact"})
+    for path in ("/V1/Test", "/V1/Data"):
+        r = live.client.post(f"{path}/{src['token']}", json={"Email": POISON_EMAIL})
+        assert r.status_code == 500, r.text
+        assert r.headers["content-type"].startswith("application/json")
+        assert r.json()["error"]["code"] == "internal_error" and POISON_EMAIL not in r.text
