@@ -16,8 +16,7 @@ import pytest
 import sqlalchemy as sa
 import structlog
 
-from hookbay import schema
-from hookbay import parsepool
+from hookbay import parsepool, schema
 from hookbay import worker as worker_mod
 from hookbay.parsers import contact as contact_parser
 from hookbay.sources import SourceCache
