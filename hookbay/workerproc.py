@@ -88,8 +88,7 @@ async def _child(settings: Settings, wakeup: Connection, ingest_peak: Any) -> No
         """The server's peak of requests in flight since the last call: as for the inline worker,
         a worker that is behind while ingest is saturated yields (its claims and results are
         transactions that the server's commits wait for on SQLite)."""
-        with ingest_peak.get_lock():
-            peak, ingest_peak.value = ingest_peak.value, 0
+        peak, ingest_peak.value = ingest_peak.value, 0
         return int(peak)
 
     worker = _ChildWorker(store, cache, settings, ingest_load=ingest_load)
@@ -129,7 +128,9 @@ class WorkerSupervisor:
         self.restarts = 0
         self._ctx = multiprocessing.get_context("spawn")
         self._read, self._write = self._ctx.Pipe(duplex=False)
-        self._ingest_peak = self._ctx.Value("i", 0)
+        # A plain shared int: a lost update only skews a load hint, and a lock's semaphore would be
+        # reported "leaked" on stderr (in plain text) by multiprocessing's tracker when serve is stopped.
+        self._ingest_peak = self._ctx.Value("i", 0, lock=False)
         os.set_blocking(self._write.fileno(), False)
 
     async def run(self) -> None:
@@ -162,8 +163,7 @@ class WorkerSupervisor:
         while True:
             await asyncio.sleep(0.02)
             peak = self.ingest_load()
-            with self._ingest_peak.get_lock():
-                self._ingest_peak.value = max(self._ingest_peak.value, peak)
+            self._ingest_peak.value = max(self._ingest_peak.value, peak)
 
     async def _forward_wakeups(self) -> None:
         ev = self.job_event

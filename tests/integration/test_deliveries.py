@@ -376,7 +376,7 @@ def test_deliveries_survive_kill_9(db_url: str, tmp_path: Path) -> None:
 
     import httpx
 
-    from tests.conftest import ADMIN_TOKEN
+    from tests.conftest import ADMIN_TOKEN, cli_migrate
     from tests.integration.test_cli import hb, start_server
 
     rcv = Receiver(delay_s=0.1).start()
@@ -385,6 +385,7 @@ def test_deliveries_survive_kill_9(db_url: str, tmp_path: Path) -> None:
                 "HOOKBAY_ADMIN_TOKEN": ADMIN_TOKEN, "HOOKBAY_LOG_LEVEL": "warning",
                 "HOOKBAY_WORKER_POLL_SECONDS": "0.2", "HOOKBAY_DELIVERY_LEASE_SECONDS": "2",
                 "HOOKBAY_DELIVERY_PER_DESTINATION": "2"})
+    cli_migrate(env)
     actions = tmp_path / "a.yaml"
     actions.write_text(f"- type: forward\n  url: {rcv.url}/x\n")
     src = orjson.loads(hb(env, "source", "create", "--name", "K", "--client", "acme", "--actions", str(actions),
