@@ -30,6 +30,7 @@ from .settings import Settings
 from .signatures import generate_secret, sign_standard, validate_secret
 from .store import Store
 from .store.alerts import AlertStore, Transition
+from .store.errors import describe
 from .views import iso
 
 log = structlog.get_logger("hookbay.alerts")
@@ -146,7 +147,7 @@ class AlertEvaluator:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    log.warning("alert_evaluation_failed", error=f"{type(e).__name__}: {e}")
+                    log.warning("alert_evaluation_failed", **describe(e))
                 await asyncio.sleep(self.settings.alert_interval_seconds)
         finally:
             if self._own_http:
@@ -173,7 +174,7 @@ class AlertEvaluator:
             try:
                 firing = await ctx.evaluate(rule, d)
             except Exception as e:  # cannot tell: its open alerts stay open, none is opened
-                log.warning("alert_rule_failed", rule_id=rule["id"], error=f"{type(e).__name__}: {e}")
+                log.warning("alert_rule_failed", rule_id=rule["id"], **describe(e))
                 for key in [k for k in open_by_key if k[0] == rule["id"]]:
                     del open_by_key[key]
                 continue

@@ -223,7 +223,7 @@ class HookbayApp:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("retention_failed", error=str(e))
+                log.warning("retention_failed", **describe(e))
 
     async def _ready(self, send: Send) -> None:
         why = await self.readiness.check()

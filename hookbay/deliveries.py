@@ -35,6 +35,7 @@ from .signatures import sign_standard
 from .sources import ActiveSource, SourceCache
 from .store import Store, wait_for_wakeup
 from .store.deliveries import AttemptResult, ClaimedDelivery
+from .store.errors import describe
 
 log = structlog.get_logger("hookbay.deliveries")
 EXCERPT = 500
@@ -177,7 +178,7 @@ class Deliverer:
                     except asyncio.CancelledError:
                         raise
                     except Exception as e:
-                        log.warning("delivery_cycle_failed", error=str(e))
+                        log.warning("delivery_cycle_failed", **describe(e))
                         await asyncio.sleep(self.settings.worker_poll_seconds)
                 if n == 0 or n == free:
                     await self._wait()
@@ -243,15 +244,16 @@ class Deliverer:
                 self.done += 1
                 metrics.deliveries_total.labels(c.action_type, result.state).inc()
                 (log.debug if result.state == "succeeded" else log.info)(
-                    "delivery_attempt", delivery_id=c.id, action=c.action_type, attempt=c.attempts,
+                    "delivery_attempt", delivery_id=c.id, request_id=c.request_id, source_id=c.source_id,
+                    action=c.action_type, attempt=c.attempts,
                     state=result.state, status=result.status, error=result.error,
                     latency_ms=round(result.latency_us / 1000, 1))
             else:
                 log.warning("delivery_lease_lost", delivery_id=c.id)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("delivery_crashed", delivery_id=c.id)  # lease expiry brings it back
+        except Exception as e:  # lease expiry brings it back
+            log.error("delivery_crashed", delivery_id=c.id, request_id=c.request_id, **describe(e))
         finally:
             self.inflight[c.destination] -= 1
             if self.inflight[c.destination] <= 0:

@@ -27,6 +27,7 @@ from .models import SourceConfig
 from .netaddr import Network, parse_networks
 from .store import Store
 from .store.dialects import PostgresDialect
+from .store.errors import describe
 
 CHANNEL = "hookbay_sources"
 
@@ -138,7 +139,7 @@ class SourceCache:
                 try:
                     by_id[row["id"]] = build_source(row, self.default_max_body, secrets.get(row["id"]))
                 except Exception as e:  # one bad row must not take every source offline
-                    log.error("source_invalid", source_id=row["id"], error=str(e))
+                    log.error("source_invalid", source_id=row["id"], **describe(e))
             self.by_id = by_id
             self.by_token = {s.token.lower(): s for s in by_id.values() if s.enabled}
             self.rev = rev
@@ -184,7 +185,7 @@ class SourceCache:
             self._last_check = time.monotonic()
             await self.check()
         except Exception as e:
-            log.warning("source_check_failed", error=str(e))
+            log.warning("source_check_failed", **describe(e))
         finally:
             self._pending = None
             if not fut.done():
@@ -204,7 +205,7 @@ class SourceCache:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    log.warning("source_refresh_failed", error=str(e))
+                    log.warning("source_refresh_failed", **describe(e))
         finally:
             if listener is not None:
                 listener.cancel()
@@ -231,7 +232,7 @@ class SourceCache:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("source_listen_failed", error=str(e))
+                log.warning("source_listen_failed", **describe(e))
                 await asyncio.sleep(1)
 
     async def get_by_id(self, source_id: str) -> ActiveSource | None:

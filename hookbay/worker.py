@@ -361,5 +361,5 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("listen_failed", error=str(e))
+                log.warning("listen_failed", **describe(e))
                 await asyncio.sleep(1)
