@@ -49,7 +49,7 @@ MODULES = [
     Module("signatures", "hookbay/signatures.py", ["tests/unit/test_signatures.py"]),
     Module("ssrf", "hookbay/actions/ssrf.py", ["tests/unit/test_ssrf.py"]),
     Module("crypto", "hookbay/crypto.py", ["tests/unit/test_crypto.py"]),
-    Module("profiles", "hookbay/profiles.py", ["tests/unit/test_merge_fields.py"]),
+    Module("profiles", "hookbay/profiles.py", ["tests/unit/test_merge_fields.py", "tests/unit/test_profile_rules.py"]),
     Module("retry", "hookbay/actions/retry.py", ["tests/unit/test_retry.py"]),
     Module("worker-retry", "hookbay/worker.py", ["tests/unit/test_worker_backoff.py"],
            only=["hookbay.worker.xǁRetryPolicyǁ*"], note="RetryPolicy only"),
