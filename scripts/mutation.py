@@ -51,7 +51,7 @@ MODULES = [
     Module("crypto", "hookbay/crypto.py", ["tests/unit/test_crypto.py"]),
     Module("profiles", "hookbay/profiles.py", ["tests/unit/test_merge_fields.py", "tests/unit/test_profile_rules.py"]),
     Module("retry", "hookbay/actions/retry.py", ["tests/unit/test_retry.py"]),
-    Module("worker-retry", "hookbay/worker.py", ["tests/unit/test_worker_backoff.py"],
+    Module("worker-retry", "hookbay/worker.py", ["tests/unit/test_job_retry.py"],
            only=["hookbay.worker.xǁRetryPolicyǁ*"], note="RetryPolicy only"),
     Module("agent-journal", "hookbay/agent_journal.py", ["tests/unit/test_agent_journal.py"]),
     Module("consent", "hookbay/deliveries.py", ["tests/integration/test_deliveries.py"],
