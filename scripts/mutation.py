@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import shutil
 import subprocess
 import sys
@@ -136,12 +137,22 @@ def run_module(m: Module, jobs: int, timeout: float) -> Result:
             if sep and name.startswith("hookbay."):
                 if not m.only or any(_glob(name, p) for p in m.only):
                     statuses[name] = status.strip()
-        diffs = {}
-        for name, status in statuses.items():
-            if status in ("survived", "no tests"):
-                shown = subprocess.run([*mutmut, "show", name], cwd=work, capture_output=True, text=True).stdout
-                diffs[name] = "\n".join(shown.splitlines()[1:]).strip()
+        wanted = [n for n, st in statuses.items() if st in ("survived", "no tests", "suspicious")]
+        shown = subprocess.run([sys.executable, "-c", _DIFFS], cwd=work, input=json.dumps(wanted),
+                               capture_output=True, text=True)
+        diffs = json.loads(shown.stdout) if shown.returncode == 0 else {n: shown.stderr[-500:] for n in wanted}
     return Result(m, statuses, diffs, time.monotonic() - started, complete, error)
+
+
+# every survivor's diff from one process (``mutmut show`` per mutant pays mutmut's start-up each time)
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+out = {}
+for name in json.load(sys.stdin):
+    out[name] = get_diff_for_mutant(name, path=find_mutant(name).path).strip()
+print(json.dumps(out))
+"""
 
 
 def _glob(name: str, pattern: str) -> bool:
