@@ -120,7 +120,9 @@ def run_module(m: Module, jobs: int, timeout: float) -> Result:
                     f"only_mutate = {toml_list([m.path])}\n"
                     f"pytest_add_cli_args_test_selection = {toml_list(m.tests)}\n"
                     f"pytest_add_cli_args = {toml_list(['-p', 'no:cacheprovider', '-q', *m.pytest_args])}\n"
-                    "use_git_change_detection = false\n")
+                    "use_git_change_detection = false\n"
+                    # files the tests read besides the package (bench/contact.json, docs, the README)
+                    f"also_copy = {toml_list([p for p in ('bench/', 'docs/', 'scripts/', 'README.md') if (work / p).exists()])}\n")
         complete, error = True, ""
         try:
             proc = subprocess.run([*mutmut, "run", "--max-children", str(jobs), *m.only], cwd=work,
