@@ -64,7 +64,8 @@ MODULES = [
            pytest_args=NO_PG, note="signature, API key, body limit, header map"),
     Module("store-profiles", "hookbay/store/profiles.py",
            ["tests/integration/test_profiles.py", "tests/integration/test_identity_merge.py"], pytest_args=NO_PG),
-    Module("writer", "hookbay/store/writer.py", ["tests/integration/test_store.py"], pytest_args=NO_PG),
+    Module("writer", "hookbay/store/writer.py",
+           ["tests/unit/test_write_deadlines.py", "tests/integration/test_store.py"], pytest_args=NO_PG),
     Module("relay-store", "hookbay/store/relay.py", ["tests/integration/test_relay_store.py"], pytest_args=NO_PG),
     Module("agent", "hookbay/agent.py", ["tests/integration/test_relay_agent.py"], pytest_args=NO_PG),
 ]
