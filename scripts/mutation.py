@@ -67,7 +67,8 @@ MODULES = [
     Module("writer", "hookbay/store/writer.py",
            ["tests/unit/test_write_deadlines.py", "tests/integration/test_store.py"], pytest_args=NO_PG),
     Module("relay-store", "hookbay/store/relay.py", ["tests/integration/test_relay_store.py"], pytest_args=NO_PG),
-    Module("agent", "hookbay/agent.py", ["tests/integration/test_relay_agent.py"], pytest_args=NO_PG),
+    Module("agent", "hookbay/agent.py",
+           ["tests/unit/test_agent_forwarding.py", "tests/integration/test_relay_agent.py"], pytest_args=NO_PG),
 ]
 BY_NAME = {m.name: m for m in MODULES}
 
