@@ -292,3 +292,23 @@ def test_decrypt_errors_say_what_is_wrong() -> None:
     with pytest.raises(DecryptError) as e:
         RING.decrypt(RING.encrypt(b"x", b"row-1"), b"row-2")
     assert str(e.value) == "encrypted value failed authentication with key 'a' (tampered, or bound to other data)"
+
+
+def test_header_errors_say_what_is_wrong() -> None:
+    header = MAGIC + bytes([1]) + b"a"
+    for blob, message in ((MAGIC + bytes([2]) + b"a!" + b"\0" * 40, "encrypted value has a malformed key id"),
+                          (header + b"\0" * 27, "encrypted value is truncated")):  # a nonce and a tag need 28
+        with pytest.raises(DecryptError) as e:
+            RING.decrypt(blob)
+        assert str(e.value) == message
+
+
+def test_a_key_of_impossible_length_is_not_valid_base64() -> None:
+    with pytest.raises(ValueError) as e:
+        Keyring.parse("a:" + "A" * 45)
+    assert str(e.value) == "encryption key 'a': key is not valid base64"
+
+
+def test_seal_and_open_default_to_no_associated_data() -> None:
+    assert RING.decrypt(seal_value(RING, b"x")) == b"x"
+    assert open_value(RING, RING.encrypt(b"x")) == b"x"

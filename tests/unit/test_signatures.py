@@ -585,3 +585,10 @@ def test_stripe_skips_items_without_an_equals_sign() -> None:
 def test_a_body_of_any_bytes_like_type_verifies(kind: type) -> None:
     body = kind(BODY)
     assert verify(SignatureSpec("github"), ["k"], {"x-hub-signature-256": "sha256=" + _gh_hex()}, body).ok
+
+
+@pytest.mark.parametrize("msg_id", ["msg 1", "msg_\u00e9"])
+def test_a_standard_message_id_outside_printable_ascii_is_bad_format(msg_id: str) -> None:
+    """The id is signed content: only printable ASCII has one unambiguous byte form."""
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"}
+    assert _reason(SignatureSpec("standard"), headers, secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") == "bad_format"
