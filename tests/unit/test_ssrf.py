@@ -242,6 +242,8 @@ async def test_empty_resolution_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.mark.parametrize(("ip", "public"), [
     ("[8.8.8.8", False),  # half a bracket pair is not an address
     ("8.8.8.8]", False),
+    ("[8.8.8.81", False),  # cutting both ends of a half pair would leave a public address
+    ("18.8.8.8]", False),
     ("[2606:4700::1:2]", True),  # the whole bracketed address, its last digit included
     ("[2606:4700::1:2]]", False),
 ])
@@ -280,3 +282,18 @@ async def test_a_host_name_that_cannot_be_encoded_is_refused_with_the_reason(mon
     with pytest.raises(DestinationRefused) as e:
         await check_destination("http://long.example/", allow_private=False)
     assert str(e.value) == "cannot resolve host 'long.example': label too long"
+
+
+async def test_resolving_gives_up_after_10_seconds_by_default(dns: FakeDNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hookbay.actions import ssrf
+
+    seen: list[float] = []
+    real = asyncio.timeout
+
+    def spy(delay: float):  # type: ignore[no-untyped-def]
+        seen.append(delay)
+        return real(delay)
+
+    monkeypatch.setattr(ssrf.asyncio, "timeout", spy)
+    await check_destination("http://public.example/", allow_private=False)
+    assert seen == [10.0]
