@@ -72,6 +72,7 @@ def test_one_journal_per_server_and_token(tmp_path: Path) -> None:
     assert default_journal(tmp_path, "https://hb.example", "rly_a") == a  # a trailing slash is the same server
     assert default_journal(tmp_path, "https://hb.example", "rly_b") != a
     assert default_journal(tmp_path, "https://other.example", "rly_a") != a
+    assert default_journal(tmp_path, "https://hb.example/X", "rly_a") != a  # only slashes are trimmed
 
 
 def test_open_makes_private_files_in_a_new_directory(tmp_path: Path) -> None:
@@ -141,3 +142,29 @@ def test_a_clean_close_leaves_the_state_compacted(tmp_path: Path) -> None:
     j.close()
     assert path.read_text() == f"P {LEASE}\nD 1 {LEASE}\n"
     assert not path.with_name("j.log.tmp").exists()
+
+
+def test_pull_and_forward_lines_are_fsynced_the_others_are_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The durability contract of the module docstring, seen from inside: ``P`` and ``F`` (with
+    every ``D`` before them) reach the disk before the pull or forward starts; ``D``, ``N`` and
+    ``A`` are only written. (A power-loss test cannot run here; the fsync calls are the property.)"""
+    j = Journal(tmp_path / "j.log")
+    j.open()
+    synced: list[str] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(j.path.read_text().splitlines()[-1]), real(fd)))
+    j.pulling(LEASE)
+    j.forwarding(5, LEASE)
+    assert j.state.in_doubt == 5
+    j.forwarded(5, LEASE)
+    j.forwarding(6, LEASE)
+    j.failed(6)
+    j.acked([5, 99])  # an id never owed is fine
+    assert synced == [f"P {LEASE}", f"F 5 {LEASE}", f"F 6 {LEASE}"]
+    assert j.path.read_text().splitlines()[-3:] == [f"F 6 {LEASE}", "N 6", "A 5 99"]
+
+
+def test_a_malformed_line_in_the_middle_does_not_hide_the_lines_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    path.write_text(f"D 1 {LEASE}\nD x {LEASE}\nA 7 y\nD 2 {LEASE}\nA 1\n")
+    assert Journal(path).open().owed == {2: LEASE}
