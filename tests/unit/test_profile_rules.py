@@ -88,6 +88,7 @@ def test_consent_state_latest_event_per_channel_ties_by_ledger_order() -> None:
         "sms": {"granted": False, "occurred_at": 20, "request_id": "r5", "source_id": "s1"},
     }
     assert consent_state([]) == {}
+    assert consent_state([_event(1, "email", 0, 1), _event(2, "email", 1, 2)])["email"]["granted"] is True
 
 
 @pytest.mark.parametrize(("typed", "region", "want"), [
@@ -110,13 +111,13 @@ def test_profile_view() -> None:
     row = {"id": "prf_1", "client_id": "acme", "email": "a@x.io", "phone": None, "created_at": 1_000_000,
            "updated_at": 3_000_000, "ledger": ledger, "keys": [["email", "a@x.io"]], "request_ids": ["r1"],
            "merged_from": ["prf_0"],
-           "fields": orjson.dumps({"b": _f(2, 2_000_000, "r2", None), "a": {"value": 1, "at": 1_000_000,
+           "fields": orjson.dumps({"b": _f(2, 2_000_000, "r2", "s2"), "a": {"value": 1, "at": 1_000_000,
                                                                           "request_id": "r1"}})}
     view = profile_view(row)
     assert view == {
         "id": "prf_1", "client_id": "acme", "email": "a@x.io", "phone": None,
         "fields": {"a": {"value": 1, "set_at": iso(1_000_000), "request_id": "r1", "source_id": None},
-                   "b": {"value": 2, "set_at": iso(2_000_000), "request_id": "r2", "source_id": None}},
+                   "b": {"value": 2, "set_at": iso(2_000_000), "request_id": "r2", "source_id": "s2"}},
         "consent": {"email": {"granted": False, "occurred_at": iso(2_000_000), "request_id": "r2", "source_id": "s1"}},
         "ledger": [{"channel": "email", "granted": True, "occurred_at": iso(1_000_000), "source_id": "s1",
                     "request_id": "r1", "field": "EmailPermission"},
