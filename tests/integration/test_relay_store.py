@@ -392,3 +392,30 @@ async def test_ack_records_when_and_counts_one_delivery(db_url: str) -> None:
         assert list(await _messages(store)) == [msgs[2]["id"]]
     finally:
         await store.close()
+
+
+async def test_a_stale_ack_or_nack_says_why(db_url: str) -> None:
+    """The agent logs these answers: a released or re-leased message and one acked under another
+    lease are told apart, and a message of another source is simply not found."""
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        sid = (await store.create_source(name="r", client_id="acme", config={"relay": True}))[0]["id"]
+        await _send(store, sid, 2)
+        lease, [m1, m2] = await q.pull(sid, 10, 30)
+        assert lease is not None
+        for call in (q.ack(sid, m1["id"], "lse_other"), q.nack(sid, m1["id"], "lse_other", 0, None)):
+            with pytest.raises(Conflict) as e:
+                await call
+            assert e.value.message == "The lease is no longer valid: the message was released or leased again"
+            assert e.value.detail == {"state": "ready"}
+        await q.ack(sid, m1["id"], lease)
+        with pytest.raises(Conflict) as e:
+            await q.ack(sid, m1["id"], "lse_other")
+        assert e.value.message == "The message was already acknowledged under another lease"
+        assert e.value.detail == {"state": "acked"}
+        with pytest.raises(NotFound) as nf:
+            await q.ack("src_other", m2["id"], lease)
+        assert nf.value.message == "relay message not found"
+    finally:
+        await store.close()
