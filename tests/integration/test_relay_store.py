@@ -307,3 +307,115 @@ async def test_acked_messages_are_pruned_after_their_retention_only(db_url: str,
         assert await q.ready_by_source() == {sid: 2, other["id"]: 2}
     finally:
         await store.close()
+
+
+# --- issue #19: what the mutation run found untested ----------------------------------------------
+
+LEASE = "agt_0123456789abcdef0123"
+
+
+async def _messages(store: Store) -> dict[int, dict]:
+    def q(conn: sa.Connection) -> dict[int, dict]:
+        M = schema.relay_messages
+        return {r["id"]: dict(r) for r in conn.execute(sa.select(M)).mappings()}
+
+    return await store.read(q)
+
+
+async def test_every_queue_operation_stays_in_its_own_source(db_url: str) -> None:
+    """Two sources whose messages share one lease id (an agent may reuse its lease): acking,
+    nacking, releasing, counting and the head check of source A never touch B's messages."""
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        a = (await store.create_source(name="a", client_id="acme", config={"relay": True}))[0]["id"]
+        b = (await store.create_source(name="b", client_id="acme", config={"relay": True}))[0]["id"]
+        await _send(store, a, 1)
+        await _send(store, b, 2)
+        assert not await q.head_available("src_nothing_here")
+        _, [a1] = await q.pull(a, 10, 30, lease_id=LEASE)
+        _, [b1, b2] = await q.pull(b, 10, 30, lease_id=LEASE)
+        assert b1["id"] > a1["id"]
+        assert not await q.head_available(a)  # a's only message is leased; b's do not count
+        with pytest.raises(NotFound):
+            await q.ack(a, b1["id"], LEASE)
+        assert await q.ack_many(a, [(b1["id"], LEASE)]) == {b1["id"]: "not_found"}
+        with pytest.raises(NotFound):
+            await q.nack(a, b1["id"], LEASE, 0, "x")
+        sa_, sb = await q.status(a), await q.status(b)
+        assert (sa_["depth"], sa_["leased"], sa_["head"]["id"]) == (1, 1, a1["id"])
+        assert (sb["depth"], sb["leased"], sb["head"]["id"]) == (2, 2, b1["id"])
+        # a's nack releases the rest of a's lease only: b's later messages under the same lease stay leased
+        await q.nack(a, a1["id"], LEASE, 0, None)
+        assert (await q.status(b))["leased"] == 2
+        rows = await _messages(store)
+        assert rows[a1["id"]]["last_error"] is None and rows[a1["id"]]["deliveries"] == 1
+        assert rows[b2["id"]]["lease_id"] == LEASE and rows[b2["id"]]["locked_until"] is not None
+    finally:
+        await store.close()
+
+
+async def test_ack_records_when_and_counts_one_delivery(db_url: str) -> None:
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        sid = (await store.create_source(name="r", client_id="acme", config={"relay": True}))[0]["id"]
+        await _send(store, sid, 3)
+        lease, msgs = await q.pull(sid, 10, 30)
+        assert lease is not None and lease.startswith("lse_")
+        req = msgs[0]["request"]
+        assert {"received_at", "query", "content_type", "method", "path", "headers", "body"} <= set(req)
+        assert req["query"] == "a=1&api-key=[redacted]" and req["content_type"] == "application/json"
+        assert isinstance(req["received_at"], int)
+        before = now_us()
+        assert await q.ack(sid, msgs[0]["id"], lease) is True
+        assert await q.ack_many(sid, [(msgs[1]["id"], lease)]) == {msgs[1]["id"]: "acked"}
+        rows = await _messages(store)
+        for m in msgs[:2]:
+            r = rows[m["id"]]
+            assert r["state"] == "acked" and r["locked_until"] is None and r["deliveries"] == 1
+            assert before <= r["acked_at"] <= now_us()
+        # a second ack: the same lease is idempotent, another lease a conflict; a leased message under
+        # another lease is a conflict too
+        assert await q.ack(sid, msgs[0]["id"], lease) is False
+        assert await q.ack_many(sid, [(msgs[0]["id"], lease), (msgs[1]["id"], "lse_other"),
+                                      (msgs[2]["id"], "lse_other")]) == {
+            msgs[0]["id"]: "already_acked", msgs[1]["id"]: "conflict", msgs[2]["id"]: "conflict"}
+        # pruning: strictly before the cutoff, and dry_run only counts
+        acked_at = rows[msgs[0]["id"]]["acked_at"]
+        cutoff = min(acked_at, rows[msgs[1]["id"]]["acked_at"])
+        assert await q.prune_acked(cutoff, dry_run=True) == 0
+        assert await q.prune_acked(now_us() + 1, dry_run=True) == 2
+        assert len(await _messages(store)) == 3
+        assert await q.prune_acked(cutoff) == 0
+        assert await q.prune_acked(now_us() + 1) == 2
+        assert list(await _messages(store)) == [msgs[2]["id"]]
+    finally:
+        await store.close()
+
+
+async def test_a_stale_ack_or_nack_says_why(db_url: str) -> None:
+    """The agent logs these answers: a released or re-leased message and one acked under another
+    lease are told apart, and a message of another source is simply not found."""
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        sid = (await store.create_source(name="r", client_id="acme", config={"relay": True}))[0]["id"]
+        await _send(store, sid, 2)
+        lease, [m1, m2] = await q.pull(sid, 10, 30)
+        assert lease is not None
+        for call in (q.ack(sid, m1["id"], "lse_other"), q.nack(sid, m1["id"], "lse_other", 0, None)):
+            with pytest.raises(Conflict) as e:
+                await call
+            assert e.value.message == "The lease is no longer valid: the message was released or leased again"
+            assert e.value.detail == {"state": "ready"}
+        await q.ack(sid, m1["id"], lease)
+        with pytest.raises(Conflict) as e:
+            await q.ack(sid, m1["id"], "lse_other")
+        assert e.value.message == "The message was already acknowledged under another lease"
+        assert e.value.detail == {"state": "acked"}
+        with pytest.raises(NotFound) as nf:
+            await q.ack("src_other", m2["id"], lease)
+        assert nf.value.message == "relay message not found"
+    finally:
+        await store.close()

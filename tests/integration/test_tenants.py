@@ -1,16 +1,60 @@
-"""Tenant isolation: a client token gets 404 for every object of another client, on every route."""
+"""Tenant isolation: a client token gets 404 for every object of another client, on every route and
+on every console page. Both route tables are walked, so a new route or page without a case here
+fails the suite (issue #19)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.routing import Mount, Route
 
 from tests.conftest import ADMIN_TOKEN
 
 CONTACT = {"SourceName": "Web", "SourceType": "Form", "Email": "iso@example.com"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+THEIR_SOURCE = "Globex intake"
 
 
-def _open_alert(live, rule: dict) -> str:  # type: ignore[no-untyped-def]
+@dataclass
+class Tenants:
+    """globex's objects (one of each kind, every one reachable by id) and acme's client token."""
+
+    theirs: dict[str, Any]
+    mine_relay: dict[str, Any]
+    rid: str
+    pid: str
+    their_tok: dict[str, Any]
+    dlv: dict[str, Any]
+    their_relay_tok: dict[str, Any]
+    my_relay_tok: str
+    their_msg: dict[str, Any]
+    tok: str
+    their_rule: dict[str, Any]
+    alert_id: str
+
+    @property
+    def mine(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tok}"}
+
+    @property
+    def ids(self) -> dict[str, str]:
+        return {"source_id": self.theirs["id"], "request_id": self.rid, "profile_id": self.pid,
+                "token_id": self.their_tok["id"], "delivery_id": self.dlv["id"], "message_id": str(self.their_msg["id"]),
+                "rule_id": self.their_rule["id"], "alert_id": self.alert_id}
+
+    def secrets(self) -> list[str]:
+        """What no acme page or answer may contain: globex's ids, names and data."""
+        ids = [v for k, v in self.ids.items() if k != "message_id"]  # a small integer: found anywhere
+        return [*ids, self.their_relay_tok["id"], THEIR_SOURCE, "iso@example.com", self.theirs["token"]]
+
+
+def _open_alert(live: Any, rule: dict[str, Any]) -> str:
     """An open alert of ``rule``, stored as the evaluator would (from a second store, like a worker)."""
     from hookbay.store import open_store
     from hookbay.store.alerts import AlertStore, Transition
@@ -26,116 +70,414 @@ def _open_alert(live, rule: dict) -> str:  # type: ignore[no-untyped-def]
             await store.close()
 
     asyncio.run(go())
-    assert live.client.get("/api/v1/alerts/alt_theirs", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
     return "alt_theirs"
 
 
-def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[no-untyped-def]
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    theirs = live.create_source(client_id="globex", config={"parser": "contact", "signature": {"scheme": "github"},
-                                                           "relay": True}, secret="globex-secret-1")
+def _globex_and_acme(live: Any) -> Tenants:
+    theirs = live.create_source(name=THEIR_SOURCE, client_id="globex", secret="globex-secret-1",
+                                config={"parser": "contact", "signature": {"scheme": "github"}, "relay": True})
     mine_relay = live.create_source(client_id="acme", config={"relay": True})
-    live.client.patch(f"/api/v1/sources/{theirs['id']}", json={"config": {"parser": "contact", "relay": True, "signature": None, "actions": [
-        {"type": "forward", "url": "http://127.0.0.1:9/refused"}]}},
-                      headers=admin)
+    # a forward to a private address without allow_private_destinations: a dead letter at its first attempt
+    live.client.patch(f"/api/v1/sources/{theirs['id']}", headers=ADMIN, json={"config": {
+        "parser": "contact", "relay": True, "signature": None,
+        "actions": [{"type": "forward", "url": "http://127.0.0.1:9/refused"}]}})
     r = live.client.post(f"/V1/Data/{theirs['token']}?wait=1", json=CONTACT)
     assert r.status_code == 200, r.text
     rid = r.json()["request_id"]
-    pid = r.json()["receipt"]["records"][0]["profile_id"]
-    tok = live.client.post("/api/v1/tokens", json={"name": "acme", "client_id": "acme"}, headers=admin).json()["token"]
-    mine = {"Authorization": f"Bearer {tok}"}
+    tok = live.client.post("/api/v1/tokens", json={"name": "acme", "client_id": "acme"}, headers=ADMIN).json()["token"]
+    rule = live.client.post("/api/v1/alert-rules", json={"name": "g", "client_id": "globex", "condition": "silence",
+                                                         "minutes": 1}, headers=ADMIN).json()
+    deadline = time.monotonic() + 15
+    while (dlv := live.client.get("/api/v1/deliveries", params={"request_id": rid},
+                                  headers=ADMIN).json()["items"][0])["state"] != "dead":
+        assert time.monotonic() < deadline, dlv
+        time.sleep(0.05)
+    return Tenants(
+        theirs=theirs, mine_relay=mine_relay, rid=rid, pid=r.json()["receipt"]["records"][0]["profile_id"],
+        their_tok=live.client.post("/api/v1/tokens", json={"name": "g", "client_id": "globex"}, headers=ADMIN).json(),
+        dlv=live.client.get(f"/api/v1/deliveries/{dlv['id']}", headers=ADMIN).json(),
+        their_relay_tok=live.client.post(f"/api/v1/sources/{theirs['id']}/relay-tokens", json={}, headers=ADMIN).json(),
+        my_relay_tok=live.client.post(f"/api/v1/sources/{mine_relay['id']}/relay-tokens", json={},
+                                      headers=ADMIN).json()["token"],
+        their_msg=live.client.get(f"/api/v1/sources/{theirs['id']}/relay", headers=ADMIN).json()["head"],
+        tok=tok, their_rule=rule, alert_id=_open_alert(live, rule))
 
-    their_tok = live.client.post("/api/v1/tokens", json={"name": "g", "client_id": "globex"}, headers=admin).json()
-    dlv = live.client.get("/api/v1/deliveries", params={"request_id": rid}, headers=admin).json()["items"][0]
-    ids = {"source_id": theirs["id"], "request_id": rid, "profile_id": pid, "token_id": their_tok["id"],
-           "delivery_id": dlv["id"]}
-    their_rule = live.client.post("/api/v1/alert-rules", json={"name": "g", "client_id": "globex",
-                                                              "condition": "silence", "minutes": 1}, headers=admin).json()
-    ids["rule_id"] = their_rule["id"]
-    ids["alert_id"] = _open_alert(live, their_rule)
-    their_relay_tok = live.client.post(f"/api/v1/sources/{theirs['id']}/relay-tokens", json={}, headers=admin).json()
-    my_relay_tok = live.client.post(f"/api/v1/sources/{mine_relay['id']}/relay-tokens", json={},
-                                    headers=admin).json()["token"]
-    their_msg = live.client.get(f"/api/v1/sources/{theirs['id']}/relay", headers=admin).json()["head"]
+
+def _theirs_unchanged(live: Any, t: Tenants) -> None:
+    """After every attempt: globex's source, profile, relay queue, relay tokens and dead letter as they were."""
+    still = live.client.get(f"/api/v1/sources/{t.theirs['id']}", headers=ADMIN).json()
+    assert still["name"] == THEIR_SOURCE and still["enabled"] and still["signing_secrets"] == 1
+    assert not still["api_key_required"] and still["token"] == t.theirs["token"]
+    assert live.client.get(f"/api/v1/profiles/{t.pid}", headers=ADMIN).status_code == 200
+    queue = live.client.get(f"/api/v1/sources/{t.theirs['id']}/relay", headers=ADMIN).json()
+    assert queue["depth"] == 1 and queue["head"]["deliveries"] == 0
+    relay_toks = live.client.get(f"/api/v1/sources/{t.theirs['id']}/relay-tokens", headers=ADMIN).json()
+    assert [x["id"] for x in relay_toks] == [t.their_relay_tok["id"]]
+    d = live.client.get(f"/api/v1/deliveries/{t.dlv['id']}", headers=ADMIN).json()
+    assert d["state"] == "dead" and d["attempt_log"] == t.dlv["attempt_log"]  # never queued again
+    names = [s["name"] for s in live.client.get("/api/v1/sources", params={"client_id": "globex"},
+                                                headers=ADMIN).json()]
+    assert THEIR_SOURCE in names and not {"x", "planted", "stolen"} & set(names)  # none made for globex
+    tokens = live.client.get("/api/v1/tokens", headers=ADMIN).json()
+    assert t.their_tok["id"] in [x["id"] for x in tokens]
+    assert live.client.get(f"/api/v1/alert-rules/{t.their_rule['id']}", headers=ADMIN).json()["name"] == "g"
+    assert live.client.get(f"/api/v1/alerts/{t.alert_id}", headers=ADMIN).json()["state"] == "open"
+
+
+# --- the API --------------------------------------------------------------------------------------
+
+# routes with an object id in the path: acme's token and globex's id answer 404, like an unknown id
+PARAM_CASES: dict[tuple[str, str], Any] = {
+    ("get", "/api/v1/sources/{source_id}"): None,
+    ("patch", "/api/v1/sources/{source_id}"): {"name": "stolen"},
+    ("put", "/api/v1/sources/{source_id}"): {"name": "stolen"},
+    ("delete", "/api/v1/sources/{source_id}"): None,
+    ("post", "/api/v1/sources/{source_id}/rotate"): {"grace_seconds": 0},
+    ("get", "/api/v1/requests/{request_id}"): None,
+    ("get", "/api/v1/requests/{request_id}/body"): None,
+    ("get", "/api/v1/profiles/{profile_id}"): None,
+    ("get", "/api/v1/profiles/{profile_id}/export"): None,
+    ("delete", "/api/v1/profiles/{profile_id}"): None,
+    ("delete", "/api/v1/tokens/{token_id}"): None,
+    ("get", "/api/v1/deliveries/{delivery_id}"): None,
+    ("post", "/api/v1/deliveries/{delivery_id}/retry"): None,
+    ("get", "/api/v1/sources/{source_id}/relay"): None,
+    ("post", "/api/v1/sources/{source_id}/relay-tokens"): {"name": "stolen"},
+    ("get", "/api/v1/sources/{source_id}/relay-tokens"): None,
+    ("delete", "/api/v1/sources/{source_id}/relay-tokens/{token_id}"): None,
+    ("post", "/api/v1/relay/messages/{message_id}/ack"): {"lease_id": "lse_guess"},
+    ("post", "/api/v1/relay/messages/{message_id}/nack"): {"lease_id": "lse_guess"},
+    ("get", "/api/v1/alert-rules/{rule_id}"): None,
+    ("patch", "/api/v1/alert-rules/{rule_id}"): {"name": "stolen"},
+    ("delete", "/api/v1/alert-rules/{rule_id}"): None,
+    ("get", "/api/v1/alerts/{alert_id}"): None,
+}
+
+
+def _sources(live: Any, t: Tenants) -> None:
+    assert live.client.get("/api/v1/sources", params={"client_id": "globex"}, headers=t.mine).status_code == 404
+    listed = live.client.get("/api/v1/sources", headers=t.mine).json()
+    assert listed and all(s["client_id"] == "acme" for s in listed)
+
+
+def _create_source(live: Any, t: Tenants) -> None:
+    made = live.client.post("/api/v1/sources", json={"name": "x", "client_id": "globex"}, headers=t.mine)
+    assert made.status_code == 404 and made.json()["error"]["code"] == "not_found"
+
+
+def _requests(live: Any, t: Tenants) -> None:
+    assert live.client.get("/api/v1/requests", headers=t.mine).json()["items"] == []
+    assert live.client.get("/api/v1/requests", params={"source": t.theirs["id"]}, headers=t.mine).status_code == 404
+
+
+def _profiles(live: Any, t: Tenants) -> None:
+    assert live.client.get("/api/v1/profiles", params={"email": "iso@example.com"}, headers=t.mine).json() == []
+
+
+def _replay(live: Any, t: Tenants) -> None:
+    assert live.client.post("/api/v1/replay", json={"request_id": t.rid}, headers=t.mine).status_code == 404
+    assert live.client.post("/api/v1/replay", json={"source": t.theirs["id"]}, headers=t.mine).status_code == 404
+    everything = live.client.post("/api/v1/replay", json={"dry_run": True, "all": True}, headers=t.mine).json()
+    assert everything["count"] == 0
+
+
+def _deliveries(live: Any, t: Tenants) -> None:
+    assert live.client.get("/api/v1/deliveries", headers=t.mine).json()["items"] == []
+    assert live.client.get("/api/v1/deliveries", params={"request_id": t.rid}, headers=t.mine).json()["items"] == []
+
+
+def _retry_deliveries(live: Any, t: Tenants) -> None:
+    assert live.client.post("/api/v1/deliveries/retry", json={"source": t.theirs["id"]}, headers=t.mine).status_code == 404
+    assert live.client.post("/api/v1/deliveries/retry", json={"all": True}, headers=t.mine).json()["count"] == 0
+
+
+def _relay_messages(live: Any, t: Tenants) -> None:
+    """The agent endpoints only serve the relay token's own source."""
+    other = live.client.get("/api/v1/relay/messages", params={"wait": 0},
+                            headers={"Authorization": f"Bearer {t.my_relay_tok}"}).json()
+    assert other["source_id"] == t.mine_relay["id"] and other["messages"] == []
+
+
+def _relay_ack_batch(live: Any, t: Tenants) -> None:
+    batch = live.client.post("/api/v1/relay/messages/ack", json={"messages": [{"id": t.their_msg["id"], "lease_id": "x"}]},
+                             headers={"Authorization": f"Bearer {t.my_relay_tok}"}).json()
+    assert batch["results"] == [{"id": t.their_msg["id"], "state": "not_found"}]
+
+
+def _audit(live: Any, t: Tenants) -> None:
+    audit = live.client.get("/api/v1/audit", params={"limit": 1000}, headers=t.mine).json()["items"]
+    assert audit and {e["client_id"] for e in audit} == {"acme"}
+
+
+def _alert_rules(live: Any, t: Tenants) -> None:
+    assert live.client.get("/api/v1/alert-rules", headers=t.mine).json() == []
+    assert live.client.get("/api/v1/alert-rules", params={"client_id": "globex"}, headers=t.mine).status_code == 404
+
+
+def _create_alert_rule(live: Any, t: Tenants) -> None:
+    made = live.client.post("/api/v1/alert-rules", json={"name": "planted", "client_id": "globex",
+                                                         "condition": "silence", "minutes": 1}, headers=t.mine)
+    assert made.status_code in (403, 404), made.text
+
+
+def _alerts(live: Any, t: Tenants) -> None:
+    assert live.client.get("/api/v1/alerts", headers=t.mine).json() == []
+
+
+# routes without an object id in the path, each with its check
+COLLECTION_CASES: dict[tuple[str, str], Callable[[Any, Tenants], None]] = {
+    ("get", "/api/v1/sources"): _sources,
+    ("post", "/api/v1/sources"): _create_source,
+    ("get", "/api/v1/requests"): _requests,
+    ("get", "/api/v1/profiles"): _profiles,
+    ("post", "/api/v1/replay"): _replay,
+    ("get", "/api/v1/deliveries"): _deliveries,
+    ("post", "/api/v1/deliveries/retry"): _retry_deliveries,
+    ("get", "/api/v1/relay/messages"): _relay_messages,
+    ("post", "/api/v1/relay/messages/ack"): _relay_ack_batch,
+    ("get", "/api/v1/audit"): _audit,
+    ("get", "/api/v1/alert-rules"): _alert_rules,
+    ("post", "/api/v1/alert-rules"): _create_alert_rule,
+    ("get", "/api/v1/alerts"): _alerts,
+}
+# routes a client token may not use at all: 403
+ADMIN_ONLY: dict[tuple[str, str], Any] = {
+    ("get", "/api/v1/tokens"): None,
+    ("post", "/api/v1/tokens"): {"name": "t", "client_id": "globex"},
+}
+# routes that hold no tenant's data, with the reason; still asked, and their answer must not leak
+NO_TENANT_DATA = {
+    ("get", "/api/v1/openapi.json"): "the API's schema, the same for every caller",
+    ("get", "/api/v1/docs"): "the Swagger UI page, static HTML around the schema",
+    ("get", "/docs/oauth2-redirect"): "FastAPI's static OAuth2 helper page for the Swagger UI",
+}
+
+
+def _api_routes(app: Any) -> set[tuple[str, str]]:
+    """Every (method, path) the admin API's route table serves (HEAD is GET's twin)."""
+    out = set()
+    for r in app.admin.routes:
+        assert isinstance(r, Route), f"a {type(r).__name__} in the API's route table: give it a tenant case"
+        out |= {(m.lower(), r.path) for m in (r.methods or ()) if m != "HEAD"}
+    return out
+
+
+def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[no-untyped-def]
+    """Every route of the API's route table has a case: by id, another client's object is a 404;
+    a listing or bulk action covers only the caller's client; admin-only routes are a 403; the few
+    routes with no tenant data are listed with their reason and leak nothing either."""
+    t = _globex_and_acme(live)
+    routes = _api_routes(live.app)
+    cases = [set(PARAM_CASES), set(COLLECTION_CASES), set(ADMIN_ONLY), set(NO_TENANT_DATA)]
+    assert sum(len(c) for c in cases) == len(set().union(*cases)), "a route is in two case lists"
+    missing, stale = routes - set().union(*cases), set().union(*cases) - routes
+    assert not missing, f"routes without a tenant-isolation case: {sorted(missing)}"
+    assert not stale, f"cases for routes that no longer exist: {sorted(stale)}"
+
     # relay agent routes: acme's relay token against globex's queued message
-    as_agent = {"headers": {"Authorization": f"Bearer {my_relay_tok}"}, "ids": {"message_id": str(their_msg["id"])}}
-    per_case = {
-        ("delete", "/api/v1/sources/{source_id}/relay-tokens/{token_id}"): {"ids": {"token_id": their_relay_tok["id"]}},
+    as_agent = {"headers": {"Authorization": f"Bearer {t.my_relay_tok}"}}
+    per_case: dict[tuple[str, str], dict[str, Any]] = {
+        ("delete", "/api/v1/sources/{source_id}/relay-tokens/{token_id}"): {"ids": {"token_id": t.their_relay_tok["id"]}},
         ("post", "/api/v1/relay/messages/{message_id}/ack"): as_agent,
         ("post", "/api/v1/relay/messages/{message_id}/nack"): as_agent,
     }
-    cases = {
-        ("get", "/api/v1/sources/{source_id}"): None,
-        ("patch", "/api/v1/sources/{source_id}"): {"name": "stolen"},
-        ("put", "/api/v1/sources/{source_id}"): {"name": "stolen"},
-        ("delete", "/api/v1/sources/{source_id}"): None,
-        ("post", "/api/v1/sources/{source_id}/rotate"): {"grace_seconds": 0},
-        ("get", "/api/v1/requests/{request_id}"): None,
-        ("get", "/api/v1/requests/{request_id}/body"): None,
-        ("get", "/api/v1/profiles/{profile_id}"): None,
-        ("get", "/api/v1/profiles/{profile_id}/export"): None,
-        ("delete", "/api/v1/profiles/{profile_id}"): None,
-        ("delete", "/api/v1/tokens/{token_id}"): None,
-        ("get", "/api/v1/deliveries/{delivery_id}"): None,
-        ("post", "/api/v1/deliveries/{delivery_id}/retry"): None,
-        ("get", "/api/v1/sources/{source_id}/relay"): None,
-        ("post", "/api/v1/sources/{source_id}/relay-tokens"): {"name": "stolen"},
-        ("get", "/api/v1/sources/{source_id}/relay-tokens"): None,
-        ("delete", "/api/v1/sources/{source_id}/relay-tokens/{token_id}"): None,
-        ("post", "/api/v1/relay/messages/{message_id}/ack"): {"lease_id": "lse_guess"},
-        ("post", "/api/v1/relay/messages/{message_id}/nack"): {"lease_id": "lse_guess"},
-        ("get", "/api/v1/alert-rules/{rule_id}"): None,
-        ("patch", "/api/v1/alert-rules/{rule_id}"): {"name": "stolen"},
-        ("delete", "/api/v1/alert-rules/{rule_id}"): None,
-        ("get", "/api/v1/alerts/{alert_id}"): None,
-    }
-    spec = live.client.get("/api/v1/openapi.json").json()
-    with_params = {(m, p) for p, ops in spec["paths"].items() if "{" in p for m in ops}
-    assert with_params == set(cases), "a new route needs a tenant-isolation case"
-    for (method, path), body in cases.items():
+    for (method, path), body in PARAM_CASES.items():
         extra = per_case.get((method, path), {})
-        these = {**ids, **extra.get("ids", {})}
+        these = {**t.ids, **extra.get("ids", {})}
         url = re.sub(r"\{(\w+)\}", lambda m, these=these: these[m.group(1)], path)
-        resp = live.client.request(method, url, json=body, headers=extra.get("headers", mine))
+        resp = live.client.request(method, url, json=body, headers=extra.get("headers", t.mine))
         assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
         assert resp.json()["error"]["code"] == "not_found"
+    for check in COLLECTION_CASES.values():
+        check(live, t)
+    for (method, path), body in ADMIN_ONLY.items():
+        resp = live.client.request(method, path, json=body, headers=t.mine)
+        assert resp.status_code == 403 and resp.json()["error"]["code"] == "forbidden", (method, path, resp.text)
+    for method, path in NO_TENANT_DATA:
+        resp = live.client.request(method, path, headers=t.mine)
+        assert resp.status_code in (200, 401), (path, resp.status_code)
+        assert not [x for x in t.secrets() if x in resp.text], path
+    # another client's token is not the admin's either
+    assert live.client.get("/", headers={"Authorization": f"Bearer {t.their_tok['token']}"}).status_code == 404
 
-    # collection routes only ever show the caller's client
-    assert live.client.get("/api/v1/sources", params={"client_id": "globex"}, headers=mine).status_code == 404
-    assert all(s["client_id"] == "acme" for s in live.client.get("/api/v1/sources", headers=mine).json())
-    assert live.client.get("/api/v1/requests", headers=mine).json()["items"] == []
-    assert live.client.get("/api/v1/requests", params={"source": theirs["id"]}, headers=mine).status_code == 404
-    assert live.client.get("/api/v1/profiles", params={"email": "iso@example.com"}, headers=mine).json() == []
-    assert live.client.post("/api/v1/replay", json={"request_id": rid}, headers=mine).status_code == 404
-    assert live.client.post("/api/v1/replay", json={"source": theirs["id"]}, headers=mine).status_code == 404
-    assert live.client.get("/api/v1/deliveries", headers=mine).json()["items"] == []
-    audit = live.client.get("/api/v1/audit", params={"limit": 1000}, headers=mine).json()["items"]
-    assert audit and {e["client_id"] for e in audit} == {"acme"}
-    assert live.client.post("/api/v1/deliveries/retry", json={"source": theirs["id"]}, headers=mine).status_code == 404
-    assert live.client.post("/api/v1/deliveries/retry", json={"all": True}, headers=mine).json()["count"] == 0
-    made = live.client.post("/api/v1/sources", json={"name": "x", "client_id": "globex"}, headers=mine)
-    assert made.status_code == 404
-    assert live.client.post("/api/v1/tokens", json={"name": "t"}, headers=mine).status_code == 403
-    assert live.client.get("/api/v1/tokens", headers=mine).status_code == 403
-    assert live.client.get("/", headers={"Authorization": f"Bearer {their_tok['token']}"}).status_code == 404
-    assert live.client.get("/api/v1/alert-rules", headers=mine).json() == []
-    assert live.client.get("/api/v1/alert-rules", params={"client_id": "globex"}, headers=mine).status_code == 404
-    assert live.client.get("/api/v1/alerts", headers=mine).json() == []
+    _theirs_unchanged(live, t)
 
-    # and nothing of theirs changed
-    still = live.client.get(f"/api/v1/sources/{theirs['id']}", headers=admin).json()
-    assert still["name"] == theirs["name"] and still["signing_secrets"] == 1
-    assert live.client.get(f"/api/v1/alert-rules/{their_rule['id']}", headers=admin).json()["name"] == "g"
-    assert live.client.get("/api/v1/alerts/alt_theirs", headers=admin).json()["state"] == "open"
-    assert live.client.get(f"/api/v1/profiles/{pid}", headers=admin).status_code == 200
-    queue = live.client.get(f"/api/v1/sources/{theirs['id']}/relay", headers=admin).json()
-    assert queue["depth"] == 1 and queue["head"]["deliveries"] == 0
-    relay_toks = live.client.get(f"/api/v1/sources/{theirs['id']}/relay-tokens", headers=admin).json()
-    assert [t["id"] for t in relay_toks] == [their_relay_tok["id"]]
-    # the agent endpoints only serve the relay token's own source
-    other = live.client.get("/api/v1/relay/messages", params={"wait": 0},
-                            headers={"Authorization": f"Bearer {my_relay_tok}"}).json()
-    assert other["source_id"] == mine_relay["id"] and other["messages"] == []
-    batch = live.client.post("/api/v1/relay/messages/ack", json={"messages": [{"id": their_msg["id"], "lease_id": "x"}]},
-                             headers={"Authorization": f"Bearer {my_relay_tok}"}).json()
-    assert batch["results"] == [{"id": their_msg["id"], "state": "not_found"}]
+
+# --- the console ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """acme's signed-in console session over plain HTTP, and the CSRF token of its pages."""
+
+    c: httpx.Client
+    csrf: str
+    t: Tenants
+
+    def get(self, path: str, **params: str) -> httpx.Response:
+        return self.c.get(path, params=params)
+
+    def post(self, path: str, **form: str) -> httpx.Response:
+        return self.c.post(path, data={"csrf": self.csrf, **form})
+
+    def clean(self, resp: httpx.Response) -> httpx.Response:
+        leaked = [x for x in self.t.secrets() if x in resp.text]
+        assert not leaked, (resp.request.url, leaked)
+        return resp
+
+    def ok(self, resp: httpx.Response) -> str:
+        assert resp.status_code == 200, (resp.request.url, resp.status_code)
+        return self.clean(resp).text
+
+    def not_found(self, resp: httpx.Response) -> None:
+        assert resp.status_code == 404, (resp.request.url, resp.status_code, resp.text[:300])
+        self.clean(resp)
+
+
+def _login(c: httpx.Client, token: str) -> str:
+    page = c.get("/ui/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf
+    r = c.post("/ui/login", data={"csrf": csrf.group(1), "token": token, "next": "/ui/"})
+    assert r.status_code == 303 and "hookbay_session=" in r.headers.get("set-cookie", ""), r.text
+    home = c.get("/ui/")
+    found = re.search(r'name="csrf" value="([^"]+)"', home.text)
+    assert home.status_code == 200 and found
+    return found.group(1)
+
+
+def _ui_tail(s: Session) -> None:
+    s.ok(s.get("/ui/"))
+    s.not_found(s.get("/ui/", source=s.t.theirs["id"]))
+
+
+def _ui_tail_json(s: Session) -> None:
+    r = s.get("/ui/api/requests")
+    assert r.status_code == 200 and r.json()["items"] == []
+    s.clean(r)
+    s.not_found(s.get("/ui/api/requests", source=s.t.theirs["id"]))
+
+
+def _ui_sources(s: Session) -> None:
+    assert s.t.mine_relay["name"] in s.ok(s.get("/ui/sources"))
+
+
+def _ui_create_source(s: Session) -> None:
+    """A client token's form cannot name another client: the source is made for acme."""
+    r = s.post("/ui/sources", name="planted", client_id="globex")
+    assert r.status_code in (200, 303), r.text[:300]
+    made = [x for x in s.c.get("/api/v1/sources", headers=ADMIN).json() if x["name"] == "planted"]
+    assert [x["client_id"] for x in made] == ["acme"]
+
+
+def _ui_playground(s: Session) -> None:
+    s.ok(s.get("/ui/playground"))
+    s.not_found(s.post("/ui/playground", source=s.t.theirs["id"], body="{}", content_type="application/json"))
+
+
+def _ui_profiles(s: Session) -> None:
+    s.ok(s.get("/ui/profiles"))
+    found = s.get("/ui/profiles", q="iso@example.com")  # the page repeats the query: look for the profile
+    assert found.status_code == 200 and s.t.pid not in found.text
+    assert "No profile has that email or phone." in found.text
+
+
+def _ui_deliveries(s: Session) -> None:
+    s.ok(s.get("/ui/deliveries"))
+    s.ok(s.get("/ui/deliveries", state="dead"))
+
+
+def _ui_retry_dead_letters(s: Session) -> None:
+    """acme's bulk retry leaves globex's dead letter dead (checked in _theirs_unchanged)."""
+    r = s.post("/ui/deliveries/retry")
+    assert r.status_code == 303, r.text[:300]
+
+
+def _ui_charts(s: Session) -> None:
+    """globex's rejected request is counted on globex's charts only."""
+    assert "No rejected requests." in s.ok(s.get("/ui/charts"))
+
+
+def _by_id(method: str, form: dict[str, str] | None = None) -> Callable[[Session, str], None]:
+    def check(s: Session, url: str) -> None:
+        s.not_found(s.get(url) if method == "get" else s.post(url, **(form or {})))
+
+    return check
+
+
+UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
+    ("get", "/ui/requests/{request_id}"): _by_id("get"),
+    ("get", "/ui/requests/{request_id}/body"): _by_id("get"),
+    ("post", "/ui/requests/{request_id}/replay"): _by_id("post"),
+    ("get", "/ui/sources/{source_id}"): _by_id("get"),
+    ("post", "/ui/sources/{source_id}"): _by_id("post", {"name": "stolen", "enabled": "false"}),
+    ("post", "/ui/sources/{source_id}/rotate"): _by_id("post", {"grace_seconds": "0"}),
+    ("post", "/ui/sources/{source_id}/api-key"): _by_id("post"),
+    ("get", "/ui/profiles/{profile_id}"): _by_id("get"),
+    ("get", "/ui/deliveries/{delivery_id}"): _by_id("get"),
+    ("post", "/ui/deliveries/{delivery_id}/retry"): _by_id("post"),
+}
+UI_COLLECTION_CASES: dict[tuple[str, str], Callable[[Session], None]] = {
+    ("get", "/ui/"): _ui_tail,
+    ("get", "/ui/api/requests"): _ui_tail_json,
+    ("get", "/ui/sources"): _ui_sources,
+    ("post", "/ui/sources"): _ui_create_source,
+    ("get", "/ui/playground"): _ui_playground,
+    ("post", "/ui/playground"): _ui_playground,
+    ("get", "/ui/profiles"): _ui_profiles,
+    ("get", "/ui/deliveries"): _ui_deliveries,
+    ("post", "/ui/deliveries/retry"): _ui_retry_dead_letters,
+    ("get", "/ui/charts"): _ui_charts,
+}
+UI_NO_TENANT_DATA = {
+    ("get", "/ui"): "a redirect to /ui/",
+    ("get", "/ui/login"): "the login form, before any session",
+    ("post", "/ui/login"): "checks the pasted token, starts a session",
+    ("post", "/ui/logout"): "ends the caller's own session",
+    ("mount", "/ui/static"): "the console's CSS and JavaScript files",
+}
+
+
+def _console_routes(app: Any) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for r in app.console.app.routes:
+        if isinstance(r, Mount):
+            out.add(("mount", r.path))
+        else:
+            assert isinstance(r, Route), f"a {type(r).__name__} in the console's route table: give it a case"
+            out |= {(m.lower(), r.path) for m in (r.methods or ()) if m != "HEAD"}
+    return out
+
+
+def test_every_console_page_hides_other_clients_objects(live) -> None:  # type: ignore[no-untyped-def]
+    """The console with a client token, over plain HTTP with its session cookie: every page of its
+    route table has a case. Another client's object by id is a 404 page that names nothing of it;
+    lists, search, charts and bulk actions cover only the token's client; nothing of theirs changes."""
+    t = _globex_and_acme(live)
+    keyed = live.create_source(name="Globex keyed", client_id="globex", api_key=True)
+    assert live.client.post(f"/V1/Data/{keyed['token']}", json=CONTACT).status_code == 401  # a rejected request
+    routes = _console_routes(live.app)
+    cases = [set(UI_PARAM_CASES), set(UI_COLLECTION_CASES), set(UI_NO_TENANT_DATA)]
+    assert sum(len(c) for c in cases) == len(set().union(*cases)), "a page is in two case lists"
+    missing, stale = routes - set().union(*cases), set().union(*cases) - routes
+    assert not missing, f"console pages without a tenant-isolation case: {sorted(missing)}"
+    assert not stale, f"cases for console pages that no longer exist: {sorted(stale)}"
+
+    with httpx.Client(base_url=live.url, timeout=15) as c:
+        s = Session(c, _login(c, t.tok), t)
+        for (_, path), check in UI_PARAM_CASES.items():
+            check(s, re.sub(r"\{(\w+)\}", lambda m: t.ids[m.group(1)], path))
+        for check_list in UI_COLLECTION_CASES.values():
+            check_list(s)
+        for method, path in UI_NO_TENANT_DATA:
+            if method == "get":
+                s.clean(s.get(path))
+        s.clean(s.get("/ui/static/console.css"))
+        assert s.get("/ui/").status_code == 200  # still signed in: every refusal above was the filter's
+    with httpx.Client(base_url=live.url, timeout=15) as admin:  # the same pages show globex to the admin
+        _login(admin, ADMIN_TOKEN)
+        assert THEIR_SOURCE in admin.get("/ui/sources").text
+        assert admin.get(f"/ui/profiles/{t.pid}").status_code == 200
+        assert t.rid in admin.get("/ui/api/requests").text
+        assert "No rejected requests." not in admin.get("/ui/charts").text
+    _theirs_unchanged(live, t)

@@ -46,3 +46,125 @@ def test_one_agent_per_journal_and_compaction_keeps_it_small(tmp_path: Path) -> 
     j.close()
     rec = Journal(path).open()
     assert rec.owed == {1500: LEASE} and rec.in_doubt is None
+
+
+# --- issue #19: what the mutation run found untested ----------------------------------------------
+
+
+def test_default_state_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hookbay.agent_journal import default_state_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_state_dir() == tmp_path / "xdg" / "hookbay-agent"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_state_dir() == tmp_path / "home" / ".local" / "state" / "hookbay-agent"
+
+
+def test_one_journal_per_server_and_token(tmp_path: Path) -> None:
+    import hashlib
+
+    from hookbay.agent_journal import default_journal
+
+    a = default_journal(tmp_path, "https://hb.example/", "rly_a")
+    digest = hashlib.sha256(b"https://hb.example\nrly_a").hexdigest()[:16]
+    assert a == tmp_path / f"journal-{digest}.log"
+    assert default_journal(tmp_path, "https://hb.example", "rly_a") == a  # a trailing slash is the same server
+    assert default_journal(tmp_path, "https://hb.example", "rly_b") != a
+    assert default_journal(tmp_path, "https://other.example", "rly_a") != a
+    assert default_journal(tmp_path, "https://hb.example/X", "rly_a") != a  # only slashes are trimmed
+
+
+def test_open_makes_private_files_in_a_new_directory(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "j.log"
+    j = Journal(path)
+    j.open()
+    assert (path.stat().st_mode & 0o777, os.stat(f"{path}.lock").st_mode & 0o777) == (0o600, 0o600)
+    with pytest.raises(JournalLocked) as e:
+        Journal(path).open()
+    assert str(e.value) == f"another agent is using the journal {path}"
+    j.close()
+    j.close()  # twice is harmless
+    Journal(path).open()  # the lock went with close()
+
+
+def test_a_journal_never_opened_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    j = Journal(path)
+    j.sync()
+    j.close()
+    assert not path.exists()
+
+
+def test_replay_reads_every_kind_and_skips_what_is_malformed(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    other = "agt_ffffffffffffffffffff"
+    path.write_bytes(b"\n".join([
+        b"P " + LEASE.encode(),
+        b"P short",  # not a lease id: ignored
+        b"P " + other.encode() + b" extra",  # three parts: ignored
+        b"D 1 " + LEASE.encode(),
+        b"D 2 " + LEASE.encode(),
+        b"D 3 bad!lease",  # not a lease id: ignored
+        b"D 4 " + LEASE.encode() + b" x",  # four parts: ignored
+        b"\xff\xfe junk",
+        b"",
+        b"A 1",
+        b"F 7 " + LEASE.encode(),
+        b"N 8",  # another message failed: 7 stays in doubt
+        b"N 7 extra",  # malformed: ignored
+        b"Q 7",
+    ]) + b"\n")
+    rec = Journal(path).open()
+    assert rec == type(rec)(owed={2: LEASE}, lease_id=LEASE, in_doubt=7)
+    # and compaction wrote exactly that state back
+    assert path.read_bytes() == f"P {LEASE}\nD 2 {LEASE}\nF 7 -\n".encode()
+
+
+@pytest.mark.parametrize(("last", "in_doubt"), [
+    (f"D 7 {LEASE}", None), ("N 7", None), (f"D 8 {LEASE}", 7), ("N 8", 7), (f"F 9 {LEASE}", 9)])
+def test_the_message_in_doubt_is_cleared_only_by_its_own_outcome(tmp_path: Path, last: str, in_doubt: int | None) -> None:
+    path = tmp_path / "j.log"
+    path.write_text(f"F 7 {LEASE}\n{last}\n")
+    assert Journal(path).open().in_doubt == in_doubt
+
+
+def test_a_clean_close_leaves_the_state_compacted(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    j = Journal(path)
+    j.open()
+    j.pulling(LEASE)
+    j.forwarding(1, LEASE)
+    j.forwarded(1, LEASE)
+    j.forwarding(2, LEASE)
+    j.failed(2)
+    j.acked([])
+    j.close()
+    assert path.read_text() == f"P {LEASE}\nD 1 {LEASE}\n"
+    assert not path.with_name("j.log.tmp").exists()
+
+
+def test_pull_and_forward_lines_are_fsynced_the_others_are_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The durability contract of the module docstring, seen from inside: ``P`` and ``F`` (with
+    every ``D`` before them) reach the disk before the pull or forward starts; ``D``, ``N`` and
+    ``A`` are only written. (A power-loss test cannot run here; the fsync calls are the property.)"""
+    j = Journal(tmp_path / "j.log")
+    j.open()
+    synced: list[str] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(j.path.read_text().splitlines()[-1]), real(fd)))
+    j.pulling(LEASE)
+    j.forwarding(5, LEASE)
+    assert j.state.in_doubt == 5
+    j.forwarded(5, LEASE)
+    j.forwarding(6, LEASE)
+    j.failed(6)
+    j.acked([5, 99])  # an id never owed is fine
+    assert synced == [f"P {LEASE}", f"F 5 {LEASE}", f"F 6 {LEASE}"]
+    assert j.path.read_text().splitlines()[-3:] == [f"F 6 {LEASE}", "N 6", "A 5 99"]
+
+
+def test_a_malformed_line_in_the_middle_does_not_hide_the_lines_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    path.write_text(f"D 1 {LEASE}\nD x {LEASE}\nA 7 y\nD 2 {LEASE}\nA 1\n")
+    assert Journal(path).open().owed == {2: LEASE}

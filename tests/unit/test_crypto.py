@@ -239,3 +239,76 @@ def test_aad_binding_property(plaintext: bytes, aad: bytes, other: bytes) -> Non
     if other != aad:
         with pytest.raises(DecryptError):
             RING.decrypt(blob, other)
+
+
+# --- issue #19: what the mutation run found untested ----------------------------------------------
+
+KEY = os.urandom(32)
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ([("bad kid", KEY)], "encryption key #1: key id must match [A-Za-z0-9_-]{1,16}"),
+    ([("a", KEY), ("b!", KEY)], "encryption key #2: key id must match [A-Za-z0-9_-]{1,16}"),
+    ([(7, KEY)], "encryption key #1: key id must match [A-Za-z0-9_-]{1,16}"),
+    ([("a", KEY), ("a", KEY)], "encryption key id 'a' appears more than once"),
+    ([("a", KEY[:16])], "encryption key 'a' must be 32 bytes (AES-256), got 16"),
+    ([], "no encryption keys configured"),
+])
+def test_keyring_errors_say_which_key(keys: list, message: str) -> None:
+    """The operator fixes HOOKBAY_ENCRYPTION_KEY from this message: it names the entry by position or id."""
+    with pytest.raises(ValueError) as e:
+        Keyring(keys)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (f"a:{K_A},b!:{K_B}", "encryption key entry #2: key id must match [A-Za-z0-9_-]{1,16}"),
+    (f"bad kid:{K_A}", "encryption key entry #1: key id must match [A-Za-z0-9_-]{1,16}"),
+    ("a:not*base64", "encryption key 'a': key is not valid base64"),
+    (f"a:{K_A}:x", "encryption key 'a': key is not valid base64"),
+    (" , ,", "encryption key setting contains no keys"),
+])
+def test_parse_errors_say_which_entry(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as e:
+        Keyring.parse(text)
+    assert str(e.value) == message
+
+
+def test_parse_accepts_an_extra_padding_sign() -> None:
+    """Padding is dropped and recomputed, so a key pasted with one '=' too many still works."""
+    ring = _ring(f"a:{K_A}=")
+    assert ring.decrypt(RING.encrypt(b"x")) == b"x"
+    with pytest.raises(ValueError, match="not valid base64"):
+        Keyring.parse(f"a:={K_A}")  # padding in front is no padding
+
+
+def test_decrypt_errors_say_what_is_wrong() -> None:
+    with pytest.raises(DecryptError) as e:
+        RING.decrypt(b"plain")
+    assert str(e.value) == "value is not encrypted"
+    with pytest.raises(DecryptError) as e:
+        RING.decrypt(MAGIC)
+    assert str(e.value) == "encrypted value is truncated"
+    with pytest.raises(DecryptError) as e:
+        RING.decrypt(RING.encrypt(b"x", b"row-1"), b"row-2")
+    assert str(e.value) == "encrypted value failed authentication with key 'a' (tampered, or bound to other data)"
+
+
+def test_header_errors_say_what_is_wrong() -> None:
+    header = MAGIC + bytes([1]) + b"a"
+    for blob, message in ((MAGIC + bytes([2]) + b"a!" + b"\0" * 40, "encrypted value has a malformed key id"),
+                          (header + b"\0" * 27, "encrypted value is truncated")):  # a nonce and a tag need 28
+        with pytest.raises(DecryptError) as e:
+            RING.decrypt(blob)
+        assert str(e.value) == message
+
+
+def test_a_key_of_impossible_length_is_not_valid_base64() -> None:
+    with pytest.raises(ValueError) as e:
+        Keyring.parse("a:" + "A" * 45)
+    assert str(e.value) == "encryption key 'a': key is not valid base64"
+
+
+def test_seal_and_open_default_to_no_associated_data() -> None:
+    assert RING.decrypt(seal_value(RING, b"x")) == b"x"
+    assert open_value(RING, RING.encrypt(b"x")) == b"x"

@@ -209,3 +209,76 @@ _REQ = httpx.Request("POST", "https://example.com/hook")
 )
 def test_classify(status: int | None, error: BaseException | None, want: str) -> None:
     assert POLICY.classify(status, error) == want
+
+
+# --- issue #19: what the mutation run found untested ----------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "want"), [
+    (200, "ok"), (299, "ok"), (300, "fail"), (301, "fail"), (499, "fail"), (500, "retry"), (599, "retry"),
+    (600, "fail"), (199, "fail"),
+])
+def test_classify_status_boundaries(status: int, want: str) -> None:
+    assert RetryPolicy().classify(status, None) == want
+
+
+@pytest.mark.parametrize(("code", "want"), [(399, "fail"), (400, "retry"), (499, "retry"), (500, "fail")])
+def test_classify_smtp_code_boundaries(code: int, want: str) -> None:
+    assert RetryPolicy().classify(None, aiosmtplib.SMTPResponseException(code, "x")) == want
+    refused = aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(code, "x", "a@b")])
+    assert RetryPolicy().classify(None, refused) == want
+
+
+def test_classify_recipients_without_a_code_is_final() -> None:
+    """A refused recipient with no reply code cannot be a 4xx: final, and no TypeError on the way."""
+    class NoCode:
+        pass
+
+    refused = aiosmtplib.SMTPRecipientsRefused([NoCode()])  # type: ignore[list-item]
+    assert RetryPolicy().classify(None, refused) == "fail"
+
+
+def test_a_zero_delay_in_the_schedule_is_refused_and_a_cap_of_min_delay_is_allowed() -> None:
+    with pytest.raises(ValueError) as e:
+        RetryPolicy(schedule=(5, 0))
+    assert str(e.value) == "schedule must be a non-empty sequence of positive, finite delays"
+    assert RetryPolicy(retry_after_cap=MIN_DELAY).next_delay(1, "600") == MIN_DELAY
+
+
+def test_attempt_zero_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError) as e:
+        RetryPolicy().next_delay(0)
+    assert str(e.value) == "attempt is 1-based"
+
+
+def test_full_jitter_draws_from_zero_to_the_schedule_entry() -> None:
+    calls: list[tuple[float, float]] = []
+
+    class Spy(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            calls.append((a, b))
+            return 42.0
+
+    assert RetryPolicy(schedule=(5, 30)).next_delay(2, rng=Spy()) == 42.0
+    assert calls == [(0, 30.0)]
+
+
+def test_an_overflowing_number_of_seconds_is_unusable() -> None:
+    assert parse_retry_after("9" * 400) is None
+
+
+def test_retry_after_date_is_read_against_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP dates are UTC; a naive ``now`` is UTC too, and the default clock must not be local time."""
+    import time
+
+    soon = datetime.now(UTC) + timedelta(seconds=120)
+    header = format_datetime(soon, usegmt=True)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert 100 < parse_retry_after(header) <= 120  # type: ignore[operator]
+        naive_now = (soon - timedelta(seconds=60)).replace(tzinfo=None)
+        assert parse_retry_after(header, now=naive_now) == pytest.approx(60, abs=1)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

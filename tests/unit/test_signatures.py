@@ -476,3 +476,119 @@ def test_any_body_round_trips_and_any_flip_fails(scheme: str, body: bytes, data:
     with pytest.raises(SignatureError) as e:
         verify(spec_for(scheme), [s], headers, bytes(flipped), now=NOW)
     assert e.value.reason == "mismatch"
+
+
+# --- issue #19: what the mutation run found untested ----------------------------------------------
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"scheme": "nope"}, "unknown signature scheme 'nope'; expected one of standard, "),
+    ({"scheme": "hmac", "header": "x-sig", "algorithm": "md4"}, "unknown algorithm 'md4'; expected one of sha1, "),
+    ({"scheme": "hmac", "header": "x-sig", "encoding": "b32"}, "unknown encoding 'b32'; expected one of hex, "),
+    ({"scheme": "standard", "tolerance_s": 0}, "tolerance_s must be a positive number of seconds"),
+    ({"scheme": "standard", "tolerance_s": True}, "tolerance_s must be a positive number of seconds"),
+    ({"scheme": "hmac", "header": "x-sig", "prefix": "sha 1="}, "prefix must be printable ASCII without spaces"),
+    ({"scheme": "hmac"}, "scheme 'hmac' needs a header name"),
+    ({"scheme": "hmac", "header": "x sig"}, "'x sig' is not a valid header name"),
+])
+def test_a_bad_spec_says_what_is_wrong(kwargs: dict, message: str) -> None:
+    """These messages are the API's 422 answer to a source's signature config: they must name the
+    field and the allowed values, not be empty."""
+    with pytest.raises(ValueError) as e:
+        SignatureSpec(**kwargs)
+    assert str(e.value).startswith(message)
+
+
+def test_a_tolerance_of_one_second_is_allowed() -> None:
+    assert SignatureSpec("standard", tolerance_s=1).tolerance_s == 1
+
+
+@pytest.mark.parametrize(("scheme", "secret", "message"), [
+    ("standard", "whsec_a", "a Standard Webhooks secret must be base64 (optionally prefixed 'whsec_')"),
+    ("standard", "whsec_", "a Standard Webhooks secret may not be empty"),
+    ("github", b"bytes", "a signing secret must be text"),
+    ("github", "\ud800", "a signing secret must be valid text"),
+    ("github", "", "a signing secret may not be empty"),
+    ("nope", "x", "unknown signature scheme 'nope'"),
+])
+def test_a_bad_secret_says_what_is_wrong(scheme: str, secret: object, message: str) -> None:
+    """validate_secret's message is what the operator sees when saving a secret."""
+    with pytest.raises(ValueError) as e:
+        validate_secret(scheme, secret)  # type: ignore[arg-type]
+    assert str(e.value) == message
+
+
+def test_unknown_scheme_for_a_new_secret_is_named() -> None:
+    with pytest.raises(ValueError) as e:
+        generate_secret("nope")
+    assert str(e.value) == "unknown signature scheme 'nope'"
+
+
+def test_a_lone_string_of_secrets_is_a_type_error_that_says_so() -> None:
+    with pytest.raises(TypeError) as e:
+        verify(SignatureSpec("github"), "secret", {}, BODY)  # type: ignore[arg-type]
+    assert str(e.value) == "secrets must be a sequence of strings, not a string"
+
+
+def _reason(spec: SignatureSpec, headers: dict, body: bytes = BODY, secret: str = "k") -> str:
+    with pytest.raises(SignatureError) as e:
+        verify(spec, [secret], headers, body, now=time.time())
+    assert str(e.value) == e.value.reason
+    return e.value.reason
+
+
+def _gh_hex(body: bytes = BODY, key: bytes = b"k") -> str:
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def test_a_header_value_that_is_not_text_is_bad_format() -> None:
+    assert _reason(SignatureSpec("github"), {"x-hub-signature-256": b"sha256=00"}) == "bad_format"
+
+
+@pytest.mark.parametrize("value", ["abc", "zz", "0g" * 32, _gh_hex()[:-1]])
+def test_odd_length_or_non_hex_digits_are_bad_format(value: str) -> None:
+    """Never passed to unhexlify (which would raise something other than SignatureError)."""
+    assert _reason(SignatureSpec("github"), {"x-hub-signature-256": "sha256=" + value}) == "bad_format"
+
+
+def test_github_needs_its_own_prefix() -> None:
+    """A right MAC under another 7-character prefix is not a GitHub signature."""
+    assert _reason(SignatureSpec("github"), {"x-hub-signature-256": "sha512=" + _gh_hex()}) == "bad_format"
+    assert verify(SignatureSpec("github"), ["k"], {"x-hub-signature-256": "sha256=" + _gh_hex()}, BODY).ok
+
+
+def test_base64_with_foreign_characters_is_refused_not_cleaned() -> None:
+    """A lenient decoder drops characters outside the alphabet, so ``v1,<mac>$`` would verify;
+    the strict one refuses it."""
+    key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    ts = int(time.time())
+    good = base64.b64encode(hmac.new(key, f"msg_1.{ts}.".encode() + BODY, hashlib.sha256).digest()).decode()
+    spec = SignatureSpec("standard")
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts)}
+    assert verify(spec, [secret], {**headers, "webhook-signature": "v1," + good}, BODY).ok
+    for bad in ("v1," + good[:4] + "$" + good[4:], "v1," + good + "!"):
+        assert _reason(spec, {**headers, "webhook-signature": bad}, secret=secret) == "bad_format"
+    assert _reason(spec, {**headers, "webhook-signature": "v1a," + good}, secret=secret) == "bad_format"
+    wrong = {**headers, "x-shopify-hmac-sha256": base64.b64encode(hmac.new(b"k", BODY, hashlib.sha256).digest()).decode() + "*"}
+    assert _reason(SignatureSpec("shopify"), wrong) == "bad_format"
+
+
+def test_stripe_skips_items_without_an_equals_sign() -> None:
+    """Stripe's own parser ignores such items; so does hookbay (the rest still verifies)."""
+    ts = int(time.time())
+    mac = hmac.new(b"whsec_k", f"{ts}.".encode() + BODY, hashlib.sha256).hexdigest()
+    assert verify(SignatureSpec("stripe"), ["whsec_k"], {"stripe-signature": f"junk,t={ts},v1={mac}"}, BODY).ok
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_a_body_of_any_bytes_like_type_verifies(kind: type) -> None:
+    body = kind(BODY)
+    assert verify(SignatureSpec("github"), ["k"], {"x-hub-signature-256": "sha256=" + _gh_hex()}, body).ok
+
+
+@pytest.mark.parametrize("msg_id", ["msg 1", "msg_\u00e9"])
+def test_a_standard_message_id_outside_printable_ascii_is_bad_format(msg_id: str) -> None:
+    """The id is signed content: only printable ASCII has one unambiguous byte form."""
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"}
+    assert _reason(SignatureSpec("standard"), headers, secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") == "bad_format"

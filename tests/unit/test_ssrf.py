@@ -234,3 +234,66 @@ async def test_empty_resolution_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", empty)
     with pytest.raises(DestinationRefused, match="no addresses"):
         await check_destination("http://empty.example/", allow_private=False)
+
+
+# --- issue #19: what the mutation run found untested ----------------------------------------------
+
+
+@pytest.mark.parametrize(("ip", "public"), [
+    ("[8.8.8.8", False),  # half a bracket pair is not an address
+    ("8.8.8.8]", False),
+    ("[8.8.8.81", False),  # cutting both ends of a half pair would leave a public address
+    ("18.8.8.8]", False),
+    ("[2606:4700::1:2]", True),  # the whole bracketed address, its last digit included
+    ("[2606:4700::1:2]]", False),
+])
+def test_brackets_are_stripped_only_as_a_pair(ip: str, public: bool) -> None:
+    assert is_public_address(ip) is public
+
+
+async def test_the_real_resolver_asks_for_stream_sockets_only() -> None:
+    """One entry per address, not one per socket type (the guard checks every entry it gets)."""
+    from hookbay.actions import ssrf
+
+    infos = await ssrf.getaddrinfo("127.0.0.1", 80)
+    assert infos and {i[1] for i in infos} == {socket.SOCK_STREAM}
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("//public.example/hook", "URL scheme must be http or https, not (none)"),
+    ("http://user:pw@public.example/", "URL must not contain credentials; configure authentication separately"),
+    ("http:///no-host", "URL has no host"),
+    ("http://10.1.2.3/", "10.1.2.3 is not a public address (private destinations are not allowed)"),
+    ("http://mixed.example/", "host 'mixed.example' resolves to 10.0.0.5, which is not a public address "
+                              "(private destinations are not allowed)"),
+])
+async def test_refusals_say_exactly_why(dns: FakeDNS, url: str, message: str) -> None:
+    """The message is the delivery's last_error, what the operator reads to fix the action."""
+    with pytest.raises(DestinationRefused) as e:
+        await check_destination(url, allow_private=False)
+    assert str(e.value) == message
+
+
+async def test_a_host_name_that_cannot_be_encoded_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def bad_idna(*args: Any, **kwargs: Any) -> list[Any]:
+        raise UnicodeError("label too long")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", bad_idna)
+    with pytest.raises(DestinationRefused) as e:
+        await check_destination("http://long.example/", allow_private=False)
+    assert str(e.value) == "cannot resolve host 'long.example': label too long"
+
+
+async def test_resolving_gives_up_after_10_seconds_by_default(dns: FakeDNS, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hookbay.actions import ssrf
+
+    seen: list[float] = []
+    real = asyncio.timeout
+
+    def spy(delay: float):  # type: ignore[no-untyped-def]
+        seen.append(delay)
+        return real(delay)
+
+    monkeypatch.setattr(ssrf.asyncio, "timeout", spy)
+    await check_destination("http://public.example/", allow_private=False)
+    assert seen == [10.0]

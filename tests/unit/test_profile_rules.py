@@ -1,0 +1,132 @@
+"""The pure profile rules other than merge_fields (see test_merge_fields.py): identity keys, folding
+a merged profile into the survivor, the searchable columns, consent from the ledger, the lookup
+normalisation, and the API's profile view. Issue #19: the mutation run found these reached only
+through the store, where a wrong tie-break or a dropped key went unnoticed."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from hookbay.profiles import (
+    consent_state,
+    identity_columns,
+    identity_keys,
+    lookup_email,
+    lookup_phone,
+    merge_profile_fields,
+    profile_view,
+)
+from hookbay.views import iso
+
+
+def _f(value: object, at: int, rid: str = "r1", sid: str | None = "s1") -> dict:
+    return {"value": value, "at": at, "request_id": rid, "source_id": sid}
+
+
+def test_identity_keys_email_lowered_phone_and_mobile_one_kind() -> None:
+    assert identity_keys({"email": "Ada@Example.COM", "phone": "+441234", "mobile": "+449876"}) == [
+        ("email", "ada@example.com"), ("phone", "+441234"), ("phone", "+449876")]
+    assert identity_keys({"phone": "+441234", "mobile": "+441234"}) == [("phone", "+441234")]
+    assert identity_keys({"mobile": "+449876"}) == [("phone", "+449876")]
+    assert identity_keys({"email": "", "phone": None, "first_name": "Ada"}) == []
+
+
+def test_merge_profile_fields_a_field_only_the_merged_profile_has_is_copied() -> None:
+    survivor = {"email": _f("a@x.io", 5)}
+    theirs = _f("Ada", 3, "r2", "s2")
+    assert merge_profile_fields(survivor, {"first_name": theirs}) is True
+    assert survivor["first_name"] == theirs and survivor["first_name"] is not theirs
+
+
+def test_merge_profile_fields_later_scalar_wins_survivor_wins_a_tie() -> None:
+    survivor = {"city": _f("Leeds", 5), "zip": _f("1", 5)}
+    assert merge_profile_fields(survivor, {"city": _f("York", 6, "r2"), "zip": _f("2", 5, "r2")}) is True
+    assert survivor["city"] == _f("York", 6, "r2")
+    assert survivor["zip"] == _f("1", 5)  # a tie keeps the survivor's
+    assert merge_profile_fields(survivor, {"zip": _f("3", 4, "r3")}) is False
+    assert survivor["zip"] == _f("1", 5)
+
+
+def test_merge_profile_fields_set_fields_union_credited_to_the_merged_setter() -> None:
+    survivor = {"interests": _f(["a", "b"], 7)}
+    assert merge_profile_fields(survivor, {"interests": _f(["b", "c"], 4, "r9", "s9")}) is True
+    assert survivor["interests"] == {"value": ["a", "b", "c"], "at": 7, "request_id": "r9", "source_id": "s9"}
+    survivor = {"interests": _f(["a"], 2)}
+    merge_profile_fields(survivor, {"interests": {"value": ["z"], "at": 8, "request_id": "r3"}})
+    assert survivor["interests"] == {"value": ["a", "z"], "at": 8, "request_id": "r3", "source_id": None}
+    # nothing new: unchanged, even when the merged one is later
+    assert merge_profile_fields(survivor, {"interests": _f(["z"], 99, "r4")}) is False
+    assert survivor["interests"]["request_id"] == "r3"
+
+
+def test_merge_profile_fields_a_set_name_holding_a_scalar_is_a_scalar() -> None:
+    survivor = {"interests": _f("golf", 1)}
+    assert merge_profile_fields(survivor, {"interests": _f(["chess"], 2, "r2")}) is True
+    assert survivor["interests"] == _f(["chess"], 2, "r2")
+    survivor = {"interests": _f(["golf"], 1)}
+    assert merge_profile_fields(survivor, {"interests": _f("chess", 2, "r2")}) is True
+    assert survivor["interests"] == _f("chess", 2, "r2")
+
+
+def test_identity_columns() -> None:
+    assert identity_columns({"email": _f("a@x.io", 1), "phone": _f("+1", 1), "mobile": _f("+2", 1)}) == ("a@x.io", "+1")
+    assert identity_columns({"mobile": _f("+2", 1)}) == (None, "+2")
+    assert identity_columns({}) == (None, None)
+
+
+def _event(id_: int, channel: str, granted: object, at: int) -> dict:
+    return {"id": id_, "channel": channel, "granted": granted, "occurred_at": at, "request_id": f"r{id_}",
+            "source_id": "s1"}
+
+
+def test_consent_state_latest_event_per_channel_ties_by_ledger_order() -> None:
+    ledger = [_event(3, "email", 0, 20), _event(1, "email", 1, 10), _event(2, "sms", 1, 20),
+              _event(5, "sms", 0, 20), _event(4, "sms", 1, 20)]
+    assert consent_state(ledger) == {
+        "email": {"granted": False, "occurred_at": 20, "request_id": "r3", "source_id": "s1"},
+        "sms": {"granted": False, "occurred_at": 20, "request_id": "r5", "source_id": "s1"},
+    }
+    assert consent_state([]) == {}
+    assert consent_state([_event(1, "email", 0, 1), _event(2, "email", 1, 2)])["email"]["granted"] is True
+
+
+@pytest.mark.parametrize(("typed", "region", "want"), [
+    ("+44 20 7946 0018", None, "+442079460018"),
+    ("020 7946 0018", "GB", "+442079460018"),
+    ("  not a number ", None, "not a number"),
+])
+def test_lookup_phone(typed: str, region: str | None, want: str) -> None:
+    assert lookup_phone(typed, region) == want
+
+
+def test_lookup_email() -> None:
+    assert lookup_email("  Ada@Example.COM ") == "ada@example.com"
+
+
+def test_profile_view() -> None:
+    ledger = [_event(1, "email", 1, 1_000_000), _event(2, "email", 0, 2_000_000)]
+    for e in ledger:
+        e["field"] = "EmailPermission"
+    row = {"id": "prf_1", "client_id": "acme", "email": "a@x.io", "phone": None, "created_at": 1_000_000,
+           "updated_at": 3_000_000, "ledger": ledger, "keys": [["email", "a@x.io"]], "request_ids": ["r1"],
+           "merged_from": ["prf_0"],
+           "fields": orjson.dumps({"b": _f(2, 2_000_000, "r2", "s2"), "a": {"value": 1, "at": 1_000_000,
+                                                                          "request_id": "r1"}})}
+    view = profile_view(row)
+    assert view == {
+        "id": "prf_1", "client_id": "acme", "email": "a@x.io", "phone": None,
+        "fields": {"a": {"value": 1, "set_at": iso(1_000_000), "request_id": "r1", "source_id": None},
+                   "b": {"value": 2, "set_at": iso(2_000_000), "request_id": "r2", "source_id": "s2"}},
+        "consent": {"email": {"granted": False, "occurred_at": iso(2_000_000), "request_id": "r2", "source_id": "s1"}},
+        "ledger": [{"channel": "email", "granted": True, "occurred_at": iso(1_000_000), "source_id": "s1",
+                    "request_id": "r1", "field": "EmailPermission"},
+                   {"channel": "email", "granted": False, "occurred_at": iso(2_000_000), "source_id": "s1",
+                    "request_id": "r2", "field": "EmailPermission"}],
+        "keys": [["email", "a@x.io"]], "request_ids": ["r1"], "merged_from": ["prf_0"],
+        "created_at": iso(1_000_000), "updated_at": iso(3_000_000),
+    }
+    assert list(view["fields"]) == ["a", "b"]  # sorted by name
+    minimal = {k: v for k, v in row.items() if k not in ("ledger", "keys", "request_ids", "merged_from")}
+    view = profile_view(minimal)
+    assert (view["ledger"], view["consent"], view["keys"], view["request_ids"], view["merged_from"]) == ([], {}, [], [], [])
