@@ -307,7 +307,10 @@ def test_profiles_ledger_deliveries_and_retry(live: Any, ui: Page) -> None:
     page.click("#retry")
     expect(page.locator("#notice")).to_contain_text("Queued to run again")
     deadline = time.monotonic() + 15
-    while page.locator("#attempts tbody tr").count() < 2:  # it ran again (and was refused again)
+    # it ran again and was refused again: a second attempt, and dead once that attempt is recorded
+    # (the page is a snapshot: reload until both show, a running attempt may be listed before it ends)
+    while (page.locator("#attempts tbody tr").count() < 2
+           or "dead" not in (page.locator("#dlv-state").text_content() or "")):
         assert time.monotonic() < deadline, "the retried delivery did not run"
         page.wait_for_timeout(300)
         page.reload()
