@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 
 SET_FIELDS = frozenset({"activities", "interests", "newsletters", "list_ids"})
-IDENTITY_FIELDS = ("email", "phone", "mobile")
 
 
 def identity_keys(contact: dict[str, Any]) -> list[tuple[str, str]]:

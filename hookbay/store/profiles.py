@@ -14,14 +14,13 @@ import orjson
 import sqlalchemy as sa
 
 from .. import schema
-from ..ids import ulid
+from ..ids import _ALPHABET, ulid
 from ..profiles import identity_columns, identity_keys, merge_fields, merge_profile_fields
 from . import bulk
 
 P, PK, CE, PM, REC = (schema.profiles, schema.profile_keys, schema.consent_events, schema.profile_merges,
                       schema.records)
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MAX_MERGE_HOPS = 64
 
 
