@@ -61,13 +61,13 @@ def receiver_count(url: str) -> int:
 
 
 async def run_one(db_url: str, n: int, per_dest: int, receiver: str) -> dict[str, object]:
-    from hookbay.deliveries import Deliverer, plan
     from hookbay.logs import setup_logging
     from hookbay.parsers import contact
+    from hookbay.processing.deliverer import Deliverer, plan
     from hookbay.settings import Settings
-    from hookbay.sources import SourceCache
     from hookbay.store import Store
     from hookbay.store.deliveries import DeliveryFilter
+    from hookbay.store.sources import SourceCache
 
     settings = Settings(database_url=db_url, delivery_concurrency=32, delivery_per_destination=per_dest,
                         log_level="warning")

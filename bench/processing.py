@@ -204,13 +204,12 @@ async def _throughput(url: str, work: Path, n: int, res: Throughput) -> None:
     import orjson
     import sqlalchemy as sa
 
-    from hookbay import schema
     from hookbay.ids import new_request_id, now_us
+    from hookbay.processing.worker import Worker
     from hookbay.runtime import tune_interpreter
     from hookbay.settings import Settings
-    from hookbay.sources import SourceCache
-    from hookbay.store import Store
-    from hookbay.worker import Worker
+    from hookbay.store import Store, schema
+    from hookbay.store.sources import SourceCache
 
     template = orjson.loads(BODY_FILE.read_bytes())
     bodies = [contact_body(template, i // 2, i) for i in range(n)]

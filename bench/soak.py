@@ -633,7 +633,7 @@ def system_profiles(conn: Any, client_id: str) -> tuple[dict[frozenset[Key], dic
     import orjson
     import sqlalchemy as sa
 
-    from hookbay import schema
+    from hookbay.store import schema
 
     P, PK, CE, REC = schema.profiles, schema.profile_keys, schema.consent_events, schema.records
     keys: dict[str, set[Key]] = defaultdict(set)
@@ -924,9 +924,9 @@ def verify(rep: Report, conn: Any, srcs: dict[str, dict[str, Any]]) -> None:
     import orjson
     import sqlalchemy as sa
 
-    from hookbay import schema
-    from hookbay.sources import build_source
-    from hookbay.worker import parse_body
+    from hookbay.processing.worker import parse_body
+    from hookbay.store import schema
+    from hookbay.store.sources import build_source
 
     assert rep.send is not None
     items = rep.send.items

@@ -1,3 +1,3 @@
-from .cli import main
+from hookbay.cli.main import main
 
 main()

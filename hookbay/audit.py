@@ -12,12 +12,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 
-from . import schema
-from .changes import config_diff, weakenings
-from .ids import now_us, ulid
-from .models import SourceConfig
+from hookbay.changes import config_diff, weakenings
+from hookbay.models import SourceConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +52,6 @@ def cli_actor() -> Actor:
     return Actor(name=f"cli:{user}", peer="cli")
 
 
-def record(conn: sa.Connection, entry: AuditEntry) -> str:
-    """Insert one entry on ``conn`` (the change's own transaction)."""
-    aid = "aud_" + ulid()
-    conn.execute(schema.audit_log.insert().values(
-        id=aid, at=now_us(), actor=entry.actor.name[:200], token_id=entry.actor.token_id, client_id=entry.client_id,
-        action=entry.action, target=entry.target, peer=(entry.actor.peer or "")[:64] or None,
-        changes=orjson.dumps(entry.changes).decode(), weakens=orjson.dumps(entry.weakens).decode()))
-    return aid
-
-
 def source_summary(row: dict[str, Any] | None, new_config: dict[str, Any] | None, *, name: str | None = None,
                    enabled: bool | None = None, api_key: str | None = None) -> tuple[list[str], list[str]]:
     """What a source change does, field by field, and the checks it weakens. ``row`` is the source
@@ -92,7 +79,7 @@ def source_summary(row: dict[str, Any] | None, new_config: dict[str, Any] | None
 
 
 def entry_view(row: Any) -> dict[str, Any]:
-    from .views import iso
+    from hookbay.views import iso
 
     weakens = orjson.loads(row["weakens"] or "[]")
     return {"id": row["id"], "at": iso(row["at"]), "actor": row["actor"], "token_id": row["token_id"],

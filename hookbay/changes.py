@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .models import SourceConfig
+from hookbay.models import SourceConfig
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import Forbidden, Unprocessable
-from .models import ForwardAction, MailchimpAction, SourceConfig
-from .settings import Settings
+from hookbay.errors import Forbidden, Unprocessable
+from hookbay.models import ForwardAction, MailchimpAction, SourceConfig
+from hookbay.settings import Settings
 
 DEFAULT_MAILCHIMP_KEY_ENV = "HOOKBAY_MAILCHIMP_API_KEY"
 

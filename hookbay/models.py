@@ -26,7 +26,7 @@ class SignatureConfig(BaseModel):
 
     @model_validator(mode="after")
     def _valid_spec(self) -> SignatureConfig:
-        from .signatures import SignatureSpec
+        from hookbay.signatures import SignatureSpec
 
         SignatureSpec(scheme=self.scheme, header=self.header, algorithm=self.algorithm, encoding=self.encoding,
                       prefix=self.prefix, tolerance_s=self.tolerance_s)
@@ -46,7 +46,7 @@ class _ActionBase(BaseModel):
     @classmethod
     def _condition(cls, v: str | None) -> str | None:
         if v is not None:
-            from .actions.conditions import ConditionError, compile_condition
+            from hookbay.actions.conditions import ConditionError, compile_condition
 
             try:
                 compile_condition(v)
@@ -58,7 +58,7 @@ class _ActionBase(BaseModel):
     @classmethod
     def _schedule(cls, v: list[float] | None) -> list[float] | None:
         if v is not None:
-            from .actions.retry import RetryPolicy
+            from hookbay.actions.retry import RetryPolicy
 
             RetryPolicy(schedule=tuple(v))
         return v
@@ -77,7 +77,7 @@ class EmailAction(_ActionBase):
 
     @model_validator(mode="after")
     def _templates_compile(self) -> EmailAction:
-        from .actions.email import TemplateError, check_templates
+        from hookbay.actions.email import TemplateError, check_templates
 
         try:
             check_templates({"to": self.to, "subject": self.subject, "text": self.text, "html": self.html})
@@ -100,7 +100,7 @@ class MailchimpAction(_ActionBase):
 
 
 def _whsec() -> str:
-    from .signatures import generate_secret
+    from hookbay.signatures import generate_secret
 
     return generate_secret("standard")
 
@@ -119,7 +119,7 @@ class ForwardAction(_ActionBase):
     @field_validator("secret")
     @classmethod
     def _secret(cls, v: str) -> str:
-        from .signatures import validate_secret
+        from hookbay.signatures import validate_secret
 
         validate_secret("standard", v)
         return v
@@ -187,7 +187,7 @@ class SourceConfig(BaseModel):
         if self.parser == "mapping":
             if self.mapping is None:
                 raise ValueError("parser 'mapping' needs a mapping document")
-            from .parsers.mapping import Mapping, MappingError
+            from hookbay.parsers.mapping import Mapping, MappingError
 
             try:
                 Mapping.from_dict(self.mapping)

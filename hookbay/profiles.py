@@ -112,7 +112,7 @@ def lookup_phone(value: str, region: str | None = None) -> str:
 
 
 def profile_view(row: dict[str, Any]) -> dict[str, Any]:
-    from .views import iso
+    from hookbay.views import iso
 
     fields = orjson.loads(row["fields"])
     ledger = [

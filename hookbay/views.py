@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from .models import RequestDetail, RequestSummary, SourceConfig, SourceOut
+from hookbay.models import RequestDetail, RequestSummary, SourceConfig, SourceOut
 
 
 def iso(us: int | None) -> str | None:

@@ -141,7 +141,7 @@ class _Server:
     def __init__(self, app: object, port: int) -> None:
         import uvicorn
 
-        from hookbay.protocol import uvicorn_config
+        from hookbay.ingest.protocol import uvicorn_config
 
         self.config = uvicorn_config(app, "127.0.0.1", port)
         self.server = uvicorn.Server(self.config)
@@ -162,7 +162,7 @@ class _Server:
 
 @pytest.fixture
 def live_server_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from hookbay.app import HookbayApp
+    from hookbay.server.app import HookbayApp
 
     servers: list[tuple[_Server, httpx.Client]] = []
 

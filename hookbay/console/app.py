@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..admin import (
+from hookbay.api.admin import (
     Principal,
     ReplayIn,
     create_source_as,
@@ -39,21 +39,29 @@ from ..admin import (
     update_source_as,
     with_peer,
 )
-from ..admin_deliveries import delivery_detail, delivery_out, retry_delivery_for
-from ..asgi import Receive, Scope, Send
-from ..errors import BadRequest, Forbidden, HookbayError, NotFound, PayloadTooLarge, Unauthorized
-from ..ids import now_us
-from ..ingest import dry_run
-from ..models import Format, Parser, RotateIn, SourceCreate, SourceUpdate
-from ..profiles import lookup_email, lookup_phone, profile_view
-from ..settings import Settings
-from ..signatures import SCHEMES as SIGNATURE_SCHEMES
-from ..sources import SourceCache
-from ..store import RequestFilter, Store, hash_secret
-from ..store.deliveries import DeliveryFilter
-from ..views import iso, request_detail, request_summary, source_out
-from . import charts
-from .session import COOKIE_PATH, LOGIN_COOKIE, LOGIN_NONCE_SECONDS, SESSION_COOKIE, Session, Sessions, check
+from hookbay.api.deliveries import delivery_detail, delivery_out, retry_delivery_for
+from hookbay.console import charts
+from hookbay.console.session import (
+    COOKIE_PATH,
+    LOGIN_COOKIE,
+    LOGIN_NONCE_SECONDS,
+    SESSION_COOKIE,
+    Session,
+    Sessions,
+    check,
+)
+from hookbay.errors import BadRequest, Forbidden, HookbayError, NotFound, PayloadTooLarge, Unauthorized
+from hookbay.ids import now_us
+from hookbay.ingest.asgi import Receive, Scope, Send
+from hookbay.ingest.endpoint import dry_run
+from hookbay.models import Format, Parser, RotateIn, SourceCreate, SourceUpdate
+from hookbay.profiles import lookup_email, lookup_phone, profile_view
+from hookbay.settings import Settings
+from hookbay.signatures import SCHEMES as SIGNATURE_SCHEMES
+from hookbay.store import RequestFilter, Store, hash_secret
+from hookbay.store.deliveries import DeliveryFilter
+from hookbay.store.sources import SourceCache
+from hookbay.views import iso, request_detail, request_summary, source_out
 
 SECURITY_HEADERS = [
     (b"content-security-policy",

@@ -2,7 +2,7 @@
 
 The session cookie holds ``v1.<token hash>.<expiry>.<mac>``: the SHA-256 hash of the token that
 logged in (never the token itself), an expiry, and an HMAC over both with a server secret. Each
-page asks the admin API's own check (:func:`hookbay.admin.principal_for_hash`) who that hash
+page asks the admin API's own check (:func:`hookbay.api.admin.principal_for_hash`) who that hash
 belongs to now, so a revoked client token or a rotated admin token ends its sessions at once.
 
 The server secret lives in the ``meta`` table (sealed with the encryption key when one is set), so
@@ -24,10 +24,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .. import schema
-from ..errors import EncryptionKeyMissing
-from ..netaddr import in_networks, parse_networks
-from ..store import Store
+from hookbay.errors import EncryptionKeyMissing
+from hookbay.netaddr import in_networks, parse_networks
+from hookbay.store import Store, schema
 
 SESSION_COOKIE = "hookbay_session"
 LOGIN_COOKIE = "hookbay_login"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from hookbay.schema import metadata
+from hookbay.store.schema import metadata
 
 config = context.config
 

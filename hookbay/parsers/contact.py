@@ -17,10 +17,8 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError
 
-from hookbay.parsers.generic import Entry, ParseResult, PathParts, format_path
-
-from .generic import json_kind
-from .normalize import normalize_email, normalize_phone
+from hookbay.parsers.generic import Entry, ParseResult, PathParts, format_path, json_kind
+from hookbay.parsers.normalize import normalize_email, normalize_phone
 
 PARSER_VERSION = "1"
 

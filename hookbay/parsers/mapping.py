@@ -35,9 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from hookbay.parsers.generic import ParseResult, format_path
-
-from .generic import json_kind
+from hookbay.parsers.generic import ParseResult, format_path, json_kind
 
 Entry = dict[str, Any]
 

@@ -1,14 +1,14 @@
 """Storage: one interface (:class:`Store`), a dialect each for SQLite and PostgreSQL."""
 
-from ..settings import Settings
-from .base import ClaimedJob, RequestFilter, Store, hash_secret, wait_for_wakeup
+from hookbay.settings import Settings
+from hookbay.store.base import ClaimedJob, RequestFilter, Store, hash_secret, wait_for_wakeup
 
 __all__ = ["ClaimedJob", "RequestFilter", "Store", "hash_secret", "open_store", "wait_for_wakeup"]
 
 
 def open_store(settings: Settings) -> Store:
-    from ..crypto import Keyring
-    from ..errors import SettingsError
+    from hookbay.crypto import Keyring
+    from hookbay.errors import SettingsError
 
     try:
         keyring = Keyring.parse(settings.encryption_key or None)

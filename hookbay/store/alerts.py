@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from .. import schema
-from ..errors import NotFound
-from ..ids import now_us, ulid
-from .base import Store
+from hookbay.errors import NotFound
+from hookbay.ids import now_us, ulid
+from hookbay.store import schema
+from hookbay.store.base import Store
 
 AR, AL, D, R, RT, S, META = (schema.alert_rules, schema.alerts, schema.deliveries, schema.requests,
                              schema.relay_tokens, schema.sources, schema.meta)

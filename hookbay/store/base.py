@@ -22,17 +22,18 @@ import anyio
 import orjson
 import sqlalchemy as sa
 
-from .. import metrics, schema
-from ..audit import AuditEntry, record
-from ..crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
-from ..errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
-from ..ids import new_source_id, now_us
-from . import bulk
-from . import profiles as profile_store
-from .deliveries import DeliveriesMixin, delivery_rows
-from .dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
-from .errors import is_retryable
-from .writer import Writer
+from hookbay import metrics
+from hookbay.audit import AuditEntry
+from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
+from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
+from hookbay.ids import new_source_id, now_us
+from hookbay.store import bulk, schema
+from hookbay.store import profiles as profile_store
+from hookbay.store.audit import record
+from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
+from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
+from hookbay.store.errors import is_retryable
+from hookbay.store.writer import Writer
 
 T = TypeVar("T")
 S, R, J, REC = schema.sources, schema.requests, schema.jobs, schema.records
@@ -192,7 +193,7 @@ class Store(DeliveriesMixin):
                 raise Conflict(f"client {client_id!r} already has a source named {name!r}")
             conn.execute(S.insert().values(**row))
             if secret:
-                from ..ids import ulid
+                from hookbay.ids import ulid
 
                 sid = "sec_" + ulid()
                 blob, kid = self.seal(secret.encode(), sid)
@@ -629,7 +630,7 @@ class Store(DeliveriesMixin):
                          audit: AuditEntry | None = None) -> None:
         """Add a signing secret. Existing active secrets stay valid for ``retire_others_after_s``
         (the rotation grace period; 0 retires them now, None keeps them)."""
-        from ..ids import ulid
+        from hookbay.ids import ulid
 
         SS = schema.source_secrets
         sid = "sec_" + ulid()
@@ -779,7 +780,7 @@ class Store(DeliveriesMixin):
                             audit: AuditEntry | None = None) -> dict[str, Any]:
         """Right to be forgotten: the profile, its keys and consent ledger, the records made from
         its requests, and those requests' raw bodies and headers. The erasure itself is logged."""
-        from ..ids import ulid
+        from hookbay.ids import ulid
 
         P, PK, CE, E = schema.profiles, schema.profile_keys, schema.consent_events, schema.erasures
 
@@ -849,7 +850,7 @@ class Store(DeliveriesMixin):
     # --- tokens ---------------------------------------------------------------------------
 
     async def list_tokens(self) -> list[dict[str, Any]]:
-        from ..views import iso
+        from hookbay.views import iso
 
         T = schema.tokens
 

@@ -10,7 +10,7 @@ driver as tuples:
   (``unnest``), so the statement text never changes, the server prepares it once, and a batch is one
   round trip.
 
-Column types come from the table in :mod:`hookbay.schema`.
+Column types come from the table in :mod:`hookbay.store.schema`.
 """
 
 from __future__ import annotations

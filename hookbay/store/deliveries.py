@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 import sqlalchemy as sa
 
-from .. import schema
-from ..errors import NotFound
-from ..ids import now_us, ulid
+from hookbay.errors import NotFound
+from hookbay.ids import now_us, ulid
+from hookbay.store import schema
 
 if TYPE_CHECKING:
-    from .dialects import Dialect
+    from hookbay.store.dialects import Dialect
 
 T = TypeVar("T")
 D, DA, REC, R = schema.deliveries, schema.delivery_attempts, schema.records, schema.requests

@@ -19,7 +19,7 @@ _STATEMENT = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|SELECT|WITH)\s
 
 def is_retryable(e: BaseException) -> bool:
     """A lost race that a fresh transaction can win (see ``Store.write_retrying``)."""
-    from .profiles import ConcurrentChange
+    from hookbay.store.profiles import ConcurrentChange
 
     if isinstance(e, ConcurrentChange):
         return True

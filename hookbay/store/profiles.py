@@ -13,10 +13,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from .. import schema
-from ..ids import _ALPHABET, ulid
-from ..profiles import identity_columns, identity_keys, merge_fields, merge_profile_fields
-from . import bulk
+from hookbay.ids import _ALPHABET, ulid
+from hookbay.profiles import identity_columns, identity_keys, merge_fields, merge_profile_fields
+from hookbay.store import bulk, schema
 
 P, PK, CE, PM, REC = (schema.profiles, schema.profile_keys, schema.consent_events, schema.profile_merges,
                       schema.records)

@@ -25,11 +25,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import schema
-from ..audit import AuditEntry, record
-from ..errors import Conflict, NotFound
-from ..ids import now_us, ulid
-from .base import Store, hash_secret
+from hookbay.audit import AuditEntry
+from hookbay.errors import Conflict, NotFound
+from hookbay.ids import now_us, ulid
+from hookbay.store import schema
+from hookbay.store.audit import record
+from hookbay.store.base import Store, hash_secret
 
 M, R, RT, S = schema.relay_messages, schema.requests, schema.relay_tokens, schema.sources
 

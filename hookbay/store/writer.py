@@ -22,9 +22,9 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from .. import schema
-from ..errors import StorageUnavailable, WriteTimeout
-from .errors import describe
+from hookbay.errors import StorageUnavailable, WriteTimeout
+from hookbay.store import schema
+from hookbay.store.errors import describe
 
 log = structlog.get_logger("hookbay.writer")
 

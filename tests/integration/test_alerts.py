@@ -21,7 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from standardwebhooks.webhooks import Webhook
 
-from hookbay.alerts import AlertEvaluator
+from hookbay.ops.alerts import AlertEvaluator
 from hookbay.store import open_store
 from hookbay.store.alerts import AlertStore, Transition
 from tests.conftest import ADMIN_TOKEN, free_port, make_settings

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import checks
 
-from hookbay.app import HookbayApp
+from hookbay.server.app import HookbayApp
 from tests.conftest import ADMIN_TOKEN, _Server, free_port, make_settings
 
 

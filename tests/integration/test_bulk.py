@@ -8,9 +8,8 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 
-from hookbay import schema
 from hookbay.ids import now_us
-from hookbay.store import Store, bulk
+from hookbay.store import Store, bulk, schema
 
 R = schema.records
 TRICKY = ["plain", "", "é ü 漢字", "tab\tnew\nline", "sep\x1fin", "null\x1emark", "quote\"'{},\\", "NULL", " "]

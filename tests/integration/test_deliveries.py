@@ -292,7 +292,7 @@ def test_lease_expiry_reclaims_and_stale_worker_cannot_finish(db_url: str, tmp_p
             now = now_us()
 
             def seed(conn: Any) -> None:
-                from hookbay import schema
+                from hookbay.store import schema
 
                 conn.execute(schema.deliveries.insert().values(
                     id="dlv_x", request_id="req_x", record_idx=0, action_idx=0, source_id="s", client_id="c",

@@ -32,13 +32,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from hookbay import schema
 from hookbay.errors import NotFound
 from hookbay.ids import new_request_id
 from hookbay.parsers import contact as contact_parser
-from hookbay.sources import SourceCache
-from hookbay.store import Store
-from hookbay.worker import Worker
+from hookbay.processing.worker import Worker
+from hookbay.store import Store, schema
+from hookbay.store.sources import SourceCache
 from tests.conftest import make_settings
 from tests.models.identity import Event, IdentityModel, Profile, canonical_fields
 

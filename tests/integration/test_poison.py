@@ -16,14 +16,14 @@ import pytest
 import sqlalchemy as sa
 import structlog
 
-from hookbay import parsepool, schema
-from hookbay import worker as worker_mod
 from hookbay.parsers import contact as contact_parser
-from hookbay.sources import SourceCache
-from hookbay.store import Store
+from hookbay.processing import parsepool
+from hookbay.processing import worker as worker_mod
+from hookbay.processing.worker import RetryPolicy, Worker
+from hookbay.store import Store, schema
 from hookbay.store import profiles as profile_store
 from hookbay.store import writer as writer_mod
-from hookbay.worker import RetryPolicy, Worker
+from hookbay.store.sources import SourceCache
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.integration.test_identity_stateful import request_row
 
@@ -142,7 +142,7 @@ def test_store_fault_fails_one_request(db_url: str, tmp_path: Path, logs: io.Str
 
 def test_replay_reports_a_failing_request_and_goes_on(db_url: str, tmp_path: Path, logs: io.StringIO,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from hookbay.replay import replay
+    from hookbay.processing.replay import replay
 
     out = asyncio.run(_run(db_url, tmp_path))  # 99 processed, the poison one failed: no fault yet
     real = contact_parser.parse
@@ -207,7 +207,7 @@ def _raises_with_data(body: bytes) -> None:
 
 def test_parse_pool_turns_a_parser_bug_into_a_clean_error(tmp_path: Path, logs: io.StringIO) -> None:
     from hookbay.errors import HookbayError
-    from hookbay.parsepool import ParsePool
+    from hookbay.processing.parsepool import ParsePool
 
     async def go() -> None:
         pool = ParsePool(make_settings("sqlite://", tmp_path))
@@ -224,7 +224,7 @@ def test_parse_pool_turns_a_parser_bug_into_a_clean_error(tmp_path: Path, logs: 
 
 def test_v1_test_answers_json_500_on_a_bug(live, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """Whatever raises inside ingest, the sender gets the one JSON error shape, not plain text."""
-    from hookbay import ingest
+    from hookbay.ingest import endpoint as ingest
 
     def broken(*_: Any) -> Any:
         raise RuntimeError(f"bug quoting {POISON_EMAIL}")

@@ -12,9 +12,9 @@ import yaml
 
 from hookbay.ids import new_request_id, now_us
 from hookbay.parsers.formats import load_tree
-from hookbay.sources import SourceCache
+from hookbay.processing.worker import Worker
 from hookbay.store import Store
-from hookbay.worker import Worker
+from hookbay.store.sources import SourceCache
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]

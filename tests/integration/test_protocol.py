@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from hookbay.asgi import send_raw
-from hookbay.protocol import _CoalescingTransport, uvicorn_config
+from hookbay.ingest.asgi import send_raw
+from hookbay.ingest.protocol import _CoalescingTransport, uvicorn_config
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

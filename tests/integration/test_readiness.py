@@ -12,8 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hookbay import health
 from hookbay.ids import now_us
+from hookbay.ops import health
 from hookbay.store import open_store
 
 

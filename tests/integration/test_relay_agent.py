@@ -375,7 +375,7 @@ def test_agent_honours_the_applications_retry_after(live) -> None:  # type: igno
     import asyncio
     from datetime import datetime
 
-    from hookbay.agent import Agent, AgentConfig
+    from hookbay.relay.agent import Agent, AgentConfig
     from tests.fakes.receiver import Receiver as App
 
     app = App(default_status=503, extra_headers={"Retry-After": "30"}).start()

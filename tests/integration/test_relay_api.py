@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-import hookbay.relay
+import hookbay.relay.hub
 from tests.conftest import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -70,7 +70,7 @@ def test_only_relay_tokens_open_the_agent_endpoints(live) -> None:  # type: igno
 
 
 def test_long_poll_wakes_on_commit_and_lease_ack_nack(live, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(hookbay.relay, "RECHECK_S", 30.0)  # only the commit wake-up can end the wait early
+    monkeypatch.setattr(hookbay.relay.hub, "RECHECK_S", 30.0)  # only the commit wake-up can end the wait early
     src, tok = _relay_source(live)
     agent = httpx.Client(base_url=live.url, headers=_bearer(tok), timeout=30)
     got: dict = {}
@@ -115,7 +115,7 @@ def test_long_poll_wakes_on_commit_and_lease_ack_nack(live, monkeypatch: pytest.
 
     # delayed: a long-poll waits out the delay, then gets it again
     t0 = time.monotonic()
-    monkeypatch.setattr(hookbay.relay, "RECHECK_S", 0.2)
+    monkeypatch.setattr(hookbay.relay.hub, "RECHECK_S", 0.2)
     again = agent.get("/api/v1/relay/messages", params={"wait": 5}).json()["messages"]
     assert [x["id"] for x in again] == [m["id"]] and again[0]["deliveries"] == 1
     assert time.monotonic() - t0 < 4

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from hookbay import schema
 from hookbay.crypto import Keyring, generate_key
 from hookbay.errors import Conflict, NotFound
 from hookbay.ids import new_request_id, now_us
-from hookbay.store import Store
+from hookbay.store import Store, schema
 from hookbay.store.relay import RelayQueue
 
 
@@ -268,7 +267,7 @@ async def test_relay_tokens(db_url: str) -> None:
 
 async def test_acked_messages_are_pruned_after_their_retention_only(db_url: str, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from hookbay.app import prune_relay
+    from hookbay.server.app import prune_relay
     from tests.conftest import make_settings
 
     store = await _open(db_url)

@@ -15,11 +15,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from hookbay import schema
 from hookbay.ids import new_request_id, now_us
-from hookbay.sources import SourceCache
-from hookbay.store import Store
-from hookbay.worker import Worker
+from hookbay.processing.worker import Worker
+from hookbay.store import Store, schema
+from hookbay.store.sources import SourceCache
 from tests.conftest import make_settings
 
 
@@ -203,7 +202,7 @@ async def test_claims_shrink_while_ingest_is_saturated(db_url: str, tmp_path: Pa
 
 
 async def test_retention_purges_old_processed_bodies_only(db_url: str) -> None:
-    from hookbay.app import purge_expired
+    from hookbay.server.app import purge_expired
 
     store = await _open(db_url)
     try:

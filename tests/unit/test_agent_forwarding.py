@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from hookbay.agent import HOP_BY_HOP, backoff, forward_headers, forward_url
+from hookbay.relay.agent import HOP_BY_HOP, backoff, forward_headers, forward_url
 
 
 @pytest.mark.parametrize(("base", "query", "want"), [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hookbay.agent_journal import COMPACT_BYTES, Journal, JournalLocked
+from hookbay.relay.journal import COMPACT_BYTES, Journal, JournalLocked
 
 LEASE = "agt_0123456789abcdef0123"
 
@@ -52,7 +52,7 @@ def test_one_agent_per_journal_and_compaction_keeps_it_small(tmp_path: Path) -> 
 
 
 def test_default_state_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from hookbay.agent_journal import default_state_dir
+    from hookbay.relay.journal import default_state_dir
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert default_state_dir() == tmp_path / "xdg" / "hookbay-agent"
@@ -64,7 +64,7 @@ def test_default_state_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_one_journal_per_server_and_token(tmp_path: Path) -> None:
     import hashlib
 
-    from hookbay.agent_journal import default_journal
+    from hookbay.relay.journal import default_journal
 
     a = default_journal(tmp_path, "https://hb.example/", "rly_a")
     digest = hashlib.sha256(b"https://hb.example\nrly_a").hexdigest()[:16]

@@ -1,11 +1,11 @@
-"""Consent at send time (hookbay.deliveries._consent), the rule alone: the profile's current ledger
+"""Consent at send time (hookbay.processing.deliverer._consent), the rule alone: the profile's current ledger
 decides whenever the record has a profile, even when that ledger is empty or says less than the
 record; only a record without a profile falls back to its own flags (issue #19 row 9 and the
 mutation run, which found the fallback's filters untested)."""
 
 from __future__ import annotations
 
-from hookbay.deliveries import _consent
+from hookbay.processing.deliverer import _consent
 
 RECORD = {"consents": [{"channel": "email", "granted": True, "field": "EmailPermission"},
                        {"channel": "sms", "granted": 0}]}

@@ -1,4 +1,4 @@
-"""The worker's job retry policy (hookbay.worker.RetryPolicy): exponential back-off with full
+"""The worker's job retry policy (hookbay.processing.worker.RetryPolicy): exponential back-off with full
 jitter, capped, and a fixed number of attempts. Issue #19: it was reached only through the
 poison-job integration test, which cannot see the bounds of the jitter."""
 
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from hookbay.worker import RetryPolicy
+from hookbay.processing.worker import RetryPolicy
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from hookbay.ingest.ratelimit import TokenBucket
 from hookbay.netaddr import client_address, in_networks, parse_networks
-from hookbay.ratelimit import TokenBucket
 
 TRUSTED = parse_networks(["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"])
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from hookbay.deliveries import condition_view, destination, plan
 from hookbay.models import SourceConfig
 from hookbay.parsers import contact, generic
+from hookbay.processing.deliverer import condition_view, destination, plan
 from hookbay.settings import Settings
-from hookbay.sources import ActiveSource
+from hookbay.store.sources import ActiveSource
 
 
 def _src(actions: list[dict]) -> ActiveSource:

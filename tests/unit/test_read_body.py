@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hookbay.errors import PayloadTooLarge
-from hookbay.ingest import ClientGone, _header_map, read_body
+from hookbay.ingest.endpoint import ClientGone, _header_map, read_body
 
 
 def _receive(*messages: dict[str, Any]):  # type: ignore[no-untyped-def]

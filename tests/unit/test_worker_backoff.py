@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from hookbay.ingest import Ingest
+from hookbay.ingest.endpoint import Ingest
+from hookbay.processing.worker import Worker
 from hookbay.settings import Settings
-from hookbay.worker import Worker
 
 
 def _worker(peaks: list[int], **over: object) -> Worker:
@@ -23,7 +23,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_sleep(s: float) -> None:
         slept.append(round(s, 6))
 
-    monkeypatch.setattr("hookbay.worker.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("hookbay.processing.worker.asyncio.sleep", fake_sleep)
     return slept
 
 

@@ -23,11 +23,11 @@ import orjson
 import structlog
 from sqlalchemy.engine import make_url
 
-from .models import SourceConfig
-from .netaddr import Network, parse_networks
-from .store import Store
-from .store.dialects import PostgresDialect
-from .store.errors import describe
+from hookbay.models import SourceConfig
+from hookbay.netaddr import Network, parse_networks
+from hookbay.store import Store
+from hookbay.store.dialects import PostgresDialect
+from hookbay.store.errors import describe
 
 CHANNEL = "hookbay_sources"
 
@@ -93,7 +93,7 @@ def build_source(row: dict[str, Any], default_max_body: int,
 def _signature_spec(cfg: SourceConfig) -> Any:
     if cfg.signature is None:
         return None
-    from .signatures import SignatureSpec
+    from hookbay.signatures import SignatureSpec
 
     sig = cfg.signature
     return SignatureSpec(scheme=sig.scheme, header=sig.header, algorithm=sig.algorithm, encoding=sig.encoding,
@@ -103,7 +103,7 @@ def _signature_spec(cfg: SourceConfig) -> Any:
 def _compile_mapping(cfg: SourceConfig) -> Any:
     if cfg.parser != "mapping" or cfg.mapping is None:
         return None
-    from .parsers.mapping import Mapping
+    from hookbay.parsers.mapping import Mapping
 
     return Mapping.from_dict(cfg.mapping)
 

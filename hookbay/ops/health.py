@@ -28,10 +28,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from . import schema
-from .errors import StorageUnavailable
-from .ids import now_us
-from .store import Store
+from hookbay.errors import StorageUnavailable
+from hookbay.ids import now_us
+from hookbay.store import Store, schema
 
 CACHE_S = 1.0
 PROBE_TIMEOUT_S = 2.0

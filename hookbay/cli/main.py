@@ -23,15 +23,15 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from .audit import AuditEntry, cli_actor, source_summary
-from .cli_errors import KNOWN_ERRORS, describe_error
-from .errors import BadRequest, HookbayError
-from .ids import request_id_floor
-from .models import SourceConfig, SourceCreate
-from .settings import PUBLIC_URL_META, Settings, get_settings, unknown_settings
-from .store import RequestFilter, Store, open_store
-from .store.deliveries import DeliveryFilter
-from .views import parse_time, request_detail, request_summary, source_out
+from hookbay.audit import AuditEntry, cli_actor, source_summary
+from hookbay.cli.errors import KNOWN_ERRORS, describe_error
+from hookbay.errors import BadRequest, HookbayError
+from hookbay.ids import request_id_floor
+from hookbay.models import SourceConfig, SourceCreate
+from hookbay.settings import PUBLIC_URL_META, Settings, get_settings, unknown_settings
+from hookbay.store import RequestFilter, Store, open_store
+from hookbay.store.deliveries import DeliveryFilter
+from hookbay.views import parse_time, request_detail, request_summary, source_out
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ _DEBUG = [False]
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from hookbay import __version__
 
         typer.echo(f"hookbay {__version__}")
         raise typer.Exit()
@@ -267,7 +267,7 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
     if parser is not None:
         cfg["parser"] = parser
     if mapping_file is not None:
-        from .parsers.mapping import Mapping, MappingError
+        from hookbay.parsers.mapping import Mapping, MappingError
 
         try:
             cfg["mapping"] = Mapping.parse_text(mapping_file.read_text()).to_dict()
@@ -294,7 +294,7 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
 
 def _check_config(cfg: SourceConfig, where: str) -> None:
     """The CLI acts as the admin, so only the rules that bind admins too apply (secret names)."""
-    from .containment import check_config
+    from hookbay.containment import check_config
 
     try:
         check_config(cfg, get_settings(), admin=True, prefix=where)
@@ -342,9 +342,9 @@ def serve(
     """Run ingest, admin API and the worker (in a supervised child process unless HOOKBAY_RUN_WORKER=inline)."""
     import uvicorn
 
-    from .app import HookbayApp
-    from .logs import setup_logging
-    from .protocol import uvicorn_config
+    from hookbay.ingest.protocol import uvicorn_config
+    from hookbay.logs import setup_logging
+    from hookbay.server.app import HookbayApp
 
     settings = get_settings()
     if host:
@@ -373,12 +373,12 @@ def serve(
 @app.command("worker")
 def worker_cmd() -> None:
     """Run only the processing worker, deliveries and alerts (scale out against a shared PostgreSQL)."""
-    from .alerts import AlertEvaluator
-    from .deliveries import Deliverer
-    from .logs import setup_logging
-    from .runtime import tune_interpreter
-    from .sources import SourceCache
-    from .worker import Worker
+    from hookbay.logs import setup_logging
+    from hookbay.ops.alerts import AlertEvaluator
+    from hookbay.processing.deliverer import Deliverer
+    from hookbay.processing.worker import Worker
+    from hookbay.runtime import tune_interpreter
+    from hookbay.store.sources import SourceCache
 
     settings = get_settings()
     setup_logging(settings.log_level, settings.log_json)
@@ -422,7 +422,7 @@ def migrate() -> None:
 def doctor(as_json: bool = JsonOpt) -> None:
     """Check the database, migrations, settings, SMTP, clock and free disk: one line per check
     (ok/warn/fail) with the fix; exits 1 when a check fails. Creates nothing."""
-    from .doctor import run_checks
+    from hookbay.cli.doctor import run_checks
 
     checks = run_checks(os.environ)
     if as_json:
@@ -469,7 +469,7 @@ def source_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a source and print its secret ingest URL."""
-    from .admin import initial_secret
+    from hookbay.api.admin import initial_secret
 
     cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync,
                   dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
@@ -596,7 +596,7 @@ def source_rotate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Rotate a source's signing secret (old ones valid for --grace) or its API key."""
-    from .signatures import generate_secret
+    from hookbay.signatures import generate_secret
 
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     g = grace.strip().lower()
@@ -619,7 +619,7 @@ def source_rotate(
         if cfg.signature is None:
             raise BadRequest("This source has no signature scheme; set one with --signature first")
         if secret:
-            from .admin import initial_secret
+            from hookbay.api.admin import initial_secret
 
             initial_secret(cfg, secret)
         new_secret = secret or generate_secret(cfg.signature.scheme)
@@ -664,8 +664,8 @@ def source_apply(
     field explicitly (``signature: null``); otherwise nothing is applied. Sources not in the file
     stay unless ``--prune``. A ``secret`` in the file becomes the source's only signing secret
     when it differs."""
-    from .admin import initial_secret
-    from .changes import config_diff, weakenings
+    from hookbay.api.admin import initial_secret
+    from hookbay.changes import config_diff, weakenings
 
     try:
         doc = yaml.safe_load(file.read_text()) or {}
@@ -969,7 +969,7 @@ def token_rotate_admin(as_json: bool = JsonOpt) -> None:
     """Replace the generated admin token (printed once); a running server switches within seconds."""
     import secrets as _secrets
 
-    from .store import hash_secret
+    from hookbay.store import hash_secret
 
     if get_settings().admin_token:
         typer.echo("error: the admin token comes from HOOKBAY_ADMIN_TOKEN; change it there", err=True)
@@ -993,7 +993,7 @@ def token_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create an API token (printed once)."""
-    from .admin import create_token_row
+    from hookbay.api.admin import create_token_row
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return (await create_token_row(store, name, client, audit=_audit("token.create"))).model_dump()
@@ -1015,7 +1015,7 @@ def profiles_find(
     as_json: bool = JsonOpt,
 ) -> None:
     """Find profiles by email or phone (normalised the same way as incoming contacts)."""
-    from .profiles import lookup_email, lookup_phone, profile_view
+    from hookbay.profiles import lookup_email, lookup_phone, profile_view
 
     if not email and not phone:
         typer.echo("error: give --email or --phone", err=True)
@@ -1037,7 +1037,7 @@ def profiles_find(
 @profiles_app.command("show")
 def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
     """Show a profile: each field with the request that set it, current consent and the ledger."""
-    from .profiles import profile_view
+    from hookbay.profiles import profile_view
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return profile_view(await store.get_profile(profile_id))
@@ -1057,7 +1057,7 @@ def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
 @profiles_app.command("export")
 def profiles_export(profile_id: str, out: Path = typer.Option(None, "--out", help="Write to this file")) -> None:
     """Export everything held about one profile as JSON."""
-    from .admin import export_profile_data
+    from hookbay.api.admin import export_profile_data
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return await export_profile_data(store, profile_id, None)
@@ -1098,8 +1098,8 @@ def replay_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Re-parse stored requests with the source's current parser and mapping version."""
-    from .replay import replay
-    from .sources import SourceCache
+    from hookbay.processing.replay import replay
+    from hookbay.store.sources import SourceCache
 
     if not request_id and not source and not failed:
         typer.echo("error: give a request id, --source or --failed", err=True)
@@ -1136,8 +1136,8 @@ def replay_cmd(
 def purge_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Count only"), as_json: bool = JsonOpt) -> None:
     """Purge raw bodies older than each source's retention_days, and relay messages acked longer
     ago than HOOKBAY_RELAY_ACKED_RETENTION_SECONDS, now (serve also does both hourly)."""
-    from .app import prune_relay, purge_expired
-    from .sources import SourceCache
+    from hookbay.server.app import prune_relay, purge_expired
+    from hookbay.store.sources import SourceCache
 
     async def go(store: Store, s: Settings) -> tuple[dict[str, int], int]:
         cache = SourceCache(store, s.max_body_bytes)
@@ -1160,7 +1160,7 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("generate")
 def keys_generate(kid: str = typer.Option("k1", help="Key id")) -> None:
     """Print a new key entry for HOOKBAY_ENCRYPTION_KEY (put it first; keep old ones after it)."""
-    from .crypto import generate_key
+    from hookbay.crypto import generate_key
 
     typer.echo(f"{kid}:{generate_key()}")
 
@@ -1188,7 +1188,7 @@ def audit_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Show the audit log: who changed which source, secret, key or token, what and from where."""
-    from .audit import entry_view
+    from hookbay.audit import entry_view
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         rows = await store.list_audit(client, since_us=_time("--since", since), limit=limit)
@@ -1208,10 +1208,8 @@ def audit_cmd(
             typer.echo(f"    WEAKENS: {line}")
 
 
-from . import (  # noqa: E402
-    cli_alerts,  # noqa: F401  (registers `alerts`)
-    cli_relay,  # noqa: F401  (registers `agent`, `source relay-token`, `source relay-status`)
-)
+import hookbay.cli.alerts  # noqa: E402, F401  (registers `alerts`)
+import hookbay.cli.relay  # noqa: E402, F401  (registers `agent`, `source relay-token`, `source relay-status`)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1290,7 +1288,7 @@ def deliveries_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List deliveries, newest first."""
-    from .admin_deliveries import delivery_out
+    from hookbay.api.deliveries import delivery_out
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         f = await _delivery_filter(store, source, since, until, client, state=state, action_type=action,
@@ -1309,7 +1307,7 @@ def deliveries_list(
 @deliveries_app.command("show")
 def deliveries_show(delivery_id: str, as_json: bool = JsonOpt) -> None:
     """Show one delivery with every attempt."""
-    from .admin_deliveries import delivery_detail
+    from hookbay.api.deliveries import delivery_detail
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return delivery_detail(await store.get_delivery(delivery_id))

@@ -4,7 +4,7 @@ One ``Edge`` per listening server counts open connections by client address, so 
 cannot hold every file descriptor (slowloris); when the server is full, the connection that has
 waited longest for a request head makes room for a new one, and the admin API keeps a share of
 its own when every ingest connection is busy.
-The protocol (``hookbay.protocol``) enforces the deadlines and header bounds.
+The protocol (``hookbay.ingest.protocol``) enforces the deadlines and header bounds.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import resource
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import error_bytes
-from .netaddr import Network, in_networks, parse_networks
+from hookbay.errors import error_bytes
+from hookbay.netaddr import Network, in_networks, parse_networks
 
 ADMIT, RESERVED, REFUSE = 0, 1, 2
 

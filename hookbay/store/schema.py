@@ -282,7 +282,7 @@ relay_tokens = sa.Table(
 )
 
 # Alert rules: a condition, its parameters and channels as one JSON definition (validated by
-# hookbay.alerts.RuleDefinition); client_id NULL = a global rule, which only the admin sees.
+# hookbay.ops.alerts.RuleDefinition); client_id NULL = a global rule, which only the admin sees.
 alert_rules = sa.Table(
     "alert_rules",
     metadata,

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, Field
 
-from .errors import BadRequest, Conflict
-from .store import Store
-from .store.deliveries import DeliveryFilter
-from .views import iso, parse_time
+from hookbay.errors import BadRequest, Conflict
+from hookbay.store import Store
+from hookbay.store.deliveries import DeliveryFilter
+from hookbay.views import iso, parse_time
 
 STATES = "^(pending|running|succeeded|dead|skipped)$"
 ACTIONS = "^(email|mailchimp|forward)$"

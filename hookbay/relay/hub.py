@@ -21,12 +21,12 @@ import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from .errors import Unauthorized
-from .ids import now_us
-from .models import SourceConfig
-from .store import Store
-from .store.relay import RelayCredential, RelayQueue
-from .views import iso
+from hookbay.errors import Unauthorized
+from hookbay.ids import now_us
+from hookbay.models import SourceConfig
+from hookbay.store import Store
+from hookbay.store.relay import RelayCredential, RelayQueue
+from hookbay.views import iso
 
 RECHECK_S = 0.5
 PULL_RECORD_EVERY_S = 10.0

@@ -14,13 +14,13 @@ import orjson
 from fastapi import FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from .alerts import SYSTEM_CONDITIONS, RuleDefinition, SlackChannel, WebhookChannel
-from .changes import merge_patch
-from .containment import ConfigRefused
-from .errors import BadRequest, Forbidden, NotFound
-from .store import Store
-from .store.alerts import AlertStore
-from .views import iso
+from hookbay.changes import merge_patch
+from hookbay.containment import ConfigRefused
+from hookbay.errors import BadRequest, Forbidden, NotFound
+from hookbay.ops.alerts import SYSTEM_CONDITIONS, RuleDefinition, SlackChannel, WebhookChannel
+from hookbay.store import Store
+from hookbay.store.alerts import AlertStore
+from hookbay.views import iso
 
 RULE_FIELDS = ("name", "client_id", "enabled")
 

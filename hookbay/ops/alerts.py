@@ -23,15 +23,15 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .actions.ssrf import check_destination
-from .health import Readiness
-from .ids import now_us, ulid
-from .settings import Settings
-from .signatures import generate_secret, sign_standard, validate_secret
-from .store import Store
-from .store.alerts import AlertStore, Transition
-from .store.errors import describe
-from .views import iso
+from hookbay.actions.ssrf import check_destination
+from hookbay.ids import now_us, ulid
+from hookbay.ops.health import Readiness
+from hookbay.settings import Settings
+from hookbay.signatures import generate_secret, sign_standard, validate_secret
+from hookbay.store import Store
+from hookbay.store.alerts import AlertStore, Transition
+from hookbay.store.errors import describe
+from hookbay.views import iso
 
 log = structlog.get_logger("hookbay.alerts")
 
@@ -236,7 +236,7 @@ class AlertEvaluator:
         await self._post(ch.url, body, headers, d.allow_private_destinations)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str], allow_private: bool) -> None:
-        from .deliveries import _check_peer, _read_excerpt
+        from hookbay.processing.deliverer import _check_peer, _read_excerpt
 
         await check_destination(url, allow_private=allow_private)
         async with self.http.stream("POST", url, content=body, headers=headers, timeout=SEND_TIMEOUT_S) as r:
@@ -246,7 +246,7 @@ class AlertEvaluator:
             raise RuntimeError(f"HTTP {r.status_code}: {excerpt[:100]}")
 
     async def _email(self, to: str, text: str) -> None:
-        from .actions.email import SmtpSettings, send_email
+        from hookbay.actions.email import SmtpSettings, send_email
 
         s = self.settings
         if not s.smtp_host:

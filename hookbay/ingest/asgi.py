@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from .protocol import respond
+from hookbay.ingest.protocol import respond
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

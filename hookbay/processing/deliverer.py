@@ -24,18 +24,18 @@ import httpx
 import orjson
 import structlog
 
-from . import metrics
-from .actions.conditions import Condition, compile_condition
-from .actions.retry import RetryPolicy
-from .actions.ssrf import DestinationRefused, UnresolvedHost, check_destination, is_public_address
-from .ids import now_us
-from .models import Action, EmailAction, ForwardAction, MailchimpAction
-from .settings import Settings
-from .signatures import sign_standard
-from .sources import ActiveSource, SourceCache
-from .store import Store, wait_for_wakeup
-from .store.deliveries import AttemptResult, ClaimedDelivery
-from .store.errors import describe
+from hookbay import metrics
+from hookbay.actions.conditions import Condition, compile_condition
+from hookbay.actions.retry import RetryPolicy
+from hookbay.actions.ssrf import DestinationRefused, UnresolvedHost, check_destination, is_public_address
+from hookbay.ids import now_us
+from hookbay.models import Action, EmailAction, ForwardAction, MailchimpAction
+from hookbay.settings import Settings
+from hookbay.signatures import sign_standard
+from hookbay.store import Store, wait_for_wakeup
+from hookbay.store.deliveries import AttemptResult, ClaimedDelivery
+from hookbay.store.errors import describe
+from hookbay.store.sources import ActiveSource, SourceCache
 
 log = structlog.get_logger("hookbay.deliveries")
 EXCERPT = 500
@@ -382,7 +382,7 @@ class Deliverer:
                 "source": {"id": src.id, "name": src.name, "client_id": src.client_id}}
 
     async def _email(self, action: EmailAction, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> Outcome:
-        from .actions.email import SmtpSettings, TemplateError, render_email, send_email
+        from hookbay.actions.email import SmtpSettings, TemplateError, render_email, send_email
 
         s = self.settings
         if not s.smtp_host:
@@ -409,8 +409,8 @@ class Deliverer:
         return Outcome(None, f"{to}: {response}"[:EXCERPT])
 
     async def _mailchimp(self, action: MailchimpAction, src: ActiveSource, ctx: dict[str, Any]) -> Outcome:
-        from .actions.mailchimp import MailchimpClient, contact_to_member
-        from .containment import secret_env_allowed
+        from hookbay.actions.mailchimp import MailchimpClient, contact_to_member
+        from hookbay.containment import secret_env_allowed
 
         if not secret_env_allowed(action.api_key_env, self.settings):
             raise Permanent(f"mailchimp action: {action.api_key_env} is not a provider key variable (names must "

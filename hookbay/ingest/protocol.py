@@ -19,7 +19,14 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from .edge import HEADERS_TOO_LARGE, REFUSE, REQUEST_TIMEOUT, RESERVED, TOO_MANY_CONNECTIONS, Edge
+from hookbay.ingest.edge import (
+    HEADERS_TOO_LARGE,
+    REFUSE,
+    REQUEST_TIMEOUT,
+    RESERVED,
+    TOO_MANY_CONNECTIONS,
+    Edge,
+)
 
 
 class _CoalescingTransport:
@@ -97,7 +104,7 @@ def _is_ingest(url: bytes) -> bool:
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """Pass as ``uvicorn.Config(http=...)``; ``uvicorn_config`` does, with the server's ``Edge``.
 
-    It also bounds what a client can hold (``hookbay.edge``): the head must arrive within
+    It also bounds what a client can hold (``hookbay.ingest.edge``): the head must arrive within
     ``header_timeout`` of the connection opening or of the previous response, a body may idle
     ``body_idle_timeout`` between bytes, an idle keep-alive connection closes after uvicorn's
     ``timeout_keep_alive``; heads over ``max_header_bytes`` or ``max_headers`` get 431 before any

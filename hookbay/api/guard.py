@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .admin import principal_for_token
-from .asgi import Message, Receive, Scope, Send, send_json
-from .errors import HookbayError, PayloadTooLarge, Unauthorized
-from .ingest import ClientGone, read_body
-from .store import Store
+from hookbay.api.admin import principal_for_token
+from hookbay.errors import HookbayError, PayloadTooLarge, Unauthorized
+from hookbay.ingest.asgi import Message, Receive, Scope, Send, send_json
+from hookbay.ingest.endpoint import ClientGone, read_body
+from hookbay.store import Store
 
 RELAY_AGENT_PATH = "/api/v1/relay/messages"  # the agent's routes take relay tokens
 

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 import typer
 
-from .cli import OPT_SOURCE_CLIENT, JsonOpt, _audit, _print_json, _run, app, source_app
-from .settings import Settings
-from .store import Store
+from hookbay.cli.main import OPT_SOURCE_CLIENT, JsonOpt, _audit, _print_json, _run, app, source_app
+from hookbay.settings import Settings
+from hookbay.store import Store
 
 relay_token_app = typer.Typer(help="Relay tokens: what `hookbay agent` authenticates with (one source each).",
                               no_args_is_help=True)
@@ -30,8 +30,8 @@ SourceArg = typer.Argument(..., help="Source id, token or name")
 def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", help="A label for the token"),
                        client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Create a relay token for a source (printed once; only its hash is stored)."""
-    from .relay import token_out
-    from .store.relay import RelayQueue
+    from hookbay.relay.hub import token_out
+    from hookbay.store.relay import RelayQueue
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         row = await store.get_source(ref, client)
@@ -49,8 +49,8 @@ def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", h
 @relay_token_app.command("list")
 def relay_token_list(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """List a source's relay tokens (never their values)."""
-    from .relay import token_out
-    from .store.relay import RelayQueue
+    from hookbay.relay.hub import token_out
+    from hookbay.store.relay import RelayQueue
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         row = await store.get_source(ref, client)
@@ -68,7 +68,7 @@ def relay_token_list(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_j
 def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(..., help="Relay token id (rtk_…)"),
                        client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Revoke a relay token; an agent using it is refused at its next request."""
-    from .store.relay import RelayQueue
+    from hookbay.store.relay import RelayQueue
 
     async def go(store: Store, s: Settings) -> None:
         row = await store.get_source(ref, client)
@@ -85,8 +85,8 @@ def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(...,
 @source_app.command("relay-status")
 def relay_status_cmd(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Show a relay source's queue: depth, leased messages, the oldest message's age and last error."""
-    from .relay import relay_status
-    from .store.relay import RelayQueue
+    from hookbay.relay.hub import relay_status
+    from hookbay.store.relay import RelayQueue
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         row = await store.get_source(ref, client)
@@ -138,8 +138,8 @@ def agent_cmd(
     Exit codes: 0 done (stopped by a signal, or --once drained the queue), 1 --once hit a failed
     forward (the message stays queued), 2 --once could not reach the server, 3 token refused,
     4 another agent holds the journal."""
-    from .agent import AgentConfig, run_agent
-    from .agent_journal import default_journal, default_state_dir
+    from hookbay.relay.agent import AgentConfig, run_agent
+    from hookbay.relay.journal import default_journal, default_state_dir
 
     if not forward.startswith(("http://", "https://")):
         typer.echo("error: --forward must be an http:// or https:// URL", err=True)

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from .errors import HookbayError
+from hookbay.errors import HookbayError
 
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (HookbayError, ValidationError, sa.exc.OperationalError, OSError)
 

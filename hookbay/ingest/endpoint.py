@@ -19,9 +19,8 @@ from urllib.parse import parse_qsl
 import orjson
 import structlog
 
-from . import metrics
-from .asgi import Receive, Scope, Send, send_json, send_raw
-from .errors import (
+from hookbay import metrics
+from hookbay.errors import (
     Forbidden,
     HookbayError,
     MethodNotAllowed,
@@ -33,14 +32,15 @@ from .errors import (
     WriteTimeout,
     error_body,
 )
-from .ids import new_request_id, now_us
-from .netaddr import client_address, in_networks, parse_networks
-from .parsers.formats import check_well_formed
-from .ratelimit import RateLimiter
-from .settings import Settings
-from .sources import ActiveSource, SourceCache
-from .store import Store, hash_secret
-from .store.errors import describe
+from hookbay.ids import new_request_id, now_us
+from hookbay.ingest.asgi import Receive, Scope, Send, send_json, send_raw
+from hookbay.ingest.ratelimit import RateLimiter
+from hookbay.netaddr import client_address, in_networks, parse_networks
+from hookbay.parsers.formats import check_well_formed
+from hookbay.settings import Settings
+from hookbay.store import Store, hash_secret
+from hookbay.store.errors import describe
+from hookbay.store.sources import ActiveSource, SourceCache
 
 log = structlog.get_logger("hookbay.ingest")
 
@@ -50,8 +50,8 @@ NOT_FOUND_BODY = orjson.dumps(NotFound().to_dict())
 def dry_run(body: bytes, content_type: str | None, src: ActiveSource, settings: Settings) -> dict[str, Any]:
     """What a body would become, storing nothing and running no action: the answer of
     ``/V1/Test`` and of the console's mapping playground."""
-    from .deliveries import plan
-    from .worker import parse_body
+    from hookbay.processing.deliverer import plan
+    from hookbay.processing.worker import parse_body
 
     out = parse_body(body, content_type, src)
     actions = [{k: d[k] for k in ("record_idx", "action_idx", "action_type", "action_name")}
@@ -247,7 +247,7 @@ class Ingest:
 
     def _check_signature(self, src: ActiveSource, hmap: dict[bytes, bytes], body: bytes) -> bool:
         """True for an unsigned WooCommerce ping: stored, never processed."""
-        from .signatures import SignatureError, verify
+        from hookbay.signatures import SignatureError, verify
 
         text = {k.decode("latin-1"): v.decode("latin-1") for k, v in hmap.items()}
         try:

@@ -20,15 +20,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import schema
-from .admin_alerts import add_alert_routes
-from .admin_deliveries import add_delivery_routes
-from .audit import Actor, AuditEntry, entry_view, source_summary
-from .changes import merge_patch, weakenings
-from .containment import check_config
-from .errors import BadRequest, Conflict, Forbidden, HookbayError, NotFound, Unauthorized, error_body
-from .ids import now_us, ulid
-from .models import (
+from hookbay.api.alerts import add_alert_routes
+from hookbay.api.deliveries import add_delivery_routes
+from hookbay.audit import Actor, AuditEntry, entry_view, source_summary
+from hookbay.changes import merge_patch, weakenings
+from hookbay.containment import check_config
+from hookbay.errors import BadRequest, Conflict, Forbidden, HookbayError, NotFound, Unauthorized, error_body
+from hookbay.ids import now_us, ulid
+from hookbay.models import (
     RequestDetail,
     RequestPage,
     RotateIn,
@@ -38,14 +37,14 @@ from .models import (
     SourceReplace,
     SourceUpdate,
 )
-from .profiles import lookup_email, lookup_phone, profile_view
-from .replay import OffLoop, replay
-from .settings import Settings
-from .signatures import generate_secret, validate_secret
-from .sources import SourceCache
-from .store import RequestFilter, Store, hash_secret
-from .store.errors import describe
-from .views import parse_time, request_detail, request_summary, source_out
+from hookbay.processing.replay import OffLoop, replay
+from hookbay.profiles import lookup_email, lookup_phone, profile_view
+from hookbay.settings import Settings
+from hookbay.signatures import generate_secret, validate_secret
+from hookbay.store import RequestFilter, Store, hash_secret, schema
+from hookbay.store.errors import describe
+from hookbay.store.sources import SourceCache
+from hookbay.views import parse_time, request_detail, request_summary, source_out
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,7 @@ class AuditPage(BaseModel):
 
 def with_peer(p: Principal, request: Request, settings: Settings) -> Principal:
     """The principal with where the request came from (proxy headers count only from trusted proxies)."""
-    from .netaddr import client_address, parse_networks
+    from hookbay.netaddr import client_address, parse_networks
 
     peer = client_address(request.client.host if request.client else None, request.scope.get("headers", []),
                           parse_networks(settings.trusted_proxy_list))
@@ -366,7 +365,9 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
     Auth = Annotated[Principal, Depends(principal)]
 
-    from .relay import register_relay_routes  # relay tokens, queue status and the agent's endpoints
+    from hookbay.relay.hub import (
+        register_relay_routes,  # relay tokens, queue status and the agent's endpoints
+    )
 
     register_relay_routes(app, store, principal, scope_client, ERRORS)
 
@@ -533,7 +534,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
 async def create_token_row(store: Store, name: str, client_id: str | None,
                            audit: AuditEntry | None = None) -> TokenOut:
-    from .audit import record
+    from hookbay.store.audit import record
 
     tok = "hbt_" + secrets.token_urlsafe(32)
     tid = "tok_" + ulid()
@@ -551,7 +552,7 @@ async def create_token_row(store: Store, name: str, client_id: str | None,
 
 async def export_profile_data(store: Store, profile_id: str, client_id: str | None) -> dict[str, Any]:
     """Everything held about one customer: the profile, its ledger and the records made for it."""
-    from .views import record_view
+    from hookbay.views import record_view
 
     prof = profile_view(await store.get_profile(profile_id, client_id))
     recs = await store.records_for(prof["request_ids"])

@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 import structlog
 
-from .errors import HookbayError, StorageUnavailable
-from .sources import SourceCache
-from .store import RequestFilter, Store
-from .store.errors import describe
-from .worker import internal_error_message, process_request
+from hookbay.errors import HookbayError, StorageUnavailable
+from hookbay.processing.worker import internal_error_message, process_request
+from hookbay.store import RequestFilter, Store
+from hookbay.store.errors import describe
+from hookbay.store.sources import SourceCache
 
 log = structlog.get_logger("hookbay.replay")
 

@@ -42,9 +42,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from . import __version__ as VERSION
-from .agent_journal import Journal, JournalLocked
-from .runtime import tune_interpreter
+from hookbay import __version__ as VERSION
+from hookbay.relay.journal import Journal, JournalLocked
+from hookbay.runtime import tune_interpreter
 
 try:  # httpcore looks for sniffio on every asyncio request; without it each lookup is a failed import
     import sniffio  # noqa: F401

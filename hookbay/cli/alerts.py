@@ -14,10 +14,10 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from .cli import JsonOpt, _print_json, _run, app
-from .errors import BadRequest
-from .settings import Settings
-from .store import Store
+from hookbay.cli.main import JsonOpt, _print_json, _run, app
+from hookbay.errors import BadRequest
+from hookbay.settings import Settings
+from hookbay.store import Store
 
 alerts_app = typer.Typer(help="Alert rules and alerts (open and resolved).", invoke_without_command=True)
 app.add_typer(alerts_app, name="alerts")
@@ -36,8 +36,8 @@ def alerts_list(
         return
     if state not in (None, "open", "resolved"):
         raise BadRequest("--state must be open or resolved")
-    from .admin_alerts import alert_out
-    from .store.alerts import AlertStore
+    from hookbay.api.alerts import alert_out
+    from hookbay.store.alerts import AlertStore
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         return [alert_out(r) for r in await AlertStore(store).list_alerts(state=state, rule_id=rule, limit=limit)]
@@ -57,8 +57,8 @@ def alerts_list(
 @alerts_app.command("rules")
 def alerts_rules(client: str = typer.Option(None, help="Only this client's rules"), as_json: bool = JsonOpt) -> None:
     """List alert rules."""
-    from .admin_alerts import rule_out
-    from .store.alerts import AlertStore
+    from hookbay.api.alerts import rule_out
+    from hookbay.store.alerts import AlertStore
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         return [rule_out(r) for r in await AlertStore(store).list_rules(client)]
@@ -80,8 +80,8 @@ def alerts_apply(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create or update rules from a file, each matched by (client_id, name); rules not in the file stay."""
-    from .admin_alerts import RuleIn, rule_out, save_rule
-    from .store.alerts import AlertStore
+    from hookbay.api.alerts import RuleIn, rule_out, save_rule
+    from hookbay.store.alerts import AlertStore
 
     doc = yaml.safe_load(file.read_text())
     items = doc.get("rules") if isinstance(doc, dict) else doc
@@ -132,7 +132,7 @@ def alerts_apply(
 @alerts_app.command("delete-rule")
 def alerts_delete_rule(rule_id: str, as_json: bool = JsonOpt) -> None:
     """Delete a rule; its open alerts are closed without a resolved message."""
-    from .store.alerts import AlertStore
+    from hookbay.store.alerts import AlertStore
 
     async def go(store: Store, s: Settings) -> None:
         await AlertStore(store).delete_rule(rule_id)

@@ -20,10 +20,10 @@ from typing import Any
 
 import structlog
 
-from .errors import HookbayError, ParseBudgetExceeded
-from .settings import Settings
-from .sources import ActiveSource
-from .store.errors import describe
+from hookbay.errors import HookbayError, ParseBudgetExceeded
+from hookbay.settings import Settings
+from hookbay.store.errors import describe
+from hookbay.store.sources import ActiveSource
 
 log = structlog.get_logger("hookbay.parsepool")
 
@@ -56,8 +56,8 @@ def _budgeted(budget_s: float, fn: Callable[..., Any], *args: Any) -> tuple[str,
 
 def process_for_store(req: dict[str, Any], src: ActiveSource | None, settings: Settings) -> dict[str, Any]:
     """What the worker stores for one request: its parse and the deliveries it plans."""
-    from .deliveries import plan
-    from .worker import process_request
+    from hookbay.processing.deliverer import plan
+    from hookbay.processing.worker import process_request
 
     res = process_request(req, src)
     if res["records"]:

@@ -21,28 +21,28 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import metrics
-from .admin import create_admin_app, principal_for_token
-from .admin_guard import AdminGuard
-from .alerts import AlertEvaluator
-from .asgi import Receive, Scope, Send, send_json, send_raw
-from .console import create_console_app
-from .console.session import SESSION_COOKIE
-from .deliveries import Deliverer
-from .errors import HookbayError, NotFound, StorageUnavailable, Unauthorized
-from .health import Readiness
-from .ids import now_us
-from .ingest import NOT_FOUND_BODY, Ingest
-from .parsepool import ParsePool, process_for_store
-from .runtime import tune_interpreter
-from .settings import PUBLIC_URL_META, Settings
-from .sources import SourceCache
-from .store import Store, hash_secret, open_store
-from .store.errors import describe
-from .store.relay import RelayQueue
-from .views import receipt
-from .worker import ProcessingFailed, Worker, internal_error_message
-from .workerproc import WorkerSupervisor
+from hookbay import metrics
+from hookbay.api.admin import create_admin_app, principal_for_token
+from hookbay.api.guard import AdminGuard
+from hookbay.console import create_console_app
+from hookbay.console.session import SESSION_COOKIE
+from hookbay.errors import HookbayError, NotFound, StorageUnavailable, Unauthorized
+from hookbay.ids import now_us
+from hookbay.ingest.asgi import Receive, Scope, Send, send_json, send_raw
+from hookbay.ingest.endpoint import NOT_FOUND_BODY, Ingest
+from hookbay.ops.alerts import AlertEvaluator
+from hookbay.ops.health import Readiness
+from hookbay.processing.deliverer import Deliverer
+from hookbay.processing.parsepool import ParsePool, process_for_store
+from hookbay.processing.worker import ProcessingFailed, Worker, internal_error_message
+from hookbay.runtime import tune_interpreter
+from hookbay.server.workerproc import WorkerSupervisor
+from hookbay.settings import PUBLIC_URL_META, Settings
+from hookbay.store import Store, hash_secret, open_store
+from hookbay.store.errors import describe
+from hookbay.store.relay import RelayQueue
+from hookbay.store.sources import SourceCache
+from hookbay.views import receipt
 
 log = structlog.get_logger("hookbay.app")
 
@@ -329,6 +329,6 @@ async def prune_relay(store: Store, settings: Settings, *, dry_run: bool = False
 
 
 def create_app(settings: Settings | None = None) -> HookbayApp:
-    from .settings import get_settings
+    from hookbay.settings import get_settings
 
     return HookbayApp(settings or get_settings())

@@ -16,8 +16,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from .cli_errors import describe_error
-from .settings import Settings, unknown_settings
+from hookbay.cli.errors import describe_error
+from hookbay.settings import Settings, unknown_settings
 
 FAIL_FREE_BYTES = 100 * 1024 * 1024  # SQLite and its WAL stop taking writes long before the disk is full
 WARN_FREE_BYTES = 1024 * 1024 * 1024
@@ -51,7 +51,7 @@ def run_checks(environ: Mapping[str, str]) -> list[Check]:
 
 
 def _settings(settings: Settings, environ: Mapping[str, str]) -> Iterator[Check]:
-    from .crypto import Keyring
+    from hookbay.crypto import Keyring
 
     unknown = unknown_settings(environ)
     for name, close in unknown:
@@ -94,7 +94,7 @@ def _database(settings: Settings) -> Iterator[Check]:
             yield Check("ok", "database", f"{where} is reachable")
             current = MigrationContext.configure(conn).get_current_revision()
             cfg = Config()
-            cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
+            cfg.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "migrations"))
             scripts = ScriptDirectory.from_config(cfg)
             heads = set(scripts.get_heads())
             if current is None:

@@ -19,17 +19,18 @@ from typing import Any
 
 import structlog
 
-from . import health, metrics
-from .deliveries import plan
-from .errors import HookbayError, StorageUnavailable
-from .ids import now_us
-from .models import SourceConfig
-from .parsers import contact, generic, mapping
-from .parsers.formats import load_tree
-from .settings import Settings
-from .sources import ActiveSource, SourceCache
-from .store import ClaimedJob, Store, wait_for_wakeup
-from .store.errors import describe
+from hookbay import metrics
+from hookbay.errors import HookbayError, StorageUnavailable
+from hookbay.ids import now_us
+from hookbay.models import SourceConfig
+from hookbay.ops import health
+from hookbay.parsers import contact, generic, mapping
+from hookbay.parsers.formats import load_tree
+from hookbay.processing.deliverer import plan
+from hookbay.settings import Settings
+from hookbay.store import ClaimedJob, Store, wait_for_wakeup
+from hookbay.store.errors import describe
+from hookbay.store.sources import ActiveSource, SourceCache
 
 log = structlog.get_logger("hookbay.worker")
 
@@ -348,7 +349,7 @@ class Worker:
         """PostgreSQL: wake on NOTIFY from any ingest process, not just this one."""
         import psycopg
 
-        from .store.dialects import PostgresDialect
+        from hookbay.store.dialects import PostgresDialect
 
         assert isinstance(self.store.dialect, PostgresDialect)
         while True:

@@ -23,8 +23,8 @@ from typing import Any
 
 import structlog
 
-from .settings import Settings
-from .worker import Worker
+from hookbay.processing.worker import Worker
+from hookbay.settings import Settings
 
 log = structlog.get_logger("hookbay.workerproc")
 
@@ -47,7 +47,7 @@ class _ChildWorker(Worker):
 
 def child_main(settings: Settings, wakeup: Connection, ingest_peak: Any) -> None:
     """Entry point of the worker process (spawned: nothing of the server's threads is inherited)."""
-    from .logs import setup_logging
+    from hookbay.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_json)
     # Ctrl-C reaches the whole process group; the server stops this process with SIGTERM once its
@@ -57,11 +57,11 @@ def child_main(settings: Settings, wakeup: Connection, ingest_peak: Any) -> None
 
 
 async def _child(settings: Settings, wakeup: Connection, ingest_peak: Any) -> None:
-    from .alerts import AlertEvaluator
-    from .deliveries import Deliverer
-    from .runtime import tune_interpreter
-    from .sources import SourceCache
-    from .store import open_store
+    from hookbay.ops.alerts import AlertEvaluator
+    from hookbay.processing.deliverer import Deliverer
+    from hookbay.runtime import tune_interpreter
+    from hookbay.store import open_store
+    from hookbay.store.sources import SourceCache
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
