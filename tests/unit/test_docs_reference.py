@@ -42,9 +42,12 @@ def _sections(text: str, level: str) -> dict[str, str]:
 
 def _rows(text: str) -> list[list[str]]:
     """Table body rows as cells (separator and header rows dropped; ``\\|`` is not a cell border)."""
+    lines = text.splitlines()
+    sep = re.compile(r"^\|[-| :]+\|$")
     out = []
-    for line in text.splitlines():
-        if line.startswith("|") and not re.match(r"^\|[-| :]+\|$", line):
+    for i, line in enumerate(lines):
+        header = i + 1 < len(lines) and sep.match(lines[i + 1])
+        if line.startswith("|") and not sep.match(line) and not header:
             out.append([c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
     return out
 
@@ -108,6 +111,16 @@ def test_other_variables_are_really_not_settings() -> None:
         assert name not in {"HOOKBAY_" + f.upper() for f in Settings.model_fields}, f"{name} is a setting"
         assert (name in NON_SETTING_NAMES or name.startswith(NON_SETTING_PREFIXES)
                 or name.startswith(provider)), f"{name} would be reported as an unknown setting"
+
+
+def test_source_settings_table_lists_every_config_key() -> None:
+    """docs/sources.md lists a source's ``config`` keys; a key added to ``SourceConfig`` needs a row."""
+    from hookbay.models import SourceConfig
+
+    body = _sections((ROOT / "docs" / "sources.md").read_text(), "##")["Source settings"]
+    documented = {k for row in _rows(body) if row for k in re.findall(r"`(\w+)`", row[0])}
+    assert documented == set(SourceConfig.model_fields), (
+        sorted(set(SourceConfig.model_fields) - documented), sorted(documented - set(SourceConfig.model_fields)))
 
 
 # --- CLI -----------------------------------------------------------------------------------------
