@@ -24,7 +24,8 @@ METRICS_PAGE = ROOT / "docs" / "reference" / "metrics.md"
 
 
 # Descriptions for options whose declaration has no help text (they print none in --help); kept
-# here rather than in the command modules, which are being reorganised. Marked with a dagger.
+# here rather than in the command modules, which are being reorganised. Marked with a dagger
+# in the page; an entry is ignored once its option has help text of its own.
 _TIME = "ISO-8601 time or relative (15m, 2h, 3d)"
 EXTRA_HELP: dict[tuple[str, str], str] = {
     ("replay", "--source"): "Source id, token or name",
@@ -101,7 +102,7 @@ def render_cli() -> str:
                 continue
             opt, help_ = record
             extra = EXTRA_HELP.get((" ".join(path[1:]), p.opts[0]))
-            if extra and not help_.strip().startswith(extra):
+            if extra and not getattr(p, "help", None):  # once the option has help text, that wins
                 help_ = f"{extra}† {help_}".strip()
             rows.append(f"| `{_cell(opt)}` | {_cell(help_)} |")
         if rows:
