@@ -23,24 +23,7 @@ from hookbay.cli.common import (
     run,
 )
 from hookbay.cli.errors import describe_error
-from hookbay.cli.source_options import (
-    OPT_ACTIONS,
-    OPT_ALGORITHM,
-    OPT_ALLOW_IP,
-    OPT_ALLOW_PRIVATE,
-    OPT_BURST,
-    OPT_ENCODING,
-    OPT_PREFIX,
-    OPT_RATE,
-    OPT_RELAY,
-    OPT_REQUIRE_HEADER,
-    OPT_RETENTION,
-    OPT_SIGNATURE,
-    OPT_SIGNATURE_HEADER,
-    OPT_TOLERANCE,
-    build_config,
-    check_source_config,
-)
+from hookbay.cli.source_options import SourceOptions, check_source_config, source_options
 from hookbay.errors import BadRequest, HookbayError
 from hookbay.models import SourceConfig, SourceCreate
 from hookbay.settings import Settings
@@ -66,44 +49,20 @@ def _show_source(out: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command("create")
+@source_options
 def source_create(
     name: str = typer.Option(..., help="Display name, unique per client"),
     client: str = typer.Option(..., help="Client (tenant) id"),
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key; it is printed once"),
-    fmt: str = typer.Option(None, "--format", help="auto|json|ndjson|xml|csv|form"),
-    method: list[str] = typer.Option(None, "--allow-method", help="Allowed method (repeatable), default POST"),
-    max_body: int = typer.Option(None, help="Body size limit in bytes (default 1 MiB)"),
-    idempotency_header: str = typer.Option(None, help="Extra header naming a delivery id"),
-    parser: str = typer.Option(None, "--parser", help="generic|contact|mapping"),
-    mapping_file: Path = typer.Option(None, "--mapping", help="Mapping file (YAML or JSON); implies --parser mapping"),
-    region: str = typer.Option(None, "--default-region", help="Region for phone numbers without +code, e.g. GB"),
-    sync: bool = typer.Option(None, "--sync/--async", help="Parse before answering (as ?wait=1)"),
-    signature: str = OPT_SIGNATURE,
+    opts: SourceOptions = SourceOptions(),
     secret: str = typer.Option(None, "--secret", help="The provider's signing secret (generated if absent)"),
-    signature_header: str = OPT_SIGNATURE_HEADER,
-    algorithm: str = OPT_ALGORITHM,
-    encoding: str = OPT_ENCODING,
-    prefix: str = OPT_PREFIX,
-    tolerance: int = OPT_TOLERANCE,
-    allow_ip: list[str] = OPT_ALLOW_IP,
-    require_header: list[str] = OPT_REQUIRE_HEADER,
-    rate: float = OPT_RATE,
-    burst: int = OPT_BURST,
-    retention_days: int = OPT_RETENTION,
-    actions: Path = OPT_ACTIONS,
-    allow_private: bool = OPT_ALLOW_PRIVATE,
-    relay: bool = OPT_RELAY,
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a source and print its secret ingest URL."""
     from hookbay.api.admin import initial_secret
 
-    cfg = build_config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync,
-                  dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
-             prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private,
-             relay=relay))
+    cfg = opts.config({})
     spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
     try:
         first_secret, generated = initial_secret(spec.config, secret)
@@ -153,32 +112,12 @@ def source_show(ref: str = typer.Argument(..., help="Source id, token or name"),
 
 
 @app.command("update")
+@source_options
 def source_update(
     ref: str = typer.Argument(..., help="Source id, token or name"),
     name: str = typer.Option(None),
     enable: bool = typer.Option(None, "--enable/--disable"),
-    fmt: str = typer.Option(None, "--format", help="auto|json|ndjson|xml|csv|form"),
-    method: list[str] = typer.Option(None, "--allow-method"),
-    max_body: int = typer.Option(None),
-    idempotency_header: str = typer.Option(None),
-    parser: str = typer.Option(None, "--parser", help="generic|contact|mapping"),
-    mapping_file: Path = typer.Option(None, "--mapping", help="New mapping version (YAML or JSON)"),
-    region: str = typer.Option(None, "--default-region"),
-    sync: bool = typer.Option(None, "--sync/--async"),
-    signature: str = OPT_SIGNATURE,
-    signature_header: str = OPT_SIGNATURE_HEADER,
-    algorithm: str = OPT_ALGORITHM,
-    encoding: str = OPT_ENCODING,
-    prefix: str = OPT_PREFIX,
-    tolerance: int = OPT_TOLERANCE,
-    allow_ip: list[str] = OPT_ALLOW_IP,
-    require_header: list[str] = OPT_REQUIRE_HEADER,
-    rate: float = OPT_RATE,
-    burst: int = OPT_BURST,
-    retention_days: int = OPT_RETENTION,
-    actions: Path = OPT_ACTIONS,
-    allow_private: bool = OPT_ALLOW_PRIVATE,
-    relay: bool = OPT_RELAY,
+    opts: SourceOptions = SourceOptions(),
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
     client: str = OPT_SOURCE_CLIENT,
@@ -193,14 +132,8 @@ def source_update(
             changes["name"] = name
         if enable is not None:
             changes["enabled"] = enable
-        sec = dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
-             prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
-             burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private,
-             relay=relay)
-        if (any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync, relay))
-                or method or any(v for v in sec.values() if v is not None)):
-            changes["config"] = build_config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
-                                        parser, mapping_file, region, sync, sec)
+        if opts.named():
+            changes["config"] = opts.config(orjson.loads(row["config"]))
         summary, weak = source_summary(
             row, changes.get("config"), name=changes.get("name"), enabled=changes.get("enabled"),
             api_key=("rotated" if row["api_key_hash"] else "new") if api_key
