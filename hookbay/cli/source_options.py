@@ -58,13 +58,10 @@ class SourceOptions:
     relay: bool | None = _option("--relay/--no-relay", help="Relay mode: queue accepted requests for `hookbay agent`")
 
     def named(self) -> bool:
-        """Whether any option was given: only then does `source update` write a config."""
-        fixed = (self.fmt, self.max_body, self.idempotency_header, self.parser, self.mapping_file, self.region,
-                 self.sync, self.relay)
-        rest = (self.signature, self.signature_header, self.algorithm, self.encoding, self.prefix, self.tolerance,
-                self.allow_ip, self.require_header, self.rate, self.burst, self.retention_days, self.actions,
-                self.allow_private)
-        return any(v is not None for v in fixed) or bool(self.method) or any(v for v in rest if v is not None)
+        """Whether any option was given (zero and false too: `--rate 0` removes the limit,
+        `--no-allow-private-destinations` closes the private network): only then does `source
+        update` write a config."""
+        return any(v not in (None, [], ()) for v in vars(self).values())
 
     def config(self, base: dict[str, Any]) -> dict[str, Any]:
         """``base`` (a stored config, or ``{}`` for the defaults) with the given options applied, validated."""
