@@ -1,7 +1,7 @@
 """CLI for alerts: ``hookbay alerts`` (open and resolved alerts), ``alerts rules``, ``alerts apply
 FILE`` (rules from YAML/JSON, matched by client and name) and ``alerts delete-rule``.
 
-Registered on the main app by ``cli.py``; like the other management commands it talks to the
+Added to the root command as ``alerts`` by ``cli/app.py``; like the other management commands it talks to the
 database directly, as the admin, through the same checks as the API (``save_rule``).
 """
 
@@ -14,16 +14,15 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from hookbay.cli.main import JsonOpt, _print_json, _run, app
+from hookbay.cli.common import JsonOpt, print_json, run
 from hookbay.errors import BadRequest
 from hookbay.settings import Settings
 from hookbay.store import Store
 
-alerts_app = typer.Typer(help="Alert rules and alerts (open and resolved).", invoke_without_command=True)
-app.add_typer(alerts_app, name="alerts")
+app = typer.Typer(help="Alert rules and alerts (open and resolved).", invoke_without_command=True)
 
 
-@alerts_app.callback()
+@app.callback()
 def alerts_list(
     ctx: typer.Context,
     state: str = typer.Option(None, help="open or resolved (default: both)"),
@@ -42,9 +41,9 @@ def alerts_list(
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         return [alert_out(r) for r in await AlertStore(store).list_alerts(state=state, rule_id=rule, limit=limit)]
 
-    rows = _run(go, as_json)
+    rows = run(go, as_json)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     if not rows:
         typer.echo("no alerts")
@@ -54,7 +53,7 @@ def alerts_list(
                    + (f"  [send failed: {a['last_error']}]" if a["last_error"] else ""))
 
 
-@alerts_app.command("rules")
+@app.command("rules")
 def alerts_rules(client: str = typer.Option(None, help="Only this client's rules"), as_json: bool = JsonOpt) -> None:
     """List alert rules."""
     from hookbay.api.alerts import rule_out
@@ -63,9 +62,9 @@ def alerts_rules(client: str = typer.Option(None, help="Only this client's rules
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         return [rule_out(r) for r in await AlertStore(store).list_rules(client)]
 
-    rows = _run(go, as_json)
+    rows = run(go, as_json)
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     for r in rows:
         chans = ",".join(c["type"] for c in r.get("channels", [])) or "-"
@@ -73,7 +72,7 @@ def alerts_rules(client: str = typer.Option(None, help="Only this client's rules
                    f"channels={chans}{'' if r['enabled'] else '  (disabled)'}")
 
 
-@alerts_app.command("apply")
+@app.command("apply")
 def alerts_apply(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML/JSON: a list of rules, or {rules: [...]}"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change, change nothing"),
@@ -119,9 +118,9 @@ def alerts_apply(
                          "id": row["id"] if row else None})
         return plan
 
-    plan = _run(go, as_json)
+    plan = run(go, as_json)
     if as_json:
-        _print_json(plan)
+        print_json(plan)
         return
     for p in plan:
         typer.echo(f"{p['action']:9} {p['client_id'] or '(global)'} {p['name']!r}  {p['id'] or ''}")
@@ -129,7 +128,7 @@ def alerts_apply(
         typer.echo("dry run: nothing changed")
 
 
-@alerts_app.command("delete-rule")
+@app.command("delete-rule")
 def alerts_delete_rule(rule_id: str, as_json: bool = JsonOpt) -> None:
     """Delete a rule; its open alerts are closed without a resolved message."""
     from hookbay.store.alerts import AlertStore
@@ -137,8 +136,8 @@ def alerts_delete_rule(rule_id: str, as_json: bool = JsonOpt) -> None:
     async def go(store: Store, s: Settings) -> None:
         await AlertStore(store).delete_rule(rule_id)
 
-    _run(go, as_json)
+    run(go, as_json)
     if as_json:
-        _print_json({"deleted": rule_id})
+        print_json({"deleted": rule_id})
     else:
         typer.echo(f"deleted {rule_id}")

@@ -1,0 +1,96 @@
+"""`hookbay profiles …`: find, show, export and erase customer profiles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+
+from hookbay.cli.common import JsonOpt, audit_entry, print_json, run
+from hookbay.settings import Settings
+from hookbay.store import Store
+
+app = typer.Typer(help="Customer profiles: find, show, export, erase.", no_args_is_help=True)
+
+
+@app.command("find")
+def profiles_find(
+    email: str = typer.Option(None), phone: str = typer.Option(None), client: str = typer.Option(None),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Find profiles by email or phone (normalised the same way as incoming contacts)."""
+    from hookbay.profiles import lookup_email, lookup_phone, profile_view
+
+    if not email and not phone:
+        typer.echo("error: give --email or --phone", err=True)
+        raise typer.Exit(2)
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        rows = await store.find_profiles(client, email=lookup_email(email) if email else None,
+                                         phone=lookup_phone(phone) if phone else None)
+        return [profile_view(await store.get_profile(r["id"])) for r in rows]
+
+    found = run(go, as_json)
+    if as_json:
+        print_json(found)
+        return
+    for p in found:
+        typer.echo(f"{p['id']}  {p['client_id']}  {p['email'] or '-'}  {p['phone'] or '-'}")
+
+
+@app.command("show")
+def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
+    """Show a profile: each field with the request that set it, current consent and the ledger."""
+    from hookbay.profiles import profile_view
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return profile_view(await store.get_profile(profile_id))
+
+    p = run(go, as_json)
+    if as_json:
+        print_json(p)
+        return
+    typer.echo(f"{p['id']}  client {p['client_id']}  updated {p['updated_at']}")
+    for name, f in p["fields"].items():
+        typer.echo(f"  {name:14} {orjson.dumps(f['value']).decode():40} {f['set_at']}  {f['request_id']}")
+    for ch, c in p["consent"].items():
+        typer.echo(f"  consent {ch:6} {'opt-in' if c['granted'] else 'opt-out'}  {c['occurred_at']}  {c['request_id']}")
+    typer.echo(f"  ledger: {len(p['ledger'])} events; requests: {len(p['request_ids'])}")
+
+
+@app.command("export")
+def profiles_export(profile_id: str, out: Path = typer.Option(None, "--out", help="Write to this file")) -> None:
+    """Export everything held about one profile as JSON."""
+    from hookbay.api.admin import export_profile_data
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return await export_profile_data(store, profile_id, None)
+
+    data = orjson.dumps(run(go), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    if out:
+        out.write_bytes(data)
+        typer.echo(f"wrote {out}")
+    else:
+        sys.stdout.write(data.decode() + "\n")
+
+
+@app.command("erase")
+def profiles_erase(
+    profile_id: str, yes: bool = typer.Option(False, "--yes", help="Do not ask"), as_json: bool = JsonOpt,
+) -> None:
+    """Erase a profile, its consent ledger, its records and its requests' raw bodies (logged)."""
+    if not yes and not typer.confirm(f"Erase {profile_id} and the raw bodies of its requests?"):
+        raise typer.Exit(1)
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return await store.erase_profile(profile_id, None, actor="cli", audit=audit_entry("profile.erase"))
+
+    res = run(go, as_json)
+    if as_json:
+        print_json(res)
+    else:
+        typer.echo(" ".join(f"{k}={v}" for k, v in res.items()))
+

@@ -1,0 +1,84 @@
+"""`hookbay token …`: admin API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from hookbay.cli.common import JsonOpt, audit_entry, print_json, run
+from hookbay.settings import Settings, get_settings
+from hookbay.store import Store
+
+app = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
+
+
+@app.command("list")
+def token_list(as_json: bool = JsonOpt) -> None:
+    """List API tokens (never their values)."""
+
+    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+        return await store.list_tokens()
+
+    rows = run(go, as_json)
+    if as_json:
+        print_json(rows)
+        return
+    for t in rows:
+        typer.echo(f"{t['id']}  {t['name']}  client={t['client_id'] or '(admin)'}")
+
+
+@app.command("revoke")
+def token_revoke(token_id: str, as_json: bool = JsonOpt) -> None:
+    """Revoke an API token at once."""
+
+    async def go(store: Store, s: Settings) -> None:
+        await store.revoke_token(token_id, audit=audit_entry("token.revoke"))
+
+    run(go, as_json)
+    if as_json:
+        print_json({"revoked": token_id})
+    else:
+        typer.echo(f"revoked {token_id}")
+
+
+@app.command("rotate-admin")
+def token_rotate_admin(as_json: bool = JsonOpt) -> None:
+    """Replace the generated admin token (printed once); a running server switches within seconds."""
+    import secrets as _secrets
+
+    from hookbay.store import hash_secret
+
+    if get_settings().admin_token:
+        typer.echo("error: the admin token comes from HOOKBAY_ADMIN_TOKEN; change it there", err=True)
+        raise typer.Exit(2)
+    tok = "hba_" + _secrets.token_urlsafe(32)
+
+    async def go(store: Store, s: Settings) -> None:
+        await store.set_meta("admin_token_hash", hash_secret(tok))
+        await store.record_audit(audit_entry("token.rotate_admin", ["admin token: [changed]"]))
+
+    run(go, as_json)
+    if as_json:
+        print_json({"admin_token": tok})
+    else:
+        typer.echo(f"new admin token (shown once, store it now): {tok}")
+
+
+@app.command("create")
+def token_create(
+    name: str = typer.Option(...), client: str = typer.Option(None, help="Scope the token to one client"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create an API token (printed once)."""
+    from hookbay.api.admin import create_token_row
+
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
+        return (await create_token_row(store, name, client, audit=audit_entry("token.create"))).model_dump()
+
+    out = run(go, as_json)
+    if as_json:
+        print_json(out)
+    else:
+        typer.echo(f"{out['id']}  token (shown once): {out['token']}")
+
