@@ -469,7 +469,7 @@ def source_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a source and print its secret ingest URL."""
-    from hookbay.api.admin import initial_secret
+    from hookbay.ops.sources import initial_secret
 
     cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync,
                   dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
@@ -619,7 +619,7 @@ def source_rotate(
         if cfg.signature is None:
             raise BadRequest("This source has no signature scheme; set one with --signature first")
         if secret:
-            from hookbay.api.admin import initial_secret
+            from hookbay.ops.sources import initial_secret
 
             initial_secret(cfg, secret)
         new_secret = secret or generate_secret(cfg.signature.scheme)
@@ -664,8 +664,8 @@ def source_apply(
     field explicitly (``signature: null``); otherwise nothing is applied. Sources not in the file
     stay unless ``--prune``. A ``secret`` in the file becomes the source's only signing secret
     when it differs."""
-    from hookbay.api.admin import initial_secret
     from hookbay.changes import config_diff, weakenings
+    from hookbay.ops.sources import initial_secret
 
     try:
         doc = yaml.safe_load(file.read_text()) or {}
@@ -993,10 +993,11 @@ def token_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create an API token (printed once)."""
-    from hookbay.api.admin import create_token_row
+    from hookbay.ops.access import Principal
+    from hookbay.ops.tokens import create_token
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return (await create_token_row(store, name, client, audit=_audit("token.create"))).model_dump()
+        return (await create_token(store, Principal.cli(), name, client)).model_dump()
 
     out = _run(go, as_json)
     if as_json:
@@ -1057,10 +1058,11 @@ def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
 @profiles_app.command("export")
 def profiles_export(profile_id: str, out: Path = typer.Option(None, "--out", help="Write to this file")) -> None:
     """Export everything held about one profile as JSON."""
-    from hookbay.api.admin import export_profile_data
+    from hookbay.ops.access import Principal
+    from hookbay.ops.profiles import export_profile
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return await export_profile_data(store, profile_id, None)
+        return await export_profile(store, Principal.cli(), profile_id)
 
     data = orjson.dumps(_run(go), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     if out:
@@ -1136,7 +1138,7 @@ def replay_cmd(
 def purge_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Count only"), as_json: bool = JsonOpt) -> None:
     """Purge raw bodies older than each source's retention_days, and relay messages acked longer
     ago than HOOKBAY_RELAY_ACKED_RETENTION_SECONDS, now (serve also does both hourly)."""
-    from hookbay.server.app import prune_relay, purge_expired
+    from hookbay.ops.retention import prune_relay, purge_expired
     from hookbay.store.sources import SourceCache
 
     async def go(store: Store, s: Settings) -> tuple[dict[str, int], int]:
@@ -1288,7 +1290,7 @@ def deliveries_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List deliveries, newest first."""
-    from hookbay.api.deliveries import delivery_out
+    from hookbay.ops.deliveries import delivery_out
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         f = await _delivery_filter(store, source, since, until, client, state=state, action_type=action,
@@ -1307,7 +1309,7 @@ def deliveries_list(
 @deliveries_app.command("show")
 def deliveries_show(delivery_id: str, as_json: bool = JsonOpt) -> None:
     """Show one delivery with every attempt."""
-    from hookbay.api.deliveries import delivery_detail
+    from hookbay.ops.deliveries import delivery_detail
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return delivery_detail(await store.get_delivery(delivery_id))
