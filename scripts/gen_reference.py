@@ -54,7 +54,7 @@ EXTRA_HELP: dict[tuple[str, str], str] = {
 
 def cli_app() -> Any:
     """The Typer app of the ``hookbay`` command (the one line to change if it moves)."""
-    from hookbay.cli.main import app
+    from hookbay.cli.app import app
 
     return app
 

@@ -2,16 +2,13 @@
 
 # No "from __future__ import annotations": FastAPI resolves these annotations at runtime.
 
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, Field
 
-from hookbay.errors import BadRequest, Conflict
+from hookbay.ops import deliveries as delivery_ops
 from hookbay.store import Store
-from hookbay.store.deliveries import DeliveryFilter
-from hookbay.views import iso, parse_time
 
 STATES = "^(pending|running|succeeded|dead|skipped)$"
 ACTIONS = "^(email|mailchimp|forward)$"
@@ -72,41 +69,7 @@ class RetryOut(BaseModel):
     ids: list[str]
 
 
-def delivery_out(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"], "request_id": row["request_id"], "record_index": row["record_idx"],
-        "action_index": row["action_idx"], "action_type": row["action_type"], "action_name": row["action_name"],
-        "source_id": row["source_id"], "client_id": row["client_id"], "destination": row["destination"],
-        "state": row["state"], "attempts": row["attempts"],
-        "next_attempt_at": iso(row["run_after"]) if row["state"] == "pending" else None,
-        "last_status": row["last_status"], "last_error": row["last_error"],
-        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
-    }
-
-
-def delivery_detail(row: dict[str, Any]) -> dict[str, Any]:
-    return {**delivery_out(row), "attempt_log": [
-        {"attempt": a["attempt"], "started_at": iso(a["started_at"]), "latency_ms": round(a["latency_us"] / 1000, 3),
-         "status": a["status"], "outcome": a["outcome"], "response_excerpt": a["response_excerpt"],
-         "error": a["error"]} for a in row["attempts_log"]]}
-
-
-def _times(since: str | None, until: str | None) -> tuple[int | None, int | None]:
-    try:
-        return (parse_time(since) if since else None, parse_time(until) if until else None)
-    except ValueError as e:
-        raise BadRequest("Invalid time", detail=str(e)) from None
-
-
-async def retry_delivery_for(store: Store, client: str | None, delivery_id: str) -> dict[str, Any]:
-    """Queue one finished delivery again now (the API's and the console's Retry)."""
-    row = await store.get_delivery(delivery_id, client)
-    if not await store.retry_deliveries(DeliveryFilter(client_id=client), ids=[row["id"]]):
-        raise Conflict("The delivery is still queued or running", detail={"state": row["state"]})
-    return delivery_out(await store.get_delivery(delivery_id, client))
-
-
-def add_delivery_routes(app: FastAPI, store: Store, auth: Any, scope_client: Callable[[Any, str | None], str | None],
+def add_delivery_routes(app: FastAPI, store: Store, auth: Any,
                         errors: dict[int | str, dict[str, Any]]) -> None:
     Auth = auth
 
@@ -123,34 +86,24 @@ def add_delivery_routes(app: FastAPI, store: Store, auth: Any, scope_client: Cal
         limit: int = Query(default=50, ge=1, le=1000),
         before: str | None = Query(default=None, description="Cursor: the next_cursor of the previous page"),
     ) -> dict[str, Any]:
-        client = scope_client(p, None)
-        source_id = (await store.get_source(source, client))["id"] if source else None
-        since_us, until_us = _times(since, until)
-        rows = await store.list_deliveries(DeliveryFilter(
-            client_id=client, source_id=source_id, state=state, action_type=action_type, request_id=request_id,
-            error=error, since_us=since_us, until_us=until_us, before_id=before, limit=limit))
-        return {"items": [delivery_out(r) for r in rows], "next_cursor": rows[-1]["id"] if len(rows) == limit else None}
+        return await delivery_ops.list_deliveries(
+            store, p, source=source, state=state, action_type=action_type, request_id=request_id, error=error,
+            since=since, until=until, before=before, limit=limit)
 
     @app.get("/api/v1/deliveries/{delivery_id}", response_model=DeliveryDetail, responses=errors,
              tags=["deliveries"])
     async def get_delivery(p: Auth, delivery_id: str) -> dict[str, Any]:  # type: ignore[valid-type]
-        return delivery_detail(await store.get_delivery(delivery_id, scope_client(p, None)))
+        return await delivery_ops.get_delivery(store, p, delivery_id)
 
     @app.post("/api/v1/deliveries/{delivery_id}/retry", response_model=DeliveryOut, responses=errors,
               tags=["deliveries"])
     async def retry_delivery(p: Auth, delivery_id: str) -> dict[str, Any]:  # type: ignore[valid-type]
         """Queue one finished delivery (dead letter, skipped or even succeeded) to run again now."""
-        return await retry_delivery_for(store, scope_client(p, None), delivery_id)
+        return await delivery_ops.retry_delivery(store, p, delivery_id)
 
     @app.post("/api/v1/deliveries/retry", response_model=RetryOut, responses=errors, tags=["deliveries"])
     async def retry_dead_letters(p: Auth, body: RetryFilter) -> dict[str, Any]:  # type: ignore[valid-type]
         """Queue every dead letter matching the filter to run again now, with a fresh retry schedule."""
-        client = scope_client(p, None)
-        if not body.all and not any((body.source, body.action_type, body.error, body.since, body.until)):
-            raise BadRequest('Give a filter (source, action_type, error, since, until) or "all": true')
-        source_id = (await store.get_source(body.source, client))["id"] if body.source else None
-        since_us, until_us = _times(body.since, body.until)
-        ids = await store.retry_deliveries(DeliveryFilter(
-            client_id=client, source_id=source_id, action_type=body.action_type, error=body.error,
-            since_us=since_us, until_us=until_us))
-        return {"count": len(ids), "ids": ids}
+        return await delivery_ops.retry_dead_letters(
+            store, p, source=body.source, action_type=body.action_type, error=body.error, since=body.since,
+            until=body.until, all=body.all)

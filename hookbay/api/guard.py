@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hookbay.api.admin import principal_for_token
 from hookbay.errors import HookbayError, PayloadTooLarge, Unauthorized
 from hookbay.ingest.asgi import Message, Receive, Scope, Send, send_json
 from hookbay.ingest.endpoint import ClientGone, read_body
+from hookbay.ops.tokens import principal_for_token
 from hookbay.store import Store
 
 RELAY_AGENT_PATH = "/api/v1/relay/messages"  # the agent's routes take relay tokens

@@ -35,7 +35,7 @@ def alerts_list(
         return
     if state not in (None, "open", "resolved"):
         raise BadRequest("--state must be open or resolved")
-    from hookbay.api.alerts import alert_out
+    from hookbay.ops.alert_rules import alert_out
     from hookbay.store.alerts import AlertStore
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
@@ -56,7 +56,7 @@ def alerts_list(
 @app.command("rules")
 def alerts_rules(client: str = typer.Option(None, help="Only this client's rules"), as_json: bool = JsonOpt) -> None:
     """List alert rules."""
-    from hookbay.api.alerts import rule_out
+    from hookbay.ops.alert_rules import rule_out
     from hookbay.store.alerts import AlertStore
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
@@ -79,7 +79,7 @@ def alerts_apply(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create or update rules from a file, each matched by (client_id, name); rules not in the file stay."""
-    from hookbay.api.alerts import RuleIn, rule_out, save_rule
+    from hookbay.ops.alert_rules import RuleIn, rule_out, save_rule
     from hookbay.store.alerts import AlertStore
 
     doc = yaml.safe_load(file.read_text())

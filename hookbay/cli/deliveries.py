@@ -39,7 +39,7 @@ def deliveries_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List deliveries, newest first."""
-    from hookbay.api.deliveries import delivery_out
+    from hookbay.ops.deliveries import delivery_out
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         f = await _delivery_filter(store, source, since, until, client, state=state, action_type=action,
@@ -58,7 +58,7 @@ def deliveries_list(
 @app.command("show")
 def deliveries_show(delivery_id: str, as_json: bool = JsonOpt) -> None:
     """Show one delivery with every attempt."""
-    from hookbay.api.deliveries import delivery_detail
+    from hookbay.ops.deliveries import delivery_detail
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return delivery_detail(await store.get_delivery(delivery_id))

@@ -64,10 +64,11 @@ def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
 @app.command("export")
 def profiles_export(profile_id: str, out: Path = typer.Option(None, "--out", help="Write to this file")) -> None:
     """Export everything held about one profile as JSON."""
-    from hookbay.api.admin import export_profile_data
+    from hookbay.ops.access import Principal
+    from hookbay.ops.profiles import export_profile
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return await export_profile_data(store, profile_id, None)
+        return await export_profile(store, Principal.cli(), profile_id)
 
     data = orjson.dumps(run(go), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     if out:

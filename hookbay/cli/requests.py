@@ -195,7 +195,7 @@ def replay_cmd(
 def purge_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Count only"), as_json: bool = JsonOpt) -> None:
     """Purge raw bodies older than each source's retention_days, and relay messages acked longer
     ago than HOOKBAY_RELAY_ACKED_RETENTION_SECONDS, now (serve also does both hourly)."""
-    from hookbay.server.app import prune_relay, purge_expired
+    from hookbay.ops.retention import prune_relay, purge_expired
     from hookbay.store.sources import SourceCache
 
     async def go(store: Store, s: Settings) -> tuple[dict[str, int], int]:

@@ -60,7 +60,7 @@ def source_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a source and print its secret ingest URL."""
-    from hookbay.api.admin import initial_secret
+    from hookbay.ops.sources import initial_secret
 
     cfg = opts.config({})
     spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
@@ -180,7 +180,7 @@ def source_rotate(
         if cfg.signature is None:
             raise BadRequest("This source has no signature scheme; set one with --signature first")
         if secret:
-            from hookbay.api.admin import initial_secret
+            from hookbay.ops.sources import initial_secret
 
             initial_secret(cfg, secret)
         new_secret = secret or generate_secret(cfg.signature.scheme)
@@ -225,8 +225,8 @@ def source_apply(
     field explicitly (``signature: null``); otherwise nothing is applied. Sources not in the file
     stay unless ``--prune``. A ``secret`` in the file becomes the source's only signing secret
     when it differs."""
-    from hookbay.api.admin import initial_secret
     from hookbay.changes import config_diff, weakenings
+    from hookbay.ops.sources import initial_secret
 
     try:
         doc = yaml.safe_load(file.read_text()) or {}

@@ -71,10 +71,11 @@ def token_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create an API token (printed once)."""
-    from hookbay.api.admin import create_token_row
+    from hookbay.ops.access import Principal
+    from hookbay.ops.tokens import create_token
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return (await create_token_row(store, name, client, audit=audit_entry("token.create"))).model_dump()
+        return (await create_token(store, Principal.cli(), name, client)).model_dump()
 
     out = run(go, as_json)
     if as_json:

@@ -2,9 +2,10 @@
 
 Its own Starlette app (not part of the admin API's OpenAPI document), dispatched by the root app.
 Authentication is the admin API's token check behind a login form and a session cookie; a client
-token sees only its client's objects through the API's own scoping (:func:`scope_client`), and
-another client's object answers 404 exactly as in the API. Every POST carries a CSRF token;
-every page is sent with a CSP that allows no inline script or style, and may not be framed.
+token sees only its client's objects through the operations layer's scoping
+(:func:`hookbay.ops.access.scope_client`), and another client's object answers 404 exactly as in
+the API. Every POST carries a CSRF token; every page is sent with a CSP that allows no inline
+script or style, and may not be framed.
 """
 
 from __future__ import annotations
@@ -26,20 +27,6 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hookbay.api.admin import (
-    Principal,
-    ReplayIn,
-    create_source_as,
-    list_sources_as,
-    principal_for_hash,
-    principal_for_token,
-    replay_as,
-    rotate_secret_as,
-    scope_client,
-    update_source_as,
-    with_peer,
-)
-from hookbay.api.deliveries import delivery_detail, delivery_out, retry_delivery_for
 from hookbay.console import charts
 from hookbay.console.session import (
     COOKIE_PATH,
@@ -55,11 +42,16 @@ from hookbay.ids import now_us
 from hookbay.ingest.asgi import Receive, Scope, Send
 from hookbay.ingest.endpoint import dry_run
 from hookbay.models import Format, Parser, RotateIn, SourceCreate, SourceUpdate
-from hookbay.profiles import lookup_email, lookup_phone, profile_view
+from hookbay.ops import deliveries as delivery_ops
+from hookbay.ops import profiles as profile_ops
+from hookbay.ops import sources as source_ops
+from hookbay.ops.access import Principal, scope_client, with_peer
+from hookbay.ops.requests import ReplayIn, replay_requests
+from hookbay.ops.tokens import principal_for_hash, principal_for_token
+from hookbay.profiles import lookup_email, lookup_phone
 from hookbay.settings import Settings
 from hookbay.signatures import SCHEMES as SIGNATURE_SCHEMES
 from hookbay.store import RequestFilter, Store, hash_secret
-from hookbay.store.deliveries import DeliveryFilter
 from hookbay.store.sources import SourceCache
 from hookbay.views import iso, request_detail, request_summary, source_out
 
@@ -408,7 +400,8 @@ class Console:
         """Re-parse one request with its source's current parser and mapping (the API's replay)."""
         await self.form(request, ctx)
         rid = request.path_params["request_id"]
-        out = await replay_as(self.store, self.cache, ctx.principal, ReplayIn(request_id=rid), self.parse_off_loop)
+        out = await replay_requests(self.store, self.cache, ctx.principal, ReplayIn(request_id=rid),
+                                    self.parse_off_loop)
         return self.render(ctx, "request.html", req=await self._request_view(rid, ctx), replayed=out["items"][0],
                            canonical=f"/ui/requests/{quote(rid)}")
 
@@ -416,7 +409,7 @@ class Console:
 
     async def sources(self, request: Request, ctx: Ctx, *, status: int = 200, error: str | None = None,
                       values: dict[str, str] | None = None) -> Response:
-        items = await list_sources_as(self.store, self.settings.base_url, ctx.principal)
+        items = await source_ops.list_sources(self.store, self.settings.base_url, ctx.principal)
         return self.render(ctx, "sources.html", status=status, items=items, formats=FORMATS, parsers=PARSERS,
                            schemes=SCHEMES, form_error=error, values=values or {}, canonical="/ui/sources")
 
@@ -432,8 +425,8 @@ class Console:
             if form.get("secret", "").strip():
                 body["secret"] = form["secret"].strip()
         try:
-            out = await create_source_as(self.store, self.cache, self.settings.base_url, ctx.principal,
-                                         SourceCreate.model_validate(body), settings=self.settings)
+            out = await source_ops.create_source(self.store, self.cache, self.settings.base_url, ctx.principal,
+                                                 SourceCreate.model_validate(body), settings=self.settings)
         except ValidationError as e:
             return await self.sources(request, ctx, status=400, error=_validation_message(e), values=form)
         except HookbayError as e:
@@ -461,8 +454,8 @@ class Console:
         try:
             body = SourceUpdate.model_validate({"name": form.get("name", "").strip(),
                                                 "enabled": form.get("enabled") == "true"})
-            await update_source_as(self.store, self.cache, self.settings.base_url, ctx.principal, sid, body,
-                                   settings=self.settings)
+            await source_ops.update_source(self.store, self.cache, self.settings.base_url, ctx.principal, sid,
+                                           body, settings=self.settings)
         except ValidationError as e:
             return await self._source(ctx, sid, status=400, form_error=_validation_message(e))
         except HookbayError as e:
@@ -479,7 +472,8 @@ class Console:
         try:
             grace = int(form.get("grace_seconds") or 86400)
             body = RotateIn(secret=form.get("secret", "").strip() or None, grace_seconds=grace)
-            out = await rotate_secret_as(self.store, self.cache, self.settings.base_url, ctx.principal, sid, body)
+            out = await source_ops.rotate_secret(self.store, self.cache, self.settings.base_url, ctx.principal,
+                                                 sid, secret=body.secret, grace_seconds=body.grace_seconds)
         except (ValueError, ValidationError) as e:
             msg = _validation_message(e) if isinstance(e, ValidationError) else "Invalid grace period"
             return await self._source(ctx, sid, status=400, form_error=msg)
@@ -495,9 +489,9 @@ class Console:
         form = await self.form(request, ctx)
         sid = request.path_params["source_id"]
         remove = form.get("action") == "remove"
-        out = await update_source_as(self.store, self.cache, self.settings.base_url, ctx.principal, sid,
-                                     SourceUpdate(rotate_api_key=not remove, remove_api_key=remove),
-                                     settings=self.settings)
+        out = await source_ops.update_source(self.store, self.cache, self.settings.base_url, ctx.principal, sid,
+                                             SourceUpdate(rotate_api_key=not remove, remove_api_key=remove),
+                                             settings=self.settings)
         if remove:
             return RedirectResponse(f"/ui/sources/{quote(sid)}?notice=api-key-removed", status_code=303)
         return await self._source(ctx, sid, shown_api_key=out.api_key)
@@ -551,7 +545,7 @@ class Console:
         return self.render(ctx, "profiles.html", items=items, q=q, next_cursor=nxt)
 
     async def profile_page(self, request: Request, ctx: Ctx) -> Response:
-        prof = profile_view(await self.store.get_profile(request.path_params["profile_id"], ctx.client))
+        prof = await profile_ops.get_profile(self.store, ctx.principal, request.path_params["profile_id"])
         return self.render(ctx, "profile.html", prof=prof)
 
     # --- deliveries -----------------------------------------------------------------------
@@ -560,31 +554,31 @@ class Console:
         state = request.query_params.get("state", "")
         state = state if state in DELIVERY_STATES else ""
         before = request.query_params.get("before") or None
-        rows = await self.store.list_deliveries(DeliveryFilter(client_id=ctx.client, state=state or None,
-                                                               before_id=before, limit=100))
-        return self.render(ctx, "deliveries.html", items=[delivery_out(r) for r in rows], state=state,
-                           states=DELIVERY_STATES, next_cursor=rows[-1]["id"] if len(rows) == 100 else None,
+        page = await delivery_ops.list_deliveries(self.store, ctx.principal, state=state or None, before=before,
+                                                  limit=100)
+        return self.render(ctx, "deliveries.html", items=page["items"], state=state,
+                           states=DELIVERY_STATES, next_cursor=page["next_cursor"],
                            notice=NOTICES.get(request.query_params.get("notice", "")))
 
     async def retry_dead_letters(self, request: Request, ctx: Ctx) -> Response:
         """Every dead letter this principal can see, queued again (the API's bulk retry, unfiltered)."""
         await self.form(request, ctx)
-        await self.store.retry_deliveries(DeliveryFilter(client_id=ctx.client))
+        await delivery_ops.retry_dead_letters(self.store, ctx.principal, all=True)
         return RedirectResponse("/ui/deliveries?state=pending&notice=retried-all", status_code=303)
 
     async def delivery_page(self, request: Request, ctx: Ctx) -> Response:
-        d = delivery_detail(await self.store.get_delivery(request.path_params["delivery_id"], ctx.client))
+        d = await delivery_ops.get_delivery(self.store, ctx.principal, request.path_params["delivery_id"])
         return self.render(ctx, "delivery.html", d=d, notice=NOTICES.get(request.query_params.get("notice", "")))
 
     async def retry_delivery(self, request: Request, ctx: Ctx) -> Response:
         await self.form(request, ctx)
         did = request.path_params["delivery_id"]
         try:
-            await retry_delivery_for(self.store, ctx.client, did)
+            await delivery_ops.retry_delivery(self.store, ctx.principal, did)
         except HookbayError as e:
             if e.status != 409:
                 raise
-            d = delivery_detail(await self.store.get_delivery(did, ctx.client))
+            d = await delivery_ops.get_delivery(self.store, ctx.principal, did)
             return self.render(ctx, "delivery.html", status=409, d=d, error=e.message,
                                canonical=f"/ui/deliveries/{quote(did)}")
         return RedirectResponse(f"/ui/deliveries/{quote(did)}?notice=retried", status_code=303)

@@ -22,16 +22,17 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hookbay import metrics
-from hookbay.api.admin import create_admin_app, principal_for_token
+from hookbay.api.admin import create_admin_app
 from hookbay.api.guard import AdminGuard
 from hookbay.console import create_console_app
 from hookbay.console.session import SESSION_COOKIE
 from hookbay.errors import HookbayError, NotFound, StorageUnavailable, Unauthorized
-from hookbay.ids import now_us
 from hookbay.ingest.asgi import Receive, Scope, Send, send_json, send_raw
 from hookbay.ingest.endpoint import NOT_FOUND_BODY, Ingest
 from hookbay.ops.alerts import AlertEvaluator
 from hookbay.ops.health import Readiness
+from hookbay.ops.retention import prune_relay, purge_expired
+from hookbay.ops.tokens import principal_for_token
 from hookbay.processing.deliverer import Deliverer
 from hookbay.processing.parsepool import ParsePool, process_for_store
 from hookbay.processing.worker import ProcessingFailed, Worker, internal_error_message
@@ -306,26 +307,6 @@ def _bearer_is(scope: Scope, expected: str) -> bool:
         if k == b"authorization" and v[:7].lower() == b"bearer ":
             return hmac.compare_digest(v[7:].strip(), expected.encode("latin-1"))
     return False
-
-
-async def purge_expired(store: Store, cache: SourceCache, *, dry_run: bool = False) -> dict[str, int]:
-    """Apply every source's ``retention_days`` to stored raw bodies."""
-    await cache.maybe_reload()
-    retention = {s.id: s.config.retention_days for s in cache.by_id.values() if s.config.retention_days}
-    counts = await store.purge_bodies(retention, dry_run=dry_run)
-    if not dry_run and any(counts.values()):
-        log.info("retention_purged", bodies=sum(counts.values()), sources=len(counts))
-    return counts
-
-
-async def prune_relay(store: Store, settings: Settings, *, dry_run: bool = False) -> int:
-    """Delete relay messages acked longer ago than ``relay_acked_retention_seconds``."""
-    cutoff = now_us() - int(settings.relay_acked_retention_seconds * 1_000_000)
-    n = await RelayQueue(store).prune_acked(cutoff, dry_run=dry_run)
-    if n and not dry_run:
-        metrics.relay_pruned_total.inc(n)
-        log.info("relay_acked_pruned", messages=n)
-    return n
 
 
 def create_app(settings: Settings | None = None) -> HookbayApp:

@@ -26,7 +26,7 @@ from hookbay import metrics
 from hookbay.audit import AuditEntry
 from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
-from hookbay.ids import new_source_id, now_us
+from hookbay.ids import new_source_id, now_us, ulid
 from hookbay.store import bulk, schema
 from hookbay.store import profiles as profile_store
 from hookbay.store.audit import record
@@ -872,6 +872,33 @@ class Store(DeliveriesMixin):
                 record(conn, audit.but(target=token_id, client_id=owner[0]))
 
         await self.write(rm)
+
+    async def token_owner(self, token_hash: str) -> tuple[str | None, str] | None:
+        """``(client_id, token id)`` of the API token with this hash, or None."""
+        T = schema.tokens
+
+        def q(conn: sa.Connection) -> tuple[str | None, str] | None:
+            row = conn.execute(sa.select(T.c.client_id, T.c.id).where(T.c.token_hash == token_hash)).first()
+            return (row[0], row[1]) if row else None
+
+        return await self.read(q)
+
+    async def create_token(self, name: str, client_id: str | None,
+                           audit: AuditEntry | None = None) -> tuple[str, str]:
+        """A new API token: ``(id, token)``; only its hash is stored, so the token is shown once."""
+        tok = "hbt_" + secrets.token_urlsafe(32)
+        tid = "tok_" + ulid()
+
+        def ins(conn: sa.Connection) -> None:
+            conn.execute(schema.tokens.insert().values(id=tid, name=name, token_hash=hash_secret(tok),
+                                                       client_id=client_id, created_at=now_us()))
+            if audit is not None:
+                record(conn, audit.but(target=tid, client_id=client_id, changes=[
+                    f"name: {orjson.dumps(name).decode()}",
+                    f"scope: {'client ' + client_id if client_id else 'admin'}"]))
+
+        await self.write(ins)
+        return tid, tok
 
     # --- audit log ------------------------------------------------------------------------
 

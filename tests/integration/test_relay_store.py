@@ -267,7 +267,7 @@ async def test_relay_tokens(db_url: str) -> None:
 
 async def test_acked_messages_are_pruned_after_their_retention_only(db_url: str, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from hookbay.server.app import prune_relay
+    from hookbay.ops.retention import prune_relay
     from tests.conftest import make_settings
 
     store = await _open(db_url)

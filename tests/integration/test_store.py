@@ -202,7 +202,7 @@ async def test_claims_shrink_while_ingest_is_saturated(db_url: str, tmp_path: Pa
 
 
 async def test_retention_purges_old_processed_bodies_only(db_url: str) -> None:
-    from hookbay.server.app import purge_expired
+    from hookbay.ops.retention import purge_expired
 
     store = await _open(db_url)
     try:

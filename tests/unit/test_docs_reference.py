@@ -21,7 +21,7 @@ REF = ROOT / "docs" / "reference"
 
 def cli_app() -> Any:
     """The Typer app of the ``hookbay`` command (the one line to change if it moves)."""
-    from hookbay.cli.main import app
+    from hookbay.cli.app import app
 
     return app
 

@@ -1,0 +1,76 @@
+"""Alert rules as the API and ``hookbay alerts`` set them, with the containment checks: a client
+sets only its own client's rules; global rules, the server-wide conditions and channels that reach
+private addresses are the admin's. (The evaluator that acts on the rules is :mod:`hookbay.ops.alerts`.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from hookbay.containment import ConfigRefused
+from hookbay.errors import BadRequest, Forbidden, NotFound
+from hookbay.ops.alerts import SYSTEM_CONDITIONS, RuleDefinition, SlackChannel, WebhookChannel
+from hookbay.store import Store
+from hookbay.store.alerts import AlertStore
+from hookbay.views import iso
+
+RULE_FIELDS = ("name", "client_id", "enabled")
+
+
+class RuleIn(RuleDefinition):
+    name: str = Field(min_length=1, max_length=200)
+    client_id: str | None = Field(default=None, max_length=100, description=(
+        "The client whose sources the rule watches; null = every client (admin only). A client token's "
+        "rules are always its own client's"))
+    enabled: bool = True
+
+
+def rule_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "client_id": row["client_id"], "enabled": row["enabled"],
+            **row["definition"], "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
+
+
+def alert_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "rule_id": row["rule_id"], "client_id": row["client_id"], "subject": row["subject"],
+            "state": row["state"], "summary": row["summary"], "detail": row["detail"],
+            "opened_at": iso(row["opened_at"]), "resolved_at": iso(row["resolved_at"]),
+            "notified_at": iso(row["notified_at"]), "notifications": row["notifications"],
+            "last_error": row["last_error"]}
+
+
+def _urls(d: RuleDefinition) -> set[str]:
+    return {c.url for c in d.channels if isinstance(c, WebhookChannel | SlackChannel)}
+
+
+async def save_rule(store: Store, is_admin: bool, own_client: str | None, body: RuleIn,
+                    current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Create (``current`` None) or replace a rule after the containment checks; shared by the API
+    and ``hookbay alerts apply`` (which runs as the admin)."""
+    alerts = AlertStore(store)
+    client = body.client_id
+    if not is_admin:
+        client = own_client if client is None else client
+        if client != own_client:
+            raise NotFound("Not Found")
+        if body.condition in SYSTEM_CONDITIONS:
+            raise Forbidden(f"Only an admin may set a rule on the server-wide condition {body.condition}")
+        if body.allow_private_destinations:
+            cur = RuleDefinition.model_validate(current["definition"]) if current else None
+            if cur is None or not cur.allow_private_destinations or not _urls(body) <= _urls(cur):
+                raise Forbidden("Only an admin may let alert channels reach private addresses",
+                                detail=[{"path": "allow_private_destinations",
+                                         "message": "only an admin may let channels reach private addresses"}])
+    if current is not None and client != current["client_id"]:
+        raise BadRequest("A rule's client_id cannot be changed; create a new rule")
+    d = RuleDefinition.model_validate(body.model_dump(exclude=set(RULE_FIELDS))).with_secrets()
+    if d.source_id is not None:
+        try:
+            d.source_id = (await store.get_source(d.source_id, client))["id"]
+        except NotFound:
+            raise ConfigRefused(detail=[{"path": "source_id", "message": "no such source"}]) from None
+    definition = d.model_dump(exclude_none=True)
+    if current is None:
+        return await alerts.create_rule(client, body.name, body.enabled, definition)
+    return await alerts.update_rule(current["id"], body.name, body.enabled, definition)

@@ -1,0 +1,19 @@
+"""Reading the audit log (entries are written by the store, in the change's own transaction)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hookbay.audit import entry_view
+from hookbay.ops.access import Principal, scope_client
+from hookbay.ops.requests import time_window
+from hookbay.store import Store
+
+
+async def list_audit(store: Store, p: Principal, *, since: str | None = None, until: str | None = None,
+                     before: str | None = None, limit: int = 50, client_id: str | None = None) -> dict[str, Any]:
+    """Newest first, a page at a time; a client sees only its own client's entries."""
+    since_us, until_us = time_window(since, until)
+    rows = await store.list_audit(scope_client(p, client_id), since_us=since_us, until_us=until_us,
+                                  before_id=before, limit=limit)
+    return {"items": [entry_view(r) for r in rows], "next_cursor": rows[-1]["id"] if len(rows) == limit else None}

@@ -1,0 +1,75 @@
+"""Action deliveries and dead letters as the API, the console and the CLI read and retry them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hookbay.errors import BadRequest, Conflict
+from hookbay.ops.access import Principal, scope_client
+from hookbay.ops.requests import source_id_for, time_window
+from hookbay.store import Store
+from hookbay.store.deliveries import DeliveryFilter
+from hookbay.views import iso
+
+
+def delivery_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"], "request_id": row["request_id"], "record_index": row["record_idx"],
+        "action_index": row["action_idx"], "action_type": row["action_type"], "action_name": row["action_name"],
+        "source_id": row["source_id"], "client_id": row["client_id"], "destination": row["destination"],
+        "state": row["state"], "attempts": row["attempts"],
+        "next_attempt_at": iso(row["run_after"]) if row["state"] == "pending" else None,
+        "last_status": row["last_status"], "last_error": row["last_error"],
+        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+    }
+
+
+def delivery_detail(row: dict[str, Any]) -> dict[str, Any]:
+    return {**delivery_out(row), "attempt_log": [
+        {"attempt": a["attempt"], "started_at": iso(a["started_at"]), "latency_ms": round(a["latency_us"] / 1000, 3),
+         "status": a["status"], "outcome": a["outcome"], "response_excerpt": a["response_excerpt"],
+         "error": a["error"]} for a in row["attempts_log"]]}
+
+
+async def list_deliveries(store: Store, p: Principal, *, source: str | None = None, state: str | None = None,
+                          action_type: str | None = None, request_id: str | None = None, error: str | None = None,
+                          since: str | None = None, until: str | None = None, before: str | None = None,
+                          limit: int = 50, client_id: str | None = None) -> dict[str, Any]:
+    """Newest first, a page at a time: ``next_cursor`` is the ``before`` of the next page."""
+    client = scope_client(p, client_id)
+    source_id = await source_id_for(store, client, source)
+    since_us, until_us = time_window(since, until)
+    rows = await store.list_deliveries(DeliveryFilter(
+        client_id=client, source_id=source_id, state=state, action_type=action_type, request_id=request_id,
+        error=error, since_us=since_us, until_us=until_us, before_id=before, limit=limit))
+    return {"items": [delivery_out(r) for r in rows], "next_cursor": rows[-1]["id"] if len(rows) == limit else None}
+
+
+async def get_delivery(store: Store, p: Principal, delivery_id: str) -> dict[str, Any]:
+    return delivery_detail(await store.get_delivery(delivery_id, scope_client(p, None)))
+
+
+async def retry_delivery(store: Store, p: Principal, delivery_id: str) -> dict[str, Any]:
+    """Queue one finished delivery (dead letter, skipped or even succeeded) to run again now."""
+    client = scope_client(p, None)
+    row = await store.get_delivery(delivery_id, client)
+    if not await store.retry_deliveries(DeliveryFilter(client_id=client), ids=[row["id"]]):
+        raise Conflict("The delivery is still queued or running", detail={"state": row["state"]})
+    return delivery_out(await store.get_delivery(delivery_id, client))
+
+
+async def retry_dead_letters(store: Store, p: Principal, *, source: str | None = None,
+                             action_type: str | None = None, error: str | None = None, since: str | None = None,
+                             until: str | None = None, all: bool = False,
+                             client_id: str | None = None) -> dict[str, Any]:
+    """Queue every dead letter matching the filter again, with a fresh retry schedule; an empty
+    filter needs ``all`` so that it never means everything by accident."""
+    client = scope_client(p, client_id)
+    if not all and not any((source, action_type, error, since, until, client_id)):
+        raise BadRequest('Give a filter (source, action_type, error, since, until) or "all": true')
+    source_id = await source_id_for(store, client, source)
+    since_us, until_us = time_window(since, until)
+    ids = await store.retry_deliveries(DeliveryFilter(
+        client_id=client, source_id=source_id, action_type=action_type, error=error,
+        since_us=since_us, until_us=until_us))
+    return {"count": len(ids), "ids": ids}

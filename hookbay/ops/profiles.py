@@ -1,0 +1,39 @@
+"""Customer profiles as the API, the console and the CLI reach them: find, show, export, erase."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hookbay.errors import BadRequest
+from hookbay.ops.access import Principal, scope_client
+from hookbay.profiles import lookup_email, lookup_phone, profile_view
+from hookbay.store import Store
+
+
+async def find_profiles(store: Store, p: Principal, *, email: str | None = None, phone: str | None = None,
+                        client_id: str | None = None) -> list[dict[str, Any]]:
+    """By email or phone, normalised the same way as incoming contacts."""
+    if not email and not phone:
+        raise BadRequest("Give email or phone")
+    rows = await store.find_profiles(scope_client(p, client_id), email=lookup_email(email) if email else None,
+                                     phone=lookup_phone(phone) if phone else None)
+    return [profile_view(await store.get_profile(r["id"])) for r in rows]
+
+
+async def get_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
+    return profile_view(await store.get_profile(profile_id, scope_client(p, None)))
+
+
+async def export_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
+    """Everything held about one customer: the profile, its ledger and the records made for it."""
+    from hookbay.views import record_view
+
+    prof = profile_view(await store.get_profile(profile_id, scope_client(p, None)))
+    recs = await store.records_for(prof["request_ids"])
+    return {"profile": prof, "records": [record_view(r) | {"request_id": rid}
+                                         for rid, rs in recs.items() for r in rs]}
+
+
+async def erase_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
+    """Erase the profile, its ledger, its records and its requests' raw bodies (logged)."""
+    return await store.erase_profile(profile_id, scope_client(p, None), p.actor.name, audit=p.audit("profile.erase"))

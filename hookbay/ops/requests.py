@@ -1,0 +1,86 @@
+"""The request log as the API, the console and the CLI read it: search, one request, its exact
+body, and replay (re-parse with the source's current parser and mapping)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from hookbay.errors import BadRequest
+from hookbay.models import RequestDetail, RequestPage
+from hookbay.ops.access import Principal, scope_client
+from hookbay.processing.replay import OffLoop, replay
+from hookbay.store import RequestFilter, Store
+from hookbay.store.sources import SourceCache
+from hookbay.views import parse_time, request_detail, request_summary
+
+
+def time_window(since: str | None, until: str | None) -> tuple[int | None, int | None]:
+    """``since``/``until`` (ISO-8601 or relative 15m/2h/3d) as epoch µs; a bad one is a 400."""
+    try:
+        return (parse_time(since) if since else None, parse_time(until) if until else None)
+    except ValueError as e:
+        raise BadRequest("Invalid time", detail=str(e)) from None
+
+
+async def source_id_for(store: Store, client: str | None, source: str | None) -> str | None:
+    """A source filter (id, ingest token or name) as the source's id, within what ``client`` sees."""
+    return str((await store.get_source(source, client))["id"]) if source else None
+
+
+async def search_requests(store: Store, p: Principal, *, source: str | None = None, since: str | None = None,
+                          until: str | None = None, verdict: str | None = None, state: str | None = None,
+                          q: str | None = None, limit: int = 50, before: str | None = None) -> RequestPage:
+    """Newest first, a page at a time: ``next_cursor`` is the ``before`` of the next page."""
+    client = scope_client(p, None)
+    source_id = await source_id_for(store, client, source)
+    since_us, until_us = time_window(since, until)
+    rows = await store.search_requests(RequestFilter(
+        source_id=source_id, client_id=client, since_us=since_us, until_us=until_us, verdict=verdict, state=state,
+        text=q, before_id=before, limit=limit))
+    nxt = rows[-1]["id"] if len(rows) == limit else None
+    return RequestPage(items=[request_summary(r) for r in rows], next_cursor=nxt)
+
+
+async def get_request(store: Store, p: Principal, request_id: str) -> RequestDetail:
+    row = await store.get_request(request_id, scope_client(p, None))
+    recs = await store.records_for([request_id])
+    return request_detail(row, recs[request_id])
+
+
+async def request_body(store: Store, p: Principal, request_id: str) -> tuple[bytes, str | None]:
+    """The exact stored bytes and the sender's content type."""
+    row = await store.get_request(request_id, scope_client(p, None))
+    return bytes(row["body"] or b""), row["content_type"]
+
+
+class ReplayIn(BaseModel):
+    request_id: str | None = None
+    source: str | None = None
+    state: str | None = Field(default=None, pattern="^(pending|processed|failed)$")
+    since: str | None = None
+    until: str | None = None
+    limit: int = Field(default=1000, ge=1, le=100_000)
+    dry_run: bool = False
+    all: bool = Field(default=False, description="Every request (up to limit): required when no request_id or "
+                                                 "filter is given, so that an empty body never means everything")
+
+
+async def replay_requests(store: Store, cache: SourceCache, p: Principal, body: ReplayIn,
+                          off_loop: OffLoop | None = None) -> dict[str, Any]:
+    """Replay as API, console and CLI do it. ``off_loop`` (the server's parse pool) keeps a tenant's
+    replay of a pathological stored body off the event loop and under the parse budget."""
+    client = scope_client(p, None)
+    if not body.all and not any((body.request_id, body.source, body.state, body.since, body.until)):
+        raise BadRequest('Give request_id, a filter (source, state, since, until) or "all": true')
+    if body.request_id:
+        await store.get_request(body.request_id, client)
+        items = await replay(store, cache, request_ids=[body.request_id], dry_run=body.dry_run, off_loop=off_loop)
+    else:
+        source_id = await source_id_for(store, client, body.source)
+        since_us, until_us = time_window(body.since, body.until)
+        flt = RequestFilter(source_id=source_id, client_id=client, state=body.state, limit=body.limit,
+                            since_us=since_us, until_us=until_us)
+        items = await replay(store, cache, flt=flt, dry_run=body.dry_run, off_loop=off_loop)
+    return {"dry_run": body.dry_run, "count": len(items), "items": items}

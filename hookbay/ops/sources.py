@@ -1,0 +1,196 @@
+"""Source use cases shared by the API, the console and the CLI, so all three validate, scope,
+audit and reload the source cache the same way.
+
+``cache`` is the serving process's :class:`SourceCache`, reloaded after a change so the next
+request meets it; the CLI has none (running servers notice the change through ``sources_rev``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import structlog
+
+from hookbay.audit import source_summary
+from hookbay.changes import merge_patch, weakenings
+from hookbay.containment import check_config
+from hookbay.errors import BadRequest, Conflict, NotFound
+from hookbay.models import SourceConfig, SourceCreate, SourceOut, SourceReplace, SourceUpdate
+from hookbay.ops.access import Principal, scope_client
+from hookbay.settings import Settings
+from hookbay.signatures import generate_secret, validate_secret
+from hookbay.store import Store
+from hookbay.store.sources import SourceCache
+from hookbay.views import source_out
+
+log = structlog.get_logger("hookbay.ops")
+
+
+async def _changed(cache: SourceCache | None) -> None:
+    if cache is not None:
+        await cache.reload()
+
+
+async def list_sources(store: Store, base_url: str, p: Principal, client_id: str | None = None) -> list[SourceOut]:
+    rows = await store.list_sources(scope_client(p, client_id))
+    counts = await store.secret_counts()
+    return [source_out(r, base_url, secrets=counts.get(r["id"], 0)) for r in rows]
+
+
+async def get_source(store: Store, base_url: str, p: Principal, ref: str, client_id: str | None = None) -> SourceOut:
+    """One source by id, ingest token or name (``client_id`` tells apart clients sharing a name)."""
+    row = await store.get_source(ref, scope_client(p, client_id))
+    return source_out(row, base_url, secrets=await store.secret_count(row["id"]))
+
+
+async def create_source(store: Store, cache: SourceCache | None, base_url: str, p: Principal,
+                        body: SourceCreate, *, settings: Settings) -> SourceOut:
+    if not p.is_admin and body.client_id != p.client_id:
+        raise NotFound("Not Found")
+    check_config(body.config, settings, admin=p.is_admin)
+    secret, generated = initial_secret(body.config, body.secret)
+    changes, _ = source_summary(None, body.config.model_dump(), name=body.name, enabled=body.enabled,
+                                api_key="new" if body.api_key else None)
+    if secret:
+        changes.append("secret: [set]")
+    row, key = await store.create_source(
+        name=body.name, client_id=body.client_id, config=body.config.model_dump(), enabled=body.enabled,
+        api_key=body.api_key, secret=secret, audit=p.audit("source.create", changes),
+    )
+    await _changed(cache)
+    return source_out(row, base_url, key, secrets=1 if secret else 0, secret=secret if generated else None)
+
+
+async def update_source(store: Store, cache: SourceCache | None, base_url: str, p: Principal, ref: str,
+                        body: SourceUpdate, *, settings: Settings, action: str = "source.update",
+                        client_id: str | None = None) -> SourceOut:
+    """Change what ``body`` names and nothing else."""
+    row = await store.get_source(ref, scope_client(p, client_id))
+    changes = body.model_dump(exclude_unset=True, exclude_none=True, exclude={"rotate_api_key", "remove_api_key"})
+    if body.config is not None:
+        check_config(body.config, settings, admin=p.is_admin,
+                     current=SourceConfig.model_validate(orjson.loads(row["config"] or "{}")))
+        changes["config"] = body.config.model_dump()
+    api_key = ("rotated" if row.get("api_key_hash") else "new") if body.rotate_api_key else \
+        ("removed" if body.remove_api_key and row.get("api_key_hash") else None)
+    summary, weak = source_summary(row, changes.get("config"), name=changes.get("name"),
+                                   enabled=changes.get("enabled"), api_key=api_key)
+    new, key = await store.update_source(row["id"], changes, rotate_api_key=body.rotate_api_key,
+                                         remove_api_key=body.remove_api_key,
+                                         audit=p.audit(action, summary, weak))
+    await _changed(cache)
+    return source_out(new, base_url, key, secrets=await store.secret_count(new["id"]))
+
+
+async def patch_source(store: Store, cache: SourceCache | None, base_url: str, p: Principal, source_id: str,
+                       patch: Any, *, settings: Settings) -> SourceOut:
+    """PATCH as JSON Merge Patch (RFC 7396) over the source's definition: keys present change,
+    ``null`` removes, absent keys stay. A removed check is explicit by construction (the patch names
+    it) and is logged as ``source_checks_weakened``."""
+    row = await store.get_source(source_id, scope_client(p, None))
+    if not isinstance(patch, dict):
+        raise BadRequest("A merge patch is a JSON object")
+    flags = {k: patch[k] for k in ("rotate_api_key", "remove_api_key") if k in patch}
+    doc = {k: v for k, v in patch.items() if k not in flags}
+    current = {"name": row["name"], "enabled": bool(row["enabled"]),
+               "config": orjson.loads(row["config"] or "{}")}
+    merged = merge_patch(current, doc)
+    body = SourceUpdate.model_validate({**merged, **flags})  # a ValidationError is the caller's 422
+    return await _update_checked(store, cache, base_url, p, row, body, explicit=None, settings=settings,
+                                 action="source.patch")
+
+
+async def replace_source(store: Store, cache: SourceCache | None, base_url: str, p: Principal, source_id: str,
+                         body: SourceReplace, *, settings: Settings) -> SourceOut:
+    """PUT: the whole definition. A check the new definition drops is refused unless the body names
+    that field explicitly (``"signature": null``), so a forgotten field never silently weakens."""
+    row = await store.get_source(source_id, scope_client(p, None))
+    update = SourceUpdate(name=body.name, enabled=body.enabled, config=body.config)
+    return await _update_checked(store, cache, base_url, p, row, update, explicit=body.config.model_fields_set,
+                                 settings=settings, action="source.replace")
+
+
+async def _update_checked(store: Store, cache: SourceCache | None, base_url: str, p: Principal,
+                          row: dict[str, Any], body: SourceUpdate, *, explicit: set[str] | None,
+                          settings: Settings, action: str) -> SourceOut:
+    old = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
+    weakened = weakenings(old, body.config) if body.config is not None else {}
+    if body.remove_api_key and row.get("api_key_hash"):
+        weakened["api_key"] = "API key requirement removed"
+    if explicit is not None:
+        implicit = sorted(f for f in weakened if f != "api_key" and f not in explicit)
+        if implicit:
+            raise Conflict(
+                "This definition would weaken the source's checks without naming them; to do it on purpose, "
+                "include the field explicitly (e.g. \"signature\": null)",
+                detail=[{"path": f"config.{f}", "message": weakened[f]} for f in implicit])
+    out = await update_source(store, cache, base_url, p, row["id"], body, settings=settings, action=action)
+    if weakened:
+        log_weakened(p, row, sorted(weakened.values()))
+    return out
+
+
+def log_weakened(p: Principal, row: dict[str, Any], changes: list[str]) -> None:
+    log.warning("source_checks_weakened", source_id=row["id"], client_id=row["client_id"], actor=p.actor.name,
+                changes=changes)
+
+
+async def rotate_secret(store: Store, cache: SourceCache | None, base_url: str, p: Principal, ref: str, *,
+                        secret: str | None, grace_seconds: float | None,
+                        client_id: str | None = None) -> SourceOut:
+    """Add a signing secret (the provider's, or one generated and shown once); the others stay
+    valid for ``grace_seconds`` (None: until removed; 0: retired now)."""
+    row = await store.get_source(ref, scope_client(p, client_id))
+    cfg = SourceConfig.model_validate(orjson.loads(row["config"]))
+    if cfg.signature is None:
+        raise BadRequest("This source has no signature scheme; set config.signature first")
+    if secret:
+        initial_secret(cfg, secret)
+    new_secret = secret or generate_secret(cfg.signature.scheme)
+    grace = "old secrets retired now" if grace_seconds == 0 else (
+        "old secrets kept" if grace_seconds is None else f"old secrets valid for {grace_seconds:g}s")
+    await store.add_secret(row["id"], new_secret, retire_others_after_s=grace_seconds,
+                           audit=p.audit("secret.rotate", ["secret: [changed]", grace]))
+    await _changed(cache)
+    return source_out(row, base_url, secrets=await store.secret_count(row["id"]),
+                      secret=None if secret else new_secret)
+
+
+async def rotate_api_key(store: Store, cache: SourceCache | None, base_url: str, p: Principal, ref: str, *,
+                         client_id: str | None = None) -> SourceOut:
+    """A new API key at once (shown once); the old one stops working. Only for a source that
+    already requires one: starting to require a key is an update, not a rotation."""
+    row = await store.get_source(ref, scope_client(p, client_id))
+    if row["api_key_hash"] is None:
+        raise BadRequest("This source does not require an API key, so there is none to rotate; "
+                         "to start requiring one, use `hookbay source update SOURCE --api-key`")
+    new, key = await store.update_source(row["id"], {}, rotate_api_key=True,
+                                         audit=p.audit("api_key.rotate", ["api_key: [changed]"]))
+    await _changed(cache)
+    return source_out(new, base_url, key, secrets=await store.secret_count(row["id"]))
+
+
+async def delete_source(store: Store, cache: SourceCache | None, p: Principal, ref: str, *,
+                        client_id: str | None = None, action: str = "source.delete",
+                        why: list[str] | None = None) -> str:
+    """Delete a source (its stored requests stay in the log); returns its id."""
+    row = await store.get_source(ref, scope_client(p, client_id))
+    await store.delete_source(row["id"], audit=p.audit(
+        action, [f"name: {orjson.dumps(row['name']).decode()}", *(why or [])]))
+    await _changed(cache)
+    return str(row["id"])
+
+
+def initial_secret(config: SourceConfig, given: str | None) -> tuple[str | None, bool]:
+    """The secret a new source starts with: the provider's, or one we generate (shown once)."""
+    if config.signature is None:
+        return None, False
+    if given:
+        try:
+            validate_secret(config.signature.scheme, given)
+        except ValueError as e:
+            raise BadRequest(f"Unusable signing secret: {e}") from None
+        return given, False
+    return generate_secret(config.signature.scheme), True
+
