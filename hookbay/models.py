@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hookbay.signatures.registry import SCHEMES
 
 Format = Literal["auto", "json", "ndjson", "xml", "csv", "form"]
 Parser = Literal["generic", "contact", "mapping"]
 Method = Literal["POST", "PUT", "PATCH", "GET"]
+if TYPE_CHECKING:
+    SchemeName = str
+else:
+    SchemeName = Literal[tuple(SCHEMES)]  # the registered signature schemes, in registry order
 
 
 class SignatureConfig(BaseModel):
@@ -17,7 +23,7 @@ class SignatureConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scheme: Literal["standard", "github", "stripe", "shopify", "woocommerce", "slack", "hmac"]
+    scheme: SchemeName
     header: str | None = Field(default=None, description="hmac: the header carrying the signature")
     algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
     encoding: Literal["hex", "base64"] = "hex"

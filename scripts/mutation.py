@@ -47,7 +47,7 @@ class Module:
 
 
 MODULES = [
-    Module("signatures", "hookbay/signatures.py", ["tests/unit/test_signatures.py"]),
+    Module("signatures", "hookbay/signatures/*.py", ["tests/unit/test_signatures.py"]),
     Module("ssrf", "hookbay/actions/ssrf.py", ["tests/unit/test_ssrf.py"]),
     Module("crypto", "hookbay/crypto.py", ["tests/unit/test_crypto.py"]),
     Module("profiles", "hookbay/profiles.py", ["tests/unit/test_merge_fields.py", "tests/unit/test_profile_rules.py"]),

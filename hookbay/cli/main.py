@@ -29,6 +29,7 @@ from hookbay.errors import BadRequest, HookbayError
 from hookbay.ids import request_id_floor
 from hookbay.models import SourceConfig, SourceCreate
 from hookbay.settings import PUBLIC_URL_META, Settings, get_settings, unknown_settings
+from hookbay.signatures.registry import SCHEMES
 from hookbay.store import RequestFilter, Store, open_store
 from hookbay.store.deliveries import DeliveryFilter
 from hookbay.views import parse_time, request_detail, request_summary, source_out
@@ -100,7 +101,7 @@ def _audit(action: str, changes: list[str] | None = None, weakens: list[str] | N
 
 # Security options shared by `source create` and `source update`.
 OPT_SIGNATURE = typer.Option(None, "--signature",
-                                  help="standard|github|stripe|shopify|woocommerce|slack|hmac (none to remove)")
+                                  help="|".join(SCHEMES) + " (none to remove)")
 OPT_SIGNATURE_HEADER = typer.Option(None, "--signature-header", help="hmac: header with the signature")
 OPT_ALGORITHM = typer.Option(None, "--algorithm", help="hmac: sha1|sha256|sha512")
 OPT_ENCODING = typer.Option(None, "--encoding", help="hmac: hex|base64")
