@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, Field
 
+from hookbay.actions.registry import ACTION_TYPES
 from hookbay.errors import BadRequest, Conflict
 from hookbay.store import Store
 from hookbay.store.deliveries import DeliveryFilter
 from hookbay.views import iso, parse_time
 
 STATES = "^(pending|running|succeeded|dead|skipped)$"
-ACTIONS = "^(email|mailchimp|forward)$"
+ACTIONS = f"^({'|'.join(ACTION_TYPES)})$"
 
 
 class AttemptOut(BaseModel):

@@ -23,6 +23,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from hookbay.actions.registry import ACTION_TYPES
 from hookbay.audit import AuditEntry, cli_actor, source_summary
 from hookbay.cli.errors import KNOWN_ERRORS, describe_error
 from hookbay.errors import BadRequest, HookbayError
@@ -1279,7 +1280,7 @@ def _delivery_filter(store: Store, source: str | None, since: str | None, until:
 def deliveries_list(
     source: str = typer.Option(None, help="Source id, token or name"),
     state: str = typer.Option(None, help="pending|running|succeeded|dead|skipped (dead = dead letters)"),
-    action: str = typer.Option(None, help="email|mailchimp|forward"),
+    action: str = typer.Option(None, help="|".join(ACTION_TYPES)),
     request: str = typer.Option(None, help="Only this request's deliveries"),
     error: str = typer.Option(None, help="Text in the last error"),
     since: str = typer.Option(None, help="ISO time or relative (15m, 2h, 3d)"),
