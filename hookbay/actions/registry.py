@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import get_args
 
-from hookbay.actions import email, forward, mailchimp
+from hookbay.actions import email, forward, log, mailchimp
 from hookbay.actions.base import ActionConfig
 
 
@@ -19,5 +19,6 @@ ACTIONS: dict[str, type[ActionConfig]] = {_type_name(c): c for c in (
     email.EmailAction,
     mailchimp.MailchimpAction,
     forward.ForwardAction,
+    log.LogAction,
 )}
 ACTION_TYPES = tuple(ACTIONS)
