@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from hookbay.actions.registry import ACTION_TYPES
 from hookbay.cli.common import OPT_FILTER_CLIENT, JsonOpt, print_json, run, time_option
 from hookbay.settings import Settings
 from hookbay.store import Store
@@ -29,7 +30,7 @@ def _delivery_filter(store: Store, source: str | None, since: str | None, until:
 def deliveries_list(
     source: str = typer.Option(None, help="Source id, token or name"),
     state: str = typer.Option(None, help="pending|running|succeeded|dead|skipped (dead = dead letters)"),
-    action: str = typer.Option(None, help="email|mailchimp|forward"),
+    action: str = typer.Option(None, help="|".join(ACTION_TYPES)),
     request: str = typer.Option(None, help="Only this request's deliveries"),
     error: str = typer.Option(None, help="Text in the last error"),
     since: str = typer.Option(None, help="ISO time or relative (15m, 2h, 3d)"),

@@ -19,6 +19,7 @@ import yaml
 from hookbay.errors import HookbayError
 from hookbay.models import SourceConfig
 from hookbay.settings import get_settings
+from hookbay.signatures.registry import SCHEMES
 
 
 def _option(*decls: str, help: str) -> Any:
@@ -40,8 +41,7 @@ class SourceOptions:
                                         "on create it implies --parser mapping")
     region: str | None = _option("--default-region", help="Region for phone numbers without +code, e.g. GB")
     sync: bool | None = _option("--sync/--async", help="Parse before answering (as ?wait=1)")
-    signature: str | None = _option("--signature", help="standard|github|stripe|shopify|woocommerce|slack|hmac "
-                                    "(none to remove)")
+    signature: str | None = _option("--signature", help="|".join(SCHEMES) + " (none to remove)")
     signature_header: str | None = _option("--signature-header", help="hmac: header with the signature")
     algorithm: str | None = _option("--algorithm", help="hmac: sha1|sha256|sha512")
     encoding: str | None = _option("--encoding", help="hmac: hex|base64")
