@@ -117,6 +117,8 @@ async def with_public_url(store: Store, settings: Settings) -> Settings:
 
 
 def run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) -> T:
+    """Run ``fn`` against the server's existing database; a HookbayError it raises also goes to
+    stdout in the API's shape with --json."""
     settings = get_settings()
 
     async def main() -> T:
@@ -163,6 +165,7 @@ def propagate() -> None:
 
 
 def time_option(flag: str, value: str | None) -> int | None:
+    """A --since/--until value as microseconds, or a BadRequest naming the flag."""
     if not value:
         return None
     try:
