@@ -2,9 +2,10 @@
 
 Every command that prints data takes ``--json`` for scripts. Management commands talk to the
 database directly (same ``HOOKBAY_*`` settings as the server), so they work with the server
-stopped; a running server sees source changes before a command returns. Each group lives in its
-own module; this one only composes them (a module's ``app`` becomes a named group, its
-``commands`` are merged into the root), so the groups never import each other or this module.
+stopped; a running server sees source changes before a command returns. Each command group lives
+in its own module and shares only ``common`` (and ``source_options``); this module composes them:
+a module's ``app`` becomes a named group, its ``commands`` join the root. So the groups never
+import each other or this module.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from hookbay.settings import get_settings, unknown_settings
 
 app = typer.Typer(help="hookbay: a self-hosted webhook data collector.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-app.add_typer(serve.commands)
-app.add_typer(doctor.commands)
-app.add_typer(requests.commands)
-app.add_typer(audit.commands)
-app.add_typer(relay.commands)
-sources.app.add_typer(relay.source_commands)
+# In --help order: the root commands, then the groups.
+app.add_typer(serve.commands)  # serve, worker, migrate
+app.add_typer(doctor.commands)  # doctor
+app.add_typer(requests.commands)  # replay, purge
+app.add_typer(audit.commands)  # audit
+app.add_typer(relay.commands)  # agent
+sources.app.add_typer(relay.source_commands)  # source relay-status, source relay-token …
 app.add_typer(sources.app, name="source")
 app.add_typer(tokens.app, name="token")
 app.add_typer(requests.app, name="requests")

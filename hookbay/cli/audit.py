@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import typer
 
-from hookbay.cli.common import JsonOpt, print_json, run, time_option
+from hookbay.cli.common import JsonOpt, run_and_print, time_option
 from hookbay.settings import Settings
 from hookbay.store import Store
 
@@ -27,16 +28,14 @@ def audit_cmd(
         rows = await store.list_audit(client, since_us=time_option("--since", since), limit=limit)
         return [entry_view(r) for r in rows]
 
-    rows = run(go, as_json)
-    if as_json:
-        print_json(rows)
-        return
+    run_and_print(go, as_json, _entry_lines)
+
+
+def _entry_lines(rows: list[dict[str, Any]]) -> Iterator[str]:
     for e in rows:
         who = e["actor"] + (f" ({e['token_id']})" if e["token_id"] else "")
-        typer.echo(f"{e['at']}  {e['action']:20} {e['target'] or '-'}  client={e['client_id'] or '-'}  "
-                   f"by {who} from {e['peer'] or '-'}")
-        for line in e["changes"]:
-            typer.echo(f"    {line}")
-        for line in e["weakens"]:
-            typer.echo(f"    WEAKENS: {line}")
+        yield (f"{e['at']}  {e['action']:20} {e['target'] or '-'}  client={e['client_id'] or '-'}  "
+               f"by {who} from {e['peer'] or '-'}")
+        yield from (f"    {line}" for line in e["changes"])
+        yield from (f"    WEAKENS: {line}" for line in e["weakens"])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from hookbay.store import Store, open_store
 from hookbay.views import parse_time
 
 T = TypeVar("T")
+Lines = str | Iterable[str]  # what a command prints without --json: one line or several
 
 log = structlog.get_logger("hookbay.cli")
 
@@ -116,6 +117,8 @@ async def with_public_url(store: Store, settings: Settings) -> Settings:
 
 
 def run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) -> T:
+    """Run ``fn`` against the server's existing database; a HookbayError it raises also goes to
+    stdout in the API's shape with --json."""
     settings = get_settings()
 
     async def main() -> T:
@@ -134,6 +137,27 @@ def run(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool = False) ->
         raise  # unreachable
 
 
+def run_and_print(fn: Callable[[Store, Settings], Awaitable[T]], as_json: bool, text: Callable[[T], Lines],
+                  json: Callable[[T], Any] | None = None, wait_for_servers: bool = False) -> T:
+    """What most commands do: run ``fn`` against the database, then print its result (see ``show``).
+    ``wait_for_servers`` returns only once running servers have seen the source change it made."""
+    out = run(fn, as_json)
+    if wait_for_servers:
+        propagate()
+    show(out, as_json, text, json)
+    return out
+
+
+def show(out: T, as_json: bool, text: Callable[[T], Lines], json: Callable[[T], Any] | None = None) -> None:
+    """With --json, ``out`` as JSON (shaped by ``json`` when given), else the lines ``text`` makes of it."""
+    if as_json:
+        print_json(out if json is None else json(out))
+        return
+    lines = text(out)
+    for line in [lines] if isinstance(lines, str) else lines:
+        typer.echo(line)
+
+
 def propagate() -> None:
     """Return only once running servers have seen a source change (they check every
     HOOKBAY_SOURCE_CHECK_SECONDS), so the next request meets the new settings."""
@@ -141,6 +165,7 @@ def propagate() -> None:
 
 
 def time_option(flag: str, value: str | None) -> int | None:
+    """A --since/--until value as microseconds, or a BadRequest naming the flag."""
     if not value:
         return None
     try:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Iterator
 from typing import Any
 
 import typer
 
 from hookbay.actions.registry import ACTION_TYPES
-from hookbay.cli.common import OPT_FILTER_CLIENT, JsonOpt, print_json, run, time_option
+from hookbay.cli.common import OPT_FILTER_CLIENT, JsonOpt, run_and_print, time_option
 from hookbay.settings import Settings
 from hookbay.store import Store
 from hookbay.store.deliveries import DeliveryFilter
@@ -16,14 +16,11 @@ from hookbay.store.deliveries import DeliveryFilter
 app = typer.Typer(help="Action deliveries and dead letters.", no_args_is_help=True)
 
 
-def _delivery_filter(store: Store, source: str | None, since: str | None, until: str | None,
-                     client: str | None = None, **eq: Any) -> Awaitable[DeliveryFilter]:
-    async def build() -> DeliveryFilter:
-        source_id = (await store.get_source(source, client))["id"] if source else None
-        return DeliveryFilter(source_id=source_id, client_id=client, since_us=time_option("--since", since), until_us=time_option("--until", until),
-                              **eq)
-
-    return build()
+async def _delivery_filter(store: Store, source: str | None, since: str | None, until: str | None,
+                           client: str | None = None, **eq: Any) -> DeliveryFilter:
+    source_id = (await store.get_source(source, client))["id"] if source else None
+    return DeliveryFilter(source_id=source_id, client_id=client, since_us=time_option("--since", since),
+                          until_us=time_option("--until", until), **eq)
 
 
 @app.command("list")
@@ -47,13 +44,9 @@ def deliveries_list(
                                    request_id=request, error=error, limit=limit)
         return [delivery_out(r) for r in await store.list_deliveries(f)]
 
-    rows = run(go, as_json)
-    if as_json:
-        print_json(rows)
-        return
-    for d in rows:
-        typer.echo(f"{d['created_at']}  {d['id']}  {d['action_type']:9} {d['state']:9} tries={d['attempts']} "
-                   f"{d['last_status'] or '-'}  {d['destination']}  {d['last_error'] or ''}")
+    run_and_print(go, as_json, lambda rows: (
+        f"{d['created_at']}  {d['id']}  {d['action_type']:9} {d['state']:9} tries={d['attempts']} "
+        f"{d['last_status'] or '-'}  {d['destination']}  {d['last_error'] or ''}" for d in rows))
 
 
 @app.command("show")
@@ -64,15 +57,15 @@ def deliveries_show(delivery_id: str, as_json: bool = JsonOpt) -> None:
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return delivery_detail(await store.get_delivery(delivery_id))
 
-    d = run(go, as_json)
-    if as_json:
-        print_json(d)
-        return
-    typer.echo(f"{d['id']}  {d['action_type']} {d['action_name']!r} -> {d['destination']}  state={d['state']}")
-    typer.echo(f"request {d['request_id']} record {d['record_index']}  next attempt: {d['next_attempt_at'] or '-'}")
+    run_and_print(go, as_json, _delivery_lines)
+
+
+def _delivery_lines(d: dict[str, Any]) -> Iterator[str]:
+    yield f"{d['id']}  {d['action_type']} {d['action_name']!r} -> {d['destination']}  state={d['state']}"
+    yield f"request {d['request_id']} record {d['record_index']}  next attempt: {d['next_attempt_at'] or '-'}"
     for a in d["attempt_log"]:
-        typer.echo(f"  #{a['attempt']} {a['started_at']}  {a['outcome']:7} {a['status'] or '-'}  "
-                   f"{a['latency_ms']} ms  {a['error'] or ''}  {(a['response_excerpt'] or '')[:120]}")
+        yield (f"  #{a['attempt']} {a['started_at']}  {a['outcome']:7} {a['status'] or '-'}  "
+               f"{a['latency_ms']} ms  {a['error'] or ''}  {(a['response_excerpt'] or '')[:120]}")
 
 
 @app.command("retry")
@@ -92,17 +85,15 @@ def deliveries_retry(
                    err=True)
         raise typer.Exit(2)
 
-    async def go(store: Store, s: Settings) -> list[str]:
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
         if delivery_ids:
             for d in delivery_ids:
                 await store.get_delivery(d)  # an unknown id is an error, not "queued 0"
-            return await store.retry_deliveries(DeliveryFilter(), ids=list(delivery_ids))
-        f = await _delivery_filter(store, source, since, until, client, action_type=action, error=error)
-        return await store.retry_deliveries(f)
+            ids = await store.retry_deliveries(DeliveryFilter(), ids=list(delivery_ids))
+        else:
+            f = await _delivery_filter(store, source, since, until, client, action_type=action, error=error)
+            ids = await store.retry_deliveries(f)
+        return {"count": len(ids), "ids": ids}
 
-    ids = run(go, as_json)
-    if as_json:
-        print_json({"count": len(ids), "ids": ids})
-    else:
-        typer.echo(f"queued {len(ids)} deliver{'y' if len(ids) == 1 else 'ies'} again")
+    run_and_print(go, as_json, lambda out: f"queued {out['count']} deliver{'y' if out['count'] == 1 else 'ies'} again")
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import typer
 from pydantic import ValidationError
 
-from hookbay.cli.common import JsonOpt, print_json
+from hookbay.cli.common import JsonOpt, show
 from hookbay.cli.errors import describe_error
 from hookbay.settings import Settings, unknown_settings
 
@@ -60,11 +60,8 @@ def doctor(as_json: bool = JsonOpt) -> None:
     """Check the database, migrations, settings, SMTP, clock and free disk: one line per check
     (ok/warn/fail) with the fix; exits 1 when a check fails. Creates nothing."""
     checks = run_checks(os.environ)
-    if as_json:
-        print_json([{"status": c.status, "check": c.name, "message": c.message} for c in checks])
-    else:
-        for c in checks:
-            typer.echo(c.line())
+    show(checks, as_json, lambda cs: (c.line() for c in cs),
+         json=lambda cs: [{"status": c.status, "check": c.name, "message": c.message} for c in cs])
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         typer.echo(f"error: {len(failed)} check(s) failed: {', '.join(dict.fromkeys(c.name for c in failed))}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from hookbay.cli.common import JsonOpt, audit_entry, print_json, run
+from hookbay.cli.common import JsonOpt, audit_entry, run_and_print
 from hookbay.settings import Settings
 from hookbay.store import Store
 
@@ -27,9 +27,5 @@ def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_
     async def go(store: Store, s: Settings) -> dict[str, int]:
         return await store.reencrypt(batch, audit=audit_entry("keys.reencrypt"))
 
-    res = run(go, as_json)
-    if as_json:
-        print_json(res)
-    else:
-        typer.echo(f"re-encrypted {res['requests']} request(s) and {res['secrets']} secret(s)")
+    run_and_print(go, as_json, lambda res: f"re-encrypted {res['requests']} request(s) and {res['secrets']} secret(s)")
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import typer
 
-from hookbay.cli.common import JsonOpt, audit_entry, print_json, run
+from hookbay.cli.common import JsonOpt, audit_entry, run, run_and_print
 from hookbay.settings import Settings
 from hookbay.store import Store
 
@@ -33,12 +34,8 @@ def profiles_find(
                                          phone=lookup_phone(phone) if phone else None)
         return [profile_view(await store.get_profile(r["id"])) for r in rows]
 
-    found = run(go, as_json)
-    if as_json:
-        print_json(found)
-        return
-    for p in found:
-        typer.echo(f"{p['id']}  {p['client_id']}  {p['email'] or '-'}  {p['phone'] or '-'}")
+    run_and_print(go, as_json, lambda found: (f"{p['id']}  {p['client_id']}  {p['email'] or '-'}  {p['phone'] or '-'}"
+                                              for p in found))
 
 
 @app.command("show")
@@ -49,16 +46,16 @@ def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return profile_view(await store.get_profile(profile_id))
 
-    p = run(go, as_json)
-    if as_json:
-        print_json(p)
-        return
-    typer.echo(f"{p['id']}  client {p['client_id']}  updated {p['updated_at']}")
+    run_and_print(go, as_json, _profile_lines)
+
+
+def _profile_lines(p: dict[str, Any]) -> Iterator[str]:
+    yield f"{p['id']}  client {p['client_id']}  updated {p['updated_at']}"
     for name, f in p["fields"].items():
-        typer.echo(f"  {name:14} {orjson.dumps(f['value']).decode():40} {f['set_at']}  {f['request_id']}")
+        yield f"  {name:14} {orjson.dumps(f['value']).decode():40} {f['set_at']}  {f['request_id']}"
     for ch, c in p["consent"].items():
-        typer.echo(f"  consent {ch:6} {'opt-in' if c['granted'] else 'opt-out'}  {c['occurred_at']}  {c['request_id']}")
-    typer.echo(f"  ledger: {len(p['ledger'])} events; requests: {len(p['request_ids'])}")
+        yield f"  consent {ch:6} {'opt-in' if c['granted'] else 'opt-out'}  {c['occurred_at']}  {c['request_id']}"
+    yield f"  ledger: {len(p['ledger'])} events; requests: {len(p['request_ids'])}"
 
 
 @app.command("export")
@@ -89,9 +86,5 @@ def profiles_erase(
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return await store.erase_profile(profile_id, None, actor="cli", audit=audit_entry("profile.erase"))
 
-    res = run(go, as_json)
-    if as_json:
-        print_json(res)
-    else:
-        typer.echo(" ".join(f"{k}={v}" for k, v in res.items()))
+    run_and_print(go, as_json, lambda res: " ".join(f"{k}={v}" for k, v in res.items()))
 

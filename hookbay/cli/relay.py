@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import typer
 
-from hookbay.cli.common import OPT_SOURCE_CLIENT, JsonOpt, audit_entry, print_json, run
+from hookbay.cli.common import OPT_SOURCE_CLIENT, JsonOpt, audit_entry, run_and_print
 from hookbay.settings import Settings
 from hookbay.store import Store
 
@@ -42,11 +43,8 @@ def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", h
             "relay_token.create", [f"name: {orjson.dumps(name).decode()}"]).but(client_id=row["client_id"]))
         return token_out(tok_row, token).model_dump()
 
-    out = run(go, as_json)
-    if as_json:
-        print_json(out)
-    else:
-        typer.echo(f"{out['id']}  relay token for {out['source_id']} (shown once, store it now): {out['token']}")
+    run_and_print(go, as_json, lambda out: (
+        f"{out['id']}  relay token for {out['source_id']} (shown once, store it now): {out['token']}"))
 
 
 @relay_token_app.command("list")
@@ -59,12 +57,7 @@ def relay_token_list(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_j
         row = await store.get_source(ref, client)
         return [token_out(t).model_dump() for t in await RelayQueue(store).list_tokens(row["id"])]
 
-    rows = run(go, as_json)
-    if as_json:
-        print_json(rows)
-        return
-    for t in rows:
-        typer.echo(f"{t['id']}  {t['name']}  created {t['created_at']}")
+    run_and_print(go, as_json, lambda rows: (f"{t['id']}  {t['name']}  created {t['created_at']}" for t in rows))
 
 
 @relay_token_app.command("revoke")
@@ -73,16 +66,13 @@ def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(...,
     """Revoke a relay token; an agent using it is refused at its next request."""
     from hookbay.store.relay import RelayQueue
 
-    async def go(store: Store, s: Settings) -> None:
+    async def go(store: Store, s: Settings) -> dict[str, str]:
         row = await store.get_source(ref, client)
         await RelayQueue(store).revoke_token(row["id"], token_id,
                                              audit=audit_entry("relay_token.revoke").but(client_id=row["client_id"]))
+        return {"revoked": token_id}
 
-    run(go, as_json)
-    if as_json:
-        print_json({"revoked": token_id})
-    else:
-        typer.echo(f"revoked {token_id}")
+    run_and_print(go, as_json, lambda out: f"revoked {out['revoked']}")
 
 
 @source_commands.command("relay-status")
@@ -95,18 +85,18 @@ def relay_status_cmd(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_j
         row = await store.get_source(ref, client)
         return (await relay_status(store, RelayQueue(store), row)).model_dump()
 
-    st = run(go, as_json)
-    if as_json:
-        print_json(st)
-        return
-    typer.echo(f"source:  {st['source_id']}  (relay mode {'on' if st['relay'] else 'off'})")
+    run_and_print(go, as_json, _status_lines)
+
+
+def _status_lines(st: dict[str, Any]) -> Iterator[str]:
+    yield f"source:  {st['source_id']}  (relay mode {'on' if st['relay'] else 'off'})"
     age = f", oldest {st['oldest_age_s']:.1f} s old" if st["oldest_age_s"] is not None else ""
-    typer.echo(f"queue:   {st['depth']} unacked, {st['leased']} leased{age}")
+    yield f"queue:   {st['depth']} unacked, {st['leased']} leased{age}"
     h = st["head"]
     if h:
-        typer.echo(f"head:    #{h['id']} {h['request_id']}  attempts {h['deliveries']}"
-                   + (f"  leased until {h['leased_until']}" if h["leased_until"] else "")
-                   + (f"  last error: {h['last_error']}" if h["last_error"] else ""))
+        yield (f"head:    #{h['id']} {h['request_id']}  attempts {h['deliveries']}"
+               + (f"  leased until {h['leased_until']}" if h["leased_until"] else "")
+               + (f"  last error: {h['last_error']}" if h["last_error"] else ""))
 
 
 @commands.command("agent")

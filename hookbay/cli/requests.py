@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import typer
 
-from hookbay.cli.common import OPT_FILTER_CLIENT, JsonOpt, print_json, run, time_option
+from hookbay.cli.common import OPT_FILTER_CLIENT, JsonOpt, print_json, run, run_and_print, time_option
 from hookbay.ids import request_id_floor
 from hookbay.settings import Settings
 from hookbay.store import RequestFilter, Store
@@ -131,20 +132,18 @@ def requests_show(request_id: str, as_json: bool = JsonOpt) -> None:
         recs = await store.records_for([request_id])
         return request_detail(row, recs[request_id]).model_dump()
 
-    d = run(go, as_json)
-    if as_json:
-        print_json(d)
-        return
-    typer.echo(_fmt_row(d))
-    typer.echo(f"{d['method']} {d['path']}{'?' + d['query'] if d['query'] else ''}  from {d['peer']}")
-    for k, v in d["headers"]:
-        typer.echo(f"  {k}: {v}")
-    typer.echo("")
-    typer.echo(d["body"] if d["body"] is not None else f"<{d['body_size']} bytes, not UTF-8; see --json>")
-    typer.echo("")
-    typer.echo("receipt: " + orjson.dumps(d["receipt"]).decode())
-    for rec in d["records"]:
-        typer.echo("record:  " + orjson.dumps(rec).decode())
+    run_and_print(go, as_json, _request_lines)
+
+
+def _request_lines(d: dict[str, Any]) -> Iterator[str]:
+    yield _fmt_row(d)
+    yield f"{d['method']} {d['path']}{'?' + d['query'] if d['query'] else ''}  from {d['peer']}"
+    yield from (f"  {k}: {v}" for k, v in d["headers"])
+    yield ""
+    yield d["body"] if d["body"] is not None else f"<{d['body_size']} bytes, not UTF-8; see --json>"
+    yield ""
+    yield "receipt: " + orjson.dumps(d["receipt"]).decode()
+    yield from ("record:  " + orjson.dumps(rec).decode() for rec in d["records"])
 
 
 @commands.command("replay")
@@ -164,31 +163,32 @@ def replay_cmd(
         typer.echo("error: give a request id, --source or --failed", err=True)
         raise typer.Exit(2)
 
-    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
         cache = SourceCache(store, s.max_body_bytes)
         await cache.reload()
         if request_id:
             await store.get_request(request_id)
-            return await replay(store, cache, request_ids=[request_id], dry_run=dry_run)
-        source_id = (await store.get_source(source, client))["id"] if source else None
-        flt = RequestFilter(source_id=source_id, client_id=client, state="failed" if failed else None, limit=limit,
-                            since_us=time_option("--since", since),
-                            until_us=time_option("--until", until))
-        return await replay(store, cache, flt=flt, dry_run=dry_run)
+            items = await replay(store, cache, request_ids=[request_id], dry_run=dry_run)
+        else:
+            source_id = (await store.get_source(source, client))["id"] if source else None
+            flt = RequestFilter(source_id=source_id, client_id=client, state="failed" if failed else None,
+                                limit=limit, since_us=time_option("--since", since),
+                                until_us=time_option("--until", until))
+            items = await replay(store, cache, flt=flt, dry_run=dry_run)
+        return {"dry_run": dry_run, "count": len(items), "items": items}
 
-    items = run(go, as_json)
-    if as_json:
-        print_json({"dry_run": dry_run, "count": len(items), "items": items})
-        return
-    for it in items:
+    run_and_print(go, as_json, _replay_lines)
+
+
+def _replay_lines(out: dict[str, Any]) -> Iterator[str]:
+    for it in out["items"]:
         if "skipped" in it:
-            typer.echo(f"{it['request_id']}: skipped ({it['skipped']})")
+            yield f"{it['request_id']}: skipped ({it['skipped']})"
             continue
-        typer.echo(f"{it['request_id']}: {it['old_state']} -> {it['new_state']}"
-                   f"{'' if it['changed'] else ' (unchanged)'}")
-        if dry_run and it["diff"]:
-            typer.echo(it["diff"])
-    typer.echo(f"{len(items)} request(s) {'would be ' if dry_run else ''}replayed")
+        yield f"{it['request_id']}: {it['old_state']} -> {it['new_state']}{'' if it['changed'] else ' (unchanged)'}"
+        if out["dry_run"] and it["diff"]:
+            yield it["diff"]
+    yield f"{out['count']} request(s) {'would be ' if out['dry_run'] else ''}replayed"
 
 
 @commands.command("purge")
@@ -198,16 +198,13 @@ def purge_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Count only"
     from hookbay.ops.retention import prune_relay, purge_expired
     from hookbay.store.sources import SourceCache
 
-    async def go(store: Store, s: Settings) -> tuple[dict[str, int], int]:
+    async def go(store: Store, s: Settings) -> dict[str, Any]:
         cache = SourceCache(store, s.max_body_bytes)
         await cache.reload()
-        return await purge_expired(store, cache, dry_run=dry_run), await prune_relay(store, s, dry_run=dry_run)
+        bodies = await purge_expired(store, cache, dry_run=dry_run)
+        return {"dry_run": dry_run, "bodies": bodies, "relay_acked": await prune_relay(store, s, dry_run=dry_run)}
 
-    counts, relay = run(go, as_json)
-    if as_json:
-        print_json({"dry_run": dry_run, "bodies": counts, "relay_acked": relay})
-    else:
-        verb = "would purge" if dry_run else "purged"
-        typer.echo(f"{verb} {sum(counts.values())} raw bodies across {len(counts)} source(s) with retention, "
-                   f"and {relay} acked relay message(s)")
+    run_and_print(go, as_json, lambda out: (
+        f"{'would purge' if dry_run else 'purged'} {sum(out['bodies'].values())} raw bodies across "
+        f"{len(out['bodies'])} source(s) with retention, and {out['relay_acked']} acked relay message(s)"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from hookbay.cli.common import (
     fail,
     log,
     os_user,
-    print_json,
     propagate,
     run,
+    run_and_print,
+    show,
 )
 from hookbay.cli.errors import describe_error
 from hookbay.cli.source_options import SourceOptions, check_source_config, source_options
@@ -33,19 +35,19 @@ from hookbay.views import source_out
 app = typer.Typer(help="Create, inspect and change sources (ingest URLs).", no_args_is_help=True)
 
 
-def _show_source(out: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(out)
-        return
-    typer.echo(f"id:         {out['id']}\nclient:     {out['client_id']}\nname:       {out['name']}")
-    typer.echo(f"ingest URL: {out['ingest_url']}\nenabled:    {out['enabled']}")
-    typer.echo(f"api key:    {'required' if out['api_key_required'] else 'not required'}")
-    typer.echo(f"config:     {orjson.dumps(out['config']).decode()}")
-    typer.echo(f"secrets:    {out.get('signing_secrets', 0)} active signing secret(s)")
+def _source_lines(out: dict[str, Any]) -> Iterator[str]:
+    yield f"id:         {out['id']}"
+    yield f"client:     {out['client_id']}"
+    yield f"name:       {out['name']}"
+    yield f"ingest URL: {out['ingest_url']}"
+    yield f"enabled:    {out['enabled']}"
+    yield f"api key:    {'required' if out['api_key_required'] else 'not required'}"
+    yield f"config:     {orjson.dumps(out['config']).decode()}"
+    yield f"secrets:    {out.get('signing_secrets', 0)} active signing secret(s)"
     if out.get("api_key"):
-        typer.echo(f"API key (shown once, store it now): {out['api_key']}")
+        yield f"API key (shown once, store it now): {out['api_key']}"
     if out.get("secret"):
-        typer.echo(f"signing secret (shown once, give it to the sender): {out['secret']}")
+        yield f"signing secret (shown once, give it to the sender): {out['secret']}"
 
 
 @app.command("create")
@@ -77,7 +79,7 @@ def source_create(
         return source_out(row, s.base_url, key, secrets=1 if first_secret else 0,
                           secret=first_secret if generated else None).model_dump()
 
-    _show_source(run(go, as_json), as_json)
+    run_and_print(go, as_json, _source_lines)
 
 
 @app.command("list")
@@ -89,14 +91,9 @@ def source_list(client: str = typer.Option(None, help="Only this client"), as_js
         return [source_out(r, s.base_url, secrets=counts.get(r["id"], 0)).model_dump()
                 for r in await store.list_sources(client)]
 
-    rows = run(go, as_json)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        flag = "" if r["enabled"] else "  (disabled)"
-        typer.echo(f"{r['id']}  {r['client_id']}/{r['name']}  {r['ingest_url']}  "
-                   f"secrets={r['signing_secrets']}{flag}")
+    run_and_print(go, as_json, lambda rows: (
+        f"{r['id']}  {r['client_id']}/{r['name']}  {r['ingest_url']}  "
+        f"secrets={r['signing_secrets']}{'' if r['enabled'] else '  (disabled)'}" for r in rows))
 
 
 @app.command("show")
@@ -108,7 +105,7 @@ def source_show(ref: str = typer.Argument(..., help="Source id, token or name"),
         row = await store.get_source(ref, client)
         return source_out(row, s.base_url, secrets=await store.secret_count(row["id"])).model_dump()
 
-    _show_source(run(go, as_json), as_json)
+    run_and_print(go, as_json, _source_lines)
 
 
 @app.command("update")
@@ -142,9 +139,7 @@ def source_update(
                                              remove_api_key=remove_api_key, audit=audit_entry("source.update", summary, weak))
         return source_out(new, s.base_url, key, secrets=await store.secret_count(row["id"])).model_dump()
 
-    out = run(go, as_json)
-    propagate()
-    _show_source(out, as_json)
+    run_and_print(go, as_json, _source_lines, wait_for_servers=True)
 
 
 @app.command("rotate")
@@ -189,9 +184,7 @@ def source_rotate(
         return source_out(row, s.base_url, secrets=await store.secret_count(row["id"]),
                           secret=None if secret else new_secret).model_dump()
 
-    out = run(go, as_json)
-    propagate()
-    _show_source(out, as_json)
+    run_and_print(go, as_json, _source_lines, wait_for_servers=True)
 
 
 @app.command("delete")
@@ -199,17 +192,13 @@ def source_delete(ref: str = typer.Argument(..., help="Source id, token or name"
                   as_json: bool = JsonOpt) -> None:
     """Delete a source (its stored requests stay in the log)."""
 
-    async def go(store: Store, s: Settings) -> str:
+    async def go(store: Store, s: Settings) -> dict[str, str]:
         row = await store.get_source(ref, client)
-        await store.delete_source(row["id"], audit=audit_entry("source.delete", [f"name: {orjson.dumps(row['name']).decode()}"]))
-        return str(row["id"])
+        await store.delete_source(row["id"], audit=audit_entry(
+            "source.delete", [f"name: {orjson.dumps(row['name']).decode()}"]))
+        return {"deleted": str(row["id"])}
 
-    sid = run(go, as_json)
-    propagate()
-    if as_json:
-        print_json({"deleted": sid})
-    else:
-        typer.echo(f"deleted {sid}")
+    run_and_print(go, as_json, lambda out: f"deleted {out['deleted']}", wait_for_servers=True)
 
 
 @app.command("apply")
@@ -340,28 +329,27 @@ def source_apply(
     result = run(go, as_json)
     if result["applied"]:
         propagate()
-    if as_json:
-        print_json(result)
-    else:
-        for st in result["plan"]:
-            typer.echo(f"{st['action']:9}  {st['client_id']}/{st['name']}")
-            for line in st["changes"]:
-                typer.echo(f"           {line}")
-            for line in st["weakens"]:
-                typer.echo(f"           weakens: {line}")
-            for line in st["refused"]:
-                typer.echo(f"           REFUSED: {line}")
-        for r in result.get("results", []):
-            if r.get("ingest_url") and r["action"] != "unchanged":
-                typer.echo(f"{r['action']:9}  {r['client_id']}/{r['name']}  {r['ingest_url']}")
-            if r.get("api_key"):
-                typer.echo(f"           API key (shown once): {r['api_key']}")
-            if r.get("secret"):
-                typer.echo(f"           signing secret (shown once): {r['secret']}")
-    if any(st["refused"] for st in result["plan"]):
+    refused = any(st["refused"] for st in result["plan"])
+    show(result, as_json, lambda r: _apply_lines(r, dry_run and not refused))
+    if refused:
         typer.echo("error: nothing applied: the file would silently weaken a source's checks (see REFUSED above)",
                    err=True)
         raise typer.Exit(1)
-    if dry_run and not as_json:
-        typer.echo("dry run: nothing applied")
+
+
+def _apply_lines(result: dict[str, Any], dry_run: bool) -> Iterator[str]:
+    for st in result["plan"]:
+        yield f"{st['action']:9}  {st['client_id']}/{st['name']}"
+        yield from (f"           {line}" for line in st["changes"])
+        yield from (f"           weakens: {line}" for line in st["weakens"])
+        yield from (f"           REFUSED: {line}" for line in st["refused"])
+    for r in result.get("results", []):
+        if r.get("ingest_url") and r["action"] != "unchanged":
+            yield f"{r['action']:9}  {r['client_id']}/{r['name']}  {r['ingest_url']}"
+        if r.get("api_key"):
+            yield f"           API key (shown once): {r['api_key']}"
+        if r.get("secret"):
+            yield f"           signing secret (shown once): {r['secret']}"
+    if dry_run:
+        yield "dry run: nothing applied"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from hookbay.cli.common import JsonOpt, audit_entry, print_json, run
+from hookbay.cli.common import JsonOpt, audit_entry, run_and_print
 from hookbay.settings import Settings, get_settings
 from hookbay.store import Store
 
@@ -20,26 +20,19 @@ def token_list(as_json: bool = JsonOpt) -> None:
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         return await store.list_tokens()
 
-    rows = run(go, as_json)
-    if as_json:
-        print_json(rows)
-        return
-    for t in rows:
-        typer.echo(f"{t['id']}  {t['name']}  client={t['client_id'] or '(admin)'}")
+    run_and_print(go, as_json, lambda rows: (f"{t['id']}  {t['name']}  client={t['client_id'] or '(admin)'}"
+                                             for t in rows))
 
 
 @app.command("revoke")
 def token_revoke(token_id: str, as_json: bool = JsonOpt) -> None:
     """Revoke an API token at once."""
 
-    async def go(store: Store, s: Settings) -> None:
+    async def go(store: Store, s: Settings) -> dict[str, str]:
         await store.revoke_token(token_id, audit=audit_entry("token.revoke"))
+        return {"revoked": token_id}
 
-    run(go, as_json)
-    if as_json:
-        print_json({"revoked": token_id})
-    else:
-        typer.echo(f"revoked {token_id}")
+    run_and_print(go, as_json, lambda out: f"revoked {out['revoked']}")
 
 
 @app.command("rotate-admin")
@@ -54,15 +47,12 @@ def token_rotate_admin(as_json: bool = JsonOpt) -> None:
         raise typer.Exit(2)
     tok = "hba_" + _secrets.token_urlsafe(32)
 
-    async def go(store: Store, s: Settings) -> None:
+    async def go(store: Store, s: Settings) -> dict[str, str]:
         await store.set_meta("admin_token_hash", hash_secret(tok))
         await store.record_audit(audit_entry("token.rotate_admin", ["admin token: [changed]"]))
+        return {"admin_token": tok}
 
-    run(go, as_json)
-    if as_json:
-        print_json({"admin_token": tok})
-    else:
-        typer.echo(f"new admin token (shown once, store it now): {tok}")
+    run_and_print(go, as_json, lambda out: f"new admin token (shown once, store it now): {out['admin_token']}")
 
 
 @app.command("create")
@@ -77,9 +67,5 @@ def token_create(
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         return (await create_token(store, Principal.cli(), name, client)).model_dump()
 
-    out = run(go, as_json)
-    if as_json:
-        print_json(out)
-    else:
-        typer.echo(f"{out['id']}  token (shown once): {out['token']}")
+    run_and_print(go, as_json, lambda out: f"{out['id']}  token (shown once): {out['token']}")
 
