@@ -281,6 +281,7 @@ class RequestSummary(BaseModel):
     status: int
     state: str
     duplicate_of: str | None
+    content_encoding: str | None = Field(default=None, description="The body is stored as received, still encoded")
 
 
 class RequestDetail(RequestSummary):

@@ -356,6 +356,10 @@ class Deliverer:
             if req.get("body") is None:
                 raise Permanent("the raw body was purged (retention) or erased")
             body: bytes = req["body"]
+            if req.get("content_encoding"):  # forwarded decoded: the forward sets its own headers
+                from hookbay.decompress import STORED_LIMIT, decode
+
+                body = decode(bytes(body), req["content_encoding"], STORED_LIMIT)
             ctype = req.get("content_type") or "application/octet-stream"
         else:
             profile = ctx.get("profile")
