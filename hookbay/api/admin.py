@@ -423,8 +423,9 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         source: str | None = Query(default=None, description="Source id, token or name"),
         since: str | None = Query(default=None, description="ISO-8601 time or relative (15m, 2h, 3d)"),
         until: str | None = None,
-        verdict: str | None = Query(default=None, pattern="^(accepted|rejected|duplicate)$"),
-        state: str | None = Query(default=None, pattern="^(pending|processed|failed|rejected|duplicate)$"),
+        verdict: str | None = Query(default=None, pattern="^(accepted|rejected|duplicate|spam)$"),
+        state: str | None = Query(default=None,
+                                  pattern="^(pending|processed|failed|rejected|duplicate|spam|handshake)$"),
         q: str | None = Query(default=None, max_length=200, description="Text in headers or body"),
         limit: int = Query(default=50, ge=1, le=1000),
         before: str | None = Query(default=None, description="Cursor: the next_cursor of the previous page"),
@@ -563,6 +564,8 @@ async def export_profile_data(store: Store, profile_id: str, client_id: str | No
 def initial_secret(config: SourceConfig, given: str | None) -> tuple[str | None, bool]:
     """The secret a new source starts with: the provider's, or one we generate (shown once)."""
     if config.signature is None:
+        if given and config.handshake is not None and config.handshake.type == "zoom":
+            return given, False  # Zoom's secret token: the URL validation's HMAC key
         return None, False
     if given:
         try:

@@ -34,14 +34,27 @@ from hookbay.errors import (
     error_body,
 )
 from hookbay.ids import new_request_id, now_us
+from hookbay.ingest import senders as edge_io
 from hookbay.ingest.asgi import Receive, Scope, Send, send_json, send_raw
 from hookbay.ingest.ratelimit import RateLimiter
 from hookbay.netaddr import client_address, in_networks, parse_networks
 from hookbay.parsers.formats import check_well_formed
+from hookbay.senders import (
+    HandshakeRefused,
+    body_key,
+    honeypot_filled,
+    key_text,
+    prefers_html,
+    query_params,
+    redirect_to,
+    unsigned_shape,
+)
+from hookbay.senders import reply as handshake_reply
 from hookbay.settings import Settings
 from hookbay.store import Store, hash_secret
 from hookbay.store.errors import describe
-from hookbay.store.sources import ActiveSource, SourceCache
+from hookbay.store.sources import ActiveSource, Edge, SourceCache
+from hookbay.views import iso
 
 log = structlog.get_logger("hookbay.ingest")
 
@@ -107,6 +120,7 @@ class Ingest:
         self.process_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
         self.parse_off_loop: Callable[..., Awaitable[Any]] | None = None
         self.limiter = RateLimiter()
+        self.address_limiter = edge_io.AddressLimiter()
         self.trusted = parse_networks(settings.trusted_proxy_list)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, token: str, *, test: bool = False) -> None:
@@ -144,9 +158,23 @@ class Ingest:
         client = scope.get("client")
         peer = client_address(client[0] if client else None, headers, self.trusted)
         scope["hookbay.peer"] = peer
+        edge = src.edge
+        cors: dict[str, str] | None = None
+        params: dict[str, str] = {}
+        unsigned = False
+        method = scope["method"]
         try:
-            method = scope["method"]
-            if method not in src.methods:
+            if edge is not None:
+                cors = edge_io.cors_headers(edge, hmap.get(b"origin"), src.allow_header)
+                if cors is not None and method == "OPTIONS" and b"access-control-request-method" in hmap:
+                    await edge_io.send_preflight(send, edge, cors, src.allow_header,
+                                                 hmap.get(b"access-control-request-headers"))
+                    return
+                if edge.handshake is not None and scope.get("query_string"):
+                    params = query_params(scope["query_string"])
+            if method not in src.methods and not (method == "GET" and params and edge is not None
+                                                  and edge.handshake is not None
+                                                  and unsigned_shape(edge.handshake.type, "GET", params, b"")):
                 raise MethodNotAllowed(
                     f"{method} is not allowed for this source", headers={"Allow": src.allow_header}
                 ).with_rule("method")
@@ -174,11 +202,17 @@ class Ingest:
                 wait_s = self.limiter.check(src.id, src.rate, src.burst)
                 if wait_s > 0:
                     raise RateLimited(headers={"Retry-After": str(max(1, math.ceil(wait_s)))}).with_rule("rate_limit")
-            ping = src.signature is not None and self._check_signature(src, hmap, decoded)
+            if edge is not None and edge.rate_per_ip is not None and not test:
+                wait_s = self.address_limiter.check(src.id, peer, edge.rate_per_ip, edge.burst_per_ip)
+                if wait_s > 0:
+                    raise RateLimited(headers={"Retry-After": str(max(1, math.ceil(wait_s)))}).with_rule("rate_per_ip")
+            if edge is not None and edge.handshake is not None:
+                unsigned = unsigned_shape(edge.handshake.type, method, params, decoded)
+            ping = src.signature is not None and not unsigned and self._check_signature(src, hmap, decoded)
             ctype = hmap.get(b"content-type")
             ctype_s = ctype.decode("latin-1") if ctype is not None else None
             fmt = src.config.format
-            if fmt != "auto" or ctype_s is not None:
+            if not unsigned and (fmt != "auto" or ctype_s is not None):
                 try:
                     check_well_formed(decoded, ctype_s, fmt)
                 except HookbayError as e:
@@ -188,7 +222,7 @@ class Ingest:
         except HookbayError as e:
             if not test:
                 await self._reject(scope, src, body, e)
-            await send_json(send, e.status, e.to_dict(), e.headers)
+            await send_json(send, e.status, e.to_dict(), {**e.headers, **cors} if cors else e.headers)
             return
 
         if test:
@@ -205,7 +239,10 @@ class Ingest:
             return
 
         row = self._row(scope, src, body, "accepted", None, 200, "ping" if ping else "pending")
-        if src.config.relay:
+        if edge is not None:
+            if await self._edge_row(scope, send, src, edge, row, hmap, decoded, ctype_s, params, cors):
+                return
+        elif src.config.relay:
             row["_relay"] = True  # the writer enqueues it for `hookbay agent` in the same commit
         for name in src.idempotency_headers:
             v = hmap.get(name)
@@ -244,11 +281,82 @@ class Ingest:
                 return
             status = 422 if receipt["state"] == "failed" else 200
             await send_json(send, status, {"status": "accepted", "request_id": request_id, "receipt": receipt},
-                            {"X-Request-Id": request_id})
+                            {"X-Request-Id": request_id, **(cors or {})})
+            return
+        if edge is not None:
+            await self._edge_answer(scope, send, src, edge, request_id, row["received_at"], cors)
             return
         await send_raw(
             send, 200, b'{"status":"accepted","request_id":"' + rid + b'"}', extra=[(b"x-request-id", rid)]
         )
+
+    async def _edge_row(self, scope: Scope, send: Send, src: ActiveSource, edge: Edge, row: dict[str, Any],
+                        hmap: dict[bytes, bytes], body: bytes, ctype: str | None, params: dict[str, str],
+                        cors: dict[str, str] | None) -> bool:
+        """Dedupe key, honeypot and handshake for a source that uses them; True when answered here."""
+        if src.config.relay:
+            row["_relay"] = True
+        doc = await edge_io.parse_doc(body, ctype) if edge.needs_doc else None
+        if edge.key is not None:
+            if edge.key.header is not None:
+                v = hmap.get(edge.key.header)
+                row["idempotency_key"] = key_text(v.decode("latin-1")) if v else None
+            else:
+                row["idempotency_key"] = body_key(doc, edge.key)
+        if edge.honeypot is not None and honeypot_filled(doc, edge.honeypot):
+            row.update(verdict="spam", state="spam", idempotency_key=None)
+            row.pop("_relay", None)
+            log.info("ingest_spam", request_id=row["id"], source_id=src.id, rule="honeypot")
+        if edge.handshake is None:
+            return False
+        try:
+            if edge.handshake.type == "zoom" and isinstance(doc, dict) and doc.get("event") == "endpoint.url_validation":
+                edge_io.check_zoom_signature(hmap, body, src.active_secrets(now_us()))
+            answer = handshake_reply(edge.handshake, scope["method"], params, doc, src.active_secrets(now_us()))
+        except HandshakeRefused:
+            e = Forbidden("The verify token does not match").with_rule("handshake")
+            await self._reject(scope, src, body, e)
+            await send_json(send, e.status, e.to_dict())
+            return True
+        except HookbayError as e:
+            await self._reject(scope, src, body, e)
+            await send_json(send, e.status, e.to_dict(), e.headers)
+            return True
+        if answer is None:
+            return False
+        row.update(state="handshake", idempotency_key=None)
+        row.pop("_relay", None)
+        try:
+            rid = await self.store.writer.ingest(row, self.settings.write_timeout)
+        except StorageUnavailable as err:
+            err.headers["Retry-After"] = str(self.settings.retry_after)
+            await send_json(send, err.status, err.to_dict(), err.headers)
+            return True
+        log.info("ingest_handshake", request_id=rid, source_id=src.id, provider=edge.handshake.type)
+        await send_raw(send, answer.status, answer.body, [*answer.headers, (b"x-request-id", rid.encode())],
+                       content_type=answer.content_type)
+        return True
+
+    async def _edge_answer(self, scope: Scope, send: Send, src: ActiveSource, edge: Edge, request_id: str,
+                           received_at: int, cors: dict[str, str] | None) -> None:
+        """After the commit: a redirect for an HTML form, the source's own response, or the JSON."""
+        extra = [(b"x-request-id", request_id.encode())]
+        if cors:
+            extra += [(k.lower().encode(), v.encode("latin-1")) for k, v in cors.items()]
+        if edge.redirect_url is not None and prefers_html(scope["hookbay.headers"].get(b"accept")):
+            extra.append((b"location", redirect_to(edge.redirect_url, request_id).encode("latin-1")))
+            await send_raw(send, 303, b"", extra, content_type=b"text/plain")
+            return
+        if edge.answer is not None:
+            try:
+                body = edge.answer.render(request_id, iso(received_at) or "", src.id, src.name)
+            except Exception as e:  # stored already: the sender still learns it was accepted
+                log.warning("response_template_failed", request_id=request_id, source_id=src.id,
+                            error=type(e).__name__)
+            else:
+                await send_raw(send, edge.answer.status, body, extra, content_type=edge.answer.content_type)
+                return
+        await send_raw(send, 200, b'{"status":"accepted","request_id":"' + request_id.encode() + b'"}', extra)
 
     @staticmethod
     async def _decode(header: bytes, body: bytes, limit: int, scope: Scope) -> bytes:
