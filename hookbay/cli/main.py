@@ -24,6 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from hookbay.audit import AuditEntry, cli_actor, source_summary
+from hookbay.cli import edge as edge_cli
 from hookbay.cli.errors import KNOWN_ERRORS, describe_error
 from hookbay.errors import BadRequest, HookbayError
 from hookbay.ids import request_id_floor
@@ -264,6 +265,7 @@ def _config(base: dict[str, Any], fmt: str | None, methods: list[str] | None, ma
         cfg["allow_private_destinations"] = sec["allow_private"]
     if sec.get("relay") is not None:
         cfg["relay"] = sec["relay"]
+    edge_cli.apply(cfg, sec)
     if parser is not None:
         cfg["parser"] = parser
     if mapping_file is not None:
@@ -465,6 +467,11 @@ def source_create(
     actions: Path = OPT_ACTIONS,
     allow_private: bool = OPT_ALLOW_PRIVATE,
     relay: bool = OPT_RELAY,
+    allow_origin: list[str] = edge_cli.OPT_ALLOW_ORIGIN, redirect_url: str = edge_cli.OPT_REDIRECT_URL,
+    rate_per_ip: float = edge_cli.OPT_RATE_PER_IP, burst_per_ip: int = edge_cli.OPT_BURST_PER_IP,
+    honeypot_field: str = edge_cli.OPT_HONEYPOT, idempotency_key: str = edge_cli.OPT_IDEMPOTENCY_KEY,
+    idempotency_days: int = edge_cli.OPT_IDEMPOTENCY_DAYS, response_preset: str = edge_cli.OPT_RESPONSE,
+    handshake: str = edge_cli.OPT_HANDSHAKE, verify_token: str = edge_cli.OPT_VERIFY_TOKEN,
     disabled: bool = typer.Option(False, "--disabled", help="Create it disabled"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -475,7 +482,7 @@ def source_create(
                   dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
              burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private,
-             relay=relay))
+             relay=relay, **edge_cli.options(locals())))
     spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
     try:
         first_secret, generated = initial_secret(spec.config, secret)
@@ -551,12 +558,18 @@ def source_update(
     actions: Path = OPT_ACTIONS,
     allow_private: bool = OPT_ALLOW_PRIVATE,
     relay: bool = OPT_RELAY,
+    allow_origin: list[str] = edge_cli.OPT_ALLOW_ORIGIN, redirect_url: str = edge_cli.OPT_REDIRECT_URL,
+    rate_per_ip: float = edge_cli.OPT_RATE_PER_IP, burst_per_ip: int = edge_cli.OPT_BURST_PER_IP,
+    honeypot_field: str = edge_cli.OPT_HONEYPOT, idempotency_key: str = edge_cli.OPT_IDEMPOTENCY_KEY,
+    idempotency_days: int = edge_cli.OPT_IDEMPOTENCY_DAYS, response_preset: str = edge_cli.OPT_RESPONSE,
+    handshake: str = edge_cli.OPT_HANDSHAKE, verify_token: str = edge_cli.OPT_VERIFY_TOKEN,
     api_key: bool = typer.Option(False, "--api-key", help="Require an API key / issue a new one (printed once)"),
     remove_api_key: bool = typer.Option(False, "--remove-api-key"),
     client: str = OPT_SOURCE_CLIENT,
     as_json: bool = JsonOpt,
 ) -> None:
     """Change a source; only the options given change."""
+    edge_opts = edge_cli.options(locals())
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         row = await store.get_source(ref, client)
@@ -568,7 +581,7 @@ def source_update(
         sec = dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
              burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private,
-             relay=relay)
+             relay=relay, **edge_opts)
         if (any(v is not None for v in (fmt, max_body, idempotency_header, parser, mapping_file, region, sync, relay))
                 or method or any(v for v in sec.values() if v is not None)):
             changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
