@@ -208,7 +208,7 @@ class Ingest:
                     raise RateLimited(headers={"Retry-After": str(max(1, math.ceil(wait_s)))}).with_rule("rate_per_ip")
             if edge is not None and edge.handshake is not None:
                 unsigned = unsigned_shape(edge.handshake.type, method, params, decoded)
-            ping = src.signature is not None and not unsigned and self._check_signature(src, hmap, decoded)
+            ping = src.signature is not None and not unsigned and self._check_signature(src, hmap, decoded, body)
             ctype = hmap.get(b"content-type")
             ctype_s = ctype.decode("latin-1") if ctype is not None else None
             fmt = src.config.format
@@ -374,13 +374,22 @@ class Ingest:
         except HookbayError as e:
             raise e.with_rule("content_encoding") from None
 
-    def _check_signature(self, src: ActiveSource, hmap: dict[bytes, bytes], body: bytes) -> bool:
-        """True for an unsigned WooCommerce ping: stored, never processed."""
+    def _check_signature(self, src: ActiveSource, hmap: dict[bytes, bytes], body: bytes,
+                         raw: bytes | None = None) -> bool:
+        """True for an unsigned WooCommerce ping: stored, never processed. With a Content-Encoding,
+        providers sign the payload (``body``, decoded); a sender that signed the bytes on the wire
+        (``raw``) is accepted too: both take the secret."""
         from hookbay.signatures import SignatureError, verify
 
         text = {k.decode("latin-1"): v.decode("latin-1") for k, v in hmap.items()}
+        secrets = src.active_secrets(now_us())
         try:
-            return verify(src.signature, src.active_secrets(now_us()), text, body).ping
+            try:
+                return verify(src.signature, secrets, text, body).ping
+            except SignatureError:
+                if raw is None or raw is body:
+                    raise
+                return verify(src.signature, secrets, text, raw).ping
         except SignatureError as e:
             raise Unauthorized("Invalid signature", detail={"reason": e.reason}).with_rule("signature") from None
 

@@ -276,3 +276,27 @@ def test_honeypot_is_answered_like_any_other_but_never_processed(live: Any) -> N
         rc = live.client.get(f"/V1/Requests/{r.json()['request_id']}",
                              headers={"Authorization": "Bearer test-admin-token"}).json()
         assert rc["state"] == "spam" and rc["verdict"] == "spam" and rc["records"] == []
+
+
+def test_console_source_page_shows_the_snippets(browser: Any, sqlite_live: Any) -> None:
+    from tests.conftest import ADMIN_TOKEN
+
+    live = sqlite_live
+    src = live.create_source(config={"allowed_origins": ["*"], "honeypot_field": "website",
+                                     "redirect_url": "https://shop.example.com/thanks"})
+    ctx = browser.new_context(base_url=live.url)
+    try:
+        page = ctx.new_page()
+        page.goto("/ui/login")
+        page.fill("#token", ADMIN_TOKEN)
+        page.click("#login")
+        page.wait_for_url("**/ui/")
+        page.goto(f"/ui/sources/{src['id']}")
+        assert page.locator("#any-origin-warning").is_visible()
+        page.click("#snippets summary")
+        js = page.locator("#snippet-js").inner_text()
+        form = page.locator("#snippet-form").inner_text()
+    finally:
+        ctx.close()
+    assert src["ingest_url"] in js and "X-Request-Id" in js
+    assert f'action="{src["ingest_url"]}"' in form and 'name="website"' in form

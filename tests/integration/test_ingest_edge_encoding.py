@@ -137,3 +137,24 @@ def test_zip_bomb_is_413_without_a_memory_spike(tmp_path: Path, encoding: str) -
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_signature_of_a_compressed_body(live: Any) -> None:
+    """GitHub-style HMAC over the payload (what providers sign) or over the bytes on the wire: both
+    take the secret; anything else is 401."""
+    import hashlib
+    import hmac
+
+    secret = "s3cret-github-hook"
+    src = live.create_source(config={"signature": {"scheme": "github"}}, secret=secret)
+    url = f"/V1/Data/{src['token']}"
+    wire = gzip.compress(BODY)
+
+    def sig(data: bytes) -> str:
+        return "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+
+    h = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    assert live.client.post(url, content=wire, headers={**h, "X-Hub-Signature-256": sig(BODY)}).status_code == 200
+    assert live.client.post(url, content=wire, headers={**h, "X-Hub-Signature-256": sig(wire)}).status_code == 200
+    bad = live.client.post(url, content=wire, headers={**h, "X-Hub-Signature-256": sig(b"other")})
+    assert bad.status_code == 401
