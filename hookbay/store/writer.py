@@ -358,11 +358,17 @@ class Writer:
                 found: dict[tuple[str, str], str] = {}
                 self._find_originals(cur, [(r["source_id"], r["idempotency_key"]) for r in lost], found)
                 by_id = {op.row["id"]: op for op in ops if op.row is not None}
+                moved: dict[str, str] = {}
                 for r in lost:
                     orig = found[(r["source_id"], r["idempotency_key"])]
+                    moved[r["id"]] = orig
                     self._mark_duplicate(r, orig)
                     by_id[r["id"]].result = orig
                     plain.append(r)
+                for r in plain:  # this batch's own duplicates of a row that lost follow it to the original
+                    if r.get("duplicate_of") in moved:
+                        r["duplicate_of"] = moved[r["duplicate_of"]]
+                        by_id[r["id"]].result = r["duplicate_of"]
             if plain:
                 self._insert_many(cur, schema.requests, plain)
         else:
