@@ -264,7 +264,7 @@ class Ingest:
         metrics.observe_ack(time.perf_counter() - start)
         rid = request_id.encode()
         qs = scope.get("query_string")
-        if (src.config.sync or (qs and _wants_wait(qs))) and self.process_now is not None:
+        if (src.config.sync or (qs and _wants_wait(qs))) and self.process_now is not None and row["state"] != "spam":
             try:
                 receipt = await self.process_now(request_id)
             except HookbayError as e:

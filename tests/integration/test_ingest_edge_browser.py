@@ -272,7 +272,9 @@ def test_honeypot_is_answered_like_any_other_but_never_processed(live: Any) -> N
     assert human.status_code == bot.status_code == bot_json.status_code == 200
     assert set(bot.json()) == set(human.json()) == {"status", "request_id"}
     assert live.wait_state(human.json()["request_id"])["state"] == "processed"
-    for r in (bot, bot_json):
+    waited = live.client.post(url + "?wait=1", data={"email": "d@example.com", "website": "x"})
+    assert waited.status_code == 200 and set(waited.json()) == {"status", "request_id"}  # no receipt tells the bot
+    for r in (bot, bot_json, waited):
         rc = live.client.get(f"/V1/Requests/{r.json()['request_id']}",
                              headers={"Authorization": "Bearer test-admin-token"}).json()
         assert rc["state"] == "spam" and rc["verdict"] == "spam" and rc["records"] == []
