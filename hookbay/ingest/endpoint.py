@@ -333,7 +333,8 @@ class Ingest:
             await send_json(send, err.status, err.to_dict(), err.headers)
             return True
         log.info("ingest_handshake", request_id=rid, source_id=src.id, provider=edge.handshake.type)
-        await send_raw(send, answer.status, answer.body, [*answer.headers, (b"x-request-id", rid.encode())],
+        await send_raw(send, answer.status, answer.body,
+                       [*answer.headers, *edge_io.SANDBOXED, (b"x-request-id", rid.encode())],
                        content_type=answer.content_type)
         return True
 
@@ -353,8 +354,9 @@ class Ingest:
             except Exception as e:  # stored already: the sender still learns it was accepted
                 log.warning("response_template_failed", request_id=request_id, source_id=src.id,
                             error=type(e).__name__)
-            else:
-                await send_raw(send, edge.answer.status, body, extra, content_type=edge.answer.content_type)
+            else:  # the tenant chose the type: never a live page on this origin (the console shares it)
+                await send_raw(send, edge.answer.status, body, [*extra, *edge_io.SANDBOXED],
+                               content_type=edge.answer.content_type)
                 return
         await send_raw(send, 200, b'{"status":"accepted","request_id":"' + request_id.encode() + b'"}', extra)
 

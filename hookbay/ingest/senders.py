@@ -18,6 +18,9 @@ from hookbay.ingest.ratelimit import TokenBucket
 from hookbay.senders import parse_small
 from hookbay.store.sources import Edge
 
+# Custom answers and echoed challenges are tenant- or sender-chosen bytes served from hookbay's own
+# origin: a browser must never run them as a page (XHTML in text/xml runs scripts too).
+SANDBOXED = ((b"content-security-policy", b"sandbox; default-src 'none'"),)
 INLINE_PARSE_MAX = 16 * 1024  # larger bodies are parsed in a thread: nothing slow on the event loop
 
 

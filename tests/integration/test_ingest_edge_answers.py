@@ -84,6 +84,7 @@ def test_custom_template_response(live: Any) -> None:
         "body": "ok {{ request_id }} {{ source.name }} {{ received_at[:4] }}{{ ''.__class__ }}{{ settings }}"}})
     r = live.client.post(f"/V1/Data/{src['token']}", json={"a": 1}, headers={"Idempotency-Key": "k1"})
     assert r.status_code == 202 and r.headers["content-type"] == "text/plain; charset=utf-8"
+    assert r.headers["content-security-policy"].startswith("sandbox")  # never a live page on hookbay's origin
     rid = r.headers["x-request-id"]
     assert r.text == f"ok {rid} shop-form {time.gmtime().tm_year}"
     again = live.client.post(f"/V1/Data/{src['token']}", json={"a": 1}, headers={"Idempotency-Key": "k1"})
@@ -211,4 +212,5 @@ def test_dropbox_challenge(live: Any) -> None:
     r = live.client.get(f"/V1/Data/{src['token']}", params={"challenge": "<script>alert(1)</script>"})
     assert r.status_code == 200 and r.text == "<script>alert(1)</script>"
     assert r.headers["content-type"].startswith("text/plain") and r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["content-security-policy"].startswith("sandbox")
     _only_handshakes(live, src["id"], 1)

@@ -302,3 +302,23 @@ def test_console_source_page_shows_the_snippets(browser: Any, sqlite_live: Any) 
         ctx.close()
     assert src["ingest_url"] in js and "X-Request-Id" in js
     assert f'action="{src["ingest_url"]}"' in form and 'name="website"' in form
+
+
+def test_a_tenants_html_answer_never_runs_on_hookbays_origin(browser: Any, site: Site, sqlite_live: Any) -> None:
+    """A client token may choose the answer's type and body: even text/html with a script must not
+    run on the origin the console shares (it could read the console with an admin's session)."""
+    live = sqlite_live
+    src = live.create_source(config={"allowed_origins": [site.origin], "response": {
+        "content_type": "text/html", "body": "<p id=answer>ok</p><script>document.title = 'pwned'</script>"}})
+    site.pages["/form"] = (f'<form method="post" action="{live.url}/V1/Data/{src["token"]}">'
+                           '<input name="email" value="a@example.com"><button id="send">Send</button></form>')
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(site.origin + "/form")
+        page.click("#send")
+        page.wait_for_url(f"{live.url}/V1/Data/**")
+        page.wait_for_selector("#answer")
+        assert page.title() != "pwned"
+    finally:
+        ctx.close()
