@@ -53,10 +53,36 @@ def weakenings(old: SourceConfig, new: SourceConfig) -> dict[str, str]:
         out["methods"] = "methods widened: " + ", ".join(added)
     if new.allow_private_destinations and not old.allow_private_destinations:
         out["allow_private_destinations"] = "outbound guard lifted"
+    out.update(_edge_weakenings(old, new))
     return out
 
 
-SECRET_KEYS = frozenset({"secret", "api_key", "password", "token"})
+def _edge_weakenings(old: SourceConfig, new: SourceConfig) -> dict[str, str]:
+    """Browser-sender checks (issue #15). An origin list refuses every other origin with 403; without
+    one any page may post (it just cannot read the answer), so dropping or widening it loosens a check.
+    The honeypot and the per-address limit are abuse checks on public forms."""
+    out: dict[str, str] = {}
+    if old.allowed_origins and "*" not in old.allowed_origins:
+        widened = [o for o in new.allowed_origins if o not in old.allowed_origins]
+        if not new.allowed_origins:
+            out["allowed_origins"] = "origin check removed (any site may post)"
+        elif widened:
+            out["allowed_origins"] = "origins widened: " + ", ".join(widened)
+    if old.honeypot_field and new.honeypot_field != old.honeypot_field:
+        out["honeypot_field"] = "honeypot removed" if not new.honeypot_field else "honeypot field changed"
+    if old.rate_per_ip is not None:
+        if new.rate_per_ip is None or new.rate_per_ip > old.rate_per_ip:
+            out["rate_per_ip"] = "per-address limit removed" if new.rate_per_ip is None else "per-address limit raised"
+        elif (new.burst_per_ip or 0) > (old.burst_per_ip or max(1.0, old.rate_per_ip)):
+            out["burst_per_ip"] = "per-address burst raised"
+    unsigned = ("meta", "dropbox", "msgraph")
+    if (new.signature is not None and new.handshake is not None and new.handshake.type in unsigned
+            and (old.handshake is None or old.handshake.type != new.handshake.type)):
+        out["handshake"] = f"{new.handshake.type} verification requests are answered without a signature"
+    return out
+
+
+SECRET_KEYS = frozenset({"secret", "api_key", "password", "token", "verify_token"})
 # Header values (a required shared header, a forward's Authorization) are credentials as often as not:
 # diffs show the header names only.
 HEADER_MAPS = frozenset({"headers", "required_headers"})

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hookbay.actions.base import ActionConfig
 from hookbay.actions.registry import ACTIONS
+from hookbay.senders import HandshakeConfig, ResponseConfig
 from hookbay.signatures import SignatureSpec
 from hookbay.signatures.registry import SCHEMES
 
@@ -76,6 +77,47 @@ class SourceConfig(BaseModel):
         "Indirect mode: keep every accepted request in a durable queue for `hookbay agent` to pull"))
     retention_days: int | None = Field(default=None, ge=1, le=3650,
                                        description="Purge raw bodies this many days after receipt (records and profiles stay)")
+    # --- the ingest edge (issue #15; docs/guides/ingest-edge.md) ---
+    idempotency_key: str | None = Field(default=None, max_length=400, description=(
+        "What identifies an event for dedupe: a preset (stripe, shopify, github, woocommerce, standard), "
+        "'header:NAME' or 'body:JMESPATH'; unique per source"))
+    idempotency_days: int = Field(default=30, ge=1, le=3650, description=(
+        "How long a dedupe key is remembered (retention clears older ones)"))
+    allowed_origins: list[str] = Field(default_factory=list, max_length=50, description=(
+        "Browser origins allowed to post (CORS); '*' allows any site (shown as a warning); empty = no CORS"))
+    redirect_url: str | None = Field(default=None, max_length=2000, description=(
+        "http(s) URL an HTML form is sent to (303) after the commit, with ?request_id="))
+    rate_per_ip: float | None = Field(default=None, gt=0, le=10000, description=(
+        "Token bucket refill per client address (IPv6 per /64), requests per second"))
+    burst_per_ip: int | None = Field(default=None, ge=1, le=100000, description=(
+        "Token bucket size per client address (default: max(1, rate_per_ip))"))
+    honeypot_field: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\[\]-]+$",
+                                       description="A form field humans leave empty: filled = stored as spam, never processed")
+    response: ResponseConfig | None = Field(default=None, description="The answer to accepted requests")
+    handshake: HandshakeConfig | None = Field(default=None, description="Provider endpoint verification")
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _idem_key(cls, v: str | None) -> str | None:
+        if v is not None:
+            from hookbay.senders import resolve_idempotency_key
+
+            resolve_idempotency_key(v)
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        from hookbay.senders import normalise_origin
+
+        return list(dict.fromkeys(normalise_origin(o) for o in v))
+
+    @field_validator("redirect_url")
+    @classmethod
+    def _redirect(cls, v: str | None) -> str | None:
+        from hookbay.senders import check_redirect_url
+
+        return check_redirect_url(v) if v is not None else None
 
     @field_validator("allow_ips")
     @classmethod
@@ -201,6 +243,7 @@ class RequestSummary(BaseModel):
     status: int
     state: str
     duplicate_of: str | None
+    content_encoding: str | None = Field(default=None, description="The body is stored as received, still encoded")
 
 
 class RequestDetail(RequestSummary):

@@ -56,7 +56,7 @@ def request_summary(row: dict[str, Any]) -> RequestSummary:
         received_at=iso(row["received_at"]) or "", method=row["method"], path=row["path"],
         peer=row["peer"], content_type=row["content_type"], body_size=row["body_size"],
         verdict=row["verdict"], rule=row["rule"], status=row["status"], state=row["state"],
-        duplicate_of=row["duplicate_of"],
+        duplicate_of=row["duplicate_of"], content_encoding=row.get("content_encoding"),
     )
 
 

@@ -190,8 +190,9 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         source: str | None = Query(default=None, description="Source id, token or name"),
         since: str | None = Query(default=None, description="ISO-8601 time or relative (15m, 2h, 3d)"),
         until: str | None = None,
-        verdict: str | None = Query(default=None, pattern="^(accepted|rejected|duplicate)$"),
-        state: str | None = Query(default=None, pattern="^(pending|processed|failed|rejected|duplicate)$"),
+        verdict: str | None = Query(default=None, pattern="^(accepted|rejected|duplicate|spam)$"),
+        state: str | None = Query(default=None,
+                                  pattern="^(pending|processed|failed|rejected|duplicate|spam|handshake)$"),
         q: str | None = Query(default=None, max_length=200, description="Text in headers or body"),
         limit: int = Query(default=50, ge=1, le=1000),
         before: str | None = Query(default=None, description="Cursor: the next_cursor of the previous page"),
@@ -264,4 +265,3 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
                                                       limit=limit))
 
     return app
-

@@ -56,6 +56,18 @@ class SourceOptions:
     allow_private: bool | None = _option("--allow-private-destinations/--no-allow-private-destinations",
                                          help="Let actions reach loopback/private addresses")
     relay: bool | None = _option("--relay/--no-relay", help="Relay mode: queue accepted requests for `hookbay agent`")
+    allow_origin: list[str] | None = _option("--allow-origin", help=(
+        "Browser origin allowed to post, e.g. https://shop.example.com (repeatable; '*' = any site; 'none' clears)"))
+    redirect_url: str | None = _option("--redirect-url", help="Send HTML forms here (303) after the commit; '' clears")
+    rate_per_ip: float | None = _option("--rate-per-ip", help="Requests per second per client address (0 = off)")
+    burst_per_ip: int | None = _option("--burst-per-ip", help="Bucket size per client address (0 = default)")
+    honeypot_field: str | None = _option("--honeypot-field", help="Form field humans leave empty ('' clears)")
+    idempotency_key: str | None = _option("--idempotency-key", help=(
+        "stripe|shopify|github|woocommerce|standard, header:NAME or body:JMESPATH ('' clears)"))
+    idempotency_days: int | None = _option("--idempotency-days", help="How long dedupe keys are kept (default 30)")
+    response_preset: str | None = _option("--response-preset", help="salesforce-ack ('' clears the custom response)")
+    handshake: str | None = _option("--handshake", help="slack|meta|msgraph|zoom|dropbox ('' clears)")
+    verify_token: str | None = _option("--verify-token", help="meta: the Verify Token given to the app dashboard")
 
     def named(self) -> bool:
         """Whether any option was given (zero and false too: `--rate 0` removes the limit,
@@ -113,6 +125,7 @@ class SourceOptions:
             cfg["max_body_bytes"] = self.max_body
         if self.idempotency_header is not None:
             cfg["idempotency_header"] = self.idempotency_header or None
+        _apply_edge(cfg, {k: getattr(self, k) for k in _EDGE_FLAGS})
         model = SourceConfig.model_validate(cfg)
         check_source_config(model, "config")
         return model.model_dump()
@@ -192,3 +205,30 @@ def _load_actions(path: Path) -> list[Any]:
         raise typer.Exit(2)
     return data
 
+
+_EDGE_FLAGS = ("allow_origin", "redirect_url", "rate_per_ip", "burst_per_ip", "honeypot_field", "idempotency_key",
+               "idempotency_days", "response_preset", "handshake", "verify_token")
+
+
+def _apply_edge(cfg: dict[str, Any], sec: dict[str, Any]) -> None:
+    """Fold the given flags into a config dict; an empty value clears the setting."""
+    if sec.get("allow_origin"):
+        cfg["allowed_origins"] = [] if sec["allow_origin"] == ["none"] else list(sec["allow_origin"])
+        if "*" in cfg["allowed_origins"]:
+            typer.echo("warning: --allow-origin '*' lets any website post to this source from a browser", err=True)
+    for flag, key in (("redirect_url", "redirect_url"), ("honeypot_field", "honeypot_field"),
+                      ("idempotency_key", "idempotency_key")):
+        if sec.get(flag) is not None:
+            cfg[key] = sec[flag] or None
+    if sec.get("rate_per_ip") is not None:
+        cfg["rate_per_ip"] = sec["rate_per_ip"] or None
+    if sec.get("burst_per_ip") is not None:
+        cfg["burst_per_ip"] = sec["burst_per_ip"] or None
+    if sec.get("idempotency_days") is not None:
+        cfg["idempotency_days"] = sec["idempotency_days"]
+    if sec.get("response_preset") is not None:
+        cfg["response"] = {"preset": sec["response_preset"]} if sec["response_preset"] else None
+    if sec.get("handshake") is not None:
+        cfg["handshake"] = {"type": sec["handshake"]} if sec["handshake"] else None
+    if sec.get("verify_token") is not None and cfg.get("handshake"):
+        cfg["handshake"] = {**cfg["handshake"], "verify_token": sec["verify_token"]}

@@ -7,6 +7,7 @@ except unknown tokens, which are only counted (a scanner must not be able to fil
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import math
@@ -33,14 +34,27 @@ from hookbay.errors import (
     error_body,
 )
 from hookbay.ids import new_request_id, now_us
+from hookbay.ingest import senders as edge_io
 from hookbay.ingest.asgi import Receive, Scope, Send, send_json, send_raw
 from hookbay.ingest.ratelimit import RateLimiter
 from hookbay.netaddr import client_address, in_networks, parse_networks
 from hookbay.parsers.formats import check_well_formed
+from hookbay.senders import (
+    HandshakeRefused,
+    body_key,
+    honeypot_filled,
+    key_text,
+    prefers_html,
+    query_params,
+    redirect_to,
+    unsigned_shape,
+)
+from hookbay.senders import reply as handshake_reply
 from hookbay.settings import Settings
 from hookbay.store import Store, hash_secret
 from hookbay.store.errors import describe
-from hookbay.store.sources import ActiveSource, SourceCache
+from hookbay.store.sources import ActiveSource, Edge, SourceCache
+from hookbay.views import iso
 
 log = structlog.get_logger("hookbay.ingest")
 
@@ -106,6 +120,7 @@ class Ingest:
         self.process_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
         self.parse_off_loop: Callable[..., Awaitable[Any]] | None = None
         self.limiter = RateLimiter()
+        self.address_limiter = edge_io.AddressLimiter()
         self.trusted = parse_networks(settings.trusted_proxy_list)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, token: str, *, test: bool = False) -> None:
@@ -143,9 +158,23 @@ class Ingest:
         client = scope.get("client")
         peer = client_address(client[0] if client else None, headers, self.trusted)
         scope["hookbay.peer"] = peer
+        edge = src.edge
+        cors: dict[str, str] | None = None
+        params: dict[str, str] = {}
+        unsigned = False
+        method = scope["method"]
         try:
-            method = scope["method"]
-            if method not in src.methods:
+            if edge is not None:
+                cors = edge_io.cors_headers(edge, hmap.get(b"origin"), src.allow_header)
+                if cors is not None and method == "OPTIONS" and b"access-control-request-method" in hmap:
+                    await edge_io.send_preflight(send, edge, cors, src.allow_header,
+                                                 hmap.get(b"access-control-request-headers"))
+                    return
+                if edge.handshake is not None and scope.get("query_string"):
+                    params = query_params(scope["query_string"])
+            if method not in src.methods and not (method == "GET" and params and edge is not None
+                                                  and edge.handshake is not None
+                                                  and unsigned_shape(edge.handshake.type, "GET", params, b"")):
                 raise MethodNotAllowed(
                     f"{method} is not allowed for this source", headers={"Allow": src.allow_header}
                 ).with_rule("method")
@@ -165,17 +194,27 @@ class Ingest:
                 body = await read_body(receive, src.max_body)
             except PayloadTooLarge as e:
                 raise e.with_rule("body_size") from None
+            decoded = body
+            cenc = hmap.get(b"content-encoding")
+            if cenc is not None:
+                decoded = await self._decode(cenc, body, src.max_body, scope)
             if src.rate is not None and not test:
                 wait_s = self.limiter.check(src.id, src.rate, src.burst)
                 if wait_s > 0:
                     raise RateLimited(headers={"Retry-After": str(max(1, math.ceil(wait_s)))}).with_rule("rate_limit")
-            ping = src.signature is not None and self._check_signature(src, hmap, body)
+            if edge is not None and edge.rate_per_ip is not None and not test:
+                wait_s = self.address_limiter.check(src.id, peer, edge.rate_per_ip, edge.burst_per_ip)
+                if wait_s > 0:
+                    raise RateLimited(headers={"Retry-After": str(max(1, math.ceil(wait_s)))}).with_rule("rate_per_ip")
+            if edge is not None and edge.handshake is not None:
+                unsigned = unsigned_shape(edge.handshake.type, method, params, decoded)
+            ping = src.signature is not None and not unsigned and self._check_signature(src, hmap, decoded, body)
             ctype = hmap.get(b"content-type")
             ctype_s = ctype.decode("latin-1") if ctype is not None else None
             fmt = src.config.format
-            if fmt != "auto" or ctype_s is not None:
+            if not unsigned and (fmt != "auto" or ctype_s is not None):
                 try:
-                    check_well_formed(body, ctype_s, fmt)
+                    check_well_formed(decoded, ctype_s, fmt)
                 except HookbayError as e:
                     raise e.with_rule("format") from None
         except ClientGone:
@@ -183,15 +222,15 @@ class Ingest:
         except HookbayError as e:
             if not test:
                 await self._reject(scope, src, body, e)
-            await send_json(send, e.status, e.to_dict(), e.headers)
+            await send_json(send, e.status, e.to_dict(), {**e.headers, **cors} if cors else e.headers)
             return
 
         if test:
             try:
                 if self.parse_off_loop is not None:
-                    payload = await self.parse_off_loop(dry_run, body or b"", ctype_s, src, self.settings)
+                    payload = await self.parse_off_loop(dry_run, decoded, ctype_s, src, self.settings)
                 else:
-                    payload = dry_run(body or b"", ctype_s, src, self.settings)
+                    payload = dry_run(decoded, ctype_s, src, self.settings)
             except HookbayError as e:
                 log.info("test_parse_refused", source_id=src.id, code=e.code)
                 await send_json(send, e.status, e.to_dict(), e.headers)
@@ -200,7 +239,10 @@ class Ingest:
             return
 
         row = self._row(scope, src, body, "accepted", None, 200, "ping" if ping else "pending")
-        if src.config.relay:
+        if edge is not None:
+            if await self._edge_row(scope, send, src, edge, row, hmap, decoded, ctype_s, params, cors):
+                return
+        elif src.config.relay:
             row["_relay"] = True  # the writer enqueues it for `hookbay agent` in the same commit
         for name in src.idempotency_headers:
             v = hmap.get(name)
@@ -222,7 +264,7 @@ class Ingest:
         metrics.observe_ack(time.perf_counter() - start)
         rid = request_id.encode()
         qs = scope.get("query_string")
-        if (src.config.sync or (qs and _wants_wait(qs))) and self.process_now is not None:
+        if (src.config.sync or (qs and _wants_wait(qs))) and self.process_now is not None and row["state"] != "spam":
             try:
                 receipt = await self.process_now(request_id)
             except HookbayError as e:
@@ -239,19 +281,117 @@ class Ingest:
                 return
             status = 422 if receipt["state"] == "failed" else 200
             await send_json(send, status, {"status": "accepted", "request_id": request_id, "receipt": receipt},
-                            {"X-Request-Id": request_id})
+                            {"X-Request-Id": request_id, **(cors or {})})
+            return
+        if edge is not None:
+            await self._edge_answer(scope, send, src, edge, request_id, row["received_at"], cors)
             return
         await send_raw(
             send, 200, b'{"status":"accepted","request_id":"' + rid + b'"}', extra=[(b"x-request-id", rid)]
         )
 
-    def _check_signature(self, src: ActiveSource, hmap: dict[bytes, bytes], body: bytes) -> bool:
-        """True for an unsigned WooCommerce ping: stored, never processed."""
+    async def _edge_row(self, scope: Scope, send: Send, src: ActiveSource, edge: Edge, row: dict[str, Any],
+                        hmap: dict[bytes, bytes], body: bytes, ctype: str | None, params: dict[str, str],
+                        cors: dict[str, str] | None) -> bool:
+        """Dedupe key, honeypot and handshake for a source that uses them; True when answered here."""
+        if src.config.relay:
+            row["_relay"] = True
+        doc = await edge_io.parse_doc(body, ctype) if edge.needs_doc else None
+        if edge.key is not None:
+            if edge.key.header is not None:
+                v = hmap.get(edge.key.header)
+                row["idempotency_key"] = key_text(v.decode("latin-1")) if v else None
+            else:
+                row["idempotency_key"] = body_key(doc, edge.key)
+        if edge.honeypot is not None and honeypot_filled(doc, edge.honeypot):
+            row.update(verdict="spam", state="spam", idempotency_key=None)
+            row.pop("_relay", None)
+            log.info("ingest_spam", request_id=row["id"], source_id=src.id, rule="honeypot")
+        if edge.handshake is None:
+            return False
+        try:
+            if edge.handshake.type == "zoom" and isinstance(doc, dict) and doc.get("event") == "endpoint.url_validation":
+                edge_io.check_zoom_signature(hmap, body, src.active_secrets(now_us()))
+            answer = handshake_reply(edge.handshake, scope["method"], params, doc, src.active_secrets(now_us()))
+        except HandshakeRefused:
+            e = Forbidden("The verify token does not match").with_rule("handshake")
+            await self._reject(scope, src, body, e)
+            await send_json(send, e.status, e.to_dict())
+            return True
+        except HookbayError as e:
+            await self._reject(scope, src, body, e)
+            await send_json(send, e.status, e.to_dict(), e.headers)
+            return True
+        if answer is None:
+            return False
+        row.update(state="handshake", idempotency_key=None)
+        row.pop("_relay", None)
+        try:
+            rid = await self.store.writer.ingest(row, self.settings.write_timeout)
+        except StorageUnavailable as err:
+            err.headers["Retry-After"] = str(self.settings.retry_after)
+            await send_json(send, err.status, err.to_dict(), err.headers)
+            return True
+        log.info("ingest_handshake", request_id=rid, source_id=src.id, provider=edge.handshake.type)
+        await send_raw(send, answer.status, answer.body,
+                       [*answer.headers, *edge_io.SANDBOXED, (b"x-request-id", rid.encode())],
+                       content_type=answer.content_type)
+        return True
+
+    async def _edge_answer(self, scope: Scope, send: Send, src: ActiveSource, edge: Edge, request_id: str,
+                           received_at: int, cors: dict[str, str] | None) -> None:
+        """After the commit: a redirect for an HTML form, the source's own response, or the JSON."""
+        extra = [(b"x-request-id", request_id.encode())]
+        if cors:
+            extra += [(k.lower().encode(), v.encode("latin-1")) for k, v in cors.items()]
+        if edge.redirect_url is not None and prefers_html(scope["hookbay.headers"].get(b"accept")):
+            extra.append((b"location", redirect_to(edge.redirect_url, request_id).encode("latin-1")))
+            await send_raw(send, 303, b"", extra, content_type=b"text/plain")
+            return
+        if edge.answer is not None:
+            try:
+                body = edge.answer.render(request_id, iso(received_at) or "", src.id, src.name)
+            except Exception as e:  # stored already: the sender still learns it was accepted
+                log.warning("response_template_failed", request_id=request_id, source_id=src.id,
+                            error=type(e).__name__)
+            else:  # the tenant chose the type: never a live page on this origin (the console shares it)
+                await send_raw(send, edge.answer.status, body, [*extra, *edge_io.SANDBOXED],
+                               content_type=edge.answer.content_type)
+                return
+        await send_raw(send, 200, b'{"status":"accepted","request_id":"' + request_id.encode() + b'"}', extra)
+
+    @staticmethod
+    async def _decode(header: bytes, body: bytes, limit: int, scope: Scope) -> bytes:
+        """Decode off the event loop (bounded by ``limit`` as it goes); the raw bytes stay the stored body."""
+        from hookbay.decompress import decode, normalise
+
+        try:
+            enc = normalise(header)
+            if enc is None:
+                return body
+            scope["hookbay.encoding"] = enc
+            return await asyncio.to_thread(decode, body, enc, limit)
+        except PayloadTooLarge as e:
+            raise e.with_rule("body_size") from None
+        except HookbayError as e:
+            raise e.with_rule("content_encoding") from None
+
+    def _check_signature(self, src: ActiveSource, hmap: dict[bytes, bytes], body: bytes,
+                         raw: bytes | None = None) -> bool:
+        """True for an unsigned WooCommerce ping: stored, never processed. With a Content-Encoding,
+        providers sign the payload (``body``, decoded); a sender that signed the bytes on the wire
+        (``raw``) is accepted too: both take the secret."""
         from hookbay.signatures import SignatureError, verify
 
         text = {k.decode("latin-1"): v.decode("latin-1") for k, v in hmap.items()}
+        secrets = src.active_secrets(now_us())
         try:
-            return verify(src.signature, src.active_secrets(now_us()), text, body).ping
+            try:
+                return verify(src.signature, secrets, text, body).ping
+            except SignatureError:
+                if raw is None or raw is body:
+                    raise
+                return verify(src.signature, secrets, text, raw).ping
         except SignatureError as e:
             raise Unauthorized("Invalid signature", detail={"reason": e.reason}).with_rule("signature") from None
 
@@ -287,6 +427,7 @@ class Ingest:
                                       else "[redacted]"] for k, v in headers]).decode(),
             "peer": scope.get("hookbay.peer"),
             "content_type": ctype.decode("latin-1")[:200] if ctype else None,
+            "content_encoding": scope.get("hookbay.encoding"),
             "body": body,
             "body_size": len(body) if body is not None else 0,
             "verdict": verdict,

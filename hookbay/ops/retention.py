@@ -23,6 +23,10 @@ async def purge_expired(store: Store, cache: SourceCache, *, dry_run: bool = Fal
     counts = await store.purge_bodies(retention, dry_run=dry_run)
     if not dry_run and any(counts.values()):
         log.info("retention_purged", bodies=sum(counts.values()), sources=len(counts))
+    if not dry_run:
+        forgot = await store.forget_idempotency_keys({s.id: s.config.idempotency_days for s in cache.by_id.values()})
+        if forgot:
+            log.info("idempotency_keys_expired", keys=forgot)
     return counts
 
 

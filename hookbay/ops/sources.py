@@ -185,6 +185,8 @@ async def delete_source(store: Store, cache: SourceCache | None, p: Principal, r
 def initial_secret(config: SourceConfig, given: str | None) -> tuple[str | None, bool]:
     """The secret a new source starts with: the provider's, or one we generate (shown once)."""
     if config.signature is None:
+        if given and config.handshake is not None and config.handshake.type == "zoom":
+            return given, False  # Zoom's secret token: the URL validation's HMAC key
         return None, False
     if given:
         try:

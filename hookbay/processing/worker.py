@@ -95,7 +95,20 @@ def process_request(req: dict[str, Any], src: ActiveSource | None) -> dict[str, 
     """Parse one stored request into records and a receipt. Never raises for bad input."""
     if req.get("open_error") is not None:
         raise req["open_error"]
-    out = parse_body(req["body"] or b"", req["content_type"], src)
+    body = req["body"] or b""
+    if req.get("content_encoding"):
+        from hookbay.decompress import STORED_LIMIT, decode
+
+        try:  # ingest decoded it within the source's limit before acknowledging it; that limit may since be lower
+            body = decode(bytes(body), req["content_encoding"], STORED_LIMIT)
+        except HookbayError as e:
+            cfg = src.config if src is not None else SourceConfig()
+            out = {"parser": cfg.parser, "parser_version": generic.PARSER_VERSION, "state": "failed", "records": [],
+                   "receipt": {"errors": [{"path": "$", "code": e.code, "message": e.message}], "warnings": []}}
+        else:
+            out = parse_body(body, req["content_type"], src)
+    else:
+        out = parse_body(body, req["content_type"], src)
     out.update(request_id=req["id"], source_id=req["source_id"], client_id=req["client_id"],
                received_at=req["received_at"])
     return out

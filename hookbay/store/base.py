@@ -847,6 +847,22 @@ class Store(DeliveriesMixin):
             out[source_id] = await self.write(purge)
         return out
 
+    async def forget_idempotency_keys(self, days_by_source: dict[str, int], *, now_us_: int | None = None) -> int:
+        """Clear dedupe keys older than each source's ``idempotency_days``: the key is unique per
+        source for that window, after which a new event may reuse it."""
+        now = now_us_ if now_us_ is not None else now_us()
+        total = 0
+        for source_id, days in days_by_source.items():
+            cutoff = now - days * 86_400_000_000
+
+            def forget(conn: sa.Connection, source_id: str = source_id, cutoff: int = cutoff) -> int:
+                return int(conn.execute(R.update().where(
+                    R.c.source_id == source_id, R.c.received_at < cutoff, R.c.idempotency_key.is_not(None),
+                ).values(idempotency_key=None)).rowcount or 0)
+
+            total += await self.write(forget)
+        return total
+
     # --- tokens ---------------------------------------------------------------------------
 
     async def list_tokens(self) -> list[dict[str, Any]]:

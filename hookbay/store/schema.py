@@ -47,6 +47,7 @@ requests = sa.Table(
     sa.Column("headers", Json, nullable=False),
     sa.Column("peer", sa.String(64), nullable=True),
     sa.Column("content_type", sa.String(200), nullable=True),
+    sa.Column("content_encoding", sa.String(16), nullable=True),  # the body is stored as received, still encoded
     sa.Column("body", sa.LargeBinary, nullable=True),
     sa.Column("body_size", sa.Integer, nullable=False, server_default="0"),
     sa.Column("verdict", sa.String(16), nullable=False),

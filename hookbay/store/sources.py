@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from hookbay.models import SourceConfig
 from hookbay.netaddr import Network, parse_networks
+from hookbay.senders import BASE_ALLOW_HEADERS, Answer, HandshakeConfig, KeySpec, compile_answer, compile_key
 from hookbay.store import Store
 from hookbay.store.dialects import PostgresDialect
 from hookbay.store.errors import describe
@@ -32,6 +33,52 @@ from hookbay.store.errors import describe
 CHANNEL = "hookbay_sources"
 
 log = structlog.get_logger("hookbay.sources")
+
+
+@dataclass(slots=True, frozen=True)
+class Edge:
+    """What a source's browser, dedupe, answer and handshake settings compile to."""
+
+    key: KeySpec | None = None
+    origins: frozenset[str] = frozenset()
+    any_origin: bool = False
+    allow_headers: tuple[str, ...] = ()
+    redirect_url: str | None = None
+    rate_per_ip: float | None = None
+    burst_per_ip: float = 1.0
+    honeypot: str | None = None
+    answer: Answer | None = None
+    handshake: HandshakeConfig | None = None
+
+    @property
+    def needs_doc(self) -> bool:
+        """Whether ingest parses the body (bounded, off the loop when large) before the commit."""
+        return (self.honeypot is not None or (self.key is not None and self.key.expression is not None)
+                or (self.handshake is not None and self.handshake.type in ("slack", "zoom")))
+
+
+def build_edge(cfg: SourceConfig) -> Edge | None:
+    if not (cfg.idempotency_key or cfg.allowed_origins or cfg.redirect_url or cfg.rate_per_ip
+            or cfg.honeypot_field or cfg.response or cfg.handshake):
+        return None
+    extra = [h.lower() for h in cfg.required_headers]
+    key = compile_key(cfg.idempotency_key)
+    if key is not None and key.header is not None:
+        extra.append(key.header.decode("latin-1"))
+    if cfg.idempotency_header:
+        extra.append(cfg.idempotency_header.lower())
+    return Edge(
+        key=key,
+        origins=frozenset(o for o in cfg.allowed_origins if o != "*"),
+        any_origin="*" in cfg.allowed_origins,
+        allow_headers=tuple(dict.fromkeys([*BASE_ALLOW_HEADERS, *extra])),
+        redirect_url=cfg.redirect_url,
+        rate_per_ip=cfg.rate_per_ip,
+        burst_per_ip=float(cfg.burst_per_ip or max(1.0, cfg.rate_per_ip or 1.0)),
+        honeypot=cfg.honeypot_field,
+        answer=compile_answer(cfg.response),
+        handshake=cfg.handshake,
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,6 +101,8 @@ class ActiveSource:
     burst: float = 1.0
     signature: Any = None
     secrets: tuple[tuple[str, int | None], ...] = ()
+    # the ingest edge (hookbay.senders); all empty for a source that uses none of it
+    edge: Edge | None = None
 
     def active_secrets(self, now_us: int) -> list[str]:
         return [s for s, exp in self.secrets if exp is None or exp > now_us]
@@ -66,7 +115,9 @@ def build_source(row: dict[str, Any], default_max_body: int,
                  secrets: list[tuple[str, int | None]] | None = None) -> ActiveSource:
     cfg = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
     idem: tuple[bytes, ...] = DEFAULT_IDEMPOTENCY_HEADERS
-    if cfg.idempotency_header:
+    if cfg.idempotency_key:  # the configured key is the event's identity: no other header stands in for it
+        idem = ()
+    elif cfg.idempotency_header:
         idem = (cfg.idempotency_header.lower().encode("latin-1"), *idem)
     return ActiveSource(
         id=row["id"],
@@ -87,6 +138,7 @@ def build_source(row: dict[str, Any], default_max_body: int,
         burst=float(cfg.burst or max(1.0, cfg.rate or 1.0)),
         signature=_signature_spec(cfg),
         secrets=tuple(secrets or ()),
+        edge=build_edge(cfg),
     )
 
 

@@ -319,54 +319,106 @@ class Writer:
         dbapi.execute(f"PRAGMA synchronous={level}")
 
     def _write_ingests(self, cur: Any, ops: list[_Op]) -> bool:
-        """Insert request rows and their jobs; resolve idempotency keys to the original request."""
+        """Insert request rows and their jobs; resolve idempotency keys to the original request.
+
+        Keys are unique per source in the database: a keyed row is inserted with ``ON CONFLICT DO
+        NOTHING``, so a key another process committed after the lookup (PostgreSQL, ``serve
+        --processes N``) makes this row a duplicate instead of failing the whole batch."""
         keyed: dict[tuple[str, str], str] = {}
         lookups = [op for op in ops if op.row and op.row.get("idempotency_key")]
         if lookups:
-            ph = self._placeholder
-            sql = f"SELECT id FROM requests WHERE source_id = {ph} AND idempotency_key = {ph}"
-            for op in lookups:
-                assert op.row is not None
-                k = (op.row["source_id"], op.row["idempotency_key"])
-                if k in keyed:
-                    continue
-                cur.execute(sql, k)
-                found = cur.fetchone()
-                if found:
-                    keyed[k] = found[0]
+            self._find_originals(cur, [(op.row["source_id"], op.row["idempotency_key"]) for op in lookups
+                                       if op.row is not None], keyed)
         rows: list[dict[str, Any]] = []
-        jobs: list[dict[str, Any]] = []
-        relay: list[dict[str, Any]] = []
+        fresh_keyed: list[dict[str, Any]] = []
+        relay_of: dict[str, bool] = {}
         for op in ops:
             row = op.row
             assert row is not None
-            to_relay = row.pop("_relay", False)  # set by ingest only for relay sources
+            relay_of[row["id"]] = row.pop("_relay", False)  # set by ingest only for relay sources
             key = row.get("idempotency_key")
             if key:
                 k = (row["source_id"], key)
                 orig = keyed.get(k)
                 if orig is not None:
-                    row["verdict"] = "duplicate"
-                    row["state"] = "duplicate"
-                    row["duplicate_of"] = orig
-                    row["idempotency_key"] = None
+                    self._mark_duplicate(row, orig)
                     op.result = orig
                     rows.append(row)
                     continue
                 keyed[k] = row["id"]
+                fresh_keyed.append(row)
             op.result = row["id"]
             rows.append(row)
+        if fresh_keyed:
+            fresh = {id(r) for r in fresh_keyed}
+            plain = [r for r in rows if id(r) not in fresh]
+            inserted = self._insert_keyed(cur, fresh_keyed)
+            lost = [r for r in fresh_keyed if r["id"] not in inserted]
+            if lost:  # another process committed the same key between the lookup and the insert
+                found: dict[tuple[str, str], str] = {}
+                self._find_originals(cur, [(r["source_id"], r["idempotency_key"]) for r in lost], found)
+                by_id = {op.row["id"]: op for op in ops if op.row is not None}
+                moved: dict[str, str] = {}
+                for r in lost:
+                    orig = found[(r["source_id"], r["idempotency_key"])]
+                    moved[r["id"]] = orig
+                    self._mark_duplicate(r, orig)
+                    by_id[r["id"]].result = orig
+                    plain.append(r)
+                for r in plain:  # this batch's own duplicates of a row that lost follow it to the original
+                    if r.get("duplicate_of") in moved:
+                        r["duplicate_of"] = moved[r["duplicate_of"]]
+                        by_id[r["id"]].result = r["duplicate_of"]
+            if plain:
+                self._insert_many(cur, schema.requests, plain)
+        else:
+            self._insert_many(cur, schema.requests, rows)
+        jobs: list[dict[str, Any]] = []
+        relay: list[dict[str, Any]] = []
+        for row in rows:
             if row["verdict"] == "accepted" and row["state"] == "pending":
                 jobs.append({"request_id": row["id"], "run_after": row["received_at"]})
-                if to_relay:
+                if relay_of.get(row["id"]):
                     relay.append({"source_id": row["source_id"], "request_id": row["id"],
                                   "available_at": row["received_at"], "created_at": row["received_at"]})
-        self._insert_many(cur, schema.requests, rows)
         if jobs:
             self._insert_many(cur, schema.jobs, jobs)
         if relay:
             self._enqueue_relay(cur, relay)
         return bool(jobs)
+
+    @staticmethod
+    def _mark_duplicate(row: dict[str, Any], orig: str) -> None:
+        row["verdict"] = "duplicate"
+        row["state"] = "duplicate"
+        row["duplicate_of"] = orig
+        row["idempotency_key"] = None
+
+    def _find_originals(self, cur: Any, keys: list[tuple[str, str]], into: dict[tuple[str, str], str]) -> None:
+        ph = self._placeholder
+        sql = f"SELECT id FROM requests WHERE source_id = {ph} AND idempotency_key = {ph}"
+        for k in dict.fromkeys(keys):
+            if k in into:
+                continue
+            cur.execute(sql, k)
+            found = cur.fetchone()
+            if found:
+                into[k] = found[0]
+
+    def _insert_keyed(self, cur: Any, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert rows that carry an idempotency key; returns the ids actually inserted."""
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        ph = self._placeholder
+        per_row = "(" + ",".join([ph] * len(cols)) + ")"
+        out: set[str] = set()
+        max_rows = max(1, 30000 // len(cols))
+        for i in range(0, len(rows), max_rows):
+            chunk = rows[i : i + max_rows]
+            sql = (f"INSERT INTO requests ({','.join(cols)}) VALUES " + ",".join([per_row] * len(chunk))
+                   + " ON CONFLICT (source_id, idempotency_key) DO NOTHING RETURNING id")
+            cur.execute(sql, tuple(r.get(c) for r in chunk for c in cols))
+            out.update(r[0] for r in cur.fetchall())
+        return out
 
     def _enqueue_relay(self, cur: Any, rows: list[dict[str, Any]]) -> None:
         """Relay messages ride in the request's own transaction; their identity ids, assigned here in

@@ -29,7 +29,10 @@ TOUCHES = {"fmt": "format", "method": "methods", "max_body": "max_body_bytes", "
            "signature_header": "signature", "algorithm": "signature", "encoding": "signature", "prefix": "signature",
            "tolerance": "signature", "allow_ip": "allow_ips", "require_header": "required_headers", "rate": "rate",
            "burst": "burst", "retention_days": "retention_days", "allow_private": "allow_private_destinations",
-           "relay": "relay"}
+           "relay": "relay", "allow_origin": "allowed_origins", "redirect_url": "redirect_url",
+           "rate_per_ip": "rate_per_ip", "burst_per_ip": "burst_per_ip", "honeypot_field": "honeypot_field",
+           "idempotency_key": "idempotency_key", "idempotency_days": "idempotency_days",
+           "response_preset": "response", "handshake": "handshake", "verify_token": "handshake"}
 
 # What each option, given alone, makes the stored setting.
 EXPECT = {"fmt": lambda v: v, "method": lambda v: [m.upper() for m in v], "max_body": lambda v: v,
@@ -37,7 +40,10 @@ EXPECT = {"fmt": lambda v: v, "method": lambda v: [m.upper() for m in v], "max_b
           "sync": lambda v: v, "allow_ip": lambda v: [] if v == ["none"] else v,
           "require_header": lambda v: dict(h.split(": ") for h in v if h != "none"), "rate": lambda v: v or None,
           "burst": lambda v: v or None, "retention_days": lambda v: v or None, "allow_private": lambda v: v,
-          "relay": lambda v: v}
+          "relay": lambda v: v, "allow_origin": lambda v: [] if v == ["none"] else v,
+          "redirect_url": lambda v: v or None, "rate_per_ip": lambda v: v or None,
+          "burst_per_ip": lambda v: v or None, "honeypot_field": lambda v: v or None,
+          "idempotency_key": lambda v: v or None, "idempotency_days": lambda v: v}
 SIGNATURE_KEY = {"signature_header": "header", "algorithm": "algorithm", "encoding": "encoding", "prefix": "prefix",
                  "tolerance": "tolerance_s"}
 
@@ -62,6 +68,15 @@ VALUES: dict[str, st.SearchStrategy[Any]] = {
     "retention_days": st.sampled_from([0, 1, 3650]),
     "allow_private": st.booleans(),
     "relay": st.booleans(),
+    "allow_origin": st.sampled_from([["none"], ["https://shop.example.com"], ["https://a.example", "https://b.example"]]),
+    "redirect_url": st.sampled_from(["", "https://shop.example.com/thanks"]),
+    "rate_per_ip": st.sampled_from([0.0, 0.5, 20.0]),
+    "burst_per_ip": st.sampled_from([0, 1, 50]),
+    "honeypot_field": st.sampled_from(["", "website", "hp_field"]),
+    "idempotency_key": st.sampled_from(["", "stripe", "header:X-Event-Id", "body:id"]),
+    "idempotency_days": st.integers(1, 3650),
+    "response_preset": st.sampled_from(["", "salesforce-ack"]),
+    "handshake": st.sampled_from(["", "slack", "dropbox"]),
 }
 
 
@@ -72,7 +87,7 @@ def some_options(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def test_every_shared_option_is_covered() -> None:
-    assert {f.name for f in dataclasses.fields(SourceOptions)} == set(VALUES) | {"mapping_file", "actions"}
+    assert {f.name for f in dataclasses.fields(SourceOptions)} == set(VALUES) | {"mapping_file", "actions", "verify_token"}
 
 
 def test_nothing_given_is_the_defaults_on_create_and_no_change_on_update() -> None:
