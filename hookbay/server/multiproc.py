@@ -24,7 +24,9 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -51,8 +53,11 @@ def check_processes(settings: Settings) -> None:
         raise ProcessesNeedPostgres()
 
 
-def ingest_child(settings: Settings, sock: socket.socket, tls: dict[str, Any], slot: int) -> None:
-    """One ingest/API process, serving on the supervisor's listening socket."""
+def ingest_child(settings: Settings, sock: socket.socket, tls: dict[str, Any], slot: int,
+                 lifeline: Connection) -> None:
+    """One ingest/API process, serving on the supervisor's listening socket. ``lifeline`` reads
+    end-of-file when the supervisor is gone (even killed with SIGKILL): the child then drains and
+    exits as on SIGTERM, so no orphan keeps the port."""
     import uvicorn
 
     from hookbay.ingest.protocol import uvicorn_config
@@ -67,6 +72,12 @@ def ingest_child(settings: Settings, sock: socket.socket, tls: dict[str, Any], s
     config = uvicorn_config(app, settings.host, settings.port, log_level=settings.log_level.lower(), **tls)
     server = uvicorn.Server(config)
     app.admin.state.relay_hub.is_closing = lambda: server.should_exit
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv_bytes()
+        server.should_exit = True
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
     log.info("ingest_process_started", pid=os.getpid(), slot=slot)
     server.run(sockets=[sock])
     if not server.started:
@@ -88,10 +99,11 @@ class ProcessSupervisor:
         mode = settings.run_worker if run_worker is None else ("process" if run_worker else "off")
         self.run_worker = mode != "off"
         self.worker: Any = None
+        self._lifeline, self._keep_alive = self._ctx.Pipe(duplex=False)  # never written: only its closing counts
 
     def _start(self, slot: int) -> BaseProcess:
         child_settings = self.settings.model_copy(update={"run_worker": "off"})
-        proc = self._ctx.Process(target=ingest_child, args=(child_settings, self.sock, self.tls, slot),
+        proc = self._ctx.Process(target=ingest_child, args=(child_settings, self.sock, self.tls, slot, self._lifeline),
                                  name=f"hookbay-ingest-{slot}", daemon=False)
         proc.start()
         self.children[slot] = proc
