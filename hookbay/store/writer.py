@@ -101,6 +101,13 @@ class _Deadlines:
 
 
 class Writer:
+    # Most one NOTIFY per this many seconds per writer (PostgreSQL). A committing transaction that
+    # has sent NOTIFY holds one lock for the whole database until its commit is on disk, so with a
+    # NOTIFY in every group commit the commits of all processes took turns, fsync and all. A
+    # worker busy with a backlog needs no wake-up (it claims until a claim comes back short); an
+    # idle one is woken at most this much later, by a NOTIFY of its own sent once the gap is over.
+    NOTIFY_INTERVAL = 0.05
+
     def __init__(
         self,
         engine: sa.Engine,
@@ -124,6 +131,8 @@ class Writer:
         # last one failed: SQLite's WAL cap.
         self.before_commit: Callable[[sa.Connection, bool], None] | None = None
         self._failed = False
+        self._notified_at = 0.0
+        self._notify_owed = False
         self._watch: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
 
     def start(self) -> None:
@@ -170,7 +179,14 @@ class Writer:
 
     def _loop(self) -> None:
         while True:
-            item = self._q.get()
+            if self._notify_owed:
+                try:
+                    item = self._q.get(timeout=max(0.0, self._notified_at + self.NOTIFY_INTERVAL - time.monotonic()))
+                except queue.Empty:
+                    self._send_owed_notify()
+                    continue
+            else:
+                item = self._q.get()
             if item is _STOP:
                 break
             batch = [item]
@@ -187,8 +203,36 @@ class Writer:
             self._run_batch(batch)
             if stop:
                 break
+        if self._notify_owed:
+            self._send_owed_notify()
         if self._conn is not None:
             self._conn.close()
+
+    def _notify_now(self) -> bool:
+        """Whether this commit, which created jobs, sends NOTIFY; else one is owed (``_loop``)."""
+        if not self.notify_sql:
+            return False
+        now = time.monotonic()
+        if now - self._notified_at >= self.NOTIFY_INTERVAL:
+            self._notified_at = now
+            self._notify_owed = False
+            return True
+        self._notify_owed = True
+        return False
+
+    def _send_owed_notify(self) -> None:
+        self._notify_owed = False
+        self._notified_at = time.monotonic()
+        try:
+            conn = self._connection()
+            with conn.begin():
+                conn.exec_driver_sql(self.notify_sql or "")
+        except Exception as e:  # the worker's poll picks the jobs up instead
+            log.warning("notify_failed", **describe(e))
+            with contextlib.suppress(Exception):
+                if self._conn is not None:
+                    self._conn.invalidate()
+            self._conn = None
 
     def _connection(self) -> sa.Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -283,8 +327,8 @@ class Writer:
                     if sp.is_active:
                         sp.rollback()
                     op.exc = e
-            if new_jobs and self.notify_sql:
-                conn.exec_driver_sql(self.notify_sql)
+            if new_jobs and self._notify_now():
+                conn.exec_driver_sql(self.notify_sql or "")
         return new_jobs
 
     def _write_ingests_with_cursor(self, conn: sa.Connection, ingests: list[_Op]) -> bool:
@@ -324,7 +368,7 @@ class Writer:
             with pg.pipeline():
                 with pg.cursor() as cur:
                     new_jobs = self._write_ingests(cur, ingests)
-                    if new_jobs and self.notify_sql:
+                    if new_jobs and self._notify_now():
                         cur.execute(self.notify_sql)
                 pg.commit()
         except BaseException:
