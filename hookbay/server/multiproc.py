@@ -54,10 +54,12 @@ def check_processes(settings: Settings) -> None:
 
 
 def ingest_child(settings: Settings, sock: socket.socket, tls: dict[str, Any], slot: int,
-                 lifeline: Connection) -> None:
+                 lifeline: Connection, load: Any) -> None:
     """One ingest/API process, serving on the supervisor's listening socket. ``lifeline`` reads
     end-of-file when the supervisor is gone (even killed with SIGKILL): the child then drains and
-    exits as on SIGTERM, so no orphan keeps the port."""
+    exits as on SIGTERM, so no orphan keeps the port. ``load`` is a shared int where it reports
+    its peak of requests in flight, so the worker process yields while ingest is saturated (as
+    it does beside a single ``serve``)."""
     import uvicorn
 
     from hookbay.ingest.protocol import uvicorn_config
@@ -77,7 +79,15 @@ def ingest_child(settings: Settings, sock: socket.socket, tls: dict[str, Any], s
             lifeline.recv_bytes()
         server.should_exit = True
 
+    def report() -> None:
+        while not server.should_exit:
+            time.sleep(0.02)
+            peak = app.ingest.take_inflight_peak()
+            if peak > load.value:
+                load.value = peak  # a lost update only skews a hint
+
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
+    threading.Thread(target=report, name="ingest-load", daemon=True).start()
     log.info("ingest_process_started", pid=os.getpid(), slot=slot)
     server.run(sockets=[sock])
     if not server.started:
@@ -100,10 +110,15 @@ class ProcessSupervisor:
         self.run_worker = mode != "off"
         self.worker: Any = None
         self._lifeline, self._keep_alive = self._ctx.Pipe(duplex=False)  # never written: only its closing counts
+        self._load = self._ctx.Value("i", 0, lock=False)  # the children's peak of requests in flight
+
+    def _ingest_load(self) -> int:
+        peak, self._load.value = self._load.value, 0
+        return int(peak)
 
     def _start(self, slot: int) -> BaseProcess:
         child_settings = self.settings.model_copy(update={"run_worker": "off"})
-        proc = self._ctx.Process(target=ingest_child, args=(child_settings, self.sock, self.tls, slot, self._lifeline),
+        proc = self._ctx.Process(target=ingest_child, args=(child_settings, self.sock, self.tls, slot, self._lifeline, self._load),
                                  name=f"hookbay-ingest-{slot}", daemon=False)
         proc.start()
         self.children[slot] = proc
@@ -114,7 +129,7 @@ class ProcessSupervisor:
 
         worker_task: asyncio.Task[None] | None = None
         if self.run_worker:
-            self.worker = WorkerSupervisor(self.settings, None)
+            self.worker = WorkerSupervisor(self.settings, None, self._ingest_load)
             worker_task = asyncio.create_task(self.worker.run(), name="worker-supervisor")
         slots = [asyncio.create_task(self._keep(slot)) for slot in range(self.settings.processes)]
         stop = asyncio.create_task(self.stopping.wait())

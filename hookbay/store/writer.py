@@ -370,7 +370,9 @@ class Writer:
                     new_jobs = self._write_ingests(cur, ingests)
                     if new_jobs and self._notify_now():
                         cur.execute(self.notify_sql)
-                pg.commit()
+                    # In the pipeline: leaving it sends one Sync and waits once. ``pg.commit()``
+                    # would sync for the COMMIT and the pipeline's exit a second time.
+                    cur.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 pg.rollback()
