@@ -93,6 +93,7 @@ class Store(DeliveriesMixin):
             batch_max=batch_max,
             notify_sql=self.dialect.notify_sql,
             on_commit=self._jobs_committed,
+            ingest_lanes=getattr(self.dialect, "ingest_lanes", 0),
         )
         if isinstance(self.dialect, SQLiteDialect):
             self.writer.before_commit = self.dialect.cap_wal

@@ -97,3 +97,37 @@ async def test_a_failed_pipeline_answers_every_request_in_it_and_the_next_batch_
         assert stored == acked  # answered with an id: stored; answered 503: not
     finally:
         await store.close()
+
+
+async def test_concurrent_lanes_never_fail_a_batch_over_a_repeated_idempotency_key(
+        pg_url: str, tmp_path: Path) -> None:
+    """Ingest rows commit on two lanes at once; a retried request (same idempotency key) sent
+    while its original is in flight gets the original's id, and no batch fails on the unique
+    index: keyed rows keep to one thread."""
+    store = open_store(Settings(data_dir=tmp_path, database_url=pg_url))
+    await asyncio.to_thread(store.migrate)
+    await store.start()
+    assert store.writer.ingest_lanes == 2
+    try:
+        for rnd in range(15):
+            keyed = []
+            for i in range(6):
+                r = _row(rnd * 100 + i)
+                r["idempotency_key"] = f"key-{rnd}"
+                keyed.append(r)
+            plain = [_row(rnd * 100 + 50 + i) for i in range(42)]
+            rows: list[dict[str, object]] = []
+            tasks = []
+            for i, r in enumerate(keyed):  # spread over successive batches, so both lanes take some
+                for x in (r, *plain[i * 7:(i + 1) * 7]):
+                    rows.append(x)
+                    tasks.append(asyncio.create_task(store.writer.ingest(x, 10.0)))
+                await asyncio.sleep(0.004)
+            answers = await asyncio.gather(*tasks)
+            keyed_ids = {a for r, a in zip(rows, answers, strict=True) if r.get("idempotency_key")}
+            assert len(keyed_ids) == 1, keyed_ids
+        with psycopg.connect(pg_url) as c:
+            counts = dict(c.execute("SELECT verdict, count(*) FROM requests GROUP BY verdict").fetchall())
+        assert counts == {"accepted": 15 * 43, "duplicate": 15 * 5}, counts
+    finally:
+        await store.close()
