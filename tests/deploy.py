@@ -127,7 +127,8 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
 events {{ worker_connections 512; }}
 http {{
-    access_log {prefix}/logs/access.log;
+    log_format upstream '$remote_addr $upstream_addr $status';
+    access_log {prefix}/logs/access.log upstream;
     client_body_temp_path {prefix}/tmp/body;
     proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/fastcgi;

@@ -128,3 +128,56 @@ def test_nginx_terminates_tls_and_hookbay_sees_the_real_client(db_url: str, tmp_
         assert orjson.loads(down.content)["error"]["code"] == "storage_unavailable"
     finally:
         stop(ngx)
+
+
+def test_two_web_machines_and_a_worker_behind_nginx(pg_ok: None, tmp_path: Path) -> None:
+    """Several machines on one box: two `serve --no-worker` and one `hookbay worker` on one
+    PostgreSQL, nginx balancing between the two: every request is stored and processed once, and
+    the IP allowlist sees the client's address on both."""
+    from tests.conftest import drop_pg_database, make_pg_database
+
+    name, pg = make_pg_database()
+    cert, key = self_signed(tmp_path / "tls")
+    ports = [free_port(), free_port()]
+    http_port, https_port = free_port(), free_port()
+    verify = ssl.create_default_context(cafile=cert)
+    procs: list[subprocess.Popen[bytes]] = []
+    ngx = None
+    try:
+        for i, port in enumerate(ports):
+            env = server_env(pg, tmp_path / f"web{i}", port, HOOKBAY_TRUSTED_PROXIES="127.0.0.1/32",
+                             HOOKBAY_PUBLIC_URL=f"https://localhost:{https_port}")
+            procs.append(start_serve(env, tmp_path / f"web{i}.log", "--no-worker"))
+        worker_env = server_env(pg, tmp_path / "worker", free_port())
+        procs.append(subprocess.Popen([sys.executable, "-m", "hookbay", "worker"], env=worker_env,
+                                      stdout=(tmp_path / "worker.log").open("wb"), stderr=subprocess.STDOUT))
+        ngx = start_nginx(tmp_path / "nginx", nginx_site(ports, http_port, https_port, cert, key), https_port)
+        base = f"https://localhost:{https_port}"
+        url = _source(base, verify, config={"allow_ips": ["127.0.0.2/32"]})["ingest_url"]
+        sent: dict[str, int] = {}
+        with httpx.Client(verify=verify, timeout=10, transport=httpx.HTTPTransport(
+                local_address="127.0.0.2", verify=verify)) as c:
+            for n in range(60):
+                r = c.post(url, json={"n": n, "email": f"u{n}@example.com"}, headers={"Connection": "close"})
+                assert r.status_code == 200, r.text
+                sent[r.json()["request_id"]] = n
+        assert httpx.post(url, json={}, verify=verify, timeout=10).status_code == 403  # nginx's own address
+        import psycopg
+
+        deadline = time.monotonic() + 60
+        with psycopg.connect(pg, autocommit=True) as conn:
+            while conn.execute("SELECT count(*) FROM jobs").fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline, "jobs left unprocessed"
+                time.sleep(0.2)
+            rows = conn.execute("SELECT id, state, peer FROM requests WHERE verdict = 'accepted'").fetchall()
+            recs = dict(conn.execute("SELECT request_id, count(*) FROM records GROUP BY request_id").fetchall())
+        assert {r[0] for r in rows} == set(sent)
+        assert all(r[1] == "processed" and r[2] == "127.0.0.2" and recs.get(r[0]) == 1 for r in rows), rows
+        served = [(tmp_path / "nginx" / "logs" / "access.log").read_text().count(f"127.0.0.1:{p}") for p in ports]
+        assert all(n >= 10 for n in served), served  # nginx balanced between the two
+    finally:
+        if ngx is not None:
+            stop(ngx)
+        for p in procs:
+            stop(p)
+        drop_pg_database(name)

@@ -131,3 +131,21 @@ async def test_concurrent_lanes_never_fail_a_batch_over_a_repeated_idempotency_k
         assert counts == {"accepted": 15 * 43, "duplicate": 15 * 5}, counts
     finally:
         await store.close()
+
+
+async def test_processes_starting_together_bootstrap_meta_without_a_race(pg_url: str, tmp_path: Path) -> None:
+    """`serve --processes N` starts N processes at once; each records the admin token hash (if
+    absent) and its public URL. Neither may fail on the other's row."""
+    stores = [open_store(Settings(data_dir=tmp_path, database_url=pg_url)) for _ in range(4)]
+    await asyncio.to_thread(stores[0].migrate)
+    for s in stores:
+        await s.start()
+    try:
+        for rnd in range(5):
+            won = await asyncio.gather(*(s.set_meta_if_absent(f"token-{rnd}", f"v{i}") for i, s in enumerate(stores)))
+            assert sorted(won) == [False, False, False, True]
+            await asyncio.gather(*(s.set_meta(f"url-{rnd}", f"u{i}") for i, s in enumerate(stores)))
+            assert await stores[0].get_meta(f"url-{rnd}") in {f"u{i}" for i in range(4)}
+    finally:
+        for s in stores:
+            await s.close()
