@@ -42,7 +42,11 @@ VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 HOOKBAY = str(VENV_BIN / "hookbay")
 
-TARGETS = ["hookbay", "naive", "webhook", "raw-asgi", "durable-min"]
+TARGETS = ["hookbay", "hookbay-pg", "hookbay-pg-N", "naive", "webhook", "raw-asgi", "durable-min"]
+HOOKBAY_TARGETS = ("hookbay", "hookbay-pg", "hookbay-pg-N")
+# PostgreSQL targets: a fresh database per run on this server (as the tests' HOOKBAY_TEST_PG_URL)
+PG_ADMIN_URL = os.environ.get("HOOKBAY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_RATIO = 0.7  # one PostgreSQL process against the SQLite figure (issue #17)
 HOST = "127.0.0.1"
 UVICORN_QUIET = ["--no-access-log", "--log-level", "warning"]
 
@@ -76,6 +80,7 @@ class Result:
     peak_rss_main_mib: float | None = None  # server process alone
     stored_accepted: int | None = None  # hookbay only
     acked_missing: int | None = None  # hookbay only
+    processes: int | None = None  # hookbay-pg-N: serve --processes
     server_exit_code: int | None = None
     wrk_output: str = ""
     server_log_tail: str = ""
@@ -393,6 +398,41 @@ def _ingest_url_from(out: str) -> str:
 
 
 def bench_hookbay(args, work: Path, res: Result) -> None:
+    _bench_hookbay(args, work, res, pg_processes=None)
+
+
+def bench_hookbay_pg(args, work: Path, res: Result) -> None:
+    _bench_hookbay(args, work, res, pg_processes=1)
+
+
+def bench_hookbay_pg_n(args, work: Path, res: Result) -> None:
+    _bench_hookbay(args, work, res, pg_processes=args.pg_processes)
+
+
+def _pg_database() -> tuple[str, str]:
+    try:
+        import psycopg
+    except ImportError as e:
+        raise TargetFailed("psycopg missing (pip install -e .)") from e
+    name = "hb_bench_" + uuid.uuid4().hex[:10]
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as e:
+        raise TargetFailed(f"PostgreSQL at {PG_ADMIN_URL.split('@')[-1]}: {str(e).strip()[:200]}") from e
+    return name, f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def _drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _bench_hookbay(args, work: Path, res: Result, pg_processes: int | None) -> None:
+    """``hookbay serve`` with default settings: on SQLite, or on a fresh PostgreSQL database with
+    ``--processes pg_processes``. Counts what was stored against what was acknowledged."""
     data_dir = work / "hookbay-data"
     data_dir.mkdir()
     port = free_port()
@@ -405,27 +445,51 @@ def bench_hookbay(args, work: Path, res: Result) -> None:
     )
     env.pop("HOOKBAY_DATABASE_URL", None)
     env.pop("HOOKBAY_PUBLIC_URL", None)
-    if not Path(HOOKBAY).exists():
-        raise TargetFailed(f"{HOOKBAY} missing (run `pip install -e .`)")
-    _run_cli([HOOKBAY, "migrate"], env, timeout=120)
-    out = _run_cli([HOOKBAY, "source", "create", "--name", "bench", "--client", "bench", "--json"], env, 60)
-    ingest = urlsplit(_ingest_url_from(out))
-    # Trust the path, not the host/port the CLI printed.
-    res.url = f"http://{HOST}:{port}{ingest.path}"
-
-    log = work / "hookbay-serve.log"
-    proc = start_server([HOOKBAY, "serve"], env, log)
-    acked = 0
+    env.pop("HOOKBAY_PROCESSES", None)
+    pg_name = None
+    serve = [HOOKBAY, "serve"]
+    if pg_processes is not None:
+        pg_name, env["HOOKBAY_DATABASE_URL"] = _pg_database()
+        res.processes = pg_processes
+        if pg_processes > 1:
+            serve += ["--processes", str(pg_processes)]
     try:
-        wait_until_answers(proc, f"http://{HOST}:{port}/healthz", want_status=200, log=log)
-        smoke_post(res.url)
-        acked += 1
-        run_wrk(res.url, args, proc.pid, res)
-        acked += res.acked_2xx or 0
-    finally:
-        res.server_exit_code = stop_server(proc)
-        res.server_log_tail = tail(log)
+        if not Path(HOOKBAY).exists():
+            raise TargetFailed(f"{HOOKBAY} missing (run `pip install -e .`)")
+        _run_cli([HOOKBAY, "migrate"], env, timeout=120)
+        out = _run_cli([HOOKBAY, "source", "create", "--name", "bench", "--client", "bench", "--json"], env, 60)
+        ingest = urlsplit(_ingest_url_from(out))
+        # Trust the path, not the host/port the CLI printed.
+        res.url = f"http://{HOST}:{port}{ingest.path}"
 
+        log = work / "hookbay-serve.log"
+        proc = start_server(serve, env, log)
+        acked = 0
+        try:
+            wait_until_answers(proc, f"http://{HOST}:{port}/healthz", want_status=200, log=log)
+            smoke_post(res.url)
+            acked += 1
+            run_wrk(res.url, args, proc.pid, res)
+            acked += res.acked_2xx or 0
+        finally:
+            res.server_exit_code = stop_server(proc)
+            res.server_log_tail = tail(log)
+        res.stored_accepted = _stored_pg(env["HOOKBAY_DATABASE_URL"]) if pg_name else _stored_sqlite(data_dir)
+        res.acked_missing = max(0, acked - res.stored_accepted)
+    finally:
+        if pg_name:
+            _drop_pg_database(pg_name)
+
+
+def _stored_pg(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        row = c.execute("SELECT count(*) FROM requests WHERE verdict='accepted'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _stored_sqlite(data_dir: Path) -> int:
     db_path = data_dir / "hookbay.db"
     if not db_path.exists():
         raise TargetFailed(f"{db_path} not found after run")
@@ -437,8 +501,7 @@ def bench_hookbay(args, work: Path, res: Result) -> None:
             con.close()
     except sqlite3.Error as e:
         raise TargetFailed(f"counting stored requests: {e}") from e
-    res.stored_accepted = stored
-    res.acked_missing = max(0, acked - stored)
+    return int(stored)
 
 
 def bench_naive(args, work: Path, res: Result) -> None:
@@ -508,6 +571,8 @@ def bench_durable_min(args, work: Path, res: Result) -> None:
 RUNNERS = {
     "durable-min": bench_durable_min,
     "hookbay": bench_hookbay,
+    "hookbay-pg": bench_hookbay_pg,
+    "hookbay-pg-N": bench_hookbay_pg_n,
     "naive": bench_naive,
     "webhook": bench_webhook,
     "raw-asgi": bench_raw_asgi,
@@ -525,13 +590,19 @@ def _oneline(s: str) -> str:
     return " ".join(s.split()).replace("|", "\\|")
 
 
+def _label(r: Result) -> str:
+    if r.target == "hookbay-pg-N" and r.processes:
+        return f"hookbay-pg-{r.processes}"
+    return r.target
+
+
 def results_table(results: list[Result]) -> str:
     lines = [
         "| target | req/s | p50 ms | p99 ms | peak RSS MiB | errors (non-2xx + socket) | acked missing |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        if r.target == "hookbay":
+        if r.target in HOOKBAY_TARGETS:
             missing = _f(r.acked_missing, "{:d}")
         else:
             missing = "n/a"
@@ -539,12 +610,12 @@ def results_table(results: list[Result]) -> str:
             err = r.errors
             err_s = "—" if err is None else f"{err} ({r.non_2xx or 0} + {sum(r.socket_errors.values())})"
             lines.append(
-                f"| {r.target} | {_f(r.req_per_s, '{:,.0f}')} | {_f(r.p50_ms)} | {_f(r.p99_ms)} "
+                f"| {_label(r)} | {_f(r.req_per_s, '{:,.0f}')} | {_f(r.p50_ms)} | {_f(r.p99_ms)} "
                 f"| {_f(r.peak_rss_mib, '{:.1f}')} | {err_s} | {missing} |"
             )
         else:
             lines.append(
-                f"| {r.target} | FAILED: {_oneline(r.error)[:160]} | {_f(r.p50_ms)} | {_f(r.p99_ms)} "
+                f"| {_label(r)} | FAILED: {_oneline(r.error)[:160]} | {_f(r.p50_ms)} | {_f(r.p99_ms)} "
                 f"| {_f(r.peak_rss_mib, '{:.1f}')} | {_f(r.errors, '{:d}')} | {missing} |"
             )
     return "\n".join(lines)
@@ -578,16 +649,32 @@ def checks(results: list[Result]) -> tuple[list[dict], list[str]]:
             "value": None if ratio is None else round(ratio, 3),
             "status": "N/A" if ratio is None else ("PASS" if ratio >= need else "FAIL"),
         })  # fmt: skip
-    if hb is not None:
-        p99 = hb.p99_ms if hb.ok else None
+    for name in HOOKBAY_TARGETS:
+        r = by.get(name)
+        if r is None:
+            continue
+        label = _label(r)
+        if name == "hookbay-pg":
+            ratio = r.req_per_s / hb_rps if r.ok and r.req_per_s and hb_rps else None
+            if ratio is not None:
+                ratios.append(f"- hookbay-pg / hookbay (SQLite): **{ratio:.2f}×** ({r.req_per_s:,.0f} / {hb_rps:,.0f} req/s)")
+            out.append({
+                "check": f"hookbay-pg ≥ {PG_RATIO:g}× hookbay (SQLite) req/s",
+                "value": None if ratio is None else round(ratio, 3),
+                "status": "N/A" if ratio is None else ("PASS" if ratio >= PG_RATIO else "FAIL"),
+            })  # fmt: skip
+        if name == "hookbay-pg-N" and r.ok and r.req_per_s and hb_rps:
+            ratios.append(f"- {label} / hookbay (SQLite): {r.req_per_s / hb_rps:.2f}× (reference; no target)")
+        if name != "hookbay-pg-N":
+            p99 = r.p99_ms if r.ok else None
+            out.append({
+                "check": f"{label} p99 < {P99_LIMIT_MS:g} ms",
+                "value": p99,
+                "status": "N/A" if p99 is None else ("PASS" if p99 < P99_LIMIT_MS else "FAIL"),
+            })  # fmt: skip
+        miss = r.acked_missing if r.ok else None
         out.append({
-            "check": f"hookbay p99 < {P99_LIMIT_MS:g} ms",
-            "value": p99,
-            "status": "N/A" if p99 is None else ("PASS" if p99 < P99_LIMIT_MS else "FAIL"),
-        })  # fmt: skip
-        miss = hb.acked_missing if hb.ok else None
-        out.append({
-            "check": "zero acked requests missing from hookbay.db",
+            "check": f"zero acked requests missing ({label})",
             "value": miss,
             "status": "N/A" if miss is None else ("PASS" if miss == 0 else "FAIL"),
         })  # fmt: skip
@@ -681,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     ap.add_argument("--only", nargs="+", choices=TARGETS, metavar="NAME",
                     help=f"run only these targets ({', '.join(TARGETS)})")  # fmt: skip
+    ap.add_argument("--pg-processes", type=int, default=2, help="hookbay-pg-N: serve --processes (default 2)")
     ap.add_argument("--pause", type=float, default=2.0, help="seconds to idle between targets (default 2)")
     ap.add_argument(
         "--keep-data", action="store_true", help="keep the temp data dir (databases, server logs)"

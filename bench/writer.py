@@ -5,7 +5,7 @@
 
 No HTTP: ``--clients`` coroutines each await one durable write after another (as many requests in
 flight as wrk's connections would keep waiting on the writer), on a fresh SQLite database in a
-temporary directory. hookbay's writer stores the full request row (21 columns, its indexes) and the
+temporary directory (or, with ``--database-url``, on that PostgreSQL database). hookbay's writer stores the full request row (21 columns, its indexes) and the
 job; durable-min's stores four columns. Prints rows/s, process CPU per row, and average batch size.
 """
 
@@ -28,13 +28,16 @@ sys.path.insert(0, str(ROOT))
 BODY = (ROOT / "bench" / "contact.json").read_bytes()
 
 
+DATABASE_URL = [""]  # --database-url: hookbay's writer on PostgreSQL instead of SQLite
+
+
 async def hookbay_writer(work: Path, rows: int, clients: int) -> str:
     from hookbay.ids import new_request_id, now_us
     from hookbay.runtime import tune_interpreter
     from hookbay.settings import Settings
     from hookbay.store import open_store
 
-    store = open_store(Settings(data_dir=work))
+    store = open_store(Settings(data_dir=work, database_url=DATABASE_URL[0]))
     await asyncio.to_thread(store.migrate)
     await store.start()
     tune_interpreter(0.001)
@@ -93,7 +96,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=30000)
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--database-url", default="", help="PostgreSQL URL of an empty database for hookbay's writer")
     args = ap.parse_args()
+    DATABASE_URL[0] = args.database_url
     uvloop.install()
     for name, fn in (("hookbay writer", hookbay_writer), ("durable-min writer", durable_min_writer)):
         with tempfile.TemporaryDirectory(prefix="hookbay-writer-") as d:

@@ -77,7 +77,7 @@ class SourceConfig(BaseModel):
         "Indirect mode: keep every accepted request in a durable queue for `hookbay agent` to pull"))
     retention_days: int | None = Field(default=None, ge=1, le=3650,
                                        description="Purge raw bodies this many days after receipt (records and profiles stay)")
-    # --- the ingest edge (issue #15; docs/guides/ingest-edge.md) ---
+    # --- the ingest edge (issue #15; docs/ingest-edge.md) ---
     idempotency_key: str | None = Field(default=None, max_length=400, description=(
         "What identifies an event for dedupe: a preset (stripe, shopify, github, woocommerce, standard), "
         "'header:NAME' or 'body:JMESPATH'; unique per source"))

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = Field(default="", description="Base URL printed for ingest links")
+    tls_cert: str = Field(default="", description="PEM certificate (chain) file: serve HTTPS directly (with tls_key)")
+    tls_key: str = Field(default="", description="PEM private key file for tls_cert")
+    processes: int = Field(default=1, ge=1, le=256, description=(
+        "Ingest/API processes `serve` runs on one port (PostgreSQL only above 1); the worker runs in one more"))
     admin_token: str = Field(default="", description="Admin bearer token; generated on first start if empty")
     max_body_bytes: int = 1024 * 1024
     max_body_bytes_limit: int = Field(default=10 * 1024 * 1024, ge=1, description=(
@@ -133,7 +137,7 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -17,6 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Property tests assert behaviour, not speed: a loaded CI machine must not fail one on hypothesis's
+# default 200 ms per-example deadline.
+hypothesis_settings.register_profile("hookbay", deadline=None)
+hypothesis_settings.load_profile("hookbay")
 
 PG_ADMIN_URL = os.environ.get("HOOKBAY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_TOKEN = "test-admin-token"

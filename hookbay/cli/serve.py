@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import sys
+from pathlib import Path
 
 import typer
 
-from hookbay.cli.common import log, run, unknown_setting_text
-from hookbay.settings import Settings, get_settings, unknown_settings
+from hookbay.cli.common import log, run
+from hookbay.settings import Settings, get_settings
 from hookbay.store import Store, open_store
 
 commands = typer.Typer()
@@ -23,36 +22,22 @@ def serve(
     port: int = typer.Option(None, help="Port (HOOKBAY_PORT)"),
     worker: bool = typer.Option(None, "--worker/--no-worker",
                                 help="Run the processing worker (HOOKBAY_RUN_WORKER: process, inline or off)"),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="PEM certificate chain: serve HTTPS (HOOKBAY_TLS_CERT)"),
+    tls_key: Path = typer.Option(None, "--tls-key", help="PEM private key of --tls-cert (HOOKBAY_TLS_KEY)"),
+    processes: int = typer.Option(None, "--processes", min=1,
+                                  help="Ingest/API processes on the port; PostgreSQL only (HOOKBAY_PROCESSES)"),
 ) -> None:
     """Run ingest, admin API and the worker (in a supervised child process unless HOOKBAY_RUN_WORKER=inline)."""
-    import uvicorn
-
-    from hookbay.ingest.protocol import uvicorn_config
-    from hookbay.logs import setup_logging
-    from hookbay.server.app import HookbayApp
+    from hookbay.server.launch import serve as run_serve
 
     settings = get_settings()
-    if host:
-        settings.host = host
-    if port:
-        settings.port = port
-    setup_logging(settings.log_level, settings.log_json)
-    for name, close in unknown_settings(os.environ):
-        log.warning("unknown_setting", name=name, did_you_mean=close, message=unknown_setting_text(name, close))
-    application = HookbayApp(settings, run_worker=worker)
-    db = settings.effective_database_url
-    shown_db = db if db.startswith("sqlite") else db.split("@")[-1]
-    typer.echo(f"hookbay {settings.base_url}  (database: {shown_db})")
-    typer.echo(f"  console:   {settings.base_url}/ui/   (log in with the admin token or a client token)")
-    typer.echo(f"  admin API: {settings.base_url}/api/v1/docs   metrics: {settings.base_url}/metrics")
-    typer.echo('  create a source: hookbay source create --name "Web Form" --client acme')
-    server = uvicorn.Server(uvicorn_config(application, settings.host, settings.port,
-                                           log_level=settings.log_level.lower()))
-    application.admin.state.relay_hub.is_closing = lambda: server.should_exit  # end relay long-polls on shutdown
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    if not server.started:
-        sys.exit(3)  # as uvicorn.run: startup failed
+    for name, value in (("host", host), ("port", port), ("tls_cert", tls_cert and str(tls_cert)),
+                        ("tls_key", tls_key and str(tls_key)), ("processes", processes)):
+        if value:
+            setattr(settings, name, value)
+    rc = run_serve(settings, worker)
+    if rc:
+        sys.exit(rc)
 
 
 @commands.command("worker")

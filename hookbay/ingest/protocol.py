@@ -381,14 +381,15 @@ def respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: by
     return True
 
 
-def uvicorn_config(app: Any, host: str, port: int, *, log_level: str = "warning") -> uvicorn.Config:
+def uvicorn_config(app: Any, host: str, port: int, *, log_level: str = "warning", **options: Any) -> uvicorn.Config:
     """The one server configuration, for ``hookbay serve`` and the tests' live servers. Its
     connection limits come from ``app.settings`` (defaults for a bare ASGI app); building them
-    lifts the soft open-files limit to the hard one."""
+    lifts the soft open-files limit to the hard one. ``options`` go to ``uvicorn.Config`` as they
+    are (``ssl_certfile``/``ssl_keyfile`` from ``hookbay.server.tls``)."""
     settings = getattr(app, "settings", None)
     edge = Edge.from_settings(settings) if settings is not None else Edge()
     http: Any = functools.partial(CoalescingHttpToolsProtocol, edge=edge)
     return uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http=http, ws="none", access_log=False,
         log_level=log_level, lifespan="on", proxy_headers=False, server_header=False,
-        log_config=None)  # uvicorn's records go through hookbay.logs (one JSON object per line)
+        log_config=None, **options)  # uvicorn's records go through hookbay.logs (one JSON object per line)

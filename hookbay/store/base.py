@@ -93,6 +93,7 @@ class Store(DeliveriesMixin):
             batch_max=batch_max,
             notify_sql=self.dialect.notify_sql,
             on_commit=self._jobs_committed,
+            ingest_lanes=getattr(self.dialect, "ingest_lanes", 0),
         )
         if isinstance(self.dialect, SQLiteDialect):
             self.writer.before_commit = self.dialect.cap_wal
@@ -954,18 +955,17 @@ class Store(DeliveriesMixin):
         return await self.read(q)
 
     async def set_meta_if_absent(self, key: str, value: str) -> bool:
+        """Race-free: ``serve --processes N`` starts N processes that bootstrap at once."""
         def w(conn: sa.Connection) -> bool:
-            if conn.execute(sa.select(schema.meta.c.key).where(schema.meta.c.key == key)).scalar():
-                return False
-            conn.execute(schema.meta.insert().values(key=key, value=value))
-            return True
+            stmt = self.dialect.insert(schema.meta).values(key=key, value=value).on_conflict_do_nothing()
+            return conn.execute(stmt.returning(schema.meta.c.key)).first() is not None
 
         return await self.write(w)
 
     async def set_meta(self, key: str, value: str) -> None:
         def w(conn: sa.Connection) -> None:
-            if conn.execute(schema.meta.update().where(schema.meta.c.key == key).values(value=value)).rowcount == 0:
-                conn.execute(schema.meta.insert().values(key=key, value=value))
+            stmt = self.dialect.insert(schema.meta).values(key=key, value=value)
+            conn.execute(stmt.on_conflict_do_update(index_elements=[schema.meta.c.key], set_={"value": value}))
 
         await self.write(w)
 

@@ -17,6 +17,10 @@ from sqlalchemy import event
 log = structlog.get_logger("hookbay.store")
 
 
+
+# PostgreSQL: ingest group commits that may be in flight at once per process (``Writer``).
+INGEST_LANES = 2
+
 class Dialect:
     name = "base"
     notify_sql: str | None = None
@@ -191,6 +195,7 @@ class PostgresDialect(Dialect):
 
     name = "postgresql"
     notify_sql = "NOTIFY hookbay_jobs"
+    ingest_lanes = INGEST_LANES
     channel = "hookbay_jobs"
 
     @staticmethod
@@ -203,7 +208,7 @@ class PostgresDialect(Dialect):
         opts = f"-c lock_timeout={int(self.busy_timeout_ms)} -c statement_timeout={int(self.busy_timeout_ms) * 6}"
         return sa.create_engine(
             self.url,
-            pool_size=1 if writer else 5,
+            pool_size=1 + INGEST_LANES if writer else 5,  # the writer's thread and its ingest lanes
             max_overflow=0 if writer else 10,
             pool_pre_ping=True,
             connect_args={"options": opts, "connect_timeout": 5},

@@ -4,6 +4,13 @@ Ingest calls ``await writer.ingest(row)``; the thread takes everything that queu
 previous transaction was committing, writes it in one transaction, commits once (fsync), and only
 then resolves every waiting future. Other writes (worker results, source changes) ride in the same
 batches inside savepoints, so on SQLite there is exactly one writer, as SQLite wants.
+
+On PostgreSQL, ingest rows instead go to ``ingest_lanes`` threads of their own, each with its own
+connection, taking turns at one queue: while one lane's commit waits for the disk, the next lane
+is already writing what arrived meanwhile, and PostgreSQL flushes their commits together. With one
+lane, a batch could only start once the previous commit was on disk, so the disk's latency, not its
+bandwidth, set the rate. Other writes, and rows with an idempotency key, keep the one thread
+and their order.
 """
 
 from __future__ import annotations
@@ -101,6 +108,13 @@ class _Deadlines:
 
 
 class Writer:
+    # Most one NOTIFY per this many seconds per writer (PostgreSQL). A committing transaction that
+    # has sent NOTIFY holds one lock for the whole database until its commit is on disk, so with a
+    # NOTIFY in every group commit the commits of all processes took turns, fsync and all. A
+    # worker busy with a backlog needs no wake-up (it claims until a claim comes back short); an
+    # idle one is woken at most this much later, by a NOTIFY of its own sent once the gap is over.
+    NOTIFY_INTERVAL = 0.05
+
     def __init__(
         self,
         engine: sa.Engine,
@@ -108,6 +122,7 @@ class Writer:
         batch_max: int = 512,
         notify_sql: str | None = None,
         on_commit: Callable[[bool], None] | None = None,
+        ingest_lanes: int = 0,
     ) -> None:
         self.engine = engine
         self.batch_max = batch_max
@@ -115,23 +130,43 @@ class Writer:
         self.on_commit = on_commit
         self.stats = WriterStats()
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.ingest_lanes = ingest_lanes
+        self._iq: queue.SimpleQueue[Any] = queue.SimpleQueue() if ingest_lanes else self._q
         self._thread: threading.Thread | None = None
-        self._conn: sa.Connection | None = None
+        self._lanes: list[threading.Thread] = []
+        self._tl = threading.local()  # each thread's connection and commit state
         # Relay: called (from this thread) after a commit that enqueued relay messages, with their sources.
         self.on_relay: Callable[[set[str]], None] | None = None
-        self._relayed: set[str] = set()
         # Called (from this thread, outside a transaction) before each commit, with whether the
         # last one failed: SQLite's WAL cap.
         self.before_commit: Callable[[sa.Connection, bool], None] | None = None
-        self._failed = False
+        self._notified_at = 0.0
+        self._notify_owed = False
+        self._notify_lock = threading.Lock()  # the lanes share the NOTIFY budget
         self._watch: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
+
+    _conn = property(lambda self: getattr(self._tl, "conn", None),
+                     lambda self, v: setattr(self._tl, "conn", v))
+    _relayed = property(lambda self: getattr(self._tl, "relayed", set()),
+                        lambda self, v: setattr(self._tl, "relayed", v))
+    _failed = property(lambda self: getattr(self._tl, "failed", False),
+                       lambda self, v: setattr(self._tl, "failed", v))
 
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="hookbay-writer", daemon=True)
             self._thread.start()
+            self._lanes = [threading.Thread(target=self._loop, args=(self._iq,), name=f"hookbay-writer-{i}",
+                                            daemon=True) for i in range(self.ingest_lanes)]
+            for t in self._lanes:
+                t.start()
 
     def stop(self) -> None:
+        for _ in self._lanes:
+            self._iq.put(_STOP)
+        for t in self._lanes:
+            t.join(timeout=30)
+        self._lanes = []
         if self._thread is not None:
             self._q.put(_STOP)
             self._thread.join(timeout=30)
@@ -144,7 +179,9 @@ class Writer:
         still be written later, so the sender is told to retry with the same idempotency key)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[str] = loop.create_future()
-        self._q.put(_Op(loop, fut, row=row))
+        # A row with an idempotency key takes the one writer thread: two lanes could each miss the
+        # other's uncommitted original, and the unique index would then fail a whole batch.
+        (self._q if row.get("idempotency_key") else self._iq).put(_Op(loop, fut, row=row))
         if give_up_after is not None:
             self._deadlines(loop).watch(fut, give_up_after)
         return await fut
@@ -168,16 +205,24 @@ class Writer:
 
     # --- the thread ---------------------------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, q: queue.SimpleQueue[Any] | None = None) -> None:
+        q = self._q if q is None else q
         while True:
-            item = self._q.get()
+            if self._notify_owed:
+                try:
+                    item = q.get(timeout=max(0.0, self._notified_at + self.NOTIFY_INTERVAL - time.monotonic()))
+                except queue.Empty:
+                    self._send_owed_notify()
+                    continue
+            else:
+                item = q.get()
             if item is _STOP:
                 break
             batch = [item]
             stop = False
             while len(batch) < self.batch_max:
                 try:
-                    nxt = self._q.get_nowait()
+                    nxt = q.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is _STOP:
@@ -187,8 +232,40 @@ class Writer:
             self._run_batch(batch)
             if stop:
                 break
+        if self._notify_owed:
+            self._send_owed_notify()
         if self._conn is not None:
             self._conn.close()
+
+    def _notify_now(self) -> bool:
+        """Whether this commit, which created jobs, sends NOTIFY; else one is owed (``_loop``)."""
+        if not self.notify_sql:
+            return False
+        with self._notify_lock:
+            now = time.monotonic()
+            if now - self._notified_at >= self.NOTIFY_INTERVAL:
+                self._notified_at = now
+                self._notify_owed = False
+                return True
+            self._notify_owed = True
+            return False
+
+    def _send_owed_notify(self) -> None:
+        with self._notify_lock:
+            if not self._notify_owed:
+                return  # another thread sent it
+            self._notify_owed = False
+            self._notified_at = time.monotonic()
+        try:
+            conn = self._connection()
+            with conn.begin():
+                conn.exec_driver_sql(self.notify_sql or "")
+        except Exception as e:  # the worker's poll picks the jobs up instead
+            log.warning("notify_failed", **describe(e))
+            with contextlib.suppress(Exception):
+                if self._conn is not None:
+                    self._conn.invalidate()
+            self._conn = None
 
     def _connection(self) -> sa.Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -220,6 +297,8 @@ class Writer:
                 self._sqlite_synchronous(conn, "NORMAL")
             if ingests and not fns and conn.dialect.name == "sqlite":
                 new_jobs = self._commit_ingests_sqlite(conn, ingests)
+            elif ingests and not fns and conn.dialect.name == "postgresql":
+                new_jobs = self._commit_ingests_pg(conn, ingests)
             else:
                 new_jobs = self._commit_sa(conn, ingests, fns, relaxed)
             if relaxed and conn.dialect.name == "sqlite":
@@ -281,8 +360,8 @@ class Writer:
                     if sp.is_active:
                         sp.rollback()
                     op.exc = e
-            if new_jobs and self.notify_sql:
-                conn.exec_driver_sql(self.notify_sql)
+            if new_jobs and self._notify_now():
+                conn.exec_driver_sql(self.notify_sql or "")
         return new_jobs
 
     def _write_ingests_with_cursor(self, conn: sa.Connection, ingests: list[_Op]) -> bool:
@@ -308,6 +387,28 @@ class Writer:
         except BaseException:
             with contextlib.suppress(Exception):
                 dbapi.execute("ROLLBACK")
+            raise
+        return new_jobs
+
+    def _commit_ingests_pg(self, conn: sa.Connection, ingests: list[_Op]) -> bool:
+        """Ingest-only batches on PostgreSQL go out in one pipeline: BEGIN, the request and job
+        rows, NOTIFY and COMMIT reach the server together and the writer waits once, for the
+        commit. One statement after another, the writer waited a round trip for each (five per
+        batch), and the acknowledgements behind them waited too."""
+        pg: Any = conn.connection.dbapi_connection
+        assert pg is not None
+        try:
+            with pg.pipeline():
+                with pg.cursor() as cur:
+                    new_jobs = self._write_ingests(cur, ingests)
+                    if new_jobs and self._notify_now():
+                        cur.execute(self.notify_sql)
+                    # In the pipeline: leaving it sends one Sync and waits once. ``pg.commit()``
+                    # would sync for the COMMIT and the pipeline's exit a second time.
+                    cur.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                pg.rollback()
             raise
         return new_jobs
 
@@ -441,6 +542,13 @@ class Writer:
         if any(len(r) != len(cols) for r in rows):
             cols = list(dict.fromkeys(k for r in rows for k in r))
         ph = self._placeholder
+        if ph == "%s":
+            # psycopg: one short statement, parsed once and prepared, its rows pipelined. A long
+            # multi-row statement was parsed again in Python for every batch (psycopg caches only
+            # short ones), holding the GIL the event loop needs.
+            one = f"INSERT INTO {table.name} ({','.join(cols)}) VALUES ({','.join([ph] * len(cols))})"
+            cur.executemany(one, [tuple(r.get(c) for c in cols) for r in rows])
+            return
         per_row = "(" + ",".join([ph] * len(cols)) + ")"
         max_rows = max(1, 30000 // len(cols))
         for i in range(0, len(rows), max_rows):

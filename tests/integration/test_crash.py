@@ -30,9 +30,9 @@ def _env(db_url: str, data_dir: Path, port: int) -> dict[str, str]:
     return cli_migrate(env)
 
 
-def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "hookbay", "serve"], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+def _start(env: dict[str, str], port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "hookbay", "serve", *args], env=env,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -80,21 +80,30 @@ def _blast(url: str, start: int, count: int, acked: dict[bytes, str], stop: thre
 
 
 @pytest.mark.slow
-def test_kill_9_loses_no_acknowledged_request(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_kill_9_loses_no_acknowledged_request(db_url: str, tmp_path: Path, processes: int) -> None:
+    """With ``--processes 2`` (PostgreSQL) every process of the server, supervisor, both ingest
+    processes and the worker, is killed at once."""
+    if processes > 1 and not db_url.startswith("postgresql"):
+        pytest.skip("--processes above 1 is refused on SQLite")
+    args = ("--processes", str(processes)) if processes > 1 else ()
     port = free_port()
     env = _env(db_url, tmp_path, port)
     out = subprocess.run([sys.executable, "-m", "hookbay", "source", "create", "--name", "crash", "--client",
                           "acme", "--json"], env=env, capture_output=True, check=True)
     url = orjson.loads(out.stdout)["ingest_url"]
     log = tmp_path / "server.log"
-    proc = _start(env, port, log)
+    proc = _start(env, port, log, *args)
     acked: dict[bytes, str] = {}
     stop = threading.Event()
 
     def killer() -> None:
         while len(acked) < 700 and proc.poll() is None:
             time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
+        if processes > 1:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGKILL)
         stop.set()
 
     k = threading.Thread(target=killer)
@@ -105,7 +114,7 @@ def test_kill_9_loses_no_acknowledged_request(db_url: str, tmp_path: Path) -> No
     acked_before_kill = len(acked)
     assert 700 <= acked_before_kill < sent1 + 1
 
-    proc = _start(env, port, log)
+    proc = _start(env, port, log, *args)
     try:
         sent2 = _blast(url, 100_000, 1500, acked, threading.Event())
         assert sent1 + sent2 >= 2000

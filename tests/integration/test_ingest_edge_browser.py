@@ -20,7 +20,7 @@ from tests.conftest import free_port
 
 CHROMIUM = os.environ.get("HOOKBAY_TEST_CHROMIUM", "/usr/bin/chromium")
 
-# The snippet docs/guides/ingest-edge.md gives integrators, verbatim.
+# The snippet docs/ingest-edge.md gives integrators, verbatim.
 FETCH_SNIPPET = """
 async function sendToHookbay(url, data) {
   let response;
