@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import aiosmtplib
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import Field, model_validator
 
 from hookbay.actions.base import EXCERPT, ActionConfig, ActionResult, ActionRun, Permanent

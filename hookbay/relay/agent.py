@@ -94,7 +94,7 @@ class AgentStats:
 
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential, capped, with jitter in the upper half (so it never collapses to zero)."""
-    d = min(cap, base * (2 ** max(0, attempt - 1)))
+    d = min(cap, base * 2.0 ** max(0, attempt - 1))
     return d / 2 + random.uniform(0, d / 2)
 
 

@@ -268,9 +268,10 @@ class Writer:
             self._conn = None
 
     def _connection(self) -> sa.Connection:
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.engine.connect()
-        return self._conn
+        conn: sa.Connection | None = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._conn = self.engine.connect()
+        return conn
 
     def _run_batch(self, batch: list[_Op]) -> None:
         """Ingest rows commit in their own transaction, before any other queued write runs: an
