@@ -23,15 +23,20 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from hookbay.audit import AuditEntry, cli_actor, source_summary
+from hookbay.audit import AuditEntry
 from hookbay.cli.errors import KNOWN_ERRORS, describe_error
 from hookbay.errors import BadRequest, HookbayError
 from hookbay.ids import request_id_floor
-from hookbay.models import SourceConfig, SourceCreate
+from hookbay.models import SourceConfig, SourceCreate, SourceUpdate
+from hookbay.ops import deliveries as delivery_ops
+from hookbay.ops import profiles as profile_ops
+from hookbay.ops import sources as source_ops
+from hookbay.ops import tokens as token_ops
+from hookbay.ops.access import Principal
 from hookbay.settings import PUBLIC_URL_META, Settings, get_settings, unknown_settings
 from hookbay.store import RequestFilter, Store, open_store
 from hookbay.store.deliveries import DeliveryFilter
-from hookbay.views import parse_time, request_detail, request_summary, source_out
+from hookbay.views import parse_time, request_detail, request_summary
 
 T = TypeVar("T")
 
@@ -82,21 +87,13 @@ def _unknown_setting_text(name: str, close: str | None) -> str:
 log = structlog.get_logger("hookbay.cli")
 
 
-def _os_user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
-
-
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts")
 
 
 def _audit(action: str, changes: list[str] | None = None, weakens: list[str] | None = None) -> AuditEntry:
     """An audit entry for a change made here: actor ``cli:<os user>``, from ``cli``."""
-    return AuditEntry(action=action, actor=cli_actor(), changes=changes or [], weakens=weakens or [])
+    return Principal.cli().audit(action, changes, weakens)
+
 
 # Security options shared by `source create` and `source update`.
 OPT_SIGNATURE = typer.Option(None, "--signature",
@@ -469,26 +466,17 @@ def source_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create a source and print its secret ingest URL."""
-    from hookbay.ops.sources import initial_secret
-
     cfg = _config({}, fmt, method, max_body, idempotency_header, parser, mapping_file, region, sync,
                   dict(signature=signature, signature_header=signature_header, algorithm=algorithm, encoding=encoding,
              prefix=prefix, tolerance=tolerance, allow_ip=allow_ip, require_header=require_header, rate=rate,
              burst=burst, retention_days=retention_days, actions=actions, allow_private=allow_private,
              relay=relay))
-    spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret)
-    try:
-        first_secret, generated = initial_secret(spec.config, secret)
-    except HookbayError as e:
-        _fail(e, as_json)
+    spec = SourceCreate(name=name, client_id=client, config=SourceConfig.model_validate(cfg), secret=secret,
+                        api_key=api_key, enabled=not disabled)
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        summary, _ = source_summary(None, cfg, name=name, enabled=not disabled, api_key="new" if api_key else None)
-        row, key = await store.create_source(name=name, client_id=client, config=cfg, enabled=not disabled,
-                                             api_key=api_key, secret=first_secret,
-                                             audit=_audit("source.create", summary + ["secret: [set]"] * bool(first_secret)))
-        return source_out(row, s.base_url, key, secrets=1 if first_secret else 0,
-                          secret=first_secret if generated else None).model_dump()
+        return (await source_ops.create_source(store, None, s.base_url, Principal.cli(), spec,
+                                               settings=s)).model_dump()
 
     _show_source(_run(go, as_json), as_json)
 
@@ -498,9 +486,7 @@ def source_list(client: str = typer.Option(None, help="Only this client"), as_js
     """List sources."""
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        counts = await store.secret_counts()
-        return [source_out(r, s.base_url, secrets=counts.get(r["id"], 0)).model_dump()
-                for r in await store.list_sources(client)]
+        return [o.model_dump() for o in await source_ops.list_sources(store, s.base_url, Principal.cli(), client)]
 
     rows = _run(go, as_json)
     if as_json:
@@ -518,8 +504,7 @@ def source_show(ref: str = typer.Argument(..., help="Source id, token or name"),
     """Show one source."""
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_source(ref, client)
-        return source_out(row, s.base_url, secrets=await store.secret_count(row["id"])).model_dump()
+        return (await source_ops.get_source(store, s.base_url, Principal.cli(), ref, client)).model_dump()
 
     _show_source(_run(go, as_json), as_json)
 
@@ -573,13 +558,9 @@ def source_update(
                 or method or any(v for v in sec.values() if v is not None)):
             changes["config"] = _config(orjson.loads(row["config"]), fmt, method, max_body, idempotency_header,
                                         parser, mapping_file, region, sync, sec)
-        summary, weak = source_summary(
-            row, changes.get("config"), name=changes.get("name"), enabled=changes.get("enabled"),
-            api_key=("rotated" if row["api_key_hash"] else "new") if api_key
-            else "removed" if remove_api_key and row["api_key_hash"] else None)
-        new, key = await store.update_source(row["id"], changes, rotate_api_key=api_key,
-                                             remove_api_key=remove_api_key, audit=_audit("source.update", summary, weak))
-        return source_out(new, s.base_url, key, secrets=await store.secret_count(row["id"])).model_dump()
+        body = SourceUpdate.model_validate({**changes, "rotate_api_key": api_key, "remove_api_key": remove_api_key})
+        return (await source_ops.update_source(store, None, s.base_url, Principal.cli(), row["id"], body,
+                                               settings=s)).model_dump()
 
     out = _run(go, as_json)
     _propagate()
@@ -596,8 +577,6 @@ def source_rotate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Rotate a source's signing secret (old ones valid for --grace) or its API key."""
-    from hookbay.signatures import generate_secret
-
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     g = grace.strip().lower()
     try:
@@ -607,26 +586,11 @@ def source_rotate(
         raise typer.Exit(2) from None
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_source(ref, client)
         if api_key:
-            if row["api_key_hash"] is None:
-                raise BadRequest("This source does not require an API key, so there is none to rotate; "
-                                 "to start requiring one, use `hookbay source update SOURCE --api-key`")
-            new, key = await store.update_source(row["id"], {}, rotate_api_key=True,
-                                                 audit=_audit("api_key.rotate", ["api_key: [changed]"]))
-            return source_out(new, s.base_url, key, secrets=await store.secret_count(row["id"])).model_dump()
-        cfg = SourceConfig.model_validate(orjson.loads(row["config"]))
-        if cfg.signature is None:
-            raise BadRequest("This source has no signature scheme; set one with --signature first")
-        if secret:
-            from hookbay.ops.sources import initial_secret
-
-            initial_secret(cfg, secret)
-        new_secret = secret or generate_secret(cfg.signature.scheme)
-        await store.add_secret(row["id"], new_secret, retire_others_after_s=grace_s,
-                               audit=_audit("secret.rotate", ["secret: [changed]", f"old secrets valid for {grace_s:g}s"]))
-        return source_out(row, s.base_url, secrets=await store.secret_count(row["id"]),
-                          secret=None if secret else new_secret).model_dump()
+            return (await source_ops.rotate_api_key(store, None, s.base_url, Principal.cli(), ref,
+                                                    client_id=client)).model_dump()
+        return (await source_ops.rotate_secret(store, None, s.base_url, Principal.cli(), ref, secret=secret,
+                                               grace_seconds=grace_s, client_id=client)).model_dump()
 
     out = _run(go, as_json)
     _propagate()
@@ -639,9 +603,7 @@ def source_delete(ref: str = typer.Argument(..., help="Source id, token or name"
     """Delete a source (its stored requests stay in the log)."""
 
     async def go(store: Store, s: Settings) -> str:
-        row = await store.get_source(ref, client)
-        await store.delete_source(row["id"], audit=_audit("source.delete", [f"name: {orjson.dumps(row['name']).decode()}"]))
-        return str(row["id"])
+        return await source_ops.delete_source(store, None, Principal.cli(), ref, client_id=client)
 
     sid = _run(go, as_json)
     _propagate()
@@ -664,8 +626,7 @@ def source_apply(
     field explicitly (``signature: null``); otherwise nothing is applied. Sources not in the file
     stay unless ``--prune``. A ``secret`` in the file becomes the source's only signing secret
     when it differs."""
-    from hookbay.changes import config_diff, weakenings
-    from hookbay.ops.sources import initial_secret
+    from hookbay.ops.apply import apply_plan, plan_sources
 
     try:
         doc = yaml.safe_load(file.read_text()) or {}
@@ -678,102 +639,14 @@ def source_apply(
     for i, spec in enumerate(specs):
         _check_config(spec.config, f"sources.{i}.config")
 
-    async def plan(store: Store) -> list[dict[str, Any]]:
-        existing = {(r["client_id"], r["name"]): r for r in await store.list_sources()}
-        secrets = await store.source_secrets()
-        steps: list[dict[str, Any]] = []
-        for spec in specs:
-            cur = existing.pop((spec.client_id, spec.name), None)
-            step: dict[str, Any] = {"client_id": spec.client_id, "name": spec.name, "spec": spec, "cur": cur,
-                                    "changes": [], "weakens": [], "refused": []}
-            if cur is None:
-                step["action"] = "create"
-                steps.append(step)
-                continue
-            old_cfg = orjson.loads(cur["config"])
-            new_cfg = spec.config.model_dump()
-            step["changes"] = config_diff(old_cfg, new_cfg)
-            if bool(cur["enabled"]) != spec.enabled:
-                step["changes"].append(f"enabled: {bool(cur['enabled'])} -> {spec.enabled}")
-            want_key = spec.api_key and cur["api_key_hash"] is None
-            drop_key = not spec.api_key and cur["api_key_hash"] is not None
-            if want_key:
-                step["changes"].append("api_key: [new key]")
-            weak = weakenings(SourceConfig.model_validate(old_cfg), spec.config)
-            if drop_key:
-                step["changes"].append("api_key: required -> not required")
-                weak["api_key"] = "API key requirement removed"
-            explicit = set(spec.config.model_fields_set) | ({"api_key"} & set(spec.model_fields_set))
-            step["weakens"] = [f"{f}: {why}" for f, why in sorted(weak.items()) if f in explicit]
-            step["refused"] = [f"{f}: {why} (name `{f}` explicitly in the file to do this on purpose)"
-                               for f, why in sorted(weak.items()) if f not in explicit]
-            if spec.secret and spec.config.signature is not None and \
-                    spec.secret not in {sec for sec, _ in secrets.get(cur["id"], [])}:
-                step["changes"].append("secret: [changed]")
-            step["action"] = "change" if step["changes"] else "unchanged"
-            steps.append(step)
-        if prune:
-            clients = {spec.client_id for spec in specs}
-            for (client, name), row in sorted(existing.items()):
-                if client in clients:
-                    steps.append({"client_id": client, "name": name, "action": "delete", "cur": row,
-                                  "changes": [], "weakens": [], "refused": []})
-        return steps
-
-    async def apply(store: Store, s: Settings, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for step in steps:
-            spec, cur = step.get("spec"), step["cur"]
-            key = shown_secret = None
-            if step["action"] == "delete":
-                await store.delete_source(cur["id"], audit=_audit(
-                    "source.apply.delete", [f"name: {orjson.dumps(cur['name']).decode()}", "pruned: not in the file"]))
-                out.append({"action": "deleted", "client_id": step["client_id"], "name": step["name"],
-                            "id": cur["id"]})
-                continue
-            assert spec is not None
-            if cur is None:
-                first, generated = initial_secret(spec.config, spec.secret)
-                summary, _ = source_summary(None, spec.config.model_dump(), name=spec.name, enabled=spec.enabled,
-                                            api_key="new" if spec.api_key else None)
-                row, key = await store.create_source(name=spec.name, client_id=spec.client_id,
-                                                     config=spec.config.model_dump(), enabled=spec.enabled,
-                                                     api_key=spec.api_key, secret=first, audit=_audit(
-                                                         "source.apply.create", summary + ["secret: [set]"] * bool(first)))
-                shown_secret = first if generated else None
-                action = "created"
-            elif step["action"] == "change":
-                changes: dict[str, Any] = {"config": spec.config.model_dump(), "enabled": spec.enabled}
-                row, key = await store.update_source(
-                    cur["id"], changes, rotate_api_key=spec.api_key and cur["api_key_hash"] is None,
-                    remove_api_key=not spec.api_key and cur["api_key_hash"] is not None,
-                    audit=_audit("source.apply.update", step["changes"], step["weakens"]))
-                if spec.secret and any(c.startswith("secret:") for c in step["changes"]):
-                    initial_secret(spec.config, spec.secret)
-                    await store.add_secret(cur["id"], spec.secret, retire_others_after_s=0)
-                if step["weakens"]:
-                    log.warning("source_checks_weakened", source_id=cur["id"], client_id=cur["client_id"],
-                                actor=f"cli:{_os_user()}", changes=step["weakens"])
-                action = "updated"
-            else:
-                row, action = cur, "unchanged"
-            o = source_out(row, s.base_url, key, secret=shown_secret,
-                           secrets=await store.secret_count(row["id"])).model_dump()
-            o["action"] = action
-            o["changes"], o["weakens"] = step["changes"], step["weakens"]
-            out.append(o)
-        return out
-
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        steps = await plan(store)
-        refused = [st for st in steps if st["refused"]]
-        result: dict[str, Any] = {"plan": [
-            {k: st[k] for k in ("action", "client_id", "name", "changes", "weakens", "refused")} for st in steps]}
-        if dry_run or refused:
+        steps = await plan_sources(store, Principal.cli(), specs, prune=prune)
+        result: dict[str, Any] = {"plan": [st.view() for st in steps]}
+        if dry_run or any(st.refused for st in steps):
             result["applied"] = False
             return result
         result["applied"] = True
-        result["results"] = await apply(store, s, steps)
+        result["results"] = await apply_plan(store, None, s.base_url, Principal.cli(), steps)
         return result
 
     result = _run(go, as_json)
@@ -915,9 +788,9 @@ def requests_show(request_id: str, as_json: bool = JsonOpt) -> None:
     """Show one request with headers, body, receipt and records."""
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_request(request_id)
-        recs = await store.records_for([request_id])
-        return request_detail(row, recs[request_id]).model_dump()
+        from hookbay.ops.requests import get_request
+
+        return (await get_request(store, Principal.cli(), request_id)).model_dump()
 
     d = _run(go, as_json)
     if as_json:
@@ -940,7 +813,7 @@ def token_list(as_json: bool = JsonOpt) -> None:
     """List API tokens (never their values)."""
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        return await store.list_tokens()
+        return await token_ops.list_tokens(store, Principal.cli())
 
     rows = _run(go, as_json)
     if as_json:
@@ -955,7 +828,7 @@ def token_revoke(token_id: str, as_json: bool = JsonOpt) -> None:
     """Revoke an API token at once."""
 
     async def go(store: Store, s: Settings) -> None:
-        await store.revoke_token(token_id, audit=_audit("token.revoke"))
+        await token_ops.revoke_token(store, Principal.cli(), token_id)
 
     _run(go, as_json)
     if as_json:
@@ -967,20 +840,14 @@ def token_revoke(token_id: str, as_json: bool = JsonOpt) -> None:
 @token_app.command("rotate-admin")
 def token_rotate_admin(as_json: bool = JsonOpt) -> None:
     """Replace the generated admin token (printed once); a running server switches within seconds."""
-    import secrets as _secrets
-
-    from hookbay.store import hash_secret
-
     if get_settings().admin_token:
         typer.echo("error: the admin token comes from HOOKBAY_ADMIN_TOKEN; change it there", err=True)
         raise typer.Exit(2)
-    tok = "hba_" + _secrets.token_urlsafe(32)
 
-    async def go(store: Store, s: Settings) -> None:
-        await store.set_meta("admin_token_hash", hash_secret(tok))
-        await store.record_audit(_audit("token.rotate_admin", ["admin token: [changed]"]))
+    async def go(store: Store, s: Settings) -> str:
+        return await token_ops.rotate_admin_token(store, Principal.cli())
 
-    _run(go, as_json)
+    tok = _run(go, as_json)
     if as_json:
         _print_json({"admin_token": tok})
     else:
@@ -993,11 +860,8 @@ def token_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create an API token (printed once)."""
-    from hookbay.ops.access import Principal
-    from hookbay.ops.tokens import create_token
-
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return (await create_token(store, Principal.cli(), name, client)).model_dump()
+        return (await token_ops.create_token(store, Principal.cli(), name, client)).model_dump()
 
     out = _run(go, as_json)
     if as_json:
@@ -1016,16 +880,12 @@ def profiles_find(
     as_json: bool = JsonOpt,
 ) -> None:
     """Find profiles by email or phone (normalised the same way as incoming contacts)."""
-    from hookbay.profiles import lookup_email, lookup_phone, profile_view
-
     if not email and not phone:
         typer.echo("error: give --email or --phone", err=True)
         raise typer.Exit(2)
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        rows = await store.find_profiles(client, email=lookup_email(email) if email else None,
-                                         phone=lookup_phone(phone) if phone else None)
-        return [profile_view(await store.get_profile(r["id"])) for r in rows]
+        return await profile_ops.find_profiles(store, Principal.cli(), email=email, phone=phone, client_id=client)
 
     found = _run(go, as_json)
     if as_json:
@@ -1038,10 +898,9 @@ def profiles_find(
 @profiles_app.command("show")
 def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
     """Show a profile: each field with the request that set it, current consent and the ledger."""
-    from hookbay.profiles import profile_view
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return profile_view(await store.get_profile(profile_id))
+        return await profile_ops.get_profile(store, Principal.cli(), profile_id)
 
     p = _run(go, as_json)
     if as_json:
@@ -1058,11 +917,8 @@ def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
 @profiles_app.command("export")
 def profiles_export(profile_id: str, out: Path = typer.Option(None, "--out", help="Write to this file")) -> None:
     """Export everything held about one profile as JSON."""
-    from hookbay.ops.access import Principal
-    from hookbay.ops.profiles import export_profile
-
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return await export_profile(store, Principal.cli(), profile_id)
+        return await profile_ops.export_profile(store, Principal.cli(), profile_id)
 
     data = orjson.dumps(_run(go), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     if out:
@@ -1081,7 +937,7 @@ def profiles_erase(
         raise typer.Exit(1)
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return await store.erase_profile(profile_id, None, actor="cli", audit=_audit("profile.erase"))
+        return await profile_ops.erase_profile(store, Principal.cli(), profile_id)
 
     res = _run(go, as_json)
     if as_json:
@@ -1266,16 +1122,6 @@ deliveries_app = typer.Typer(help="Action deliveries and dead letters.", no_args
 app.add_typer(deliveries_app, name="deliveries")
 
 
-def _delivery_filter(store: Store, source: str | None, since: str | None, until: str | None,
-                     client: str | None = None, **eq: Any) -> Awaitable[DeliveryFilter]:
-    async def build() -> DeliveryFilter:
-        source_id = (await store.get_source(source, client))["id"] if source else None
-        return DeliveryFilter(source_id=source_id, client_id=client, since_us=_time("--since", since), until_us=_time("--until", until),
-                              **eq)
-
-    return build()
-
-
 @deliveries_app.command("list")
 def deliveries_list(
     source: str = typer.Option(None, help="Source id, token or name"),
@@ -1290,12 +1136,14 @@ def deliveries_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List deliveries, newest first."""
-    from hookbay.ops.deliveries import delivery_out
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        f = await _delivery_filter(store, source, since, until, client, state=state, action_type=action,
-                                   request_id=request, error=error, limit=limit)
-        return [delivery_out(r) for r in await store.list_deliveries(f)]
+        _time("--since", since)  # the flag's own message; ops reads the same text again
+        _time("--until", until)
+        page = await delivery_ops.list_deliveries(
+            store, Principal.cli(), source=source, state=state, action_type=action, request_id=request, error=error,
+            since=since, until=until, limit=limit, client_id=client)
+        return list(page["items"])
 
     rows = _run(go, as_json)
     if as_json:
@@ -1309,10 +1157,9 @@ def deliveries_list(
 @deliveries_app.command("show")
 def deliveries_show(delivery_id: str, as_json: bool = JsonOpt) -> None:
     """Show one delivery with every attempt."""
-    from hookbay.ops.deliveries import delivery_detail
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return delivery_detail(await store.get_delivery(delivery_id))
+        return await delivery_ops.get_delivery(store, Principal.cli(), delivery_id)
 
     d = _run(go, as_json)
     if as_json:
@@ -1347,8 +1194,12 @@ def deliveries_retry(
             for d in delivery_ids:
                 await store.get_delivery(d)  # an unknown id is an error, not "queued 0"
             return await store.retry_deliveries(DeliveryFilter(), ids=list(delivery_ids))
-        f = await _delivery_filter(store, source, since, until, client, action_type=action, error=error)
-        return await store.retry_deliveries(f)
+        _time("--since", since)
+        _time("--until", until)
+        out = await delivery_ops.retry_dead_letters(store, Principal.cli(), source=source, action_type=action,
+                                                    error=error, since=since, until=until, all=all_dead,
+                                                    client_id=client)
+        return list(out["ids"])
 
     ids = _run(go, as_json)
     if as_json:
