@@ -35,7 +35,6 @@ from hookbay.ops import tokens as token_ops
 from hookbay.ops.access import Principal
 from hookbay.settings import PUBLIC_URL_META, Settings, get_settings, unknown_settings
 from hookbay.store import RequestFilter, Store, open_store
-from hookbay.store.deliveries import DeliveryFilter
 from hookbay.views import parse_time, request_detail, request_summary
 
 T = TypeVar("T")
@@ -1191,9 +1190,7 @@ def deliveries_retry(
 
     async def go(store: Store, s: Settings) -> list[str]:
         if delivery_ids:
-            for d in delivery_ids:
-                await store.get_delivery(d)  # an unknown id is an error, not "queued 0"
-            return await store.retry_deliveries(DeliveryFilter(), ids=list(delivery_ids))
+            return await delivery_ops.retry_deliveries(store, Principal.cli(), list(delivery_ids))
         _time("--since", since)
         _time("--until", until)
         out = await delivery_ops.retry_dead_letters(store, Principal.cli(), source=source, action_type=action,
