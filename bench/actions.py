@@ -61,9 +61,10 @@ def receiver_count(url: str) -> int:
 
 
 async def run_one(db_url: str, n: int, per_dest: int, receiver: str) -> dict[str, object]:
+    from hookbay.actions.planner import plan
     from hookbay.logs import setup_logging
     from hookbay.parsers import contact
-    from hookbay.processing.deliverer import Deliverer, plan
+    from hookbay.processing.deliverer import Deliverer
     from hookbay.settings import Settings
     from hookbay.store import Store
     from hookbay.store.deliveries import DeliveryFilter
@@ -92,7 +93,7 @@ async def run_one(db_url: str, n: int, per_dest: int, receiver: str) -> dict[str
                                                 "Mobile": f"+447700{i:06d}"}]).records
                 results.append({"request_id": f"req_bench{i:08d}", "source_id": row["id"], "client_id": "bench",
                                 "parser": "contact", "parser_version": "1", "state": "processed", "records": recs,
-                                "receipt": {}, "deliveries": plan(recs, src, settings)})
+                                "receipt": {}, "deliveries": plan(recs, src.config.actions, settings)})
             await store.finish_jobs(results)
         preload = time.perf_counter() - t0
         before = receiver_count(receiver)

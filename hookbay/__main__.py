@@ -1,3 +1,3 @@
-from hookbay.cli.main import main
+from hookbay.cli.app import main
 
 main()

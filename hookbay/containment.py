@@ -13,10 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from hookbay.errors import Forbidden, Unprocessable
-from hookbay.models import ForwardAction, MailchimpAction, SourceConfig
+from hookbay.models import SourceConfig
 from hookbay.settings import Settings
-
-DEFAULT_MAILCHIMP_KEY_ENV = "HOOKBAY_MAILCHIMP_API_KEY"
 
 
 class ConfigRefused(Unprocessable):
@@ -26,32 +24,12 @@ class ConfigRefused(Unprocessable):
     message = "The request is invalid"
 
 
-def secret_env_allowed(name: str, settings: Settings) -> bool:
-    """Only provider keys may be read from the environment, never the server's own settings."""
-    return name == DEFAULT_MAILCHIMP_KEY_ENV or name.startswith(settings.secret_env_prefix)
-
-
-def _host_header(action: ForwardAction) -> str | None:
-    for k, v in action.headers.items():
-        if k.strip().lower() == "host":
-            return v
-    return None
-
-
 def _privileged(cfg: SourceConfig) -> set[tuple[Any, ...]]:
-    """The admin-only choices an action carries: which key goes to which endpoint, a forward's Host
-    (which selects a virtual host behind the address the guard checked), and a forward's URL on a
-    source the admin let reach private addresses (else a tenant could turn an approved on-premises
-    destination into the metadata endpoint)."""
+    """The admin-only choices the config's actions carry (each action type says which are its own:
+    ``admin_choices``)."""
     out: set[tuple[Any, ...]] = set()
     for a in cfg.actions:
-        if isinstance(a, MailchimpAction):
-            out.add(("mailchimp", a.api_key_env, a.base_url))
-        elif isinstance(a, ForwardAction):
-            if (h := _host_header(a)) is not None:
-                out.add(("forward", a.url, h))
-            if cfg.allow_private_destinations:
-                out.add(("forward-url", a.url))
+        out |= a.admin_choices(cfg.allow_private_destinations)
     return out
 
 
@@ -62,19 +40,8 @@ def _client_violations(cfg: SourceConfig, current: SourceConfig, prefix: str) ->
                     "message": "only an admin may let actions reach private addresses"})
     allowed = _privileged(current)
     for i, a in enumerate(cfg.actions):
-        if isinstance(a, MailchimpAction) and ("mailchimp", a.api_key_env, a.base_url) not in allowed:
-            keys = {p[1] for p in allowed if p[0] == "mailchimp"}
-            field = "base_url" if a.api_key_env in keys else "api_key_env"
-            bad.append({"path": f"{prefix}.actions.{i}.{field}", "message": (
-                "only an admin may choose the server-side key or endpoint of a provider action; "
-                "ask an admin to add it")})
-        elif isinstance(a, ForwardAction):
-            if (h := _host_header(a)) is not None and ("forward", a.url, h) not in allowed:
-                bad.append({"path": f"{prefix}.actions.{i}.headers.Host",
-                            "message": "only an admin may set a forward's Host header"})
-            if cfg.allow_private_destinations and ("forward-url", a.url) not in allowed:
-                bad.append({"path": f"{prefix}.actions.{i}.url", "message": (
-                    "this source may reach private addresses, so only an admin may change where it forwards")})
+        for field, message in a.client_refusals(allowed, cfg.allow_private_destinations):
+            bad.append({"path": f"{prefix}.actions.{i}.{field}", "message": message})
     return bad
 
 
@@ -88,10 +55,8 @@ def check_config(cfg: SourceConfig, settings: Settings, *, admin: bool, current:
             raise Forbidden(f"Only an admin may set {bad[0]['path']}", detail=bad)
     bad = []
     for i, a in enumerate(cfg.actions):
-        if isinstance(a, MailchimpAction) and not secret_env_allowed(a.api_key_env, settings):
-            bad.append({"path": f"{prefix}.actions.{i}.api_key_env", "message": (
-                f"a provider key must be in an environment variable whose name starts with "
-                f"{settings.secret_env_prefix} (HOOKBAY_SECRET_ENV_PREFIX)")})
+        for field, message in a.config_refusals(settings):
+            bad.append({"path": f"{prefix}.actions.{i}.{field}", "message": message})
     ceiling = settings.max_body_bytes_limit
     if (not admin and cfg.max_body_bytes is not None and cfg.max_body_bytes > ceiling
             and cfg.max_body_bytes != (current.max_body_bytes if current else None)):

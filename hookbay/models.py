@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import functools
+import operator
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hookbay.actions.base import ActionConfig
+from hookbay.actions.registry import ACTIONS
+from hookbay.signatures import SignatureSpec
+from hookbay.signatures.registry import SCHEMES
 
 Format = Literal["auto", "json", "ndjson", "xml", "csv", "form"]
 Parser = Literal["generic", "contact", "mapping"]
 Method = Literal["POST", "PUT", "PATCH", "GET"]
+if TYPE_CHECKING:
+    SchemeName = str
+else:
+    SchemeName = Literal[tuple(SCHEMES)]  # the registered signature schemes, in registry order
 
 
 class SignatureConfig(BaseModel):
@@ -17,7 +28,7 @@ class SignatureConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scheme: Literal["standard", "github", "stripe", "shopify", "woocommerce", "slack", "hmac"]
+    scheme: SchemeName
     header: str | None = Field(default=None, description="hmac: the header carrying the signature")
     algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
     encoding: Literal["hex", "base64"] = "hex"
@@ -26,106 +37,15 @@ class SignatureConfig(BaseModel):
 
     @model_validator(mode="after")
     def _valid_spec(self) -> SignatureConfig:
-        from hookbay.signatures import SignatureSpec
-
         SignatureSpec(scheme=self.scheme, header=self.header, algorithm=self.algorithm, encoding=self.encoding,
                       prefix=self.prefix, tolerance_s=self.tolerance_s)
         return self
 
 
-class _ActionBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, max_length=100, description="Shown in deliveries; default '<type>-<n>'")
-    when: str | None = Field(default=None, description=(
-        "Condition over the record, e.g. 'EmailPermission == true and ProviderType == 3'; absent = always"))
-    retry_schedule: list[float] | None = Field(default=None, min_length=1, max_length=50, description=(
-        "Seconds before each retry (full jitter); default HOOKBAY_DELIVERY_SCHEDULE, about a day in total"))
-
-    @field_validator("when")
-    @classmethod
-    def _condition(cls, v: str | None) -> str | None:
-        if v is not None:
-            from hookbay.actions.conditions import ConditionError, compile_condition
-
-            try:
-                compile_condition(v)
-            except ConditionError as e:
-                raise ValueError(f"invalid condition: {e}") from None
-        return v
-
-    @field_validator("retry_schedule")
-    @classmethod
-    def _schedule(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None:
-            from hookbay.actions.retry import RetryPolicy
-
-            RetryPolicy(schedule=tuple(v))
-        return v
-
-
-class EmailAction(_ActionBase):
-    """Render Jinja2 templates with the record and profile and send over SMTP (HOOKBAY_SMTP_*)."""
-
-    type: Literal["email"]
-    to: str = Field(default="{{ contact.email }}", description="Recipient template")
-    subject: str
-    text: str
-    html: str | None = None
-    marketing: bool = Field(default=True, description=(
-        "Marketing mail is not sent when the profile's current email consent is opt-out at send time"))
-
-    @model_validator(mode="after")
-    def _templates_compile(self) -> EmailAction:
-        from hookbay.actions.email import TemplateError, check_templates
-
-        try:
-            check_templates({"to": self.to, "subject": self.subject, "text": self.text, "html": self.html})
-        except TemplateError as e:
-            raise ValueError(str(e)) from None
-        return self
-
-
-class MailchimpAction(_ActionBase):
-    """Upsert the contact into Mailchimp audiences (PUT member by MD5 of the lower-cased email)."""
-
-    type: Literal["mailchimp"]
-    list_ids: list[str] = Field(default_factory=list, description="Audience ids; empty = the record's ListIds")
-    api_key_env: str = Field(default="HOOKBAY_MAILCHIMP_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$",
-                             description=(
-                                 "Admin only: environment variable on the server holding the API key; "
-                                 "HOOKBAY_MAILCHIMP_API_KEY or a name under HOOKBAY_SECRET_ENV_PREFIX"))
-    base_url: str | None = Field(default=None, description=(
-        "Admin only: API base URL; default HOOKBAY_MAILCHIMP_BASE_URL, else from the key's datacenter"))
-
-
-def _whsec() -> str:
-    from hookbay.signatures import generate_secret
-
-    return generate_secret("standard")
-
-
-class ForwardAction(_ActionBase):
-    """POST the record (or the raw body) to a URL, signed with Standard Webhooks headers."""
-
-    type: Literal["forward"]
-    url: str = Field(pattern=r"^https?://", max_length=2000)
-    body: Literal["record", "raw"] = "record"
-    secret: str = Field(default_factory=_whsec, pattern=r"^whsec_[A-Za-z0-9+/]+={0,2}$",
-                        description="whsec_ signing secret; generated when omitted")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers; Host is admin only")
-    timeout_s: float = Field(default=10.0, gt=0, le=60)
-
-    @field_validator("secret")
-    @classmethod
-    def _secret(cls, v: str) -> str:
-        from hookbay.signatures import validate_secret
-
-        validate_secret("standard", v)
-        return v
-
-
-Action = Annotated[EmailAction | MailchimpAction | ForwardAction, Field(discriminator="type")]
+if TYPE_CHECKING:
+    Action = ActionConfig
+else:  # the registered action types, told apart by their "type"
+    Action = Annotated[functools.reduce(operator.or_, ACTIONS.values()), Field(discriminator="type")]
 
 
 class SourceConfig(BaseModel):

@@ -47,17 +47,17 @@ class Module:
 
 
 MODULES = [
-    Module("signatures", "hookbay/signatures.py", ["tests/unit/test_signatures.py"]),
+    Module("signatures", "hookbay/signatures/*.py", ["tests/unit/test_signatures.py"]),
     Module("ssrf", "hookbay/actions/ssrf.py", ["tests/unit/test_ssrf.py"]),
     Module("crypto", "hookbay/crypto.py", ["tests/unit/test_crypto.py"]),
     Module("profiles", "hookbay/profiles.py", ["tests/unit/test_merge_fields.py", "tests/unit/test_profile_rules.py"]),
     Module("retry", "hookbay/actions/retry.py", ["tests/unit/test_retry.py"]),
     Module("worker-retry", "hookbay/processing/worker.py", ["tests/unit/test_job_retry.py"],
-           only=["hookbay.processing.worker.xǁRetryPolicyǁ*"], note="RetryPolicy only"),
+           only=["hookbay.processing.worker.xǁJobRetryPolicyǁ*"], note="JobRetryPolicy only"),
     Module("agent-journal", "hookbay/relay/journal.py", ["tests/unit/test_agent_journal.py"]),
-    Module("consent", "hookbay/processing/deliverer.py",
+    Module("consent", "hookbay/actions/base.py",
            ["tests/unit/test_consent_at_send.py", "tests/integration/test_deliveries.py"],
-           only=["hookbay.processing.deliverer.x__consent__*"], pytest_args=NO_PG, note="`_consent` (send time)"),
+           only=["hookbay.actions.base.x_current_consent__*"], pytest_args=NO_PG, note="`current_consent` (send time)"),
     Module("ingest-checks", "hookbay/ingest/endpoint.py",
            ["tests/unit/test_read_body.py", "tests/integration/test_auth.py", "tests/integration/test_ingest.py"],
            only=["hookbay.ingest.endpoint.xǁIngestǁ_check_*", "hookbay.ingest.endpoint.x_read_body__*", "hookbay.ingest.endpoint.x__header_map__*"],

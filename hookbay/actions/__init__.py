@@ -1,1 +1,1 @@
-"""Actions run after parsing: conditions, delivery retry policy and the outbound destination guard."""
+"""Actions run after parsing: one module per action type behind a registry, the planner, conditions, delivery retry policy and the outbound destination guard."""

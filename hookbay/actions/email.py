@@ -1,4 +1,4 @@
-"""The email action: render a record into a message with Jinja2 and send it over SMTP.
+"""The ``email`` action: render a record into a message with Jinja2 and send it over SMTP.
 
 Templates come from operators but the data comes from webhook senders, so rendering runs in a
 sandbox with ``StrictUndefined`` (a missing field is an error, not a silently blank email).
@@ -17,6 +17,11 @@ import aiosmtplib
 import jinja2
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from pydantic import Field, model_validator
+
+from hookbay.actions.base import EXCERPT, ActionConfig, ActionResult, ActionRun, Permanent
+from hookbay.actions.planner import condition_view
+from hookbay.settings import Settings
 
 Security = Literal["none", "starttls", "tls"]
 MAX_OUTPUT_CHARS = 1_000_000
@@ -156,3 +161,64 @@ async def send_email(smtp: SmtpSettings, to: str, subject: str, text: str, html:
         timeout=smtp.timeout,
     )
     return response
+
+
+def smtp_settings(s: Settings) -> SmtpSettings:
+    """The server's HOOKBAY_SMTP_* settings as what :func:`send_email` takes."""
+    return SmtpSettings(host=s.smtp_host, port=s.smtp_port, username=s.smtp_username or None,
+                        password=s.smtp_password or None, security=s.smtp_security,  # type: ignore[arg-type]
+                        timeout=s.smtp_timeout, sender=s.smtp_from)
+
+
+class EmailAction(ActionConfig):
+    """Render Jinja2 templates with the record and profile and send over SMTP (HOOKBAY_SMTP_*)."""
+
+    type: Literal["email"]
+    to: str = Field(default="{{ contact.email }}", description="Recipient template")
+    subject: str
+    text: str
+    html: str | None = None
+    marketing: bool = Field(default=True, description=(
+        "Marketing mail is not sent when the profile's current email consent is opt-out at send time"))
+
+    @model_validator(mode="after")
+    def _templates_compile(self) -> EmailAction:
+        try:
+            check_templates({"to": self.to, "subject": self.subject, "text": self.text, "html": self.html})
+        except TemplateError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    def destination(self, settings: Settings) -> str:
+        return f"smtp:{settings.smtp_host or '-'}"
+
+    async def execute(self, run: ActionRun) -> ActionResult:
+        s = run.settings
+        if not s.smtp_host:
+            raise Permanent("email action: HOOKBAY_SMTP_HOST is not configured")
+        consent = run.consent
+        if self.marketing and consent.get("email") is False:
+            return ActionResult(skipped=True, excerpt="not sent: the profile's email consent is opt-out")
+        context = template_context(run)
+        try:
+            subject, text, html = render_email({"subject": self.subject, "text": self.text,
+                                                **({"html": self.html} if self.html else {})}, context)
+            to = render_email({"subject": self.to, "text": ""}, context)[0]
+        except TemplateError as e:
+            raise Permanent(str(e)) from None
+        if not to or "@" not in to:
+            raise Permanent(f"email action: no recipient address (to renders as {to!r})")
+        try:
+            response = await send_email(smtp_settings(s), to, subject, text, html)
+        except ValueError as e:
+            raise Permanent(f"email action: {e}") from None
+        return ActionResult(None, f"{to}: {response}"[:EXCERPT])
+
+
+def template_context(run: ActionRun) -> dict[str, Any]:
+    """What templates see: ``record``, ``contact``, ``profile`` (current values), ``consent``,
+    ``request_id`` and ``source``."""
+    profile = run.profile or {}
+    return {"record": run.record, "contact": condition_view(run.record), "profile": profile.get("fields", {}),
+            "consent": run.consent, "request_id": run.request_id,
+            "source": {"id": run.source.id, "name": run.source.name, "client_id": run.source.client_id}}

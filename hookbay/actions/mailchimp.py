@@ -1,19 +1,29 @@
-"""Mailchimp Marketing API v3 client for the provider-push action.
+"""The ``mailchimp`` action: upsert the contact into Mailchimp audiences (Marketing API v3).
 
 The ``httpx.AsyncClient`` is injected so the caller owns connection pooling, timeouts and the
 outbound-address policy, and so tests can point the client at a local fake over real HTTP.
 Errors are not retried here: the delivery layer classifies :class:`ProviderError` (status,
 ``Retry-After``) and network errors from httpx and schedules retries itself.
+
+The API key is read from the server's environment at send time, and only from a provider-key
+variable: the variable and the endpoint are admin choices (:meth:`MailchimpAction.admin_choices`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
+from pydantic import Field
+
+from hookbay.actions.base import EXCERPT, ActionConfig, ActionResult, ActionRun, Permanent
+from hookbay.actions.ssrf import check_destination
+from hookbay.settings import Settings
 
 EXCERPT_CHARS = 500
 _DATACENTER = re.compile(r"-([a-z]+[0-9]+)$")
@@ -219,3 +229,76 @@ def contact_to_member(contact: dict[str, Any], consent: dict[str, bool | None]) 
     else:
         out["status_if_new"] = "transactional"
     return out
+
+
+DEFAULT_KEY_ENV = "HOOKBAY_MAILCHIMP_API_KEY"
+
+
+def secret_env_allowed(name: str, settings: Settings) -> bool:
+    """Only provider keys may be read from the environment, never the server's own settings."""
+    return name == DEFAULT_KEY_ENV or name.startswith(settings.secret_env_prefix)
+
+
+class MailchimpAction(ActionConfig):
+    """Upsert the contact into Mailchimp audiences (PUT member by MD5 of the lower-cased email)."""
+
+    type: Literal["mailchimp"]
+    list_ids: list[str] = Field(default_factory=list, description="Audience ids; empty = the record's ListIds")
+    api_key_env: str = Field(default=DEFAULT_KEY_ENV, pattern=r"^[A-Z_][A-Z0-9_]*$",
+                             description=(
+                                 "Admin only: environment variable on the server holding the API key; "
+                                 "HOOKBAY_MAILCHIMP_API_KEY or a name under HOOKBAY_SECRET_ENV_PREFIX"))
+    base_url: str | None = Field(default=None, description=(
+        "Admin only: API base URL; default HOOKBAY_MAILCHIMP_BASE_URL, else from the key's datacenter"))
+
+    def destination(self, settings: Settings) -> str:
+        base = self.base_url or settings.mailchimp_base_url or "mailchimp"
+        return f"mailchimp:{urlsplit(base).hostname or base}"
+
+    async def execute(self, run: ActionRun) -> ActionResult:
+        settings = run.settings
+        if not secret_env_allowed(self.api_key_env, settings):
+            raise Permanent(f"mailchimp action: {self.api_key_env} is not a provider key variable (names must "
+                            f"start with {settings.secret_env_prefix}); not sent")
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise Permanent(f"mailchimp action: the environment variable {self.api_key_env} is not set")
+        contact = dict(run.record.get("contact") or {})
+        profile = run.profile or {}
+        merged = {**{k: v for k, v in (profile.get("fields") or {}).items() if v not in (None, "", [])}, **{
+            k: v for k, v in contact.items() if v not in (None, "", [])}}
+        list_ids = self.list_ids or [str(x) for x in (contact.get("list_ids") or [])]
+        if not list_ids:
+            raise Permanent("mailchimp action: no list ids (set list_ids on the action or send ListIds)")
+        try:
+            member = contact_to_member(merged, run.consent)
+            client = MailchimpClient(run.http, key, self.base_url or settings.mailchimp_base_url or None)
+        except ValueError as e:
+            raise Permanent(f"mailchimp action: {e}") from None
+        await check_destination(client.base_url, allow_private=run.source.allow_private_destinations)
+        excerpts = []
+        for list_id in list_ids:
+            try:
+                res = await client.upsert_member(list_id, **member)
+            except ValueError as e:
+                raise Permanent(f"mailchimp action: {e}") from None
+            excerpts.append(f"{list_id}: {res.status_code} {res.member_id}")
+        return ActionResult(200, "; ".join(excerpts)[:EXCERPT])
+
+    def admin_choices(self, allow_private: bool) -> set[tuple[Any, ...]]:
+        """Which key goes to which endpoint."""
+        return {("mailchimp", self.api_key_env, self.base_url)}
+
+    def client_refusals(self, allowed: set[tuple[Any, ...]], allow_private: bool) -> list[tuple[str, str]]:
+        if ("mailchimp", self.api_key_env, self.base_url) in allowed:
+            return []
+        keys = {p[1] for p in allowed if p[0] == "mailchimp"}
+        field = "base_url" if self.api_key_env in keys else "api_key_env"
+        return [(field, "only an admin may choose the server-side key or endpoint of a provider action; "
+                        "ask an admin to add it")]
+
+    def config_refusals(self, settings: Settings) -> list[tuple[str, str]]:
+        if secret_env_allowed(self.api_key_env, settings):
+            return []
+        return [("api_key_env", f"a provider key must be in an environment variable whose name starts with "
+                                f"{settings.secret_env_prefix} (HOOKBAY_SECRET_ENV_PREFIX)")]

@@ -23,9 +23,9 @@ try:  # optional: only the email action needs it
 except ImportError:  # pragma: no cover - exercised only without the SMTP extra
     aiosmtplib = None  # type: ignore[assignment]
 
-__all__ = ["DEFAULT_SCHEDULE", "MIN_DELAY", "Outcome", "RetryPolicy", "parse_retry_after"]
+__all__ = ["DEFAULT_SCHEDULE", "MIN_DELAY", "DeliveryRetryPolicy", "Verdict", "parse_retry_after"]
 
-Outcome = Literal["ok", "retry", "fail"]
+Verdict = Literal["ok", "retry", "fail"]
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (
     5, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600,
@@ -67,7 +67,7 @@ def parse_retry_after(value: str | bytes | None, *, now: datetime | None = None)
     return max(0.0, (when - current).total_seconds())
 
 
-def _smtp_outcome(error: BaseException) -> Outcome | None:
+def _smtp_outcome(error: BaseException) -> Verdict | None:
     """SMTP replies: 4xx is "try again later" by definition (RFC 5321), 5xx is final."""
     if aiosmtplib is None or not isinstance(error, aiosmtplib.SMTPException):
         return None
@@ -82,7 +82,7 @@ def _smtp_outcome(error: BaseException) -> Outcome | None:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class DeliveryRetryPolicy:
     """When to retry a delivery; a value object so sources can override it and tests can pin it."""
 
     schedule: tuple[float, ...] = DEFAULT_SCHEDULE
@@ -103,7 +103,7 @@ class RetryPolicy:
 
     parse_retry_after = staticmethod(parse_retry_after)
 
-    def classify(self, status: int | None, error: BaseException | None) -> Outcome:
+    def classify(self, status: int | None, error: BaseException | None) -> Verdict:
         """Verdict on one attempt. A status wins over an error (the receiver did answer); neither
         means a non-HTTP action (email) that completed."""
         if status is not None:

@@ -6,8 +6,9 @@ connect to any of them; numeric oddities like ``127.1`` or ``2130706433`` are ca
 check runs on what ``getaddrinfo`` returns. The URL is parsed with httpx, the client that makes the
 request, so the host checked is the host connected to.
 
-This is a check before connecting: the caller must not follow redirects without checking each hop,
-and a DNS answer that changes between check and connect (rebinding) is not covered here.
+:func:`check_destination` runs before connecting: the caller must not follow redirects without
+checking each hop. A DNS answer that changes between check and connect (rebinding) is caught after
+connecting by :func:`check_peer`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import urllib.request
 from typing import Any
 
 import httpx
@@ -145,3 +147,18 @@ async def check_destination(url: str, *, allow_private: bool, resolve_timeout: f
                 f"host {host!r} resolves to {sockaddr[0]}, which is not a public address "
                 "(private destinations are not allowed)"
             )
+
+
+def check_peer(r: httpx.Response, url: str, allow_private: bool) -> None:
+    """The address actually connected to must pass the guard too (a DNS answer can change between
+    the check and the connect); otherwise the answer is dropped unread. Skipped behind an HTTP proxy,
+    whose own address is what the connection reports."""
+    if allow_private:
+        return
+    u = httpx.URL(url)
+    if urllib.request.getproxies().get(u.scheme) and not urllib.request.proxy_bypass(u.host):
+        return
+    stream = r.extensions.get("network_stream")
+    addr = stream.get_extra_info("server_addr") if stream is not None else None
+    if addr and not is_public_address(str(addr[0])):
+        raise DestinationRefused(f"connected to {addr[0]}, which is not a public address; the answer was discarded")

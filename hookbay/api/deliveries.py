@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, Field
 
+from hookbay.actions.registry import ACTION_TYPES
 from hookbay.ops import deliveries as delivery_ops
 from hookbay.store import Store
 
 STATES = "^(pending|running|succeeded|dead|skipped)$"
-ACTIONS = "^(email|mailchimp|forward)$"
+ACTIONS = f"^({'|'.join(ACTION_TYPES)})$"
 
 
 class AttemptOut(BaseModel):

@@ -1,12 +1,13 @@
 """CLI for alerts: ``hookbay alerts`` (open and resolved alerts), ``alerts rules``, ``alerts apply
 FILE`` (rules from YAML/JSON, matched by client and name) and ``alerts delete-rule``.
 
-Registered on the main app by ``cli.py``; like the other management commands it talks to the
+Added to the root command as ``alerts`` by ``cli/app.py``; like the other management commands it talks to the
 database directly, as the admin, through the same checks as the API (``save_rule``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,15 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from hookbay.cli.main import JsonOpt, _print_json, _run, app
+from hookbay.cli.common import JsonOpt, run_and_print
 from hookbay.errors import BadRequest
 from hookbay.settings import Settings
 from hookbay.store import Store
 
-alerts_app = typer.Typer(help="Alert rules and alerts (open and resolved).", invoke_without_command=True)
-app.add_typer(alerts_app, name="alerts")
+app = typer.Typer(help="Alert rules and alerts (open and resolved).", invoke_without_command=True)
 
 
-@alerts_app.callback()
+@app.callback()
 def alerts_list(
     ctx: typer.Context,
     state: str = typer.Option(None, help="open or resolved (default: both)"),
@@ -42,19 +42,19 @@ def alerts_list(
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         return [alert_out(r) for r in await AlertStore(store).list_alerts(state=state, rule_id=rule, limit=limit)]
 
-    rows = _run(go, as_json)
-    if as_json:
-        _print_json(rows)
-        return
+    run_and_print(go, as_json, _alert_lines)
+
+
+def _alert_lines(rows: list[dict[str, Any]]) -> Iterator[str]:
     if not rows:
-        typer.echo("no alerts")
+        yield "no alerts"
     for a in rows:
         end = f" -> {a['resolved_at']}" if a["resolved_at"] else ""
-        typer.echo(f"{a['state']:8} {a['opened_at']}{end}  {a['id']}  rule={a['rule_id']}  {a['summary']}"
-                   + (f"  [send failed: {a['last_error']}]" if a["last_error"] else ""))
+        yield (f"{a['state']:8} {a['opened_at']}{end}  {a['id']}  rule={a['rule_id']}  {a['summary']}"
+               + (f"  [send failed: {a['last_error']}]" if a["last_error"] else ""))
 
 
-@alerts_app.command("rules")
+@app.command("rules")
 def alerts_rules(client: str = typer.Option(None, help="Only this client's rules"), as_json: bool = JsonOpt) -> None:
     """List alert rules."""
     from hookbay.ops.alert_rules import rule_out
@@ -63,17 +63,17 @@ def alerts_rules(client: str = typer.Option(None, help="Only this client's rules
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
         return [rule_out(r) for r in await AlertStore(store).list_rules(client)]
 
-    rows = _run(go, as_json)
-    if as_json:
-        _print_json(rows)
-        return
+    run_and_print(go, as_json, _rule_lines)
+
+
+def _rule_lines(rows: list[dict[str, Any]]) -> Iterator[str]:
     for r in rows:
         chans = ",".join(c["type"] for c in r.get("channels", [])) or "-"
-        typer.echo(f"{r['id']}  {r['client_id'] or '(global)':12} {r['name']!r}  {r['condition']}  "
-                   f"channels={chans}{'' if r['enabled'] else '  (disabled)'}")
+        yield (f"{r['id']}  {r['client_id'] or '(global)':12} {r['name']!r}  {r['condition']}  "
+               f"channels={chans}{'' if r['enabled'] else '  (disabled)'}")
 
 
-@alerts_app.command("apply")
+@app.command("apply")
 def alerts_apply(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="YAML/JSON: a list of rules, or {rules: [...]}"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would change, change nothing"),
@@ -119,26 +119,21 @@ def alerts_apply(
                          "id": row["id"] if row else None})
         return plan
 
-    plan = _run(go, as_json)
-    if as_json:
-        _print_json(plan)
-        return
-    for p in plan:
-        typer.echo(f"{p['action']:9} {p['client_id'] or '(global)'} {p['name']!r}  {p['id'] or ''}")
-    if dry_run:
-        typer.echo("dry run: nothing changed")
+    def lines(plan: list[dict[str, Any]]) -> Iterator[str]:
+        yield from (f"{p['action']:9} {p['client_id'] or '(global)'} {p['name']!r}  {p['id'] or ''}" for p in plan)
+        if dry_run:
+            yield "dry run: nothing changed"
+
+    run_and_print(go, as_json, lines)
 
 
-@alerts_app.command("delete-rule")
+@app.command("delete-rule")
 def alerts_delete_rule(rule_id: str, as_json: bool = JsonOpt) -> None:
     """Delete a rule; its open alerts are closed without a resolved message."""
     from hookbay.store.alerts import AlertStore
 
-    async def go(store: Store, s: Settings) -> None:
+    async def go(store: Store, s: Settings) -> dict[str, str]:
         await AlertStore(store).delete_rule(rule_id)
+        return {"deleted": rule_id}
 
-    _run(go, as_json)
-    if as_json:
-        _print_json({"deleted": rule_id})
-    else:
-        typer.echo(f"deleted {rule_id}")
+    run_and_print(go, as_json, lambda out: f"deleted {out['deleted']}")

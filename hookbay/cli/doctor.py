@@ -6,6 +6,7 @@ It only reads: no database, schema or directory is created.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import time
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
+import typer
 from pydantic import ValidationError
 
+from hookbay.cli.common import JsonOpt, show
 from hookbay.cli.errors import describe_error
 from hookbay.settings import Settings, unknown_settings
 
@@ -24,6 +27,8 @@ WARN_FREE_BYTES = 1024 * 1024 * 1024
 WARN_SKEW_S = 2.0  # leases, heartbeats and "since" filters compare this machine's clock with stored times
 FAIL_SKEW_S = 60.0
 SMTP_CONNECT_TIMEOUT_S = 3.0
+
+commands = typer.Typer()
 
 
 @dataclass
@@ -48,6 +53,20 @@ def run_checks(environ: Mapping[str, str]) -> list[Check]:
     out.append(_smtp(settings))
     out.append(_disk(settings))
     return out
+
+
+@commands.command()
+def doctor(as_json: bool = JsonOpt) -> None:
+    """Check the database, migrations, settings, SMTP, clock and free disk: one line per check
+    (ok/warn/fail) with the fix; exits 1 when a check fails. Creates nothing."""
+    checks = run_checks(os.environ)
+    show(checks, as_json, lambda cs: (c.line() for c in cs),
+         json=lambda cs: [{"status": c.status, "check": c.name, "message": c.message} for c in cs])
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        typer.echo(f"error: {len(failed)} check(s) failed: {', '.join(dict.fromkeys(c.name for c in failed))}",
+                   err=True)
+        raise typer.Exit(1)
 
 
 def _settings(settings: Settings, environ: Mapping[str, str]) -> Iterator[Check]:

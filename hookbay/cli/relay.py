@@ -1,7 +1,8 @@
 """CLI for the relay: ``hookbay agent``, ``hookbay source relay-token …`` and ``hookbay source relay-status``.
 
-Registered on the main app by ``cli.py``; the management commands talk to the database directly
-like the other ``source`` commands, the agent only to a server over HTTP.
+``commands`` (the agent) joins the root command and ``source_commands`` the ``source`` group (see
+``cli/app.py``); the management commands talk to the database directly like the other ``source``
+commands, the agent only to a server over HTTP.
 """
 
 from __future__ import annotations
@@ -9,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import typer
 
-from hookbay.cli.main import OPT_SOURCE_CLIENT, JsonOpt, _audit, _print_json, _run, app, source_app
+from hookbay.cli.common import OPT_SOURCE_CLIENT, JsonOpt, audit_entry, run_and_print
 from hookbay.settings import Settings
 from hookbay.store import Store
 
 relay_token_app = typer.Typer(help="Relay tokens: what `hookbay agent` authenticates with (one source each).",
                               no_args_is_help=True)
-source_app.add_typer(relay_token_app, name="relay-token")
+commands = typer.Typer()
+source_commands = typer.Typer()
+source_commands.add_typer(relay_token_app, name="relay-token")
 
 SourceArg = typer.Argument(..., help="Source id, token or name")
 
@@ -35,15 +39,12 @@ def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", h
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         row = await store.get_source(ref, client)
-        tok_row, token = await RelayQueue(store).create_token(row["id"], name, audit=_audit(
+        tok_row, token = await RelayQueue(store).create_token(row["id"], name, audit=audit_entry(
             "relay_token.create", [f"name: {orjson.dumps(name).decode()}"]).but(client_id=row["client_id"]))
         return token_out(tok_row, token).model_dump()
 
-    out = _run(go, as_json)
-    if as_json:
-        _print_json(out)
-    else:
-        typer.echo(f"{out['id']}  relay token for {out['source_id']} (shown once, store it now): {out['token']}")
+    run_and_print(go, as_json, lambda out: (
+        f"{out['id']}  relay token for {out['source_id']} (shown once, store it now): {out['token']}"))
 
 
 @relay_token_app.command("list")
@@ -56,12 +57,7 @@ def relay_token_list(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_j
         row = await store.get_source(ref, client)
         return [token_out(t).model_dump() for t in await RelayQueue(store).list_tokens(row["id"])]
 
-    rows = _run(go, as_json)
-    if as_json:
-        _print_json(rows)
-        return
-    for t in rows:
-        typer.echo(f"{t['id']}  {t['name']}  created {t['created_at']}")
+    run_and_print(go, as_json, lambda rows: (f"{t['id']}  {t['name']}  created {t['created_at']}" for t in rows))
 
 
 @relay_token_app.command("revoke")
@@ -70,19 +66,16 @@ def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(...,
     """Revoke a relay token; an agent using it is refused at its next request."""
     from hookbay.store.relay import RelayQueue
 
-    async def go(store: Store, s: Settings) -> None:
+    async def go(store: Store, s: Settings) -> dict[str, str]:
         row = await store.get_source(ref, client)
         await RelayQueue(store).revoke_token(row["id"], token_id,
-                                             audit=_audit("relay_token.revoke").but(client_id=row["client_id"]))
+                                             audit=audit_entry("relay_token.revoke").but(client_id=row["client_id"]))
+        return {"revoked": token_id}
 
-    _run(go, as_json)
-    if as_json:
-        _print_json({"revoked": token_id})
-    else:
-        typer.echo(f"revoked {token_id}")
+    run_and_print(go, as_json, lambda out: f"revoked {out['revoked']}")
 
 
-@source_app.command("relay-status")
+@source_commands.command("relay-status")
 def relay_status_cmd(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Show a relay source's queue: depth, leased messages, the oldest message's age and last error."""
     from hookbay.relay.hub import relay_status
@@ -92,21 +85,21 @@ def relay_status_cmd(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_j
         row = await store.get_source(ref, client)
         return (await relay_status(store, RelayQueue(store), row)).model_dump()
 
-    st = _run(go, as_json)
-    if as_json:
-        _print_json(st)
-        return
-    typer.echo(f"source:  {st['source_id']}  (relay mode {'on' if st['relay'] else 'off'})")
+    run_and_print(go, as_json, _status_lines)
+
+
+def _status_lines(st: dict[str, Any]) -> Iterator[str]:
+    yield f"source:  {st['source_id']}  (relay mode {'on' if st['relay'] else 'off'})"
     age = f", oldest {st['oldest_age_s']:.1f} s old" if st["oldest_age_s"] is not None else ""
-    typer.echo(f"queue:   {st['depth']} unacked, {st['leased']} leased{age}")
+    yield f"queue:   {st['depth']} unacked, {st['leased']} leased{age}"
     h = st["head"]
     if h:
-        typer.echo(f"head:    #{h['id']} {h['request_id']}  attempts {h['deliveries']}"
-                   + (f"  leased until {h['leased_until']}" if h["leased_until"] else "")
-                   + (f"  last error: {h['last_error']}" if h["last_error"] else ""))
+        yield (f"head:    #{h['id']} {h['request_id']}  attempts {h['deliveries']}"
+               + (f"  leased until {h['leased_until']}" if h["leased_until"] else "")
+               + (f"  last error: {h['last_error']}" if h["last_error"] else ""))
 
 
-@app.command("agent")
+@commands.command("agent")
 def agent_cmd(
     server: str = typer.Option(..., "--server", envvar="HOOKBAY_AGENT_SERVER",
                                help="The hookbay server's base URL, e.g. https://hooks.example.com"),

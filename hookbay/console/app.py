@@ -50,7 +50,7 @@ from hookbay.ops.requests import ReplayIn, replay_requests
 from hookbay.ops.tokens import principal_for_hash, principal_for_token
 from hookbay.profiles import lookup_email, lookup_phone
 from hookbay.settings import Settings
-from hookbay.signatures import SCHEMES as SIGNATURE_SCHEMES
+from hookbay.signatures.registry import REGISTRY as SIGNATURE_SCHEMES
 from hookbay.store import RequestFilter, Store, hash_secret
 from hookbay.store.sources import SourceCache
 from hookbay.views import iso, request_detail, request_summary, source_out
@@ -67,7 +67,7 @@ STATES = ("pending", "processed", "failed", "rejected", "duplicate", "ping")
 DELIVERY_STATES = ("pending", "running", "succeeded", "dead", "skipped")
 FORMATS = get_args(Format)
 PARSERS = tuple(p for p in get_args(Parser) if p != "mapping")  # a mapping needs more than a form
-SCHEMES = tuple(s for s in SIGNATURE_SCHEMES if s != "hmac")  # hmac needs a header and an algorithm too
+SCHEMES = tuple(n for n, s in SIGNATURE_SCHEMES.items() if not s.configurable)  # a form gives only name and secret
 GRACE = ((0, "retire the old secrets now"), (3600, "keep old secrets 1 hour"),
          (86400, "keep old secrets 24 hours"), (7 * 86400, "keep old secrets 7 days"))
 NOTICES = {

@@ -50,12 +50,12 @@ NOT_FOUND_BODY = orjson.dumps(NotFound().to_dict())
 def dry_run(body: bytes, content_type: str | None, src: ActiveSource, settings: Settings) -> dict[str, Any]:
     """What a body would become, storing nothing and running no action: the answer of
     ``/V1/Test`` and of the console's mapping playground."""
-    from hookbay.processing.deliverer import plan
+    from hookbay.actions.planner import plan
     from hookbay.processing.worker import parse_body
 
     out = parse_body(body, content_type, src)
     actions = [{k: d[k] for k in ("record_idx", "action_idx", "action_type", "action_name")}
-               for d in plan(out["records"], src, settings)]
+               for d in plan(out["records"], src.config.actions, settings)]
     return {"state": out["state"], "stored": False, "records": out["records"], **out["receipt"],
             "actions": actions}
 

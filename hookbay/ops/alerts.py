@@ -23,7 +23,8 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hookbay.actions.ssrf import check_destination
+from hookbay.actions.base import read_excerpt
+from hookbay.actions.ssrf import check_destination, check_peer
 from hookbay.ids import now_us, ulid
 from hookbay.ops.health import Readiness
 from hookbay.settings import Settings
@@ -236,12 +237,10 @@ class AlertEvaluator:
         await self._post(ch.url, body, headers, d.allow_private_destinations)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str], allow_private: bool) -> None:
-        from hookbay.processing.deliverer import _check_peer, _read_excerpt
-
         await check_destination(url, allow_private=allow_private)
         async with self.http.stream("POST", url, content=body, headers=headers, timeout=SEND_TIMEOUT_S) as r:
-            _check_peer(r, url, allow_private)
-            excerpt = await _read_excerpt(r)
+            check_peer(r, url, allow_private)
+            excerpt = await read_excerpt(r)
         if r.status_code >= 300:
             raise RuntimeError(f"HTTP {r.status_code}: {excerpt[:100]}")
 

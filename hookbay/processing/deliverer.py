@@ -1,138 +1,38 @@
-"""Actions after parsing: which deliveries a record makes, and the loop that runs them.
+"""The loop that runs deliveries: claim due ones with a lease, run each action, log every attempt.
 
-The worker plans deliveries when it stores records (same transaction, so none is lost or doubled);
-the :class:`Deliverer` claims due ones with a lease, runs each action, logs every attempt and
-schedules the next one from the action's :class:`~hookbay.actions.retry.RetryPolicy`. Per
-destination at most ``delivery_per_destination`` run at once, and a saturated destination's
-deliveries are not even claimed, so one slow receiver cannot take every slot.
+The worker plans deliveries when it stores records (:mod:`hookbay.actions.planner`; same
+transaction, so none is lost or doubled); the :class:`Deliverer` claims due ones, hands each to its
+action type's ``execute`` (:mod:`hookbay.actions.registry`) and schedules the next attempt from the
+action's :class:`~hookbay.actions.retry.DeliveryRetryPolicy`. Per destination at most
+``delivery_per_destination`` run at once, and a saturated destination's deliveries are not even
+claimed, so one slow receiver cannot take every slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import socket
 import time
-import urllib.request
 from collections import Counter
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-import orjson
 import structlog
 
 from hookbay import metrics
-from hookbay.actions.conditions import Condition, compile_condition
-from hookbay.actions.retry import RetryPolicy
-from hookbay.actions.ssrf import DestinationRefused, UnresolvedHost, check_destination, is_public_address
+from hookbay.actions.base import ActionConfig, ActionResult, ActionRun, Permanent, SourceInfo
+from hookbay.actions.retry import DeliveryRetryPolicy
+from hookbay.actions.ssrf import DestinationRefused, UnresolvedHost
 from hookbay.ids import now_us
-from hookbay.models import Action, EmailAction, ForwardAction, MailchimpAction
 from hookbay.settings import Settings
-from hookbay.signatures import sign_standard
 from hookbay.store import Store, wait_for_wakeup
 from hookbay.store.deliveries import AttemptResult, ClaimedDelivery
 from hookbay.store.errors import describe
 from hookbay.store.sources import ActiveSource, SourceCache
 
 log = structlog.get_logger("hookbay.deliveries")
-EXCERPT = 500
-
-
-@functools.lru_cache(maxsize=1024)
-def _condition(text: str) -> Condition:
-    return compile_condition(text)
-
-
-def condition_view(record: dict[str, Any]) -> dict[str, Any]:
-    """What a condition sees: a contact record's fields plus its permission flags
-    (``EmailPermission`` -> ``email_permission``), or a generic/mapped record's fields."""
-    contact = record.get("contact")
-    if not isinstance(contact, dict):
-        fields = record.get("fields")
-        return fields if isinstance(fields, dict) else record
-    view = dict(contact)
-    for c in record.get("consents") or ():
-        if isinstance(c, dict) and isinstance(c.get("field"), str):
-            view.setdefault(c["field"], c.get("granted"))
-    return view
-
-
-def destination(action: Action, settings: Settings) -> str:
-    """The key per-destination concurrency is counted by."""
-    if isinstance(action, ForwardAction):
-        u = urlsplit(action.url)
-        return f"http:{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
-    if isinstance(action, MailchimpAction):
-        base = action.base_url or settings.mailchimp_base_url or "mailchimp"
-        return f"mailchimp:{urlsplit(base).hostname or base}"
-    return f"smtp:{settings.smtp_host or '-'}"
-
-
-def plan(records: list[dict[str, Any]], src: ActiveSource | None, settings: Settings) -> list[dict[str, Any]]:
-    """The deliveries a request's records make: every action whose condition holds, in order."""
-    if src is None or not src.config.actions:
-        return []
-    out = []
-    for ri, rec in enumerate(records):
-        view = condition_view(rec)
-        for ai, action in enumerate(src.config.actions):
-            if action.when is not None and not _condition(action.when).evaluate(view):
-                continue
-            out.append({"record_idx": ri, "action_idx": ai, "action_type": action.type,
-                        "action_name": action.name or f"{action.type}-{ai + 1}",
-                        "destination": destination(action, settings)[:300]})
-    return out
-
-
-def _consent(ctx: dict[str, Any]) -> dict[str, bool | None]:
-    """Current consent per channel at send time: the profile's ledger, else the record's own flags."""
-    profile = ctx.get("profile")
-    if profile is not None:
-        return dict(profile.get("consent") or {})
-    return {c["channel"]: bool(c["granted"]) for c in (ctx["record"].get("consents") or ())
-            if isinstance(c, dict) and "channel" in c}
-
-
-async def _read_excerpt(r: httpx.Response) -> str:
-    """The start of the answer only: a destination cannot make the worker hold a huge body."""
-    buf = bytearray()
-    async for chunk in r.aiter_bytes():
-        buf += chunk
-        if len(buf) >= EXCERPT * 4:
-            break
-    return bytes(buf[: EXCERPT * 4]).decode(r.encoding or "utf-8", errors="replace")[:EXCERPT]
-
-
-def _check_peer(r: httpx.Response, url: str, allow_private: bool) -> None:
-    """The address actually connected to must pass the guard too (a DNS answer can change between
-    the check and the connect); otherwise the answer is dropped unread. Skipped behind an HTTP proxy,
-    whose own address is what the connection reports."""
-    if allow_private:
-        return
-    u = httpx.URL(url)
-    if urllib.request.getproxies().get(u.scheme) and not urllib.request.proxy_bypass(u.host):
-        return
-    stream = r.extensions.get("network_stream")
-    addr = stream.get_extra_info("server_addr") if stream is not None else None
-    if addr and not is_public_address(str(addr[0])):
-        raise DestinationRefused(f"connected to {addr[0]}, which is not a public address; the answer was discarded")
-
-
-class Permanent(Exception):
-    """The action cannot succeed as configured or with this record; retrying will not help."""
-
-
-class Outcome:
-    """What an executor reports: an HTTP-ish status, a response excerpt, a Retry-After hint."""
-
-    __slots__ = ("excerpt", "retry_after", "skipped", "status")
-
-    def __init__(self, status: int | None = None, excerpt: str | None = None, retry_after: str | None = None,
-                 skipped: bool = False) -> None:
-        self.status, self.excerpt, self.retry_after, self.skipped = status, excerpt, retry_after, skipped
 
 
 class Deliverer:
@@ -145,7 +45,7 @@ class Deliverer:
         self.http = http or httpx.AsyncClient(follow_redirects=False, timeout=30.0,
                                               headers={"User-Agent": "hookbay"})
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:d{id(self):x}"
-        self.default_policy = RetryPolicy(schedule=settings.delivery_schedule_list)
+        self.default_policy = DeliveryRetryPolicy(schedule=settings.delivery_schedule_list)
         self.inflight: Counter[str] = Counter()
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -286,21 +186,21 @@ class Deliverer:
         started = now_us()
         t0 = time.perf_counter()
         src = await self.cache.get_by_id(c.source_id)
-        action: Action | None = None
+        action: ActionConfig | None = None
         if src is not None and c.action_idx < len(src.config.actions):
             action = src.config.actions[c.action_idx]
         policy = self.default_policy
         if action is not None and action.retry_schedule:
-            policy = RetryPolicy(schedule=tuple(action.retry_schedule))
+            policy = DeliveryRetryPolicy(schedule=tuple(action.retry_schedule))
         status: int | None = None
         error: BaseException | None = None
-        out = Outcome()
+        out = ActionResult()
         try:
             if src is None or action is None or action.type != c.action_type:
                 raise Permanent("the source or its action was removed or changed since this delivery was planned")
             if ctx.get("record") is None:
                 raise Permanent("the record is gone (erased or replaced)")
-            out = await self._execute(action, src, c, ctx)
+            out = await action.execute(self._run(action, src, c, ctx))
             status = out.status
         except Permanent as e:
             error = e
@@ -311,8 +211,8 @@ class Deliverer:
         except Exception as e:
             error = e
             status = getattr(e, "status_code", None)
-            out.retry_after = getattr(e, "retry_after", None)
-            out.excerpt = getattr(e, "response_excerpt", None)
+            out = ActionResult(retry_after=getattr(e, "retry_after", None),
+                               excerpt=getattr(e, "response_excerpt", None))
         latency = int((time.perf_counter() - t0) * 1e6)
         err_text: str | None = None
         if isinstance(error, Permanent):
@@ -341,102 +241,15 @@ class Deliverer:
             err_text = f"permanent failure: {err_text}"
         return AttemptResult("dead", started, latency, verdict, status, out.excerpt, err_text[:1000])
 
-    async def _execute(self, action: Action, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> Outcome:
-        if isinstance(action, ForwardAction):
-            return await self._forward(action, src, c, ctx)
-        if isinstance(action, EmailAction):
-            return await self._email(action, src, c, ctx)
-        return await self._mailchimp(action, src, ctx)
-
-    async def _forward(self, action: ForwardAction, src: ActiveSource, c: ClaimedDelivery,
-                       ctx: dict[str, Any]) -> Outcome:
-        await check_destination(action.url, allow_private=src.config.allow_private_destinations)
-        if action.body == "raw":
+    def _run(self, action: ActionConfig, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> ActionRun:
+        async def raw_request() -> tuple[bytes | None, str | None]:
             req = await self.store.get_request(c.request_id)
-            if req.get("body") is None:
-                raise Permanent("the raw body was purged (retention) or erased")
-            body: bytes = req["body"]
-            ctype = req.get("content_type") or "application/octet-stream"
-        else:
-            profile = ctx.get("profile")
-            body = orjson.dumps({
-                "type": "hookbay.record", "source_id": c.source_id, "request_id": c.request_id,
-                "record_index": c.record_idx, "profile_id": profile["id"] if profile else None,
-                "data": ctx["record"]})
-            ctype = "application/json"
-        ts = int(time.time())
-        headers = httpx.Headers(action.headers)
-        headers.update({"content-type": ctype, "webhook-id": c.id, "webhook-timestamp": str(ts),
-                        "webhook-signature": sign_standard(action.secret, c.id, ts, body)})
-        async with self.http.stream("POST", action.url, content=body, headers=headers,
-                                    timeout=action.timeout_s) as r:
-            _check_peer(r, action.url, src.config.allow_private_destinations)
-            excerpt = await _read_excerpt(r)
-        return Outcome(r.status_code, excerpt, r.headers.get("retry-after"))
+            return req.get("body"), req.get("content_type")
 
-    def _template_context(self, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> dict[str, Any]:
-        record = ctx["record"]
-        profile = ctx.get("profile") or {}
-        return {"record": record, "contact": condition_view(record), "profile": profile.get("fields", {}),
-                "consent": _consent(ctx), "request_id": c.request_id,
-                "source": {"id": src.id, "name": src.name, "client_id": src.client_id}}
-
-    async def _email(self, action: EmailAction, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> Outcome:
-        from hookbay.actions.email import SmtpSettings, TemplateError, render_email, send_email
-
-        s = self.settings
-        if not s.smtp_host:
-            raise Permanent("email action: HOOKBAY_SMTP_HOST is not configured")
-        consent = _consent(ctx)
-        if action.marketing and consent.get("email") is False:
-            return Outcome(skipped=True, excerpt="not sent: the profile's email consent is opt-out")
-        context = self._template_context(src, c, ctx)
-        try:
-            subject, text, html = render_email({"subject": action.subject, "text": action.text,
-                                                **({"html": action.html} if action.html else {})}, context)
-            to = render_email({"subject": action.to, "text": ""}, context)[0]
-        except TemplateError as e:
-            raise Permanent(str(e)) from None
-        if not to or "@" not in to:
-            raise Permanent(f"email action: no recipient address (to renders as {to!r})")
-        smtp = SmtpSettings(host=s.smtp_host, port=s.smtp_port, username=s.smtp_username or None,
-                            password=s.smtp_password or None, security=s.smtp_security,  # type: ignore[arg-type]
-                            timeout=s.smtp_timeout, sender=s.smtp_from)
-        try:
-            response = await send_email(smtp, to, subject, text, html)
-        except ValueError as e:
-            raise Permanent(f"email action: {e}") from None
-        return Outcome(None, f"{to}: {response}"[:EXCERPT])
-
-    async def _mailchimp(self, action: MailchimpAction, src: ActiveSource, ctx: dict[str, Any]) -> Outcome:
-        from hookbay.actions.mailchimp import MailchimpClient, contact_to_member
-        from hookbay.containment import secret_env_allowed
-
-        if not secret_env_allowed(action.api_key_env, self.settings):
-            raise Permanent(f"mailchimp action: {action.api_key_env} is not a provider key variable (names must "
-                            f"start with {self.settings.secret_env_prefix}); not sent")
-        key = os.environ.get(action.api_key_env, "")
-        if not key:
-            raise Permanent(f"mailchimp action: the environment variable {action.api_key_env} is not set")
-        record = ctx["record"]
-        contact = dict(record.get("contact") or {})
-        profile = ctx.get("profile") or {}
-        merged = {**{k: v for k, v in (profile.get("fields") or {}).items() if v not in (None, "", [])}, **{
-            k: v for k, v in contact.items() if v not in (None, "", [])}}
-        list_ids = action.list_ids or [str(x) for x in (contact.get("list_ids") or [])]
-        if not list_ids:
-            raise Permanent("mailchimp action: no list ids (set list_ids on the action or send ListIds)")
-        try:
-            member = contact_to_member(merged, _consent(ctx))
-            client = MailchimpClient(self.http, key, action.base_url or self.settings.mailchimp_base_url or None)
-        except ValueError as e:
-            raise Permanent(f"mailchimp action: {e}") from None
-        await check_destination(client.base_url, allow_private=src.config.allow_private_destinations)
-        excerpts = []
-        for list_id in list_ids:
-            try:
-                res = await client.upsert_member(list_id, **member)
-            except ValueError as e:
-                raise Permanent(f"mailchimp action: {e}") from None
-            excerpts.append(f"{list_id}: {res.status_code} {res.member_id}")
-        return Outcome(200, "; ".join(excerpts)[:EXCERPT])
+        return ActionRun(
+            delivery_id=c.id, request_id=c.request_id, record_idx=c.record_idx,
+            action_name=action.display_name(c.action_idx),
+            source=SourceInfo(id=src.id, name=src.name, client_id=src.client_id,
+                              allow_private_destinations=src.config.allow_private_destinations),
+            record=ctx["record"], profile=ctx.get("profile"), http=self.http, settings=self.settings,
+            raw_request=raw_request)

@@ -56,12 +56,12 @@ def _budgeted(budget_s: float, fn: Callable[..., Any], *args: Any) -> tuple[str,
 
 def process_for_store(req: dict[str, Any], src: ActiveSource | None, settings: Settings) -> dict[str, Any]:
     """What the worker stores for one request: its parse and the deliveries it plans."""
-    from hookbay.processing.deliverer import plan
+    from hookbay.actions.planner import plan
     from hookbay.processing.worker import process_request
 
     res = process_request(req, src)
     if res["records"]:
-        res["deliveries"] = plan(res["records"], src, settings)
+        res["deliveries"] = plan(res["records"], src.config.actions if src is not None else (), settings)
     return res
 
 

@@ -20,13 +20,13 @@ from typing import Any
 import structlog
 
 from hookbay import metrics
+from hookbay.actions.planner import plan
 from hookbay.errors import HookbayError, StorageUnavailable
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
 from hookbay.ops import health
 from hookbay.parsers import contact, generic, mapping
 from hookbay.parsers.formats import load_tree
-from hookbay.processing.deliverer import plan
 from hookbay.settings import Settings
 from hookbay.store import ClaimedJob, Store, wait_for_wakeup
 from hookbay.store.errors import describe
@@ -46,7 +46,7 @@ class ProcessingFailed(HookbayError):
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class JobRetryPolicy:
     """Exponential back-off with full jitter, capped; after ``max_attempts`` the job gives up."""
 
     base: float = 1.0
@@ -125,7 +125,7 @@ class Worker:
         self.cache = cache
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.policy = RetryPolicy(max_attempts=settings.job_max_attempts)
+        self.policy = JobRetryPolicy(max_attempts=settings.job_max_attempts)
         self.processed = 0
         self._full_batches = 0
         self._ingest_busy = False
@@ -342,7 +342,7 @@ class Worker:
 
     def _with_deliveries(self, res: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
         if res["records"]:
-            res["deliveries"] = plan(res["records"], src, self.settings)
+            res["deliveries"] = plan(res["records"], src.config.actions if src is not None else (), self.settings)
         return res
 
     async def _listen(self) -> None:

@@ -279,7 +279,7 @@ def test_purge_reports_bodies_and_acked_relay_messages(cli_env: dict[str, str]) 
 
 
 def test_source_apply_plans_and_never_silently_weakens(cli_env: dict[str, str], tmp_path: Path) -> None:
-    """The README's own sequence: sources created with signatures, then a file without them."""
+    """The sequence in docs/sources.md (`source apply`): sources created with signatures, then a file without them."""
     hb(cli_env, "source", "create", "--name", "Shop", "--client", "acme", "--signature", "shopify",
        "--secret", "shpss_0123456789abcdef", "--allow-ip", "127.0.0.0/8")
     hb(cli_env, "source", "create", "--name", "Old", "--client", "acme")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import typer
 
-from hookbay.cli.main import app
+from hookbay.cli.app import app
 from tests.conftest import ADMIN_TOKEN, free_port
 
 

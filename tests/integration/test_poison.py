@@ -19,7 +19,7 @@ import structlog
 from hookbay.parsers import contact as contact_parser
 from hookbay.processing import parsepool
 from hookbay.processing import worker as worker_mod
-from hookbay.processing.worker import RetryPolicy, Worker
+from hookbay.processing.worker import JobRetryPolicy, Worker
 from hookbay.store import Store, schema
 from hookbay.store import profiles as profile_store
 from hookbay.store import writer as writer_mod
@@ -68,7 +68,7 @@ async def _run(db_url: str, tmp_path: Path) -> dict[str, Any]:
         cache = SourceCache(store, 1 << 20)
         await cache.reload()
         w = Worker(store, cache, settings, worker_id="w")
-        w.policy = RetryPolicy(base=0.01, cap=0.05, max_attempts=3)
+        w.policy = JobRetryPolicy(base=0.01, cap=0.05, max_attempts=3)
         first = await w.run_once()
         assert first == 100, "the whole batch was claimed at once"
         for _ in range(200):

@@ -232,7 +232,7 @@ def test_answer_from_a_private_peer_is_discarded(live, listener: Receiver, monke
     async def passes(url: str, *, allow_private: bool, resolve_timeout: float = 10.0) -> None:
         return None  # as if the name resolved to a public address when checked
 
-    monkeypatch.setattr("hookbay.processing.deliverer.check_destination", passes)
+    monkeypatch.setattr("hookbay.actions.forward.check_destination", passes)
     src = live.create_source(client_id="acme", config={"actions": [
         {"type": "forward", "url": listener.url + "/metrics", "secret": SECRET}]})
     [d] = _wait_deliveries(live, _send_and_settle(live, src))

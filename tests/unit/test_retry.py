@@ -8,9 +8,9 @@ import aiosmtplib
 import httpx
 import pytest
 
-from hookbay.actions.retry import DEFAULT_SCHEDULE, MIN_DELAY, RetryPolicy, parse_retry_after
+from hookbay.actions.retry import DEFAULT_SCHEDULE, MIN_DELAY, DeliveryRetryPolicy, parse_retry_after
 
-POLICY = RetryPolicy()
+POLICY = DeliveryRetryPolicy()
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
@@ -19,7 +19,7 @@ def test_defaults() -> None:
     assert POLICY.schedule[-1] == 24 * 3600
     assert POLICY.max_attempts == len(DEFAULT_SCHEDULE) + 1 == 11
     assert POLICY.retry_after_cap == 3600
-    assert hash(POLICY) == hash(RetryPolicy())
+    assert hash(POLICY) == hash(DeliveryRetryPolicy())
 
 
 def test_schedule_bounds_with_seeded_rng() -> None:
@@ -46,7 +46,7 @@ def test_never_below_one_second() -> None:
             return 0.0
 
     assert POLICY.next_delay(1, rng=Zero()) == MIN_DELAY
-    assert RetryPolicy(schedule=(0.5,)).next_delay(1, rng=random.Random(0)) == MIN_DELAY
+    assert DeliveryRetryPolicy(schedule=(0.5,)).next_delay(1, rng=random.Random(0)) == MIN_DELAY
 
 
 def test_dead_after_last_attempt() -> None:
@@ -54,7 +54,7 @@ def test_dead_after_last_attempt() -> None:
     assert POLICY.next_delay(POLICY.max_attempts) is None
     assert POLICY.next_delay(POLICY.max_attempts + 5) is None
     assert POLICY.next_delay(POLICY.max_attempts, retry_after="5") is None
-    short = RetryPolicy(schedule=(1, 2))
+    short = DeliveryRetryPolicy(schedule=(1, 2))
     assert short.max_attempts == 3
     assert short.next_delay(2) is not None
     assert short.next_delay(3) is None
@@ -78,11 +78,11 @@ def test_schedule_reaches_about_a_day() -> None:
 )
 def test_invalid_policies(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        RetryPolicy(**kwargs)
+        DeliveryRetryPolicy(**kwargs)
 
 
 def test_schedule_from_a_list_is_normalised() -> None:
-    policy = RetryPolicy(schedule=[1, 2, 3])  # type: ignore[arg-type]
+    policy = DeliveryRetryPolicy(schedule=[1, 2, 3])  # type: ignore[arg-type]
     assert policy.schedule == (1.0, 2.0, 3.0)
     hash(policy)
 
@@ -113,7 +113,7 @@ def test_schedule_from_a_list_is_normalised() -> None:
 )
 def test_parse_retry_after(value: str | bytes | None, want: float | None) -> None:
     assert parse_retry_after(value, now=NOW) == want
-    assert RetryPolicy.parse_retry_after(value, now=NOW) == want
+    assert DeliveryRetryPolicy.parse_retry_after(value, now=NOW) == want
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_parse_retry_after(value: str | bytes | None, want: float | None) -> Non
 )
 def test_next_delay_honours_retry_after(header: str, want: float) -> None:
     assert POLICY.next_delay(1, retry_after=header) == want
-    assert RetryPolicy(retry_after_cap=60).next_delay(1, retry_after="86400") == 60
+    assert DeliveryRetryPolicy(retry_after_cap=60).next_delay(1, retry_after="86400") == 60
 
 
 def test_next_delay_retry_after_date() -> None:
@@ -219,14 +219,14 @@ def test_classify(status: int | None, error: BaseException | None, want: str) ->
     (600, "fail"), (199, "fail"),
 ])
 def test_classify_status_boundaries(status: int, want: str) -> None:
-    assert RetryPolicy().classify(status, None) == want
+    assert DeliveryRetryPolicy().classify(status, None) == want
 
 
 @pytest.mark.parametrize(("code", "want"), [(399, "fail"), (400, "retry"), (499, "retry"), (500, "fail")])
 def test_classify_smtp_code_boundaries(code: int, want: str) -> None:
-    assert RetryPolicy().classify(None, aiosmtplib.SMTPResponseException(code, "x")) == want
+    assert DeliveryRetryPolicy().classify(None, aiosmtplib.SMTPResponseException(code, "x")) == want
     refused = aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(code, "x", "a@b")])
-    assert RetryPolicy().classify(None, refused) == want
+    assert DeliveryRetryPolicy().classify(None, refused) == want
 
 
 def test_classify_recipients_without_a_code_is_final() -> None:
@@ -235,19 +235,19 @@ def test_classify_recipients_without_a_code_is_final() -> None:
         pass
 
     refused = aiosmtplib.SMTPRecipientsRefused([NoCode()])  # type: ignore[list-item]
-    assert RetryPolicy().classify(None, refused) == "fail"
+    assert DeliveryRetryPolicy().classify(None, refused) == "fail"
 
 
 def test_a_zero_delay_in_the_schedule_is_refused_and_a_cap_of_min_delay_is_allowed() -> None:
     with pytest.raises(ValueError) as e:
-        RetryPolicy(schedule=(5, 0))
+        DeliveryRetryPolicy(schedule=(5, 0))
     assert str(e.value) == "schedule must be a non-empty sequence of positive, finite delays"
-    assert RetryPolicy(retry_after_cap=MIN_DELAY).next_delay(1, "600") == MIN_DELAY
+    assert DeliveryRetryPolicy(retry_after_cap=MIN_DELAY).next_delay(1, "600") == MIN_DELAY
 
 
 def test_attempt_zero_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError) as e:
-        RetryPolicy().next_delay(0)
+        DeliveryRetryPolicy().next_delay(0)
     assert str(e.value) == "attempt is 1-based"
 
 
@@ -259,7 +259,7 @@ def test_full_jitter_draws_from_zero_to_the_schedule_entry() -> None:
             calls.append((a, b))
             return 42.0
 
-    assert RetryPolicy(schedule=(5, 30)).next_delay(2, rng=Spy()) == 42.0
+    assert DeliveryRetryPolicy(schedule=(5, 30)).next_delay(2, rng=Spy()) == 42.0
     assert calls == [(0, 30.0)]
 
 

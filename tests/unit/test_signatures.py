@@ -483,6 +483,7 @@ def test_any_body_round_trips_and_any_flip_fails(scheme: str, body: bytes, data:
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"scheme": "nope"}, "unknown signature scheme 'nope'; expected one of standard, "),
+    ({"scheme": ["standard"]}, "unknown signature scheme ['standard']; expected one of standard, "),
     ({"scheme": "hmac", "header": "x-sig", "algorithm": "md4"}, "unknown algorithm 'md4'; expected one of sha1, "),
     ({"scheme": "hmac", "header": "x-sig", "encoding": "b32"}, "unknown encoding 'b32'; expected one of hex, "),
     ({"scheme": "standard", "tolerance_s": 0}, "tolerance_s must be a positive number of seconds"),

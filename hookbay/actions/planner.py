@@ -1,0 +1,49 @@
+"""Which deliveries a request's records make: every action whose condition holds, in order.
+
+The worker plans them when it stores the records (same transaction, so none is lost or doubled).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from hookbay.actions.base import ActionConfig
+from hookbay.actions.conditions import Condition, compile_condition
+from hookbay.settings import Settings
+
+
+@functools.lru_cache(maxsize=1024)
+def _condition(text: str) -> Condition:
+    return compile_condition(text)
+
+
+def condition_view(record: dict[str, Any]) -> dict[str, Any]:
+    """What a condition sees: a contact record's fields plus its permission flags
+    (``EmailPermission`` -> ``email_permission``), or a generic/mapped record's fields."""
+    contact = record.get("contact")
+    if not isinstance(contact, dict):
+        fields = record.get("fields")
+        return fields if isinstance(fields, dict) else record
+    view = dict(contact)
+    for c in record.get("consents") or ():
+        if isinstance(c, dict) and isinstance(c.get("field"), str):
+            view.setdefault(c["field"], c.get("granted"))
+    return view
+
+
+def plan(records: list[dict[str, Any]], actions: Sequence[ActionConfig], settings: Settings) -> list[dict[str, Any]]:
+    """The deliveries ``records`` make under a source's ``actions``."""
+    if not actions:
+        return []
+    out = []
+    for ri, rec in enumerate(records):
+        view = condition_view(rec)
+        for ai, action in enumerate(actions):
+            if action.when is not None and not _condition(action.when).evaluate(view):
+                continue
+            out.append({"record_idx": ri, "action_idx": ai, "action_type": action.type,
+                        "action_name": action.display_name(ai),
+                        "destination": action.destination(settings)[:300]})
+    return out
