@@ -10,7 +10,9 @@ from typing import Any
 import orjson
 import typer
 
-from hookbay.cli.common import JsonOpt, audit_entry, run, run_and_print
+from hookbay.cli.common import JsonOpt, run, run_and_print
+from hookbay.ops import profiles as profile_ops
+from hookbay.ops.access import Principal
 from hookbay.settings import Settings
 from hookbay.store import Store
 
@@ -23,16 +25,12 @@ def profiles_find(
     as_json: bool = JsonOpt,
 ) -> None:
     """Find profiles by email or phone (normalised the same way as incoming contacts)."""
-    from hookbay.profiles import lookup_email, lookup_phone, profile_view
-
     if not email and not phone:
         typer.echo("error: give --email or --phone", err=True)
         raise typer.Exit(2)
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        rows = await store.find_profiles(client, email=lookup_email(email) if email else None,
-                                         phone=lookup_phone(phone) if phone else None)
-        return [profile_view(await store.get_profile(r["id"])) for r in rows]
+        return await profile_ops.find_profiles(store, Principal.cli(), email=email, phone=phone, client_id=client)
 
     run_and_print(go, as_json, lambda found: (f"{p['id']}  {p['client_id']}  {p['email'] or '-'}  {p['phone'] or '-'}"
                                               for p in found))
@@ -41,10 +39,8 @@ def profiles_find(
 @app.command("show")
 def profiles_show(profile_id: str, as_json: bool = JsonOpt) -> None:
     """Show a profile: each field with the request that set it, current consent and the ledger."""
-    from hookbay.profiles import profile_view
-
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return profile_view(await store.get_profile(profile_id))
+        return await profile_ops.get_profile(store, Principal.cli(), profile_id)
 
     run_and_print(go, as_json, _profile_lines)
 
@@ -61,11 +57,8 @@ def _profile_lines(p: dict[str, Any]) -> Iterator[str]:
 @app.command("export")
 def profiles_export(profile_id: str, out: Path = typer.Option(None, "--out", help="Write to this file")) -> None:
     """Export everything held about one profile as JSON."""
-    from hookbay.ops.access import Principal
-    from hookbay.ops.profiles import export_profile
-
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return await export_profile(store, Principal.cli(), profile_id)
+        return await profile_ops.export_profile(store, Principal.cli(), profile_id)
 
     data = orjson.dumps(run(go), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
     if out:
@@ -84,7 +77,7 @@ def profiles_erase(
         raise typer.Exit(1)
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return await store.erase_profile(profile_id, None, actor="cli", audit=audit_entry("profile.erase"))
+        return await profile_ops.erase_profile(store, Principal.cli(), profile_id)
 
     run_and_print(go, as_json, lambda res: " ".join(f"{k}={v}" for k, v in res.items()))
 

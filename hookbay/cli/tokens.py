@@ -6,7 +6,9 @@ from typing import Any
 
 import typer
 
-from hookbay.cli.common import JsonOpt, audit_entry, run_and_print
+from hookbay.cli.common import JsonOpt, run_and_print
+from hookbay.ops import tokens as token_ops
+from hookbay.ops.access import Principal
 from hookbay.settings import Settings, get_settings
 from hookbay.store import Store
 
@@ -18,7 +20,7 @@ def token_list(as_json: bool = JsonOpt) -> None:
     """List API tokens (never their values)."""
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        return await store.list_tokens()
+        return await token_ops.list_tokens(store, Principal.cli())
 
     run_and_print(go, as_json, lambda rows: (f"{t['id']}  {t['name']}  client={t['client_id'] or '(admin)'}"
                                              for t in rows))
@@ -29,7 +31,7 @@ def token_revoke(token_id: str, as_json: bool = JsonOpt) -> None:
     """Revoke an API token at once."""
 
     async def go(store: Store, s: Settings) -> dict[str, str]:
-        await store.revoke_token(token_id, audit=audit_entry("token.revoke"))
+        await token_ops.revoke_token(store, Principal.cli(), token_id)
         return {"revoked": token_id}
 
     run_and_print(go, as_json, lambda out: f"revoked {out['revoked']}")
@@ -38,19 +40,12 @@ def token_revoke(token_id: str, as_json: bool = JsonOpt) -> None:
 @app.command("rotate-admin")
 def token_rotate_admin(as_json: bool = JsonOpt) -> None:
     """Replace the generated admin token (printed once); a running server switches within seconds."""
-    import secrets as _secrets
-
-    from hookbay.store import hash_secret
-
     if get_settings().admin_token:
         typer.echo("error: the admin token comes from HOOKBAY_ADMIN_TOKEN; change it there", err=True)
         raise typer.Exit(2)
-    tok = "hba_" + _secrets.token_urlsafe(32)
 
     async def go(store: Store, s: Settings) -> dict[str, str]:
-        await store.set_meta("admin_token_hash", hash_secret(tok))
-        await store.record_audit(audit_entry("token.rotate_admin", ["admin token: [changed]"]))
-        return {"admin_token": tok}
+        return {"admin_token": await token_ops.rotate_admin_token(store, Principal.cli())}
 
     run_and_print(go, as_json, lambda out: f"new admin token (shown once, store it now): {out['admin_token']}")
 
@@ -61,11 +56,8 @@ def token_create(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create an API token (printed once)."""
-    from hookbay.ops.access import Principal
-    from hookbay.ops.tokens import create_token
-
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return (await create_token(store, Principal.cli(), name, client)).model_dump()
+        return (await token_ops.create_token(store, Principal.cli(), name, client)).model_dump()
 
     run_and_print(go, as_json, lambda out: f"{out['id']}  token (shown once): {out['token']}")
 

@@ -58,6 +58,15 @@ async def retry_delivery(store: Store, p: Principal, delivery_id: str) -> dict[s
     return delivery_out(await store.get_delivery(delivery_id, client))
 
 
+async def retry_deliveries(store: Store, p: Principal, delivery_ids: list[str]) -> list[str]:
+    """Queue these deliveries again (those still queued or running are left as they are); an unknown
+    id is an error, not "queued 0"."""
+    client = scope_client(p, None)
+    for d in delivery_ids:
+        await store.get_delivery(d, client)
+    return await store.retry_deliveries(DeliveryFilter(client_id=client), ids=list(delivery_ids))
+
+
 async def retry_dead_letters(store: Store, p: Principal, *, source: str | None = None,
                              action_type: str | None = None, error: str | None = None, since: str | None = None,
                              until: str | None = None, all: bool = False,

@@ -258,6 +258,12 @@ def test_actions_from_file_and_deliveries_commands(cli_env: dict[str, str], tmp_
             time.sleep(0.2)
         assert [r.path for r in rcv.received] == ["/in", "/in"]
         assert "succeeded" in hb(cli_env, "deliveries", "list", "--source", "A").stdout
+        again = orjson.loads(hb(cli_env, "deliveries", "retry", d["id"], "--json").stdout)  # by id: any finished state
+        assert again == {"count": 1, "ids": [d["id"]]}
+        deadline = time.monotonic() + 15
+        while len(rcv.received) < 3:
+            assert time.monotonic() < deadline, "the retried delivery was not sent again"
+            time.sleep(0.2)
     finally:
         server.terminate()
         server.wait(timeout=20)

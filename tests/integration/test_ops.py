@@ -182,3 +182,36 @@ async def test_a_source_change_reaches_the_given_cache_at_once(store: Store, set
     assert out.token not in cache.by_token
     latest = (await store.list_audit())[0]
     assert (latest["action"], orjson.loads(latest["changes"])) == ("source.delete", ['name: "web"'])
+
+
+async def test_a_declared_plan_stays_within_the_client_and_refuses_silent_weakening(store: Store,
+                                                                                   settings: Settings) -> None:
+    from hookbay.ops.apply import apply_plan, plan_sources
+
+    signed = SourceConfig.model_validate({"signature": {"scheme": "github"}})
+    await source_ops.create_source(store, None, BASE, ADMIN, SourceCreate(name="gh", client_id="acme", config=signed),
+                                   settings=settings)
+    await source_ops.create_source(store, None, BASE, ADMIN, SourceCreate(name="old", client_id="acme"),
+                                   settings=settings)
+    theirs = await source_ops.create_source(store, None, BASE, ADMIN, SourceCreate(name="old", client_id="beta"),
+                                            settings=settings)
+    with pytest.raises(NotFound):
+        await plan_sources(store, ACME, [SourceCreate(name="x", client_id="beta")])
+
+    forgets_signature = [SourceCreate(name="gh", client_id="acme"), SourceCreate(name="new", client_id="acme")]
+    steps = await plan_sources(store, ACME, forgets_signature, prune=True)
+    assert [(st.action, st.name, bool(st.refused)) for st in steps] == [
+        ("change", "gh", True), ("create", "new", False), ("delete", "old", False)]
+    with pytest.raises(ValueError):
+        await apply_plan(store, None, BASE, ACME, steps)
+    assert (await source_ops.get_source(store, BASE, ADMIN, "gh", "acme")).config.signature is not None
+
+    names_it = [SourceCreate.model_validate({"name": "gh", "client_id": "acme", "config": {"signature": None}}),
+                SourceCreate(name="new", client_id="acme")]
+    steps = await plan_sources(store, ACME, names_it, prune=True)
+    assert [st.weakens for st in steps if st.name == "gh"] == [["signature: signature check removed"]]
+    results = await apply_plan(store, None, BASE, ACME, steps)
+    assert [r["action"] for r in results] == ["updated", "created", "deleted"]
+    assert sorted(s.name for s in await source_ops.list_sources(store, BASE, ACME)) == ["gh", "new"]
+    assert (await source_ops.get_source(store, BASE, ADMIN, theirs.id)).name == "old"
+    assert [st.action for st in await plan_sources(store, ACME, names_it, prune=True)] == ["unchanged", "unchanged"]
