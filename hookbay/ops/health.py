@@ -11,7 +11,7 @@ sending before senders see errors. It looks at, in order:
 
 Worker state lives in the ``meta`` table (key ``worker_health``), not in memory, because the
 worker may run in another process (or another host on PostgreSQL) than the ``serve`` answering
-``/readyz``; the worker calls :func:`record_batch` after each batch, which writes at most once per
+``/readyz``; the worker calls :func:`hookbay.store.health.record_batch` after each batch, which writes at most once per
 ``OK_WRITE_EVERY_S`` while healthy and once per ``FAIL_WRITE_EVERY_S`` while failing.
 
 Each check is evaluated at most once per ``CACHE_S`` per process; concurrent probes share one
@@ -25,20 +25,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-import sqlalchemy as sa
-
 from hookbay.errors import StorageUnavailable
 from hookbay.ids import now_us
-from hookbay.store import Store, schema
+from hookbay.store import Store
+from hookbay.store.health import probe_write, queue_state
 
 CACHE_S = 1.0
 PROBE_TIMEOUT_S = 2.0
 WORKER_FAILING_S = 60.0
-OK_WRITE_EVERY_S = 5.0
-FAIL_WRITE_EVERY_S = 1.0
-WORKER_KEY = "worker_health"
-PROBE_KEY = "ready_probe"
 
 
 @dataclass
@@ -50,55 +44,6 @@ class NotReady:
     def body(self) -> dict[str, Any]:
         return {"error": {"code": "not_ready", "message": self.message, "detail": {"reason": self.reason,
                                                                                     **self.detail}}}
-
-
-# --- the worker's side ---------------------------------------------------------------------------
-
-
-@dataclass
-class _BatchState:
-    last_write: float = 0.0
-    failing: bool = False
-
-
-_state: dict[int, _BatchState] = {}
-
-
-async def record_batch(store: Store, ok: bool, *, at_us: int | None = None) -> None:
-    """Call after each worker batch. A healthy worker writes a heartbeat every few seconds; a failing
-    one writes when it starts failing and then about once a second. Never raises: health
-    bookkeeping must not break the worker (a failing database shows in the writer checks)."""
-    st = _state.setdefault(id(store), _BatchState())
-    mono = time.monotonic()
-    changed = st.failing == ok
-    st.failing = not ok
-    every = OK_WRITE_EVERY_S if ok else FAIL_WRITE_EVERY_S
-    if not changed and mono - st.last_write < every and at_us is None:
-        return
-    st.last_write = mono
-    now = now_us() if at_us is None else at_us
-
-    def w(conn: sa.Connection) -> None:
-        m = schema.meta
-        raw = conn.execute(sa.select(m.c.value).where(m.c.key == WORKER_KEY)).scalar()
-        cur = orjson.loads(raw) if raw else {}
-        if ok:
-            new = {"ok": now, "fail": cur.get("fail", 0), "since": 0}
-        else:
-            new = {"ok": cur.get("ok", 0), "fail": now, "since": cur.get("since") or now}
-        val = orjson.dumps(new).decode()
-        if raw is None:
-            conn.execute(m.insert().values(key=WORKER_KEY, value=val))
-        else:
-            conn.execute(m.update().where(m.c.key == WORKER_KEY).values(value=val))
-
-    try:
-        await store.write(w, durable=False)
-    except Exception:
-        st.last_write = 0.0
-
-
-# --- the readiness check ---------------------------------------------------------------------------
 
 
 class Readiness:
@@ -135,7 +80,7 @@ class Readiness:
         if stats.last_ok and time.monotonic() - stats.last_at < CACHE_S:
             return None
         try:
-            await asyncio.wait_for(self.store.write(_probe), PROBE_TIMEOUT_S)
+            await asyncio.wait_for(self.store.write(probe_write), PROBE_TIMEOUT_S)
         except TimeoutError:
             return NotReady("write_timeout", "Storage did not commit a write in time",
                             {"timeout_s": PROBE_TIMEOUT_S})
@@ -147,7 +92,7 @@ class Readiness:
     async def _queue(self) -> NotReady | None:
         now = now_us()
         try:
-            oldest, worker = await asyncio.wait_for(self.store.read(_queue_state(now)), PROBE_TIMEOUT_S)
+            oldest, worker = await asyncio.wait_for(self.store.read(queue_state(now)), PROBE_TIMEOUT_S)
         except Exception as e:
             return NotReady("read_failed", "Storage is not answering reads", {"error": type(e).__name__})
         if self.max_lag_s > 0 and oldest is not None:
@@ -160,28 +105,3 @@ class Readiness:
             return NotReady("worker_failing", "Every worker batch has failed for a minute",
                             {"failing_seconds": round((now - since) / 1e6, 1)})
         return None
-
-
-def _probe(conn: sa.Connection) -> None:
-    """Rewrite one ``meta`` row (through the writer, so it waits behind and fails like ingest). On
-    PostgreSQL first take the lock an INSERT into ``requests`` and ``jobs`` takes: another
-    session's lock on those tables blocks ingest while other tables still take writes."""
-    m = schema.meta
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("LOCK TABLE requests, jobs IN ROW EXCLUSIVE MODE")
-    val = str(now_us())
-    if conn.execute(m.update().where(m.c.key == PROBE_KEY).values(value=val)).rowcount == 0:
-        conn.execute(m.insert().values(key=PROBE_KEY, value=val))
-
-
-def _queue_state(now: int) -> Any:
-    def q(conn: sa.Connection) -> tuple[int | None, dict[str, Any]]:
-        """The oldest due pending job (an index range scan on ``ix_jobs_claim``: a job waiting out
-        a retry back-off is not lag until it is due), and the worker's health row."""
-        j = schema.jobs
-        oldest = conn.execute(sa.select(sa.func.min(j.c.run_after))
-                              .where(j.c.state == "pending", j.c.run_after <= now)).scalar()
-        raw = conn.execute(sa.select(schema.meta.c.value).where(schema.meta.c.key == WORKER_KEY)).scalar()
-        return (int(oldest) if oldest is not None else None), (orjson.loads(raw) if raw else {})
-
-    return q

@@ -24,11 +24,10 @@ from hookbay.actions.planner import plan
 from hookbay.errors import HookbayError, StorageUnavailable
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
-from hookbay.ops import health
 from hookbay.parsers import contact, generic, mapping
 from hookbay.parsers.formats import load_tree
 from hookbay.settings import Settings
-from hookbay.store import ClaimedJob, Store, wait_for_wakeup
+from hookbay.store import ClaimedJob, Store, health, wait_for_wakeup
 from hookbay.store.errors import describe
 from hookbay.store.sources import ActiveSource, SourceCache
 

@@ -13,8 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hookbay.ids import now_us
-from hookbay.ops import health
-from hookbay.store import open_store
+from hookbay.store import health, open_store
 
 
 @contextlib.contextmanager
