@@ -18,7 +18,7 @@ import typer
 from hookbay.audit import AuditEntry, cli_actor
 from hookbay.errors import BadRequest, HookbayError
 from hookbay.settings import PUBLIC_URL_META, Settings, get_settings
-from hookbay.store import Store, open_store
+from hookbay.store import Store, diagnostics, open_store
 from hookbay.views import parse_time
 
 T = TypeVar("T")
@@ -94,7 +94,7 @@ def open_existing(settings: Settings) -> Store:
     store = open_store(settings)
     try:
         with store.read_engine.connect() as conn:
-            has_schema = sa.inspect(conn).has_table("alembic_version")
+            has_schema = diagnostics.has_schema(conn)
     except BaseException:
         store.read_engine.dispose()
         store.write_engine.dispose()

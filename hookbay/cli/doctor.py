@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from hookbay.cli.common import JsonOpt, show
 from hookbay.cli.errors import describe_error
 from hookbay.settings import Settings, unknown_settings
+from hookbay.store import diagnostics
 
 FAIL_FREE_BYTES = 100 * 1024 * 1024  # SQLite and its WAL stop taking writes long before the disk is full
 WARN_FREE_BYTES = 1024 * 1024 * 1024
@@ -109,7 +110,7 @@ def _database(settings: Settings) -> Iterator[Check]:
     engine = sa.create_engine(raw, poolclass=sa.pool.NullPool, connect_args=args)
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            diagnostics.ping(conn)
             yield Check("ok", "database", f"{where} is reachable")
             current = MigrationContext.configure(conn).get_current_revision()
             cfg = Config()
@@ -143,14 +144,14 @@ def _database(settings: Settings) -> Iterator[Check]:
 
 def _clock(conn: sa.Connection, sqlite: bool) -> Check:
     if sqlite:  # one machine, one clock: check it did not go back behind what it already stored
-        newest = conn.execute(sa.text("SELECT max(received_at) FROM requests")).scalar()
-        ahead = (int(newest) / 1e6 - time.time()) if newest else 0.0
+        newest = diagnostics.newest_received_at(conn)
+        ahead = (newest / 1e6 - time.time()) if newest else 0.0
         if ahead > FAIL_SKEW_S:
             return Check("warn", "clock", f"this machine's clock is {ahead:.0f} s behind the newest stored request: "
                                           "set the clock right (NTP)")
         return Check("ok", "clock", "SQLite uses this machine's clock")
     t0 = time.time()
-    db_now = float(conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar() or 0)
+    db_now = diagnostics.server_clock(conn)
     t1 = time.time()
     skew = db_now - (t0 + t1) / 2
     text = f"this machine's clock differs from the database server's by {skew:+.1f} s"

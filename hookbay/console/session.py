@@ -22,11 +22,10 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-
 from hookbay.errors import EncryptionKeyMissing
 from hookbay.netaddr import in_networks, parse_networks
-from hookbay.store import Store, schema
+from hookbay.store import Store
+from hookbay.store.sessions import revoke_session
 
 SESSION_COOKIE = "hookbay_session"
 LOGIN_COOKIE = "hookbay_login"
@@ -112,14 +111,7 @@ class Sessions:
         have expired anyway; expired ones are dropped at each logout."""
         key, now = _revoked_key(session.cookie), int(time.time())
 
-        def w(conn: sa.Connection) -> None:
-            m = schema.meta
-            conn.execute(m.delete().where(m.c.key.like(REVOKED_PREFIX + "%"),
-                                          sa.cast(m.c.value, sa.BigInteger) < now))
-            if conn.execute(sa.select(m.c.key).where(m.c.key == key)).first() is None:
-                conn.execute(m.insert().values(key=key, value=str(session.expires)))
-
-        await self.store.write(w)
+        await self.store.write(revoke_session(key, session.expires, REVOKED_PREFIX, now))
 
     async def csrf_token(self, session: Session) -> str:
         return self._mac(await self.secret(), "csrf", session.cookie)
