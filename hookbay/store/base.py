@@ -816,19 +816,6 @@ class Store(DeliveriesMixin):
 
         return await self.write(erase)
 
-    async def list_erasures(self, client_id: str | None = None) -> list[dict[str, Any]]:
-        E = schema.erasures
-
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
-            stmt = sa.select(E).order_by(E.c.erased_at.desc())
-            if client_id is not None:
-                stmt = stmt.where(E.c.client_id == client_id)
-            return [dict(r) for r in conn.execute(stmt).mappings()]
-
-        return await self.read(q)
-
-    # --- retention ------------------------------------------------------------------------
-
     async def purge_bodies(self, retention: dict[str, int], *, now_us_: int | None = None,
                            dry_run: bool = False) -> dict[str, int]:
         """Drop raw bodies older than each source's retention (days). Requests still waiting to be
