@@ -181,3 +181,26 @@ def test_two_web_machines_and_a_worker_behind_nginx(pg_ok: None, tmp_path: Path)
         for p in procs:
             stop(p)
         drop_pg_database(name)
+
+
+def test_processes_serve_https_too(pg_ok: None, tmp_path: Path) -> None:
+    """`--processes 2 --tls-cert --tls-key`: every ingest process answers HTTPS on the shared port."""
+    from tests.conftest import drop_pg_database, make_pg_database
+
+    name, pg = make_pg_database()
+    cert, key = self_signed(tmp_path / "tls")
+    port = free_port()
+    trust = ssl.create_default_context(cafile=cert)
+    base = f"https://127.0.0.1:{port}"
+    proc = start_serve(server_env(pg, tmp_path, port), tmp_path / "serve.log", "--processes", "2",
+                       "--tls-cert", str(cert), "--tls-key", str(key), health=f"{base}/healthz", verify=trust)
+    try:
+        url = _source(base, trust)["ingest_url"]
+        for n in range(30):  # a new connection each time: both processes take some
+            r = httpx.post(url, json={"n": n}, verify=trust, timeout=10, headers={"Connection": "close"})
+            assert r.status_code == 200, r.text
+        log = (tmp_path / "serve.log").read_text()
+        assert log.count('"ingest_process_started"') == 2
+    finally:
+        assert stop(proc) == 0
+        drop_pg_database(name)
