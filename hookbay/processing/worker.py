@@ -24,7 +24,7 @@ from hookbay.errors import HookbayError, StorageUnavailable
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
 from hookbay.ops import health
-from hookbay.parsers import contact, generic, mapping
+from hookbay.parsers import contact, generic, mapping, outputs
 from hookbay.parsers.formats import load_tree
 from hookbay.processing.deliverer import plan
 from hookbay.settings import Settings
@@ -77,7 +77,10 @@ def parse_body(body: bytes, content_type: str | None, src: ActiveSource | None) 
     elif cfg.parser == "mapping" and src is not None and src.mapping is not None:
         m = src.mapping
         out["parser_version"] = f"mapping-v{m.version}"
-        mapped = mapping.parse(docs, m)
+        if m.outputs is not None:
+            mapped = outputs.parse(docs, m.outputs, default_region=cfg.default_region)
+        else:
+            mapped = mapping.parse(docs, m)
         if m.target == "contact":
             result = contact.parse(mapped.records, default_region=cfg.default_region)
             result.errors[:0] = mapped.errors

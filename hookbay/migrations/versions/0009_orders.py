@@ -1,0 +1,69 @@
+"""orders, order lines, profile purchase facts
+
+Revision ID: 0009
+Revises: 0007
+Create Date: 2026-11-29
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0009'
+down_revision = '0007'  # re-chain to '0008' when merging after the branch that adds it
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('orders',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('client_id', sa.String(length=100), nullable=False),
+    sa.Column('source_id', sa.String(length=40), nullable=False),
+    sa.Column('external_id', sa.String(length=200), nullable=False),
+    sa.Column('profile_id', sa.String(length=40), nullable=True),
+    sa.Column('status', sa.String(length=40), nullable=True),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('total_minor', sa.BigInteger(), nullable=False),
+    sa.Column('subtotal_minor', sa.BigInteger(), nullable=True),
+    sa.Column('tax_minor', sa.BigInteger(), nullable=True),
+    sa.Column('shipping_minor', sa.BigInteger(), nullable=True),
+    sa.Column('discount_minor', sa.BigInteger(), nullable=True),
+    sa.Column('placed_at', sa.BigInteger(), nullable=False),
+    sa.Column('event_at', sa.BigInteger(), nullable=False),
+    sa.Column('request_id', sa.String(length=40), nullable=False),
+    sa.Column('created_at', sa.BigInteger(), nullable=False),
+    sa.Column('updated_at', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_orders')),
+    sa.UniqueConstraint('source_id', 'external_id', name=op.f('uq_orders_source_id_external_id'))
+    )
+    with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.create_index('ix_orders_client_placed', ['client_id', 'placed_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_orders_profile_id'), ['profile_id'], unique=False)
+    op.create_table('order_lines',
+    sa.Column('order_id', sa.String(length=40), nullable=False),
+    sa.Column('idx', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('sku', sa.String(length=500), nullable=True),
+    sa.Column('name', sa.Text(), nullable=True),
+    sa.Column('quantity', sa.BigInteger(), nullable=False),
+    sa.Column('unit_price_minor', sa.BigInteger(), nullable=True),
+    sa.Column('total_minor', sa.BigInteger(), nullable=True),
+    sa.PrimaryKeyConstraint('order_id', 'idx', name=op.f('pk_order_lines'))
+    )
+    op.create_table('profile_purchases',
+    sa.Column('profile_id', sa.String(length=40), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('client_id', sa.String(length=100), nullable=False),
+    sa.Column('order_count', sa.Integer(), nullable=False),
+    sa.Column('total_minor', sa.BigInteger(), nullable=False),
+    sa.Column('first_order_at', sa.BigInteger(), nullable=False),
+    sa.Column('last_order_at', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('profile_id', 'currency', name=op.f('pk_profile_purchases'))
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('profile_purchases')
+    op.drop_table('order_lines')
+    with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_orders_profile_id'))
+        batch_op.drop_index('ix_orders_client_placed')
+    op.drop_table('orders')
