@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hookbay.api.alerts import add_alert_routes
 from hookbay.api.deliveries import add_delivery_routes
+from hookbay.api.orders import OrderOut, add_order_routes
 from hookbay.audit import Actor, AuditEntry, entry_view, source_summary
 from hookbay.changes import merge_patch, weakenings
 from hookbay.containment import check_config
@@ -95,6 +96,9 @@ class ProfileOut(BaseModel):
     request_ids: list[str]
     merged_from: list[str] = Field(default_factory=list, description="Ids of profiles merged into this one; "
                                    "looking any of them up answers this profile")
+    purchases: dict[str, Any] = Field(default_factory=dict, description=(
+        "Purchase facts: order_count, totals per currency (minor units and text), first and last order time"))
+    recent_orders: list[OrderOut] = Field(default_factory=list, description="The ten most recent orders")
     created_at: str | None
     updated_at: str | None
 
@@ -107,6 +111,7 @@ class ErasureOut(BaseModel):
     consent_events_deleted: int
     keys_deleted: int
     merged_ids_forgotten: int = 0
+    orders_deleted: int = 0
 
 
 class ReplayIn(BaseModel):
@@ -490,6 +495,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
     add_delivery_routes(app, store, Auth, scope_client, ERRORS)
     add_alert_routes(app, store, Auth, scope_client, ERRORS)
+    add_order_routes(app, store, Auth, scope_client, ERRORS)
 
     @app.get("/api/v1/tokens", response_model=list[TokenOut], responses=ERRORS, tags=["tokens"])
     async def list_tokens(p: Auth) -> list[TokenOut]:

@@ -1209,6 +1209,7 @@ def audit_cmd(
 
 
 import hookbay.cli.alerts  # noqa: E402, F401  (registers `alerts`)
+import hookbay.cli.orders  # noqa: E402, F401  (registers `orders`)
 import hookbay.cli.relay  # noqa: E402, F401  (registers `agent`, `source relay-token`, `source relay-status`)
 
 

@@ -7,13 +7,16 @@ The rules (money, times, which event is newer, which statuses count) are :mod:`h
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from hookbay.ids import ulid
 from hookbay.orders import NOT_PURCHASED, Version
 from hookbay.store import bulk, schema
+
+if TYPE_CHECKING:
+    from hookbay.store.base import Store
 
 ORD, OL, PP = schema.orders, schema.order_lines, schema.profile_purchases
 
@@ -161,3 +164,24 @@ def list_orders(conn: sa.Connection, *, client_id: str | None, profile_id: str |
         for o in rows:
             o["lines"] = sorted(lines.get(o["id"], []), key=lambda ln: ln["idx"])
     return rows
+
+
+class OrderStore:
+    """The async reads of orders for the API, the CLI and the console."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def list(self, client_id: str | None, *, profile_id: str | None = None, source_id: str | None = None,
+                   since_us: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """A merged-away profile id lists its survivor's orders, as a profile lookup answers the survivor."""
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            pid = None
+            if profile_id is not None:
+                from hookbay.store.profiles import resolve_profile_id
+
+                pid = resolve_profile_id(conn, profile_id)
+            return list_orders(conn, client_id=client_id, profile_id=pid, source_id=source_id, since_us=since_us,
+                               limit=limit)
+
+        return await self.store.read(q)
