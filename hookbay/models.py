@@ -39,8 +39,19 @@ class _ActionBase(BaseModel):
     name: str | None = Field(default=None, max_length=100, description="Shown in deliveries; default '<type>-<n>'")
     when: str | None = Field(default=None, description=(
         "Condition over the record, e.g. 'EmailPermission == true and ProviderType == 3'; absent = always"))
+    on: Literal["contact", "record", "order"] | None = Field(default=None, description=(
+        "Which records the action runs on: contact, record (free records) or order; absent = contacts "
+        "and records, not orders"))
     retry_schedule: list[float] | None = Field(default=None, min_length=1, max_length=50, description=(
         "Seconds before each retry (full jitter); default HOOKBAY_DELIVERY_SCHEDULE, about a day in total"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``on:`` key as the boolean true; take it as the ``on`` it was."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
 
     @field_validator("when")
     @classmethod
@@ -72,8 +83,13 @@ class EmailAction(_ActionBase):
     subject: str
     text: str
     html: str | None = None
-    marketing: bool = Field(default=True, description=(
-        "Marketing mail is not sent when the profile's current email consent is opt-out at send time"))
+    marketing: bool | None = Field(default=None, description=(
+        "Marketing mail is not sent when the profile's current email consent is opt-out at send time; "
+        "default true, but false for `on: order` (a receipt is transactional mail)"))
+
+    @property
+    def is_marketing(self) -> bool:
+        return self.marketing if self.marketing is not None else self.on != "order"
 
     @model_validator(mode="after")
     def _templates_compile(self) -> EmailAction:

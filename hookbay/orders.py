@@ -248,3 +248,21 @@ def facts_view(facts: dict[str, Any]) -> dict[str, Any]:
     return {"order_count": facts["order_count"],
             "totals": [{**t, "total": format_minor(t["total_minor"], t["currency"])} for t in facts["totals"]],
             "first_order_at": iso(facts["first_order_at"]), "last_order_at": iso(facts["last_order_at"])}
+
+
+def order_template(o: dict[str, Any]) -> dict[str, Any]:
+    """A stored order record as an email template sees it: amounts as decimal text (``total``) and
+    minor units (``total_minor``), times as ISO 8601, each line likewise."""
+    from hookbay.views import iso
+
+    cur = o["currency"]
+    out: dict[str, Any] = {"id": o["id"], "status": o.get("status"), "currency": cur,
+                           "placed_at": iso(o.get("placed_at")), "updated_at": iso(o.get("updated_at"))}
+    for name in MONEY_FIELDS:
+        out[f"{name}_minor"] = o.get(f"{name}_minor")
+        out[name] = format_minor(o.get(f"{name}_minor"), cur)
+    out["lines"] = [{"sku": ln.get("sku"), "name": ln.get("name"), "quantity": ln.get("quantity"),
+                     "unit_price_minor": ln.get("unit_price_minor"), "total_minor": ln.get("total_minor"),
+                     "unit_price": format_minor(ln.get("unit_price_minor"), cur),
+                     "total": format_minor(ln.get("total_minor"), cur)} for ln in o.get("lines", [])]
+    return out

@@ -78,13 +78,24 @@ def plan(records: list[dict[str, Any]], src: ActiveSource | None, settings: Sett
     out = []
     for ri, rec in enumerate(records):
         view = condition_view(rec)
+        kind = record_kind(rec)
         for ai, action in enumerate(src.config.actions):
+            if kind not in (("contact", "record") if action.on is None else (action.on,)):
+                continue
             if action.when is not None and not _condition(action.when).evaluate(view):
                 continue
-            out.append({"record_idx": ri, "action_idx": ai, "action_type": action.type,
-                        "action_name": action.name or f"{action.type}-{ai + 1}",
-                        "destination": destination(action, settings)[:300]})
+            name = action.name or f"{action.type}-{ai + 1}"
+            d = {"record_idx": ri, "action_idx": ai, "action_type": action.type, "action_name": name,
+                 "destination": destination(action, settings)[:300]}
+            if kind == "order":
+                # one delivery per order and action, however many events the order has
+                d["once_key"] = f"order:{rec['order']['id']}|{name}"[:300]
+            out.append(d)
     return out
+
+
+def record_kind(rec: dict[str, Any]) -> str:
+    return "order" if "order" in rec else "contact" if "contact" in rec else "record"
 
 
 def _consent(ctx: dict[str, Any]) -> dict[str, bool | None]:
@@ -377,9 +388,16 @@ class Deliverer:
     def _template_context(self, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> dict[str, Any]:
         record = ctx["record"]
         profile = ctx.get("profile") or {}
-        return {"record": record, "contact": condition_view(record), "profile": profile.get("fields", {}),
-                "consent": _consent(ctx), "request_id": c.request_id,
-                "source": {"id": src.id, "name": src.name, "client_id": src.client_id}}
+        out = {"record": record, "contact": condition_view(record), "profile": profile.get("fields", {}),
+               "consent": _consent(ctx), "request_id": c.request_id,
+               "source": {"id": src.id, "name": src.name, "client_id": src.client_id}}
+        if "order" in record:
+            from hookbay.orders import order_template
+
+            out["order"] = order_template(record["order"])
+            out["lines"] = out["order"]["lines"]
+            out["contact"] = profile.get("fields", {})
+        return out
 
     async def _email(self, action: EmailAction, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> Outcome:
         from hookbay.actions.email import SmtpSettings, TemplateError, render_email, send_email
@@ -388,7 +406,7 @@ class Deliverer:
         if not s.smtp_host:
             raise Permanent("email action: HOOKBAY_SMTP_HOST is not configured")
         consent = _consent(ctx)
-        if action.marketing and consent.get("email") is False:
+        if action.is_marketing and consent.get("email") is False:
             return Outcome(skipped=True, excerpt="not sent: the profile's email consent is opt-out")
         context = self._template_context(src, c, ctx)
         try:

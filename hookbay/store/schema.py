@@ -228,7 +228,9 @@ deliveries = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("once_key", sa.String(300), nullable=True),
     sa.UniqueConstraint("request_id", "record_idx", "action_idx"),
+    sa.Index("uq_deliveries_once", "source_id", "once_key", unique=True),
     sa.Index("ix_deliveries_claim", "state", "run_after"),
     sa.Index("ix_deliveries_source_created", "source_id", "created_at"),
 )

@@ -1,4 +1,4 @@
-"""orders, order lines, profile purchase facts
+"""orders, order lines, profile purchase facts, once-per-order deliveries
 
 Revision ID: 0009
 Revises: 0007
@@ -48,6 +48,9 @@ def upgrade() -> None:
     sa.Column('total_minor', sa.BigInteger(), nullable=True),
     sa.PrimaryKeyConstraint('order_id', 'idx', name=op.f('pk_order_lines'))
     )
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('once_key', sa.String(length=300), nullable=True))
+        batch_op.create_index('uq_deliveries_once', ['source_id', 'once_key'], unique=True)
     op.create_table('profile_purchases',
     sa.Column('profile_id', sa.String(length=40), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
@@ -62,6 +65,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('profile_purchases')
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.drop_index('uq_deliveries_once')
+        batch_op.drop_column('once_key')
     op.drop_table('order_lines')
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_orders_profile_id'))
