@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hookbay.api.alerts import add_alert_routes
 from hookbay.api.deliveries import add_delivery_routes
 from hookbay.api.orders import OrderOut, add_order_routes
+from hookbay.api.providers import add_provider_routes
 from hookbay.audit import Actor, AuditEntry, entry_view, source_summary
 from hookbay.changes import merge_patch, weakenings
 from hookbay.containment import check_config
@@ -496,6 +497,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
     add_delivery_routes(app, store, Auth, scope_client, ERRORS)
     add_alert_routes(app, store, Auth, scope_client, ERRORS)
     add_order_routes(app, store, Auth, scope_client, ERRORS)
+    add_provider_routes(app, store, Auth, ERRORS, settings)
 
     @app.get("/api/v1/tokens", response_model=list[TokenOut], responses=ERRORS, tags=["tokens"])
     async def list_tokens(p: Auth) -> list[TokenOut]:

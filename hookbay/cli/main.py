@@ -1210,6 +1210,7 @@ def audit_cmd(
 
 import hookbay.cli.alerts  # noqa: E402, F401  (registers `alerts`)
 import hookbay.cli.orders  # noqa: E402, F401  (registers `orders`)
+import hookbay.cli.providers  # noqa: E402, F401  (registers `providers`)
 import hookbay.cli.relay  # noqa: E402, F401  (registers `agent`, `source relay-token`, `source relay-status`)
 
 

@@ -298,7 +298,7 @@ class Deliverer:
         t0 = time.perf_counter()
         src = await self.cache.get_by_id(c.source_id)
         action: Action | None = None
-        if src is not None and c.action_idx < len(src.config.actions):
+        if src is not None and 0 <= c.action_idx < len(src.config.actions):
             action = src.config.actions[c.action_idx]
         policy = self.default_policy
         if action is not None and action.retry_schedule:
@@ -307,11 +307,14 @@ class Deliverer:
         error: BaseException | None = None
         out = Outcome()
         try:
-            if src is None or action is None or action.type != c.action_type:
-                raise Permanent("the source or its action was removed or changed since this delivery was planned")
             if ctx.get("record") is None:
                 raise Permanent("the record is gone (erased or replaced)")
-            out = await self._execute(action, src, c, ctx)
+            if src is not None and c.action_idx < 0:
+                out = await self._provider(src, c, ctx)
+            elif src is None or action is None or action.type != c.action_type:
+                raise Permanent("the source or its action was removed or changed since this delivery was planned")
+            else:
+                out = await self._execute(action, src, c, ctx)
             status = out.status
         except Permanent as e:
             error = e
@@ -425,6 +428,46 @@ class Deliverer:
         except ValueError as e:
             raise Permanent(f"email action: {e}") from None
         return Outcome(None, f"{to}: {response}"[:EXCERPT])
+
+    async def _provider(self, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> Outcome:
+        """A push chosen by the contact's ProviderType, through its client's connection."""
+        from hookbay.providers import PROVIDER_TYPES
+        from hookbay.store.providers import ProviderStore
+
+        name = PROVIDER_TYPES.get(-c.action_idx)
+        conn = await ProviderStore(self.store).get(c.client_id, name) if name else None
+        if name is None or conn is None:
+            raise Permanent(f"provider push: client {c.client_id} has no {name or 'such'} connection any more")
+        if name == "mailchimp":
+            return await self._mailchimp(MailchimpAction(type="mailchimp", api_key_env=conn["key_env"]), src, ctx)
+        return await self._acoustic(conn, src, ctx)
+
+    async def _acoustic(self, conn: dict[str, Any], src: ActiveSource, ctx: dict[str, Any]) -> Outcome:
+        from hookbay.actions.acoustic import AcousticClient, AcousticError, Credentials, base_url_for_pod
+        from hookbay.containment import secret_env_allowed
+
+        if not secret_env_allowed(conn["key_env"], self.settings):
+            raise Permanent(f"acoustic push: {conn['key_env']} is not a provider key variable; not sent")
+        try:
+            creds = Credentials.parse(os.environ.get(conn["key_env"], ""))
+            base = self.settings.acoustic_base_url or base_url_for_pod(conn["pod"] or "")
+        except ValueError as e:
+            raise Permanent(f"acoustic push: {e} ({conn['key_env']})") from None
+        await check_destination(base, allow_private=src.config.allow_private_destinations)
+        contact = dict(ctx["record"].get("contact") or {})
+        profile_fields = (ctx.get("profile") or {}).get("fields") or {}
+        merged = {**{k: v for k, v in profile_fields.items() if v not in (None, "", [])},
+                  **{k: v for k, v in contact.items() if v not in (None, "", [])}}
+        client = AcousticClient(self.http, creds, base)
+        lines = []
+        for list_id in [str(x) for x in contact.get("list_ids") or []]:
+            try:
+                lines.append(await client.push(list_id, merged, _consent(ctx).get("email")))
+            except AcousticError as e:
+                if e.permanent:
+                    raise Permanent(f"acoustic push: {e}") from None
+                raise
+        return Outcome(200, "; ".join(lines)[:EXCERPT])
 
     async def _mailchimp(self, action: MailchimpAction, src: ActiveSource, ctx: dict[str, Any]) -> Outcome:
         from hookbay.actions.mailchimp import MailchimpClient, contact_to_member

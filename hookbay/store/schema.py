@@ -387,3 +387,15 @@ profile_purchases = sa.Table(
     sa.Column("first_order_at", sa.BigInteger, nullable=False),
     sa.Column("last_order_at", sa.BigInteger, nullable=False),
 )
+
+# A client's connection to a marketing provider (issue #16): the environment variable holding its key.
+provider_connections = sa.Table(
+    "provider_connections",
+    metadata,
+    sa.Column("client_id", sa.String(100), primary_key=True),
+    sa.Column("type", sa.String(32), primary_key=True),
+    sa.Column("key_env", sa.String(200), nullable=False),
+    sa.Column("pod", sa.String(10), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)

@@ -267,6 +267,9 @@ COLLECTION_CASES: dict[tuple[str, str], Callable[[Any, Tenants], None]] = {
 ADMIN_ONLY: dict[tuple[str, str], Any] = {
     ("get", "/api/v1/tokens"): None,
     ("post", "/api/v1/tokens"): {"name": "t", "client_id": "globex"},
+    ("get", "/api/v1/providers"): None,
+    ("put", "/api/v1/providers"): {"client_id": "globex", "type": "mailchimp", "key_env": "HOOKBAY_PROVIDER_X"},
+    ("delete", "/api/v1/providers/{client_id}/{provider}"): None,
 }
 # routes that hold no tenant's data, with the reason; still asked, and their answer must not leak
 NO_TENANT_DATA = {

@@ -1,4 +1,4 @@
-"""orders, order lines, profile purchase facts, once-per-order deliveries
+"""orders, order lines, profile purchase facts, once-per-order deliveries, provider connections
 
 Revision ID: 0009
 Revises: 0007
@@ -51,6 +51,15 @@ def upgrade() -> None:
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('once_key', sa.String(length=300), nullable=True))
         batch_op.create_index('uq_deliveries_once', ['source_id', 'once_key'], unique=True)
+    op.create_table('provider_connections',
+    sa.Column('client_id', sa.String(length=100), nullable=False),
+    sa.Column('type', sa.String(length=32), nullable=False),
+    sa.Column('key_env', sa.String(length=200), nullable=False),
+    sa.Column('pod', sa.String(length=10), nullable=True),
+    sa.Column('created_at', sa.BigInteger(), nullable=False),
+    sa.Column('updated_at', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('client_id', 'type', name=op.f('pk_provider_connections'))
+    )
     op.create_table('profile_purchases',
     sa.Column('profile_id', sa.String(length=40), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
@@ -64,6 +73,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('provider_connections')
     op.drop_table('profile_purchases')
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.drop_index('uq_deliveries_once')
