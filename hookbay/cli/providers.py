@@ -31,7 +31,7 @@ def _valid(data: dict[str, Any]) -> Any:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "connection"
-        raise BadRequest(f"{where}: {first['msg']}") from None
+        raise BadRequest(f"{where}: {str(first['msg']).removeprefix('Value error, ')}") from None
 
 
 async def _put(store: Store, s: Settings, conns: list[Any]) -> list[dict[str, Any]]:
