@@ -560,12 +560,16 @@ async def create_token_row(store: Store, name: str, client_id: str | None,
 
 async def export_profile_data(store: Store, profile_id: str, client_id: str | None) -> dict[str, Any]:
     """Everything held about one customer: the profile, its ledger and the records made for it."""
+    from hookbay.orders import order_view
+    from hookbay.store.orders import OrderStore
     from hookbay.views import record_view
 
     prof = profile_view(await store.get_profile(profile_id, client_id))
     recs = await store.records_for(prof["request_ids"])
+    orders = await OrderStore(store).list(client_id, profile_id=prof["id"], limit=1_000_000)
     return {"profile": prof, "records": [record_view(r) | {"request_id": rid}
-                                         for rid, rs in recs.items() for r in rs]}
+                                         for rid, rs in recs.items() for r in rs],
+            "orders": [order_view(o) for o in orders]}
 
 
 def initial_secret(config: SourceConfig, given: str | None) -> tuple[str | None, bool]:
