@@ -125,6 +125,10 @@ def test_shop_orders_become_orders_of_the_buyer_profile(live: Any, tmp_path: Pat
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "--since" in bad.stderr + bad.stdout
 
+    export = live.client.get(f"/api/v1/profiles/{pid}/export", headers=ADMIN).json()
+    assert sorted(x["external_id"] for x in export["orders"]) == sorted(x["external_id"] for x in
+                                                                       prof["recent_orders"])
+
     # erasure takes the buyer's orders and facts along
     erased = live.client.delete(f"/api/v1/profiles/{pid}", headers=ADMIN).json()
     assert erased["orders_deleted"] == 5
