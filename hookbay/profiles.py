@@ -135,6 +135,16 @@ def profile_view(row: dict[str, Any]) -> dict[str, Any]:
         "keys": row.get("keys", []),
         "request_ids": row.get("request_ids", []),
         "merged_from": row.get("merged_from", []),
+        **_purchases_view(row),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
+
+
+def _purchases_view(row: dict[str, Any]) -> dict[str, Any]:
+    from hookbay.orders import facts_view, order_view
+
+    if "purchases" not in row:
+        return {}
+    return {"purchases": facts_view(row["purchases"]),
+            "recent_orders": [order_view(o) for o in row.get("recent_orders", [])]}

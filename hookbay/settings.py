@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     smtp_from: str = Field(default="hookbay@localhost", description="Envelope and From address")
     smtp_timeout: float = 10.0
     mailchimp_base_url: str = Field(default="", description="Mailchimp API base URL; empty = from the key's datacenter")
+    acoustic_base_url: str = Field(default="", description=(
+        "Acoustic Campaign API base URL for every connection; empty = from the connection's pod"))
     delivery_schedule: str = Field(default="5,30,120,600,1800,3600,10800,21600,43200,86400",
                                    description="Seconds before each delivery retry (full jitter), then dead letter")
     delivery_concurrency: int = Field(default=32, ge=1, description="Deliveries in flight per worker process")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hookbay.actions.conditions import ConditionError, compile_condition
 from hookbay.actions.retry import DeliveryRetryPolicy
@@ -90,8 +90,23 @@ class ActionConfig(BaseModel):
     name: str | None = Field(default=None, max_length=100, description="Shown in deliveries; default '<type>-<n>'")
     when: str | None = Field(default=None, description=(
         "Condition over the record, e.g. 'EmailPermission == true and ProviderType == 3'; absent = always"))
+    on: Literal["contact", "record", "order"] | None = Field(default=None, description=(
+        "Which records the action runs on: contact, record (free records) or order; absent = contacts "
+        "and records, not orders"))
     retry_schedule: list[float] | None = Field(default=None, min_length=1, max_length=50, description=(
         "Seconds before each retry (full jitter); default HOOKBAY_DELIVERY_SCHEDULE, about a day in total"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads an unquoted ``on:`` key as the boolean true; take it as the ``on`` it was."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+    def runs_on(self, kind: str) -> bool:
+        """Whether this action runs on a record of ``kind`` (contact, record or order)."""
+        return kind in (("contact", "record") if self.on is None else (self.on,))
 
     @field_validator("when")
     @classmethod

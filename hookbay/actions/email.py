@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from hookbay.actions.base import EXCERPT, ActionConfig, ActionResult, ActionRun, Permanent
 from hookbay.actions.planner import condition_view
+from hookbay.orders import order_template
 from hookbay.settings import Settings
 
 Security = Literal["none", "starttls", "tls"]
@@ -179,8 +180,13 @@ class EmailAction(ActionConfig):
     subject: str
     text: str
     html: str | None = None
-    marketing: bool = Field(default=True, description=(
-        "Marketing mail is not sent when the profile's current email consent is opt-out at send time"))
+    marketing: bool | None = Field(default=None, description=(
+        "Marketing mail is not sent when the profile's current email consent is opt-out at send time; "
+        "default true, but false for `on: order` (a receipt is transactional mail)"))
+
+    @property
+    def is_marketing(self) -> bool:
+        return self.marketing if self.marketing is not None else self.on != "order"
 
     @model_validator(mode="after")
     def _templates_compile(self) -> EmailAction:
@@ -198,7 +204,7 @@ class EmailAction(ActionConfig):
         if not s.smtp_host:
             raise Permanent("email action: HOOKBAY_SMTP_HOST is not configured")
         consent = run.consent
-        if self.marketing and consent.get("email") is False:
+        if self.is_marketing and consent.get("email") is False:
             return ActionResult(skipped=True, excerpt="not sent: the profile's email consent is opt-out")
         context = template_context(run)
         try:
@@ -218,8 +224,14 @@ class EmailAction(ActionConfig):
 
 def template_context(run: ActionRun) -> dict[str, Any]:
     """What templates see: ``record``, ``contact``, ``profile`` (current values), ``consent``,
-    ``request_id`` and ``source``."""
+    ``request_id`` and ``source``; for an order also ``order`` and ``lines``, and ``contact`` is
+    then the buyer's profile."""
     profile = run.profile or {}
-    return {"record": run.record, "contact": condition_view(run.record), "profile": profile.get("fields", {}),
-            "consent": run.consent, "request_id": run.request_id,
-            "source": {"id": run.source.id, "name": run.source.name, "client_id": run.source.client_id}}
+    out = {"record": run.record, "contact": condition_view(run.record), "profile": profile.get("fields", {}),
+           "consent": run.consent, "request_id": run.request_id,
+           "source": {"id": run.source.id, "name": run.source.name, "client_id": run.source.client_id}}
+    if "order" in run.record:
+        out["order"] = order_template(run.record["order"])
+        out["lines"] = out["order"]["lines"]
+        out["contact"] = profile.get("fields", {})
+    return out

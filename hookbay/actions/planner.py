@@ -40,10 +40,22 @@ def plan(records: list[dict[str, Any]], actions: Sequence[ActionConfig], setting
     out = []
     for ri, rec in enumerate(records):
         view = condition_view(rec)
+        kind = record_kind(rec)
         for ai, action in enumerate(actions):
+            if not action.runs_on(kind):
+                continue
             if action.when is not None and not _condition(action.when).evaluate(view):
                 continue
-            out.append({"record_idx": ri, "action_idx": ai, "action_type": action.type,
-                        "action_name": action.display_name(ai),
-                        "destination": action.destination(settings)[:300]})
+            name = action.display_name(ai)
+            d = {"record_idx": ri, "action_idx": ai, "action_type": action.type, "action_name": name,
+                 "destination": action.destination(settings)[:300]}
+            if kind == "order":
+                # one delivery per order and action, however many events the order has
+                d["once_key"] = f"order:{rec['order']['id']}|{name}"[:300]
+            out.append(d)
     return out
+
+
+def record_kind(rec: dict[str, Any]) -> str:
+    """``order``, ``contact`` or ``record`` (a free record), as an action's ``on`` names them."""
+    return "order" if "order" in rec else "contact" if "contact" in rec else "record"

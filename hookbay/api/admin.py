@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hookbay.api.alerts import add_alert_routes
 from hookbay.api.deliveries import add_delivery_routes
+from hookbay.api.orders import OrderOut, add_order_routes
+from hookbay.api.providers import add_provider_routes
 from hookbay.errors import BadRequest, HookbayError, Unauthorized, error_body
 from hookbay.models import RequestDetail, RequestPage, RotateIn, SourceCreate, SourceOut, SourceReplace
 from hookbay.ops import audit as audit_ops
@@ -55,6 +57,9 @@ class ProfileOut(BaseModel):
     request_ids: list[str]
     merged_from: list[str] = Field(default_factory=list, description="Ids of profiles merged into this one; "
                                    "looking any of them up answers this profile")
+    purchases: dict[str, Any] = Field(default_factory=dict, description=(
+        "Purchase facts: order_count, totals per currency (minor units and text), first and last order time"))
+    recent_orders: list[OrderOut] = Field(default_factory=list, description="The ten most recent orders")
     created_at: str | None
     updated_at: str | None
 
@@ -67,6 +72,7 @@ class ErasureOut(BaseModel):
     consent_events_deleted: int
     keys_deleted: int
     merged_ids_forgotten: int = 0
+    orders_deleted: int = 0
 
 
 class ReplayOut(BaseModel):
@@ -237,6 +243,8 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
     add_delivery_routes(app, store, Auth, ERRORS)
     add_alert_routes(app, store, Auth, scope_client, ERRORS)
+    add_order_routes(app, store, Auth, ERRORS)
+    add_provider_routes(app, store, Auth, ERRORS, settings)
 
     @app.get("/api/v1/tokens", response_model=list[TokenOut], responses=ERRORS, tags=["tokens"])
     async def list_tokens(p: Auth) -> list[TokenOut]:

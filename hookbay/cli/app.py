@@ -25,7 +25,9 @@ from hookbay.cli import (
     deliveries,
     doctor,
     keys,
+    orders,
     profiles,
+    providers,
     relay,
     requests,
     serve,
@@ -44,6 +46,7 @@ app.add_typer(doctor.commands)  # doctor
 app.add_typer(requests.commands)  # replay, purge
 app.add_typer(audit.commands)  # audit
 app.add_typer(relay.commands)  # agent
+app.add_typer(orders.commands)  # orders
 sources.app.add_typer(relay.source_commands)  # source relay-status, source relay-token …
 app.add_typer(sources.app, name="source")
 app.add_typer(tokens.app, name="token")
@@ -52,6 +55,7 @@ app.add_typer(profiles.app, name="profiles")
 app.add_typer(keys.app, name="keys")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(deliveries.app, name="deliveries")
+app.add_typer(providers.app, name="providers")
 
 _DEBUG = [False]
 

@@ -25,13 +25,19 @@ async def get_profile(store: Store, p: Principal, profile_id: str) -> dict[str, 
 
 
 async def export_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
-    """Everything held about one customer: the profile, its ledger and the records made for it."""
+    """Everything held about one customer: the profile, its ledger, the records made for it and
+    every order it placed, with its lines."""
+    from hookbay.orders import order_view
+    from hookbay.store.orders import OrderStore
     from hookbay.views import record_view
 
-    prof = profile_view(await store.get_profile(profile_id, scope_client(p, None)))
+    client = scope_client(p, None)
+    prof = profile_view(await store.get_profile(profile_id, client))
     recs = await store.records_for(prof["request_ids"])
+    orders = await OrderStore(store).list(client, profile_id=prof["id"], limit=1_000_000)
     return {"profile": prof, "records": [record_view(r) | {"request_id": rid}
-                                         for rid, rs in recs.items() for r in rs]}
+                                         for rid, rs in recs.items() for r in rs],
+            "orders": [order_view(o) for o in orders]}
 
 
 async def erase_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:

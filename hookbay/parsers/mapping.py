@@ -427,6 +427,8 @@ class MappingSpec(BaseModel):
 def _problem_message(err: Any) -> str:
     kind = err["type"]
     loc = err["loc"]
+    if kind == "extra_forbidden" and loc and loc[0] == "outputs":
+        return f"unknown key {loc[-1]!r}"
     if kind == "extra_forbidden":
         allowed = _FIELD_KEYS if len(loc) == 3 and loc[0] == "fields" else _TOP_KEYS
         return f"unknown key {loc[-1]!r}; allowed: {', '.join(allowed)}"
@@ -556,10 +558,11 @@ def _entry(name: str, code: str, message: str, document: int) -> Entry:
 class Mapping:
     """A validated, compiled mapping. Build with ``parse_text`` or ``from_dict``; apply to decoded trees."""
 
-    __slots__ = ("_spec",)
+    __slots__ = ("_spec", "_outputs")
 
-    def __init__(self, spec: MappingSpec) -> None:
+    def __init__(self, spec: MappingSpec, outputs: Any = None) -> None:
         self._spec = spec
+        self._outputs = outputs  # an ``outputs.OutputsSpec`` for mappings with several outputs
 
     @classmethod
     def from_dict(cls, data: Any) -> Mapping:
@@ -569,6 +572,12 @@ class Mapping:
             )
         _check_size(data)
         try:
+            if "outputs" in data:
+                from hookbay.parsers.outputs import OutputsSpec
+
+                spec = OutputsSpec.model_validate(data)
+                return cls(MappingSpec.model_construct(version=spec.version, target="record", each=None,
+                                                       fields={}), spec)
             return cls(MappingSpec.model_validate(data))
         except ValidationError as e:
             raise _from_validation_error(e) from None
@@ -586,7 +595,12 @@ class Mapping:
 
     @property
     def target(self) -> str:
-        return self._spec.target
+        """``contact``, ``record``, or ``outputs`` for a mapping with several outputs."""
+        return "outputs" if self._outputs is not None else self._spec.target
+
+    @property
+    def outputs(self) -> Any:
+        return self._outputs
 
     @property
     def each(self) -> str | None:
@@ -594,10 +608,14 @@ class Mapping:
 
     @property
     def field_names(self) -> list[str]:
+        if self._outputs is not None:
+            return list(self._outputs.field_names())
         return list(self._spec.fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical form: defaults filled in (``date.to``), empty parts left out; round-trips."""
+        if self._outputs is not None:
+            return dict(self._outputs.to_dict())
         out: dict[str, Any] = {"version": self._spec.version, "target": self._spec.target}
         if self._spec.each is not None:
             out["each"] = self._spec.each.text
@@ -622,6 +640,13 @@ class Mapping:
 
     def apply(self, doc: Any, document: int = 0) -> tuple[list[dict[str, Any]], list[Entry], list[Entry]]:
         """(records, errors, warnings) for one decoded document; never raises on the document's content."""
+        if self._outputs is not None:
+            from hookbay.parsers import outputs
+
+            res = outputs.parse([doc], self._outputs)
+            for e in (*res.errors, *res.warnings):
+                e["document"] = document
+            return res.records, res.errors, res.warnings
         records: list[dict[str, Any]] = []
         errors: list[Entry] = []
         warnings: list[Entry] = []
@@ -657,6 +682,14 @@ class Mapping:
         for i, element in enumerate(elements):
             records.append(self._record(element, doc, f"element {i}: ", document, errors, warnings, roots))
         return records, errors, warnings
+
+    def record_for(self, element: Any, doc: Any, document: int, prefix: str = ""
+                   ) -> tuple[dict[str, Any], list[Entry], list[Entry]]:
+        """One record from one element, ``$.`` expressions reading ``doc``: for callers that choose the
+        elements themselves (the order and line outputs)."""
+        errors: list[Entry] = []
+        warnings: list[Entry] = []
+        return self._record(element, doc, prefix, document, errors, warnings), errors, warnings
 
     def _record(
         self, element: Any, doc: Any, prefix: str, document: int, errors: list[Entry], warnings: list[Entry],
@@ -716,6 +749,10 @@ class Mapping:
 
 def parse(docs: list[Any], mapping: Mapping) -> ParseResult:
     """Apply ``mapping`` to every document; ``record`` targets are wrapped with the mapping version for replay."""
+    if mapping.outputs is not None:
+        from hookbay.parsers import outputs
+
+        return outputs.parse(docs, mapping.outputs)
     result = ParseResult()
     for document, doc in enumerate(docs):
         try:

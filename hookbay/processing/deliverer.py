@@ -26,6 +26,7 @@ from hookbay.actions.base import ActionConfig, ActionResult, ActionRun, Permanen
 from hookbay.actions.retry import DeliveryRetryPolicy
 from hookbay.actions.ssrf import DestinationRefused, UnresolvedHost
 from hookbay.ids import now_us
+from hookbay.processing.provider_push import gone, provider_action
 from hookbay.settings import Settings
 from hookbay.store import Store, wait_for_wakeup
 from hookbay.store.deliveries import AttemptResult, ClaimedDelivery
@@ -187,7 +188,9 @@ class Deliverer:
         t0 = time.perf_counter()
         src = await self.cache.get_by_id(c.source_id)
         action: ActionConfig | None = None
-        if src is not None and c.action_idx < len(src.config.actions):
+        if src is not None and c.action_idx < 0:
+            action = await provider_action(self.store, c.client_id, c.action_idx)
+        elif src is not None and c.action_idx < len(src.config.actions):
             action = src.config.actions[c.action_idx]
         policy = self.default_policy
         if action is not None and action.retry_schedule:
@@ -197,7 +200,7 @@ class Deliverer:
         out = ActionResult()
         try:
             if src is None or action is None or action.type != c.action_type:
-                raise Permanent("the source or its action was removed or changed since this delivery was planned")
+                raise Permanent(gone(c))
             if ctx.get("record") is None:
                 raise Permanent("the record is gone (erased or replaced)")
             out = await action.execute(self._run(action, src, c, ctx))

@@ -19,12 +19,12 @@ from typing import Any
 
 import structlog
 
-from hookbay import metrics
+from hookbay import metrics, providers
 from hookbay.actions.planner import plan
 from hookbay.errors import HookbayError, StorageUnavailable
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
-from hookbay.parsers import contact, generic, mapping
+from hookbay.parsers import contact, generic, mapping, outputs
 from hookbay.parsers.formats import load_tree
 from hookbay.settings import Settings
 from hookbay.store import ClaimedJob, Store, health, wait_for_wakeup
@@ -76,7 +76,10 @@ def parse_body(body: bytes, content_type: str | None, src: ActiveSource | None) 
     elif cfg.parser == "mapping" and src is not None and src.mapping is not None:
         m = src.mapping
         out["parser_version"] = f"mapping-v{m.version}"
-        mapped = mapping.parse(docs, m)
+        if m.outputs is not None:
+            mapped = outputs.parse(docs, m.outputs, default_region=cfg.default_region)
+        else:
+            mapped = mapping.parse(docs, m)
         if m.target == "contact":
             result = contact.parse(mapped.records, default_region=cfg.default_region)
             result.errors[:0] = mapped.errors
@@ -141,6 +144,22 @@ class Worker:
         self.processed = 0
         self._full_batches = 0
         self._ingest_busy = False
+        self._connections: tuple[float, dict[str, set[str]]] = (-1e9, {})
+
+    async def _provider_connections(self) -> dict[str, set[str]]:
+        """Each client's provider connections, read at most every few seconds (a small table)."""
+        at, conns = self._connections
+        if time.monotonic() - at > self.settings.source_check_seconds:
+            from hookbay.store.providers import ProviderStore
+
+            conns = await ProviderStore(self.store).connected()
+            self._connections = (time.monotonic(), conns)
+        return conns
+
+    async def route_providers(self, res: dict[str, Any]) -> None:
+        """Provider pushes chosen by ProviderType, or receipt warnings (:func:`hookbay.providers.route`)."""
+        conns = await self._provider_connections()
+        providers.route(res, conns.get(res["client_id"] or "", set()))
 
     async def run(self) -> None:
         listener = None
@@ -287,6 +306,7 @@ class Worker:
         """Load and parse a claimed batch (no writes)."""
         reqs = await self.store.load_requests([j.request_id for j in jobs])
         prepared = _Prepared(reqs, {j.request_id: j for j in jobs})
+        conns = await self._provider_connections()
         for n, job in enumerate(jobs, 1):
             if n % 16 == 0:
                 await asyncio.sleep(0)
@@ -296,7 +316,9 @@ class Worker:
                 continue
             try:
                 src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
-                prepared.results.append(self._with_deliveries(process_request(req, src), src))
+                res = self._with_deliveries(process_request(req, src), src)
+                providers.route(res, conns.get(res["client_id"] or "", set()))
+                prepared.results.append(res)
             except Exception as e:
                 metrics.worker_errors_total.inc()
                 log.error("process_failed", request_id=job.request_id, attempt=job.attempts, **describe(e))

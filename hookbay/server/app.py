@@ -194,6 +194,7 @@ class HookbayApp:
             src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
             try:
                 res = await self.parse_pool.run(process_for_store, req, src, self.settings)
+                await self.worker.route_providers(res)
             except HookbayError as e:  # over budget, or the pool broke: the worker takes it from here
                 await self.store.retry_job(jobs[0].job_id, f"{e.code} while the sender waited", 0, False, request_id)
                 raise

@@ -28,6 +28,7 @@ from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, s
 from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
 from hookbay.ids import new_source_id, now_us, ulid
 from hookbay.store import bulk, schema
+from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
 from hookbay.store.audit import record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
@@ -510,6 +511,10 @@ class Store(DeliveriesMixin):
             if contacts:
                 for it, pid in zip(contacts, profile_store.apply_contacts(conn, contacts, now), strict=True):
                     it["rec"]["profile_id"] = pid
+            order_items = order_store.order_items(todo, now)
+            if order_items:
+                for it, oid in zip(order_items, order_store.apply_orders(conn, order_items, now), strict=True):
+                    it["rec"]["order_id"] = oid
             recs = [
                 {"request_id": res["request_id"], "idx": i, "source_id": res["source_id"],
                  "client_id": res["client_id"], "parser": res["parser"], "parser_version": res["parser_version"],
@@ -770,6 +775,8 @@ class Store(DeliveriesMixin):
                 sa.select(CE).where(CE.c.profile_id == pid).order_by(CE.c.occurred_at, CE.c.id)).mappings()]
             out["request_ids"] = list(conn.execute(
                 sa.select(REC.c.request_id).where(REC.c.profile_id == pid).distinct()).scalars())
+            out["purchases"] = order_store.purchase_facts(conn, pid)
+            out["recent_orders"] = order_store.list_orders(conn, client_id=None, profile_id=pid, limit=10)
             return out
 
         row = await self.read(q)
@@ -804,6 +811,7 @@ class Store(DeliveriesMixin):
                 "consent_events_deleted": conn.execute(CE.delete().where(CE.c.profile_id == profile_id)).rowcount,
                 "keys_deleted": conn.execute(PK.delete().where(PK.c.profile_id == profile_id)).rowcount,
                 "merged_ids_forgotten": profile_store.forget_merges(conn, profile_id),
+                "orders_deleted": order_store.erase_orders(conn, profile_id),
             }
             conn.execute(P.delete().where(P.c.id == profile_id))
             erasure_id = "era_" + ulid()

@@ -95,7 +95,8 @@ def delivery_rows(results: list[dict[str, Any]], now: int) -> list[dict[str, Any
         {"id": new_delivery_id(), "request_id": res["request_id"], "record_idx": d["record_idx"],
          "action_idx": d["action_idx"], "source_id": res["source_id"], "client_id": res["client_id"],
          "action_type": d["action_type"], "action_name": d["action_name"], "destination": d["destination"],
-         "state": "pending", "attempts": 0, "run_after": now, "created_at": now, "updated_at": now}
+         "state": "pending", "attempts": 0, "run_after": now, "created_at": now, "updated_at": now,
+         "once_key": d.get("once_key")}
         for res in results for d in res.get("deliveries", ())
     ]
 

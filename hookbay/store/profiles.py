@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from hookbay.ids import _ALPHABET, ulid
 from hookbay.profiles import identity_columns, identity_keys, merge_fields, merge_profile_fields
 from hookbay.store import bulk, schema
+from hookbay.store import orders as order_store
 
 P, PK, CE, PM, REC = (schema.profiles, schema.profile_keys, schema.consent_events, schema.profile_merges,
                       schema.records)
@@ -226,6 +227,7 @@ def _move_profile(conn: sa.Connection, merged: str, survivor: str) -> None:
                  .where(a.c.profile_id == loser, b.c.profile_id == winner, b.c.id < a.c.id))
         conn.execute(CE.delete().where(CE.c.id.in_(dupes.scalar_subquery())))
     conn.execute(CE.update().where(CE.c.profile_id == merged).values(profile_id=survivor))
+    order_store.move_orders(conn, merged, survivor)
     conn.execute(P.delete().where(P.c.id == merged))
 
 

@@ -229,7 +229,9 @@ deliveries = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("once_key", sa.String(300), nullable=True),
     sa.UniqueConstraint("request_id", "record_idx", "action_idx"),
+    sa.Index("uq_deliveries_once", "source_id", "once_key", unique=True),
     sa.Index("ix_deliveries_claim", "state", "run_after"),
     sa.Index("ix_deliveries_source_created", "source_id", "created_at"),
 )
@@ -334,4 +336,67 @@ audit_log = sa.Table(
     sa.Column("weakens", Json, nullable=False, server_default="[]"),
     sa.Index("ix_audit_log_at", "at"),
     sa.Index("ix_audit_log_client_id", "client_id", "id"),
+)
+
+# Orders (issue #16): one row per (source, external order id), replaced by a newer event of the same
+# order; money in integer minor units of ``currency``.
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("client_id", sa.String(100), nullable=False),
+    sa.Column("source_id", sa.String(40), nullable=False),
+    sa.Column("external_id", sa.String(200), nullable=False),
+    sa.Column("profile_id", sa.String(40), nullable=True, index=True),
+    sa.Column("status", sa.String(40), nullable=True),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("total_minor", sa.BigInteger, nullable=False),
+    sa.Column("subtotal_minor", sa.BigInteger, nullable=True),
+    sa.Column("tax_minor", sa.BigInteger, nullable=True),
+    sa.Column("shipping_minor", sa.BigInteger, nullable=True),
+    sa.Column("discount_minor", sa.BigInteger, nullable=True),
+    sa.Column("placed_at", sa.BigInteger, nullable=False),
+    sa.Column("event_at", sa.BigInteger, nullable=False),
+    sa.Column("request_id", sa.String(40), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("source_id", "external_id"),
+    sa.Index("ix_orders_client_placed", "client_id", "placed_at"),
+)
+
+order_lines = sa.Table(
+    "order_lines",
+    metadata,
+    sa.Column("order_id", sa.String(40), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sku", sa.String(500), nullable=True),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+    sa.Column("unit_price_minor", sa.BigInteger, nullable=True),
+    sa.Column("total_minor", sa.BigInteger, nullable=True),
+)
+
+# A profile's purchase facts per currency, recomputed from its orders whenever they change.
+profile_purchases = sa.Table(
+    "profile_purchases",
+    metadata,
+    sa.Column("profile_id", sa.String(40), primary_key=True),
+    sa.Column("currency", sa.String(3), primary_key=True),
+    sa.Column("client_id", sa.String(100), nullable=False),
+    sa.Column("order_count", sa.Integer, nullable=False),
+    sa.Column("total_minor", sa.BigInteger, nullable=False),
+    sa.Column("first_order_at", sa.BigInteger, nullable=False),
+    sa.Column("last_order_at", sa.BigInteger, nullable=False),
+)
+
+# A client's connection to a marketing provider (issue #16): the environment variable holding its key.
+provider_connections = sa.Table(
+    "provider_connections",
+    metadata,
+    sa.Column("client_id", sa.String(100), primary_key=True),
+    sa.Column("type", sa.String(32), primary_key=True),
+    sa.Column("key_env", sa.String(200), nullable=False),
+    sa.Column("pod", sa.String(10), nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
 )

@@ -224,6 +224,28 @@ def _alerts(live: Any, t: Tenants) -> None:
     assert live.client.get("/api/v1/alerts", headers=t.mine).json() == []
 
 
+def _orders(live: Any, t: Tenants) -> None:
+    """globex's order (its buyer is globex's profile) is invisible to acme by profile, source or client."""
+    import json
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "mappings"
+    from hookbay.parsers.mapping import Mapping
+
+    mapping = Mapping.parse_text((docs / "woocommerce-order.yaml").read_text()).to_dict()
+    shop = live.client.post("/api/v1/sources", headers=ADMIN, json={
+        "name": "Globex shop", "client_id": "globex", "config": {"parser": "mapping", "mapping": mapping}}).json()
+    body = json.loads((docs / "woocommerce-order-created.json").read_text())
+    body["billing"]["email"] = "iso@example.com"
+    assert live.client.post(f"/V1/Data/{shop['token']}?wait=1", json=body).status_code == 200
+    theirs = live.client.get("/api/v1/orders", params={"profile": t.pid}, headers=ADMIN).json()
+    assert [o["external_id"] for o in theirs] == ["1842"]
+    assert live.client.get("/api/v1/orders", headers=t.mine).json() == []
+    assert live.client.get("/api/v1/orders", params={"profile": t.pid}, headers=t.mine).json() == []
+    assert live.client.get("/api/v1/orders", params={"source": shop["id"]}, headers=t.mine).status_code == 404
+    assert live.client.get("/api/v1/orders", params={"client_id": "globex"}, headers=t.mine).status_code == 404
+
+
 # routes without an object id in the path, each with its check
 COLLECTION_CASES: dict[tuple[str, str], Callable[[Any, Tenants], None]] = {
     ("get", "/api/v1/sources"): _sources,
@@ -239,11 +261,15 @@ COLLECTION_CASES: dict[tuple[str, str], Callable[[Any, Tenants], None]] = {
     ("get", "/api/v1/alert-rules"): _alert_rules,
     ("post", "/api/v1/alert-rules"): _create_alert_rule,
     ("get", "/api/v1/alerts"): _alerts,
+    ("get", "/api/v1/orders"): _orders,
 }
 # routes a client token may not use at all: 403
 ADMIN_ONLY: dict[tuple[str, str], Any] = {
     ("get", "/api/v1/tokens"): None,
     ("post", "/api/v1/tokens"): {"name": "t", "client_id": "globex"},
+    ("get", "/api/v1/providers"): None,
+    ("put", "/api/v1/providers"): {"client_id": "globex", "type": "mailchimp", "key_env": "HOOKBAY_PROVIDER_X"},
+    ("delete", "/api/v1/providers/{client_id}/{provider}"): None,
 }
 # routes that hold no tenant's data, with the reason; still asked, and their answer must not leak
 NO_TENANT_DATA = {
