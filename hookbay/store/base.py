@@ -33,6 +33,7 @@ from hookbay.store.audit import record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from hookbay.store.errors import is_retryable
+from hookbay.store.search import text_condition
 from hookbay.store.writer import Writer
 
 T = TypeVar("T")
@@ -60,6 +61,8 @@ class RequestFilter:
     verdict: str | None = None
     state: str | None = None
     text: str | None = None
+    rule: str | None = None
+    status: int | None = None
     after_id: str | None = None
     before_id: str | None = None
     limit: int = 50
@@ -315,16 +318,12 @@ class Store(DeliveriesMixin):
                 stmt = stmt.where(R.c.verdict == f.verdict)
             if f.state:
                 stmt = stmt.where(R.c.state == f.state)
+            if f.rule:
+                stmt = stmt.where(R.c.rule == f.rule)
+            if f.status is not None:
+                stmt = stmt.where(R.c.status == f.status)
             if f.text:
-                pattern = "%" + f.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                needle = f.text.encode()
-                in_body: sa.ColumnElement[bool] = (
-                    sa.text("position(:needle IN requests.body) > 0").bindparams(
-                        sa.bindparam("needle", needle, type_=sa.LargeBinary))  # type: ignore[assignment]
-                    if self.is_postgres
-                    else sa.func.instr(R.c.body, sa.literal(needle, sa.LargeBinary)) > 0
-                )
-                stmt = stmt.where(sa.or_(in_body, R.c.headers.like(pattern, escape="\\")))
+                stmt = stmt.where(text_condition(f.text, postgres=self.is_postgres))
             if f.after_id:
                 stmt = stmt.where(R.c.id > f.after_id).order_by(R.c.id.asc())
             else:
