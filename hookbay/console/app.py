@@ -41,6 +41,8 @@ from hookbay.api.admin import (
 )
 from hookbay.api.deliveries import delivery_detail, delivery_out, retry_delivery_for
 from hookbay.console import charts
+from hookbay.console import requests as request_query
+from hookbay.console.requests import RequestQuery
 from hookbay.console.session import (
     COOKIE_PATH,
     LOGIN_COOKIE,
@@ -338,16 +340,11 @@ class Console:
 
     # --- requests -------------------------------------------------------------------------
 
-    async def _tail_filter(self, request: Request, ctx: Ctx) -> tuple[RequestFilter, dict[str, str]]:
+    async def _tail_filter(self, request: Request, ctx: Ctx) -> tuple[RequestFilter, RequestQuery]:
         q = request.query_params
-        chosen = {"source": q.get("source", ""), "verdict": q.get("verdict", ""), "state": q.get("state", "")}
-        if chosen["verdict"] not in VERDICTS:
-            chosen["verdict"] = ""
-        if chosen["state"] not in STATES:
-            chosen["state"] = ""
-        source_id = (await self.store.get_source(chosen["source"], ctx.client))["id"] if chosen["source"] else None
-        return RequestFilter(source_id=source_id, client_id=ctx.client, verdict=chosen["verdict"] or None,
-                             state=chosen["state"] or None, limit=TAIL_LIMIT), chosen
+        source_id = (await self.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
+        query = request_query.parse(q, ctx.client, VERDICTS, STATES, source_id)
+        return query.flt, query
 
     async def _tail_items(self, flt: RequestFilter, ctx: Ctx) -> list[dict[str, Any]]:
         names = await self._source_names(ctx)
@@ -361,9 +358,12 @@ class Console:
         return out
 
     async def tail(self, request: Request, ctx: Ctx) -> Response:
-        """The newest requests; console.js polls :meth:`tail_json` to keep the table current."""
-        flt, chosen = await self._tail_filter(request, ctx)
-        return self.render(ctx, "requests.html", items=await self._tail_items(flt, ctx), chosen=chosen,
+        """Filtered, paged requests; on the first page console.js polls :meth:`tail_json` with the
+        same filters to keep the table current."""
+        _, query = await self._tail_filter(request, ctx)
+        rows, older, newer = request_query.page_of(query, await self._tail_items(query.flt, ctx))
+        return self.render(ctx, "requests.html", items=rows, chosen=query.chosen, query=query, older=older,
+                           newer=newer, filter_errors=query.errors, ranges=request_query.RANGES,
                            sources=await self.store.list_sources(ctx.client), verdicts=VERDICTS, states=STATES)
 
     async def tail_json(self, request: Request) -> Response:
@@ -372,7 +372,8 @@ class Console:
             return JSONResponse({"error": {"code": "unauthorized", "message": "Log in again"}}, status_code=401,
                                 headers={"Cache-Control": "no-store"})
         try:
-            flt, _ = await self._tail_filter(request, ctx)
+            _, query = await self._tail_filter(request, ctx)
+            flt = request_query.tail_filter(query)
         except NotFound:
             return JSONResponse({"error": {"code": "not_found", "message": "Not Found"}}, status_code=404)
         return JSONResponse({"items": await self._tail_items(flt, ctx), "at": iso(now_us())},

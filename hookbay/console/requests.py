@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import urlencode
 
 from hookbay.store import RequestFilter
@@ -89,7 +90,7 @@ def _cursor(value: str | None) -> str | None:
     return value if value and len(value) <= 40 and value.isascii() and value.replace("_", "").isalnum() else None
 
 
-def page_of(query: RequestQuery, rows: list[dict[str, object]]) -> tuple[list[dict[str, object]], str, str]:
+def page_of(query: RequestQuery, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str, str]:
     """Rows newest first (an ``after`` page comes back oldest first), and the older/newer links."""
     more = len(rows) > PAGE
     rows = rows[:PAGE]
