@@ -26,7 +26,7 @@ from hookbay import metrics
 from hookbay.audit import AuditEntry
 from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
-from hookbay.ids import new_source_id, now_us
+from hookbay.ids import new_source_id, now_us, request_id_floor
 from hookbay.store import bulk, schema
 from hookbay.store import profiles as profile_store
 from hookbay.store.audit import record
@@ -310,10 +310,14 @@ class Store(DeliveriesMixin):
                 stmt = stmt.where(R.c.source_id == f.source_id)
             if f.client_id:
                 stmt = stmt.where(R.c.client_id == f.client_id)
+            # ids are time-ordered: bounds on the id too (a second wider: the id and received_at are
+            # read from the clock one after the other) keep a newest-first walk short
             if f.since_us is not None:
-                stmt = stmt.where(R.c.received_at >= f.since_us)
+                stmt = stmt.where(R.c.received_at >= f.since_us,
+                                  R.c.id >= request_id_floor(max(0, f.since_us // 1000 - 1000)))
             if f.until_us is not None:
-                stmt = stmt.where(R.c.received_at < f.until_us)
+                stmt = stmt.where(R.c.received_at < f.until_us,
+                                  R.c.id < request_id_floor(f.until_us // 1000 + 1000))
             if f.verdict:
                 stmt = stmt.where(R.c.verdict == f.verdict)
             if f.state:

@@ -61,6 +61,8 @@ requests = sa.Table(
     sa.Index("ix_requests_source_received", "source_id", "received_at"),
     sa.Index("ix_requests_received_at", "received_at"),
     sa.Index("ix_requests_state", "state"),
+    sa.Index("ix_requests_source_id_id", "source_id", "id"),
+    sa.Index("ix_requests_client_id_id", "client_id", "id"),
     sa.Index(
         "uq_requests_idempotency",
         "source_id",

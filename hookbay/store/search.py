@@ -1,8 +1,8 @@
 """Free-text conditions over request bodies and headers, on the index migration 0010 builds.
 
 Both dialects answer the same question: does the text occur, ignoring ASCII case, in the first
-64 KiB of the plaintext body or in the headers (JSON text)? SQLite asks its FTS5 trigram table;
-PostgreSQL a GIN trigram index on an expression that must stay identical to the migration's.
+64 KiB of the plaintext body or in the headers (JSON text)? SQLite asks its FTS5 trigram table for
+the rows holding every trigram of the text, then checks each; PostgreSQL a GIN trigram index on an expression that must stay identical to the migration's.
 Text shorter than three characters has no trigram, so it falls back to a scan (exact bytes).
 """
 
@@ -43,9 +43,14 @@ def text_condition(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
         conds = [sa.text(f"{PG_EXPR} ILIKE :{name} ESCAPE '\\'").bindparams(sa.bindparam(name, p))
                  for name, p in zip(("fts_a", "fts_b"), sorted(patterns), strict=False)]
         return sa.or_(*conds) if len(conds) > 1 else conds[0]  # type: ignore[return-value]
-    phrase = '"' + text.replace('"', '""') + '"'
-    return sa.text("requests.rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH :fts_q)"
-                   ).bindparams(fts_q=phrase)  # type: ignore[return-value]
+    # the index has trigrams without positions: it finds rows holding every trigram, the row rechecks
+    grams = dict.fromkeys(text[i:i + 3] for i in range(len(text) - 2))
+    match = " AND ".join('"' + g.replace('"', '""') + '"' for g in grams)
+    return sa.text(
+        "requests.rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH :fts_q)"
+        " AND (instr(lower(CASE WHEN requests.key_id IS NULL THEN CAST(substr(requests.body, 1, 65536) AS TEXT)"
+        " END), lower(:fts_n)) > 0 OR instr(lower(requests.headers), lower(:fts_n)) > 0)"
+    ).bindparams(fts_q=match, fts_n=text)  # type: ignore[return-value]
 
 
 def _scan(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
