@@ -349,12 +349,18 @@ def _login(c: httpx.Client, token: str) -> str:
 def _ui_tail(s: Session) -> None:
     s.ok(s.get("/ui/"))
     s.not_found(s.get("/ui/", source=s.t.theirs["id"]))
+    # free text (a part of globex's email: the page repeats the query) and every other filter search only
+    # acme's requests
+    found = s.ok(s.get("/ui/", q=CONTACT["Email"][:8], range="7d", verdict="accepted", status="200"))
+    assert s.t.rid not in found and 'data-id="req_' not in found
+    assert s.t.rid not in s.ok(s.get("/ui/", q=CONTACT["Email"][:8], after="req_0"))
 
 
 def _ui_tail_json(s: Session) -> None:
     r = s.get("/ui/api/requests")
     assert r.status_code == 200 and r.json()["items"] == []
     s.clean(r)
+    assert s.get("/ui/api/requests", q=CONTACT["Email"][:8]).json()["items"] == []
     s.not_found(s.get("/ui/api/requests", source=s.t.theirs["id"]))
 
 
