@@ -33,7 +33,7 @@ from hookbay.store.audit import record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from hookbay.store.errors import is_retryable
-from hookbay.store.search import text_condition
+from hookbay.store.search import TextIndexer, text_condition
 from hookbay.store.writer import Writer
 
 T = TypeVar("T")
@@ -88,6 +88,7 @@ class Store(DeliveriesMixin):
         self.dialect: Dialect = dialect_for(url, busy_timeout_ms)
         self.read_engine = self.dialect.create_engine(writer=False)
         self.write_engine = self.dialect.create_engine(writer=True)
+        self.text_indexer = None if self.is_postgres else TextIndexer(self.dialect.create_engine(writer=True))
         self.job_event: asyncio.Event | None = None
         self.delivery_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,10 +124,14 @@ class Store(DeliveriesMixin):
         self.delivery_event = asyncio.Event()
         self.writer.start()
         self.dialect.start_background()
+        if self.text_indexer is not None:
+            self.text_indexer.start()
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.writer.stop)
         await anyio.to_thread.run_sync(self.dialect.stop_background)
+        if self.text_indexer is not None:
+            await anyio.to_thread.run_sync(self.text_indexer.stop)
         self.read_engine.dispose()
         self.write_engine.dispose()
 

@@ -340,7 +340,8 @@ audit_log = sa.Table(
 # The free-text index (migration 0010) is built in SQL that SQLAlchemy cannot describe: an FTS5
 # virtual table with its shadow tables on SQLite, a trigram index on an expression on PostgreSQL.
 SEARCH_OBJECTS = frozenset({"requests_fts", "requests_fts_data", "requests_fts_idx", "requests_fts_docsize",
-                            "requests_fts_config", "requests_fts_content", "ix_requests_text_trgm"})
+                            "requests_fts_config", "requests_fts_content", "requests_fts_state",
+                            "ix_requests_text_trgm"})
 
 
 def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:

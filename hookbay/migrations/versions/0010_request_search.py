@@ -6,8 +6,9 @@ Create Date: 2026-11-29
 
 The index holds the first 64 KiB of each plaintext body and every request's headers (an encrypted
 body is never indexed: the index would be a plaintext copy). On SQLite a contentless FTS5 table
-(trigrams without positions, ``detail=none``: a quarter of the size; the query rechecks the row) is
-kept by triggers on ``requests`` (rowid to rowid); on PostgreSQL a GIN trigram index on an
+(trigrams without positions, ``detail=none``: a quarter of the size; the query rechecks the row)
+filled by a background thread after the ingest commit, and kept by triggers when an indexed row
+changes (rowid to rowid); on PostgreSQL a GIN trigram index on an
 expression over the row, which ``hookbay.store.search`` repeats word for word so the planner uses it.
 """
 from alembic import op
@@ -19,6 +20,7 @@ depends_on = None
 
 _BODY_NEW = "CASE WHEN new.key_id IS NULL THEN CAST(substr(new.body, 1, 65536) AS TEXT) END"
 _BODY_OLD = "CASE WHEN old.key_id IS NULL THEN CAST(substr(old.body, 1, 65536) AS TEXT) END"
+_INDEXED = "old.rowid <= (SELECT upto FROM requests_fts_state)"
 _DELETE_OLD = (f"INSERT INTO requests_fts(requests_fts, rowid, body, headers) "
                f"VALUES ('delete', old.rowid, {_BODY_OLD}, old.headers);")
 _INSERT_NEW = f"INSERT INTO requests_fts(rowid, body, headers) VALUES (new.rowid, {_BODY_NEW}, new.headers);"
@@ -35,13 +37,17 @@ def upgrade() -> None:
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         op.execute(f"CREATE INDEX ix_requests_text_trgm ON requests USING gin ({PG_EXPR} gin_trgm_ops)")
         return
-    op.execute("CREATE VIRTUAL TABLE requests_fts USING fts5(body, headers, content='', tokenize='trigram', detail=none)")
-    op.execute(f"CREATE TRIGGER requests_fts_ai AFTER INSERT ON requests BEGIN {_INSERT_NEW} END")
-    op.execute(f"CREATE TRIGGER requests_fts_ad AFTER DELETE ON requests BEGIN {_DELETE_OLD} END")
-    op.execute(f"CREATE TRIGGER requests_fts_au AFTER UPDATE OF body, headers, key_id ON requests "
-               f"BEGIN {_DELETE_OLD} {_INSERT_NEW} END")
+    op.execute("CREATE VIRTUAL TABLE requests_fts USING fts5(body, headers, content='', tokenize='trigram', "
+               "detail=none)")
+    # new rows are indexed off the ingest commit (hookbay.store.search.TextIndexer) up to this rowid;
+    # a row changed or deleted after it was indexed is changed in the index here
+    op.execute("CREATE TABLE requests_fts_state (upto INTEGER NOT NULL)")
     op.execute("INSERT INTO requests_fts(rowid, body, headers) SELECT rowid, "
                "CASE WHEN key_id IS NULL THEN CAST(substr(body, 1, 65536) AS TEXT) END, headers FROM requests")
+    op.execute("INSERT INTO requests_fts_state (upto) SELECT coalesce(max(rowid), 0) FROM requests")
+    op.execute(f"CREATE TRIGGER requests_fts_ad AFTER DELETE ON requests WHEN {_INDEXED} BEGIN {_DELETE_OLD} END")
+    op.execute(f"CREATE TRIGGER requests_fts_au AFTER UPDATE OF body, headers, key_id ON requests "
+               f"WHEN {_INDEXED} BEGIN {_DELETE_OLD} {_INSERT_NEW} END")
 
 
 def downgrade() -> None:
@@ -50,6 +56,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP INDEX IF EXISTS ix_requests_text_trgm")
         return
-    for name in ("requests_fts_ai", "requests_fts_ad", "requests_fts_au"):
+    for name in ("requests_fts_ad", "requests_fts_au"):
         op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.execute("DROP TABLE IF EXISTS requests_fts_state")
     op.execute("DROP TABLE IF EXISTS requests_fts")
