@@ -42,7 +42,7 @@ from hookbay.api.admin import (
 from hookbay.api.deliveries import delivery_detail, delivery_out, retry_delivery_for
 from hookbay.console import charts
 from hookbay.console import requests as request_query
-from hookbay.console.requests import RequestQuery
+from hookbay.console.requests import RequestQuery, request_extras
 from hookbay.console.session import (
     COOKIE_PATH,
     LOGIN_COOKIE,
@@ -391,6 +391,7 @@ class Console:
         d["body_base64"] = (d["body_base64"] or "")[:TEXT_PREVIEW] if d["body"] is None else None
         names = await self._source_names(ctx)
         d["source_name"] = names.get(d["source_id"] or "", d["source_id"] or "")
+        d.update(await request_extras(self.store, d, ctx.client, self.settings.base_url))
         return d
 
     async def request_page(self, request: Request, ctx: Ctx) -> Response:

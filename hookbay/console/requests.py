@@ -8,7 +8,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from hookbay.store import RequestFilter
+import anyio
+
+from hookbay.api.deliveries import delivery_out
+from hookbay.console.bodyview import curl, pretty_body
+from hookbay.store import RequestFilter, Store
+from hookbay.store.deliveries import DeliveryFilter
 from hookbay.views import parse_time
 
 PAGE = 50
@@ -107,3 +112,23 @@ def page_of(query: RequestQuery, rows: list[dict[str, Any]]) -> tuple[list[dict[
 def tail_filter(query: RequestQuery) -> RequestFilter:
     """The live tail's poll: the same filters, the newest page."""
     return replace(query.flt, before_id=None, after_id=None, limit=PAGE)
+
+
+async def request_extras(store: Store, d: dict[str, Any], client_id: str | None, base_url: str) -> dict[str, Any]:
+    """What the request page adds to the stored request: the body by its type, the rejection with
+    its reason, the profiles its records touched, its deliveries, and the request as curl."""
+    text = d["body_text"]
+    pretty = (await anyio.to_thread.run_sync(pretty_body, text, d["content_type"])
+              if text and not d["body_truncated"] else None)
+    errors = (d["receipt"] or {}).get("errors") or []
+    rejection = None
+    if d["verdict"] == "rejected" and errors:
+        first = errors[0]
+        detail = first.get("detail") if isinstance(first.get("detail"), dict) else {}
+        rejection = {"code": first.get("code"), "message": first.get("message"), "reason": detail.get("reason")}
+    profiles = sorted({r["profile_id"] for r in d["records"] if isinstance(r.get("profile_id"), str)})
+    deliveries = [delivery_out(r) for r in await store.list_deliveries(
+        DeliveryFilter(client_id=client_id, request_id=d["id"], limit=200))]
+    return {"pretty": pretty, "rejection": rejection, "profiles": profiles, "deliveries": deliveries,
+            "curl": curl(base_url, d["method"], d["path"], d["query"], d["headers"],
+                         None if d["body_truncated"] else text, not d["body_missing"] and d["body_size"] > 0)}

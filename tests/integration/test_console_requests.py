@@ -129,3 +129,82 @@ def test_requests_empty_state_for_a_new_install(live: Any, ui: Page) -> None:
     ui.login(ADMIN_TOKEN)
     expect(ui.page.locator("#empty")).to_contain_text("No requests yet")
     expect(ui.page.locator('#empty a[href="/ui/sources"]')).to_be_visible()
+
+
+CONTACT = {"SourceName": "Web", "SourceType": "Form", "Email": "detail@example.com", "FirstName": "Ada"}
+
+
+def test_request_detail_bodies_by_type_rejection_curl_and_deliveries(live: Any, ui: Page) -> None:
+    import subprocess
+
+    from playwright.sync_api import expect
+
+    raw = _api(live, "POST", "/api/v1/sources", json={"name": "Raw", "client_id": "acme"})
+    url = raw["ingest_url"]
+    bodies = {
+        "json": (b'{"order":{"id":7,"items":[1,2]}}', "application/json"),
+        "ndjson": (b'{"a":1}\n{"b": 2}\n\n{"c":[3]}\n', "application/x-ndjson"),
+        "csv": (b"email,name\nx@example.com,Ada\ny@example.com,Bo\n", "text/csv"),
+        "form": (b"email=z%40example.com&name=Cy", "application/x-www-form-urlencoded"),
+        "xml": (b"<order><id>7</id><item sku='a'/></order>", "application/xml"),
+        "binary": (b"\x00\xff\xfe binary", "application/octet-stream"),
+    }
+    rid = {k: httpx.post(url, content=b, headers={"Content-Type": t}).json()["request_id"]
+           for k, (b, t) in bodies.items()}
+    ui.login(ADMIN_TOKEN)
+    page = ui.page
+
+    page.goto(f"/ui/requests/{rid['json']}")
+    expect(page.locator('#body-pretty[data-kind="json"]')).to_contain_text('"items": [\n      1,')
+    expect(page.locator("#body")).to_be_hidden()  # raw behind the toggle
+    page.click("#body-raw-toggle summary")
+    expect(page.locator("#body")).to_have_text('{"order":{"id":7,"items":[1,2]}}')
+    screenshots(page, "request")
+    page.goto(f"/ui/requests/{rid['ndjson']}")
+    lines = page.locator('#body-pretty[data-kind="ndjson"] tr')
+    expect(lines).to_have_count(3)  # one per JSON line, numbered as in the body
+    expect(lines.nth(1)).to_contain_text('{"b":2}')
+    expect(lines.nth(2).locator("td").first).to_have_text("4")
+    page.goto(f"/ui/requests/{rid['csv']}")
+    expect(page.locator('#body-pretty[data-kind="csv"] th')).to_have_text(["email", "name"])
+    expect(page.locator('#body-pretty[data-kind="csv"] tbody tr')).to_have_count(2)
+    page.goto(f"/ui/requests/{rid['form']}")
+    expect(page.locator('#body-pretty[data-kind="form"] tbody tr').first).to_contain_text("z@example.com")
+    page.goto(f"/ui/requests/{rid['xml']}")
+    expect(page.locator('#body-pretty[data-kind="xml"]')).to_contain_text("<order>\n  <id>7</id>")
+    page.goto(f"/ui/requests/{rid['binary']}")
+    expect(page.locator("#body-pretty")).to_have_count(0)
+    expect(page.locator("#body-base64")).to_be_visible()
+
+    # copy as cURL: the copied command, run by a shell, sends the same request again
+    page.goto(f"/ui/requests/{rid['json']}")
+    page.click("#copy-curl")
+    command = page.evaluate("navigator.clipboard.readText()")
+    assert command.startswith("curl -X POST ") and "-H 'content-type: application/json'" in command
+    out = subprocess.run(["bash", "-c", command + " -s"], capture_output=True, text=True, timeout=30)
+    again = __import__("json").loads(out.stdout)["request_id"]
+    assert httpx.get(f"{live.url}/api/v1/requests/{again}/body",
+                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).content == bodies["json"][0]
+
+    # a signature rejection names its reason
+    signed = _api(live, "POST", "/api/v1/sources", json={"name": "Signed", "client_id": "acme", "secret": "s3cret-long-enough",
+                                                         "config": {"signature": {"scheme": "github"}}})
+    bad = httpx.post(signed["ingest_url"], json={"a": 1}, headers={"X-Hub-Signature-256": "sha256=00"})
+    assert bad.status_code == 401
+    page.goto(f"/ui/?source={signed['id']}&verdict=rejected")
+    page.locator("#tail tbody tr a").first.click()
+    expect(page.locator("#rejection")).to_contain_text("Invalid signature")
+    expect(page.locator("#rejection strong")).not_to_be_empty()
+
+    # records link the profiles they touched and every delivery they caused
+    crm = _api(live, "POST", "/api/v1/sources", json={"name": "Signups", "client_id": "acme", "config": {
+        "parser": "contact", "actions": [{"type": "forward", "name": "crm", "url": "http://127.0.0.1:9/hook"}]}})
+    r = httpx.post(crm["ingest_url"] + "?wait=1", json=CONTACT).json()
+    pid = r["receipt"]["records"][0]["profile_id"]
+    page.goto(f"/ui/requests/{r['request_id']}")
+    expect(page.locator(f'#record-profiles a[href="/ui/profiles/{pid}"]')).to_be_visible()
+    row = page.locator("#request-deliveries tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("crm")
+    row.locator("a").click()
+    expect(page).to_have_url(re.compile(r"/ui/deliveries/"))
