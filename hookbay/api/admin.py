@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hookbay.api import docs as api_docs
 from hookbay.api.alerts import add_alert_routes
 from hookbay.api.deliveries import add_delivery_routes
 from hookbay.audit import Actor, AuditEntry, entry_view, source_summary
@@ -328,9 +329,10 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         title="hookbay admin API",
         version="1",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served from the package by api_docs.install, not from a CDN
         redoc_url=None,
     )
+    api_docs.install(app)
 
     @app.exception_handler(HookbayError)
     async def _hb(_: Request, e: HookbayError) -> JSONResponse:

@@ -208,3 +208,34 @@ def test_request_detail_bodies_by_type_rejection_curl_and_deliveries(live: Any, 
     expect(row).to_contain_text("crm")
     row.locator("a").click()
     expect(page).to_have_url(re.compile(r"/ui/deliveries/"))
+
+
+def test_api_docs_work_offline_and_describe_every_endpoint(live: Any, ui: Page) -> None:
+    """Swagger UI renders from the package's files alone: the browser may reach nothing but the server."""
+    from playwright.sync_api import expect
+
+    outside: list[str] = []
+
+    def only_the_server(route: Any) -> None:
+        if route.request.url.startswith(live.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    ui.context.route("**/*", only_the_server)
+    ui.login(ADMIN_TOKEN)
+    page = ui.page
+    page.goto("/api/v1/docs")
+    expect(page.locator(".swagger-ui .information-container")).to_contain_text("hookbay admin API")
+    expect(page.locator(".swagger-ui button.authorize")).to_be_visible()  # the bearer scheme
+    expect(page.locator('.opblock-summary-path[data-path="/V1/Data/{token}"]')).to_be_visible()
+    screenshots(page, "api-docs")
+    assert outside == []
+    doc = httpx.get(f"{live.url}/api/v1/openapi.json", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]["bearer"]["description"]}
+    assert {"/V1/Data/{token}", "/V1/Requests/{request_id}", "/V1/Test/{token}", "/healthz", "/readyz",
+            "/metrics"} <= doc["paths"].keys()
+    assert doc["paths"]["/api/v1/sources"]["get"]["security"] == [{"bearer": []}]
+    assert doc["paths"]["/V1/Data/{token}"]["post"]["security"] == []
