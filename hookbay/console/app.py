@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import parse_qsl, quote
@@ -41,6 +41,7 @@ from hookbay.api.admin import (
 )
 from hookbay.api.deliveries import delivery_detail, delivery_out, retry_delivery_for
 from hookbay.console import charts
+from hookbay.console import deliveries as delivery_query
 from hookbay.console import requests as request_query
 from hookbay.console.requests import RequestQuery, request_extras
 from hookbay.console.session import (
@@ -83,7 +84,7 @@ GRACE = ((0, "retire the old secrets now"), (3600, "keep old secrets 1 hour"),
 NOTICES = {
     "saved": "Saved.",
     "retried": "Queued to run again now.",
-    "retried-all": "Every dead letter was queued to run again now.",
+    "retried-all": "Every matching dead letter was queued to run again now.",
     "api-key-removed": "The API key was removed: the source accepts requests without one.",
 }
 NAV = {"request": "requests", "source": "sources", "profile": "profiles", "delivery": "deliveries"}
@@ -559,20 +560,28 @@ class Console:
     # --- deliveries -----------------------------------------------------------------------
 
     async def deliveries(self, request: Request, ctx: Ctx) -> Response:
-        state = request.query_params.get("state", "")
-        state = state if state in DELIVERY_STATES else ""
-        before = request.query_params.get("before") or None
-        rows = await self.store.list_deliveries(DeliveryFilter(client_id=ctx.client, state=state or None,
-                                                               before_id=before, limit=100))
-        return self.render(ctx, "deliveries.html", items=[delivery_out(r) for r in rows], state=state,
-                           states=DELIVERY_STATES, next_cursor=rows[-1]["id"] if len(rows) == 100 else None,
+        flt, chosen = await self._delivery_filter(request.query_params, ctx)
+        rows = await self.store.list_deliveries(flt)
+        nxt = rows[-1]["id"] if len(rows) == flt.limit else None
+        return self.render(ctx, "deliveries.html", items=[delivery_out(r) for r in rows], state=chosen["state"],
+                           chosen=chosen, states=DELIVERY_STATES, action_types=delivery_query.ACTION_TYPES,
+                           ranges=request_query.RANGES, sources=await self.store.list_sources(ctx.client),
+                           older=delivery_query.link(chosen, before=nxt) if nxt else "",
+                           this=delivery_query.link(chosen),
                            notice=NOTICES.get(request.query_params.get("notice", "")))
 
+    async def _delivery_filter(self, q: Any, ctx: Ctx) -> tuple[DeliveryFilter, dict[str, str]]:
+        source_id = (await self.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
+        return delivery_query.parse(q, ctx.client, DELIVERY_STATES, source_id)
+
     async def retry_dead_letters(self, request: Request, ctx: Ctx) -> Response:
-        """Every dead letter this principal can see, queued again (the API's bulk retry, unfiltered)."""
-        await self.form(request, ctx)
-        await self.store.retry_deliveries(DeliveryFilter(client_id=ctx.client))
-        return RedirectResponse("/ui/deliveries?state=pending&notice=retried-all", status_code=303)
+        """Every dead letter this principal can see that matches the page's filters (the form
+        repeats them), queued again: the API's bulk retry."""
+        form = await self.form(request, ctx)
+        flt, chosen = await self._delivery_filter(form, ctx)
+        await self.store.retry_deliveries(replace(flt, state=None, before_id=None))
+        return RedirectResponse("/ui/deliveries" + delivery_query.link({**chosen, "state": "pending"},
+                                                                      notice="retried-all"), status_code=303)
 
     async def delivery_page(self, request: Request, ctx: Ctx) -> Response:
         d = delivery_detail(await self.store.get_delivery(request.path_params["delivery_id"], ctx.client))

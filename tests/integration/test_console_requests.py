@@ -239,3 +239,55 @@ def test_api_docs_work_offline_and_describe_every_endpoint(live: Any, ui: Page) 
             "/metrics"} <= doc["paths"].keys()
     assert doc["paths"]["/api/v1/sources"]["get"]["security"] == [{"bearer": []}]
     assert doc["paths"]["/V1/Data/{token}"]["post"]["security"] == []
+
+
+def test_deliveries_filters_and_retry_of_the_matching_dead_letters(live: Any, ui: Page) -> None:
+    import time
+
+    from playwright.sync_api import expect
+
+    def source(name: str, dest: str) -> dict[str, Any]:
+        src = _api(live, "POST", "/api/v1/sources", json={"name": name, "client_id": "acme", "config": {
+            "actions": [{"type": "forward", "name": f"to-{name}", "url": dest}]}})
+        httpx.post(src["ingest_url"], json={"n": name})
+        return src
+
+    a = source("alpha", "http://127.0.0.1:9/alpha-hook")
+    b = source("beta", "http://127.0.0.2:9/beta-hook")
+    deadline = time.monotonic() + 15
+    while len(_api(live, "GET", "/api/v1/deliveries", params={"state": "dead"})["items"]) < 2:
+        assert time.monotonic() < deadline, "no dead letters"
+        time.sleep(0.1)
+
+    ui.login(ADMIN_TOKEN)
+    page = ui.page
+    page.goto("/ui/deliveries")
+    rows = page.locator("#deliveries tbody tr")
+    expect(rows).to_have_count(2)
+    screenshots(page, "deliveries")
+    page.select_option("#dlv-source", a["id"])
+    expect(page).to_have_url(re.compile(rf"source={a['id']}"))
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("to-alpha")
+    page.goto("/ui/deliveries?destination=127.0.0.2")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("to-beta")
+    page.goto("/ui/deliveries?error=not+a+public+address&range=1h&state=dead")
+    expect(rows).to_have_count(2)
+    page.goto("/ui/deliveries?action=email")
+    expect(page.locator("#empty")).to_contain_text("No delivery matches these filters")
+
+    # retry every dead letter matching the filter: alpha's goes back in the queue, beta's stays dead
+    page.goto(f"/ui/deliveries?source={a['id']}&state=dead")
+    page.click("#retry-all")
+    expect(page.locator("#notice")).to_contain_text("Every matching dead letter was queued")
+    assert _query(page)["source"] == [a["id"]]
+    def attempts(src: dict[str, Any]) -> int:
+        d = _api(live, "GET", "/api/v1/deliveries", params={"source": src["id"]})["items"][0]
+        return len(_api(live, "GET", f"/api/v1/deliveries/{d['id']}")["attempt_log"])
+
+    deadline = time.monotonic() + 15
+    while attempts(a) < 2:  # it ran again (and was refused again)
+        assert time.monotonic() < deadline, "the matching dead letter did not run again"
+        time.sleep(0.1)
+    assert attempts(b) == 1

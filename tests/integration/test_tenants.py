@@ -390,13 +390,16 @@ def _ui_profiles(s: Session) -> None:
 
 def _ui_deliveries(s: Session) -> None:
     s.ok(s.get("/ui/deliveries"))
-    s.ok(s.get("/ui/deliveries", state="dead"))
+    found = s.ok(s.get("/ui/deliveries", state="dead", destination="127.0.0.1", error="public", range="7d"))
+    assert s.t.dlv["id"] not in found
+    s.not_found(s.get("/ui/deliveries", source=s.t.theirs["id"]))
 
 
 def _ui_retry_dead_letters(s: Session) -> None:
     """acme's bulk retry leaves globex's dead letter dead (checked in _theirs_unchanged)."""
     r = s.post("/ui/deliveries/retry")
     assert r.status_code == 303, r.text[:300]
+    s.not_found(s.post("/ui/deliveries/retry", source=s.t.theirs["id"]))
 
 
 def _ui_charts(s: Session) -> None:
