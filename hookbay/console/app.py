@@ -43,6 +43,7 @@ from hookbay.api.deliveries import delivery_detail, delivery_out, retry_delivery
 from hookbay.console import charts
 from hookbay.console import deliveries as delivery_query
 from hookbay.console import requests as request_query
+from hookbay.console import tokens as token_pages
 from hookbay.console.requests import RequestQuery, request_extras
 from hookbay.console.session import (
     COOKIE_PATH,
@@ -178,6 +179,10 @@ class Console:
                 Route("/ui/deliveries/{delivery_id}", r(self.delivery_page), methods=["GET"]),
                 Route("/ui/deliveries/{delivery_id}/retry", r(self.retry_delivery), methods=["POST"]),
                 Route("/ui/charts", r(self.charts), methods=["GET"]),
+                Route("/ui/tokens", r(lambda rq, c: token_pages.page(self, rq, c)), methods=["GET"]),
+                Route("/ui/tokens", r(lambda rq, c: token_pages.create(self, rq, c)), methods=["POST"]),
+                Route("/ui/tokens/{token_id}/revoke", r(lambda rq, c: token_pages.revoke(self, rq, c)),
+                      methods=["POST"]),
                 Mount("/ui/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
             ],
             exception_handlers={HTTPException: self._http_error},

@@ -291,3 +291,35 @@ def test_deliveries_filters_and_retry_of_the_matching_dead_letters(live: Any, ui
         assert time.monotonic() < deadline, "the matching dead letter did not run again"
         time.sleep(0.1)
     assert attempts(b) == 1
+
+
+def test_tokens_page_creates_shows_once_and_revokes(live: Any, ui: Page) -> None:
+    from playwright.sync_api import expect
+
+    ui.login(ADMIN_TOKEN)
+    page = ui.page
+    page.goto("/ui/tokens")
+    expect(page.locator("#empty")).to_be_visible()
+    page.fill("#token-name", "acme-ops")
+    page.fill("#token-client", "acme")
+    page.click("#token-create")
+    token = page.locator("#new-token").input_value()
+    assert token.startswith("hbt_")
+    row = page.locator("#tokens tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("client acme")
+    screenshots(page, "tokens")
+    page.reload()  # shown once: the page's address is the list, without the secret
+    expect(page.locator("#new-token")).to_have_count(0)
+    assert token not in page.content()
+    who = httpx.get(f"{live.url}/api/v1/sources", headers={"Authorization": f"Bearer {token}"})
+    assert who.status_code == 200
+    page.fill("#token-name", "")
+    page.fill("#token-client", "x")
+    page.evaluate("document.getElementById('token-name').removeAttribute('required')")
+    page.click("#token-create")
+    expect(page.locator("#token-error")).to_contain_text("name")
+    page.locator("#tokens tbody tr button.revoke").click()  # the confirmation is accepted
+    expect(page.locator("#notice")).to_contain_text("Token revoked")
+    expect(page.locator("#tokens tbody tr")).to_have_count(0)
+    assert httpx.get(f"{live.url}/api/v1/sources", headers={"Authorization": f"Bearer {token}"}).status_code == 401

@@ -402,6 +402,13 @@ def _ui_retry_dead_letters(s: Session) -> None:
     s.not_found(s.post("/ui/deliveries/retry", source=s.t.theirs["id"]))
 
 
+def _ui_tokens(s: Session) -> None:
+    """Tokens are the admin's: a client session neither lists nor creates one."""
+    r = s.get("/ui/tokens")
+    assert r.status_code == 403 and s.t.their_tok["id"] not in s.clean(r).text
+    assert s.post("/ui/tokens", name="planted", client_id="globex").status_code == 403
+
+
 def _ui_charts(s: Session) -> None:
     """globex's rejected request is counted on globex's charts only."""
     assert "No rejected requests." in s.ok(s.get("/ui/charts"))
@@ -425,6 +432,7 @@ UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("get", "/ui/profiles/{profile_id}"): _by_id("get"),
     ("get", "/ui/deliveries/{delivery_id}"): _by_id("get"),
     ("post", "/ui/deliveries/{delivery_id}/retry"): _by_id("post"),
+    ("post", "/ui/tokens/{token_id}/revoke"): _by_id("post"),
 }
 UI_COLLECTION_CASES: dict[tuple[str, str], Callable[[Session], None]] = {
     ("get", "/ui/"): _ui_tail,
@@ -437,6 +445,8 @@ UI_COLLECTION_CASES: dict[tuple[str, str], Callable[[Session], None]] = {
     ("get", "/ui/deliveries"): _ui_deliveries,
     ("post", "/ui/deliveries/retry"): _ui_retry_dead_letters,
     ("get", "/ui/charts"): _ui_charts,
+    ("get", "/ui/tokens"): _ui_tokens,
+    ("post", "/ui/tokens"): _ui_tokens,
 }
 UI_NO_TENANT_DATA = {
     ("get", "/ui"): "a redirect to /ui/",
