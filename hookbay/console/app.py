@@ -31,6 +31,7 @@ from hookbay.actions.registry import ACTION_TYPES
 from hookbay.console import charts
 from hookbay.console import deliveries as delivery_query
 from hookbay.console import requests as request_query
+from hookbay.console import rerun as rerun_pages
 from hookbay.console import tokens as token_pages
 from hookbay.console.requests import RequestQuery, request_extras
 from hookbay.console.session import (
@@ -51,7 +52,6 @@ from hookbay.ops import deliveries as delivery_ops
 from hookbay.ops import profiles as profile_ops
 from hookbay.ops import sources as source_ops
 from hookbay.ops.access import Principal, scope_client, with_peer
-from hookbay.ops.requests import ReplayIn, replay_requests
 from hookbay.ops.tokens import principal_for_hash, principal_for_token
 from hookbay.profiles import lookup_email, lookup_phone
 from hookbay.settings import Settings
@@ -157,7 +157,12 @@ class Console:
                 Route("/ui/api/requests", self.tail_json, methods=["GET"]),
                 Route("/ui/requests/{request_id}", r(self.request_page), methods=["GET"]),
                 Route("/ui/requests/{request_id}/body", r(self.request_body), methods=["GET"]),
-                Route("/ui/requests/{request_id}/replay", r(self.replay), methods=["POST"]),
+                Route("/ui/requests/{request_id}/replay", r(lambda rq, c: rerun_pages.replay(self, rq, c)),
+                      methods=["POST"]),
+                Route("/ui/requests/{request_id}/redeliver",
+                      r(lambda rq, c: rerun_pages.confirm_redeliver(self, rq, c)), methods=["GET"]),
+                Route("/ui/requests/{request_id}/redeliver", r(lambda rq, c: rerun_pages.redeliver(self, rq, c)),
+                      methods=["POST"]),
                 Route("/ui/sources", r(self.sources), methods=["GET"]),
                 Route("/ui/sources", r(self.create_source), methods=["POST"]),
                 Route("/ui/sources/{source_id}", r(self.source_page), methods=["GET"]),
@@ -378,7 +383,7 @@ class Console:
         return JSONResponse({"items": await self._tail_items(flt, ctx), "at": iso(now_us())},
                             headers={"Cache-Control": "no-store"})
 
-    async def _request_view(self, request_id: str, ctx: Ctx) -> dict[str, Any]:
+    async def request_view(self, request_id: str, ctx: Ctx) -> dict[str, Any]:
         row = await self.store.get_request(request_id, ctx.client)
         recs = await self.store.records_for([request_id])
         d = request_detail(row, recs[request_id]).model_dump()
@@ -394,8 +399,10 @@ class Console:
         return d
 
     async def request_page(self, request: Request, ctx: Ctx) -> Response:
-        req = await self._request_view(request.path_params["request_id"], ctx)
-        return self.render(ctx, "request.html", req=req, replayed=None)
+        req = await self.request_view(request.path_params["request_id"], ctx)
+        n = request.query_params.get("redelivered", "")
+        notice = f"{int(n)} deliver{'y' if n == '1' else 'ies'} queued to run again now." if n.isdigit() else None
+        return self.render(ctx, "request.html", req=req, replayed=None, preview=None, stale=False, notice=notice)
 
     async def request_body(self, request: Request, ctx: Ctx) -> Response:
         """The exact bytes, as a download: never rendered by the browser as the sender's HTML."""
@@ -404,15 +411,6 @@ class Console:
         return Response(bytes(row["body"] or b""), media_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="{rid}.bin"',
                                  "Cache-Control": "no-store"})
-
-    async def replay(self, request: Request, ctx: Ctx) -> Response:
-        """Re-parse one request with its source's current parser and mapping (the API's replay)."""
-        await self.form(request, ctx)
-        rid = request.path_params["request_id"]
-        out = await replay_requests(self.store, self.cache, ctx.principal, ReplayIn(request_id=rid),
-                                    self.parse_off_loop)
-        return self.render(ctx, "request.html", req=await self._request_view(rid, ctx), replayed=out["items"][0],
-                           canonical=f"/ui/requests/{quote(rid)}")
 
     # --- sources --------------------------------------------------------------------------
 

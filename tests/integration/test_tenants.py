@@ -421,10 +421,23 @@ def _by_id(method: str, form: dict[str, str] | None = None) -> Callable[[Session
     return check
 
 
+def _ui_replay(s: Session, url: str) -> None:
+    """Neither the dry run nor its apply step (with any digest) reaches globex's request."""
+    s.not_found(s.post(url))
+    s.not_found(s.post(url, apply="1", digest="0" * 32))
+
+
+def _ui_redeliver(s: Session, url: str) -> None:
+    """globex's request with its own delivery's id: a 404, and the dead letter stays dead."""
+    s.not_found(s.post(url, ids=s.t.dlv["id"]))
+
+
 UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("get", "/ui/requests/{request_id}"): _by_id("get"),
     ("get", "/ui/requests/{request_id}/body"): _by_id("get"),
-    ("post", "/ui/requests/{request_id}/replay"): _by_id("post"),
+    ("post", "/ui/requests/{request_id}/replay"): _ui_replay,
+    ("get", "/ui/requests/{request_id}/redeliver"): _by_id("get"),
+    ("post", "/ui/requests/{request_id}/redeliver"): _ui_redeliver,
     ("get", "/ui/sources/{source_id}"): _by_id("get"),
     ("post", "/ui/sources/{source_id}"): _by_id("post", {"name": "stolen", "enabled": "false"}),
     ("post", "/ui/sources/{source_id}/rotate"): _by_id("post", {"grace_seconds": "0"}),
