@@ -163,6 +163,8 @@ class Console:
                       r(lambda rq, c: rerun_pages.confirm_redeliver(self, rq, c)), methods=["GET"]),
                 Route("/ui/requests/{request_id}/redeliver", r(lambda rq, c: rerun_pages.redeliver(self, rq, c)),
                       methods=["POST"]),
+                Route("/ui/requests/{request_id}/resend", r(lambda rq, c: rerun_pages.resend(self, rq, c)),
+                      methods=["POST"]),
                 Route("/ui/sources", r(self.sources), methods=["GET"]),
                 Route("/ui/sources", r(self.create_source), methods=["POST"]),
                 Route("/ui/sources/{source_id}", r(self.source_page), methods=["GET"]),
@@ -402,7 +404,8 @@ class Console:
         req = await self.request_view(request.path_params["request_id"], ctx)
         n = request.query_params.get("redelivered", "")
         notice = f"{int(n)} deliver{'y' if n == '1' else 'ies'} queued to run again now." if n.isdigit() else None
-        return self.render(ctx, "request.html", req=req, replayed=None, preview=None, stale=False, notice=notice)
+        return self.render(ctx, "request.html", req=req, replayed=None, preview=None, stale=False, resent=None,
+                           notice=notice)
 
     async def request_body(self, request: Request, ctx: Ctx) -> Response:
         """The exact bytes, as a download: never rendered by the browser as the sender's HTML."""

@@ -1,6 +1,6 @@
 """The request page's fixes: Replay first shows the dry-run diff and applies only on a second,
 explicit step; Re-run actions lists the deliveries that would run again and queues exactly those
-once confirmed (:mod:`hookbay.ops.rerun`)."""
+once confirmed; Resend sends the stored request to a URL typed in (:mod:`hookbay.ops.rerun`)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ async def replay(console: Console, request: Request, ctx: Ctx) -> Response:
 async def _request(console: Console, ctx: Ctx, rid: str, **extra: Any) -> Response:
     return console.render(ctx, "request.html", req=await console.request_view(rid, ctx),
                           canonical=f"/ui/requests/{quote(rid)}", **{"replayed": None, "preview": None,
-                                                                      "stale": False, **extra})
+                                                                      "stale": False, "resent": None, **extra})
 
 
 async def confirm_redeliver(console: Console, request: Request, ctx: Ctx) -> Response:
@@ -63,3 +63,12 @@ async def redeliver(console: Console, request: Request, ctx: Ctx) -> Response:
     ids = [i for i in form.get("ids", "").split(",") if i][:rerun.MAX_DELIVERIES]
     queued = await rerun.redeliver(console.store, ctx.principal, rid, ids)
     return RedirectResponse(f"/ui/requests/{quote(rid)}?redelivered={len(queued)}", status_code=303)
+
+
+async def resend(console: Console, request: Request, ctx: Ctx) -> Response:
+    """The answer of the typed URL (or why it was not sent) shown on the request page."""
+    form = await console.form(request, ctx)
+    rid = request.path_params["request_id"]
+    url = form.get("url", "").strip()[:2000]
+    out = await rerun.resend(console.store, ctx.principal, rid, url, allow_private=form.get("allow_private") == "1")
+    return await _request(console, ctx, rid, resent=out)

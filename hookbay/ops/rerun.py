@@ -1,5 +1,6 @@
 """Fixing one request from the console: its replay shown as a dry-run diff before it is applied,
-and its actions run again (redelivered) once the operator has confirmed exactly which."""
+its actions run again (redelivered) once the operator has confirmed exactly which, and the request
+itself resent to a URL the operator types."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import orjson
 
-from hookbay.errors import BadRequest
+from hookbay.actions.ssrf import DestinationRefused, check_destination, check_peer
+from hookbay.errors import BadRequest, Forbidden
 from hookbay.ops import deliveries as delivery_ops
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import ReplayIn, replay_requests
@@ -71,3 +74,42 @@ async def redeliver(store: Store, p: Principal, request_id: str, ids: list[str])
     if not ids:
         raise BadRequest("Choose at least one delivery to run again")
     return await store.retry_deliveries(DeliveryFilter(client_id=client, request_id=request_id), ids=ids)
+
+
+RESEND_TIMEOUT = 10.0
+RESEND_EXCERPT = 2000
+NOT_RESENT = frozenset({  # hop-by-hop, set by the client itself, or credentials meant for hookbay
+    "host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+    "accept-encoding", "proxy-authorization", "proxy-connection", "authorization", "cookie", "x-api-key"})
+
+
+async def resend(store: Store, p: Principal, request_id: str, url: str, *, allow_private: bool = False) -> dict[str, Any]:
+    """Send the stored request (its method, its headers but hop-by-hop ones and credentials, its
+    exact body) to a URL the operator typed, through the outbound-address guard: the private network
+    only when the admin asks for it. No redirect is followed; the answer comes back as status and an
+    excerpt, or as the reason it could not be sent."""
+    if allow_private and not p.is_admin:
+        raise Forbidden("Only the admin may send to a private address")
+    row = await store.get_request(request_id, scope_client(p, None))
+    if row["body"] is None and row["body_size"]:
+        raise BadRequest("The body is no longer stored (retention or erasure): nothing to resend")
+    try:
+        await check_destination(url, allow_private=allow_private)
+    except DestinationRefused as e:
+        return {"url": url, "error": f"Destination refused: {e}"}
+    headers = [(k, v) for k, v in orjson.loads(row["headers"]) if k.lower() not in NOT_RESENT]
+    try:
+        async with httpx.AsyncClient(timeout=RESEND_TIMEOUT, follow_redirects=False) as c:
+            async with c.stream(row["method"], url, headers=headers, content=bytes(row["body"] or b"")) as r:
+                check_peer(r, url, allow_private)
+                excerpt = b""
+                async for chunk in r.aiter_raw():
+                    excerpt += chunk
+                    if len(excerpt) >= RESEND_EXCERPT:
+                        break
+    except DestinationRefused as e:
+        return {"url": url, "error": f"Destination refused: {e}"}
+    except httpx.HTTPError as e:
+        return {"url": url, "error": f"Not sent: {type(e).__name__}: {e}"[:300]}
+    return {"url": url, "status": r.status_code, "reason": r.reason_phrase,
+            "excerpt": excerpt[:RESEND_EXCERPT].decode("utf-8", "replace")}

@@ -1,14 +1,19 @@
 """Fixing one request from the console, on SQLite and PostgreSQL: Replay shows the dry-run diff and
 changes nothing until applied (and refuses to apply a preview that no longer holds); Re-run
 actions lists the deliveries that will run again and queues exactly those once confirmed, never
-another request's or another client's."""
+another request's or another client's; Resend sends the stored request to a typed URL through the
+outbound-address guard."""
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import ADMIN_TOKEN
 from tests.integration import test_console
@@ -154,3 +159,75 @@ def test_redeliver_queues_only_confirmed_deliveries_of_that_request_and_client(l
         assert queued["state"] in ("pending", "running") or len(queued["attempt_log"]) == 2, queued
         for d in (db, dg):
             assert _api(live, "GET", f"/api/v1/deliveries/{d['id']}")["attempts"] == 1
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """A loopback endpoint that records what it got and answers 202 with a short text."""
+
+    got: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.got.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(202)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"queued by the receiver")
+
+    do_POST = do_PUT
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    _Receiver.got = []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/in"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_resend_sends_the_exact_request_through_the_address_guard(live: Any, ui: Page, receiver: str) -> None:
+    from playwright.sync_api import expect
+
+    src = _api(live, "POST", "/api/v1/sources", json={"name": "Signups", "client_id": "acme",
+                                                      "config": {"methods": ["PUT"]}})
+    body = b'{"Email": "resend@example.com", "n": 1}'
+    rid = httpx.put(src["ingest_url"] + "?wait=1", content=body,
+                    headers={"Content-Type": "application/json", "X-Shop": "north", "Cookie": "sid=1"}).json()["request_id"]
+
+    ui.login(ADMIN_TOKEN)
+    page = ui.page
+    page.goto(f"/ui/requests/{rid}")
+    page.fill("#resend-url", receiver)
+    page.click("#resend")  # loopback, and the private network not allowed: refused before connecting
+    expect(page.locator("#resend-result")).to_contain_text("Destination refused")
+    expect(page.locator("#resend-result")).to_contain_text("not a public address")
+    assert _Receiver.got == []
+    page.check("#resend-private")
+    page.click("#resend")
+    expect(page.locator("#resend-result")).to_contain_text("answered HTTP 202")
+    expect(page.locator("#resend-excerpt")).to_have_text("queued by the receiver")
+    screenshots(page, "request-resend")
+    [(method, path, headers, got)] = _Receiver.got
+    assert (method, path, got) == ("PUT", "/in", body)
+    assert headers["content-type"] == "application/json" and headers["x-shop"] == "north"
+    assert "cookie" not in headers
+
+    # a client token: no private-network choice, and asking for it anyway is refused
+    tok = _api(live, "POST", "/api/v1/tokens", json={"name": "acme", "client_id": "acme"})["token"]
+    with httpx.Client(base_url=live.url) as c:
+        csrf = _login(c, tok)
+        page_html = c.get(f"/ui/requests/{rid}").text
+        assert 'id="resend-url"' in page_html and 'id="resend-private"' not in page_html
+        r = c.post(f"/ui/requests/{rid}/resend", data={"csrf": csrf, "url": receiver, "allow_private": "1"})
+        assert r.status_code == 403
+        r = c.post(f"/ui/requests/{rid}/resend", data={"csrf": csrf, "url": receiver})
+        assert r.status_code == 200 and "not a public address" in r.text
+        r = c.post(f"/ui/requests/{rid}/resend", data={"csrf": csrf, "url": "file:///etc/passwd"})
+        assert r.status_code == 200 and "URL scheme must be http or https" in r.text
+    assert len(_Receiver.got) == 1

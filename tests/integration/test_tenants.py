@@ -438,6 +438,7 @@ UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("post", "/ui/requests/{request_id}/replay"): _ui_replay,
     ("get", "/ui/requests/{request_id}/redeliver"): _by_id("get"),
     ("post", "/ui/requests/{request_id}/redeliver"): _ui_redeliver,
+    ("post", "/ui/requests/{request_id}/resend"): _by_id("post", {"url": "http://192.0.2.1/"}),
     ("get", "/ui/sources/{source_id}"): _by_id("get"),
     ("post", "/ui/sources/{source_id}"): _by_id("post", {"name": "stolen", "enabled": "false"}),
     ("post", "/ui/sources/{source_id}/rotate"): _by_id("post", {"grace_seconds": "0"}),
