@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hookbay.api import docs as api_docs
 from hookbay.api.alerts import add_alert_routes
 from hookbay.api.deliveries import add_delivery_routes
 from hookbay.api.orders import OrderOut, add_order_routes
@@ -29,7 +30,7 @@ from hookbay.ops import sources as source_ops
 from hookbay.ops import tokens as token_ops
 from hookbay.ops.access import Principal, scope_client, with_peer
 from hookbay.ops.requests import ReplayIn
-from hookbay.ops.tokens import TokenOut, principal_for_token
+from hookbay.ops.tokens import TokenCreate, TokenOut, principal_for_token
 from hookbay.settings import Settings
 from hookbay.store import Store
 from hookbay.store.errors import describe
@@ -38,11 +39,6 @@ from hookbay.store.sources import SourceCache
 
 class ErrorOut(BaseModel):
     error: dict[str, Any] = Field(examples=[{"code": "not_found", "message": "Not Found"}])
-
-
-class TokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    client_id: str | None = Field(default=None, description="Scope to one client; null for an admin token")
 
 
 class ProfileOut(BaseModel):
@@ -100,9 +96,10 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
         title="hookbay admin API",
         version="1",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served from the package by api_docs.install, not from a CDN
         redoc_url=None,
     )
+    api_docs.install(app)
 
     @app.exception_handler(HookbayError)
     async def _hb(_: Request, e: HookbayError) -> JSONResponse:

@@ -27,7 +27,13 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from hookbay.actions.registry import ACTION_TYPES
 from hookbay.console import charts
+from hookbay.console import deliveries as delivery_query
+from hookbay.console import requests as request_query
+from hookbay.console import rerun as rerun_pages
+from hookbay.console import tokens as token_pages
+from hookbay.console.requests import RequestQuery, request_extras
 from hookbay.console.session import (
     COOKIE_PATH,
     LOGIN_COOKIE,
@@ -46,7 +52,6 @@ from hookbay.ops import deliveries as delivery_ops
 from hookbay.ops import profiles as profile_ops
 from hookbay.ops import sources as source_ops
 from hookbay.ops.access import Principal, scope_client, with_peer
-from hookbay.ops.requests import ReplayIn, replay_requests
 from hookbay.ops.tokens import principal_for_hash, principal_for_token
 from hookbay.profiles import lookup_email, lookup_phone
 from hookbay.settings import Settings
@@ -73,7 +78,7 @@ GRACE = ((0, "retire the old secrets now"), (3600, "keep old secrets 1 hour"),
 NOTICES = {
     "saved": "Saved.",
     "retried": "Queued to run again now.",
-    "retried-all": "Every dead letter was queued to run again now.",
+    "retried-all": "Every matching dead letter was queued to run again now.",
     "api-key-removed": "The API key was removed: the source accepts requests without one.",
 }
 NAV = {"request": "requests", "source": "sources", "profile": "profiles", "delivery": "deliveries"}
@@ -152,7 +157,14 @@ class Console:
                 Route("/ui/api/requests", self.tail_json, methods=["GET"]),
                 Route("/ui/requests/{request_id}", r(self.request_page), methods=["GET"]),
                 Route("/ui/requests/{request_id}/body", r(self.request_body), methods=["GET"]),
-                Route("/ui/requests/{request_id}/replay", r(self.replay), methods=["POST"]),
+                Route("/ui/requests/{request_id}/replay", r(lambda rq, c: rerun_pages.replay(self, rq, c)),
+                      methods=["POST"]),
+                Route("/ui/requests/{request_id}/redeliver",
+                      r(lambda rq, c: rerun_pages.confirm_redeliver(self, rq, c)), methods=["GET"]),
+                Route("/ui/requests/{request_id}/redeliver", r(lambda rq, c: rerun_pages.redeliver(self, rq, c)),
+                      methods=["POST"]),
+                Route("/ui/requests/{request_id}/resend", r(lambda rq, c: rerun_pages.resend(self, rq, c)),
+                      methods=["POST"]),
                 Route("/ui/sources", r(self.sources), methods=["GET"]),
                 Route("/ui/sources", r(self.create_source), methods=["POST"]),
                 Route("/ui/sources/{source_id}", r(self.source_page), methods=["GET"]),
@@ -167,6 +179,10 @@ class Console:
                 Route("/ui/deliveries/{delivery_id}", r(self.delivery_page), methods=["GET"]),
                 Route("/ui/deliveries/{delivery_id}/retry", r(self.retry_delivery), methods=["POST"]),
                 Route("/ui/charts", r(self.charts), methods=["GET"]),
+                Route("/ui/tokens", r(lambda rq, c: token_pages.page(self, rq, c)), methods=["GET"]),
+                Route("/ui/tokens", r(lambda rq, c: token_pages.create(self, rq, c)), methods=["POST"]),
+                Route("/ui/tokens/{token_id}/revoke", r(lambda rq, c: token_pages.revoke(self, rq, c)),
+                      methods=["POST"]),
                 Mount("/ui/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
             ],
             exception_handlers={HTTPException: self._http_error},
@@ -330,16 +346,11 @@ class Console:
 
     # --- requests -------------------------------------------------------------------------
 
-    async def _tail_filter(self, request: Request, ctx: Ctx) -> tuple[RequestFilter, dict[str, str]]:
+    async def _tail_filter(self, request: Request, ctx: Ctx) -> tuple[RequestFilter, RequestQuery]:
         q = request.query_params
-        chosen = {"source": q.get("source", ""), "verdict": q.get("verdict", ""), "state": q.get("state", "")}
-        if chosen["verdict"] not in VERDICTS:
-            chosen["verdict"] = ""
-        if chosen["state"] not in STATES:
-            chosen["state"] = ""
-        source_id = (await self.store.get_source(chosen["source"], ctx.client))["id"] if chosen["source"] else None
-        return RequestFilter(source_id=source_id, client_id=ctx.client, verdict=chosen["verdict"] or None,
-                             state=chosen["state"] or None, limit=TAIL_LIMIT), chosen
+        source_id = (await self.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
+        query = request_query.parse(q, ctx.client, VERDICTS, STATES, source_id)
+        return query.flt, query
 
     async def _tail_items(self, flt: RequestFilter, ctx: Ctx) -> list[dict[str, Any]]:
         names = await self._source_names(ctx)
@@ -353,9 +364,12 @@ class Console:
         return out
 
     async def tail(self, request: Request, ctx: Ctx) -> Response:
-        """The newest requests; console.js polls :meth:`tail_json` to keep the table current."""
-        flt, chosen = await self._tail_filter(request, ctx)
-        return self.render(ctx, "requests.html", items=await self._tail_items(flt, ctx), chosen=chosen,
+        """Filtered, paged requests; on the first page console.js polls :meth:`tail_json` with the
+        same filters to keep the table current."""
+        _, query = await self._tail_filter(request, ctx)
+        rows, older, newer = request_query.page_of(query, await self._tail_items(query.flt, ctx))
+        return self.render(ctx, "requests.html", items=rows, chosen=query.chosen, query=query, older=older,
+                           newer=newer, filter_errors=query.errors, ranges=request_query.RANGES,
                            sources=await self.store.list_sources(ctx.client), verdicts=VERDICTS, states=STATES)
 
     async def tail_json(self, request: Request) -> Response:
@@ -364,13 +378,14 @@ class Console:
             return JSONResponse({"error": {"code": "unauthorized", "message": "Log in again"}}, status_code=401,
                                 headers={"Cache-Control": "no-store"})
         try:
-            flt, _ = await self._tail_filter(request, ctx)
+            _, query = await self._tail_filter(request, ctx)
+            flt = request_query.tail_filter(query)
         except NotFound:
             return JSONResponse({"error": {"code": "not_found", "message": "Not Found"}}, status_code=404)
         return JSONResponse({"items": await self._tail_items(flt, ctx), "at": iso(now_us())},
                             headers={"Cache-Control": "no-store"})
 
-    async def _request_view(self, request_id: str, ctx: Ctx) -> dict[str, Any]:
+    async def request_view(self, request_id: str, ctx: Ctx) -> dict[str, Any]:
         row = await self.store.get_request(request_id, ctx.client)
         recs = await self.store.records_for([request_id])
         d = request_detail(row, recs[request_id]).model_dump()
@@ -382,11 +397,15 @@ class Console:
         d["body_base64"] = (d["body_base64"] or "")[:TEXT_PREVIEW] if d["body"] is None else None
         names = await self._source_names(ctx)
         d["source_name"] = names.get(d["source_id"] or "", d["source_id"] or "")
+        d.update(await request_extras(self.store, d, ctx.principal, self.settings.base_url))
         return d
 
     async def request_page(self, request: Request, ctx: Ctx) -> Response:
-        req = await self._request_view(request.path_params["request_id"], ctx)
-        return self.render(ctx, "request.html", req=req, replayed=None)
+        req = await self.request_view(request.path_params["request_id"], ctx)
+        n = request.query_params.get("redelivered", "")
+        notice = f"{int(n)} deliver{'y' if n == '1' else 'ies'} queued to run again now." if n.isdigit() else None
+        return self.render(ctx, "request.html", req=req, replayed=None, preview=None, stale=False, resent=None,
+                           notice=notice)
 
     async def request_body(self, request: Request, ctx: Ctx) -> Response:
         """The exact bytes, as a download: never rendered by the browser as the sender's HTML."""
@@ -395,15 +414,6 @@ class Console:
         return Response(bytes(row["body"] or b""), media_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="{rid}.bin"',
                                  "Cache-Control": "no-store"})
-
-    async def replay(self, request: Request, ctx: Ctx) -> Response:
-        """Re-parse one request with its source's current parser and mapping (the API's replay)."""
-        await self.form(request, ctx)
-        rid = request.path_params["request_id"]
-        out = await replay_requests(self.store, self.cache, ctx.principal, ReplayIn(request_id=rid),
-                                    self.parse_off_loop)
-        return self.render(ctx, "request.html", req=await self._request_view(rid, ctx), replayed=out["items"][0],
-                           canonical=f"/ui/requests/{quote(rid)}")
 
     # --- sources --------------------------------------------------------------------------
 
@@ -551,20 +561,31 @@ class Console:
     # --- deliveries -----------------------------------------------------------------------
 
     async def deliveries(self, request: Request, ctx: Ctx) -> Response:
-        state = request.query_params.get("state", "")
-        state = state if state in DELIVERY_STATES else ""
-        before = request.query_params.get("before") or None
-        page = await delivery_ops.list_deliveries(self.store, ctx.principal, state=state or None, before=before,
-                                                  limit=100)
-        return self.render(ctx, "deliveries.html", items=page["items"], state=state,
-                           states=DELIVERY_STATES, next_cursor=page["next_cursor"],
+        chosen = await self._delivery_filter(request.query_params, ctx)
+        page = await delivery_ops.list_deliveries(self.store, ctx.principal, **delivery_query.op_args(chosen),
+                                                  before=delivery_query.cursor(request.query_params),
+                                                  limit=delivery_query.PAGE)
+        nxt = page["next_cursor"]
+        return self.render(ctx, "deliveries.html", items=page["items"], state=chosen["state"],
+                           chosen=chosen, states=DELIVERY_STATES, action_types=ACTION_TYPES,
+                           ranges=request_query.RANGES, sources=await self.store.list_sources(ctx.client),
+                           older=delivery_query.link(chosen, before=nxt) if nxt else "",
+                           this=delivery_query.link(chosen),
                            notice=NOTICES.get(request.query_params.get("notice", "")))
 
+    async def _delivery_filter(self, q: Any, ctx: Ctx) -> dict[str, str]:
+        source_id = (await self.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
+        return delivery_query.parse(q, DELIVERY_STATES, source_id)
+
     async def retry_dead_letters(self, request: Request, ctx: Ctx) -> Response:
-        """Every dead letter this principal can see, queued again (the API's bulk retry, unfiltered)."""
-        await self.form(request, ctx)
-        await delivery_ops.retry_dead_letters(self.store, ctx.principal, all=True)
-        return RedirectResponse("/ui/deliveries?state=pending&notice=retried-all", status_code=303)
+        """Every dead letter this principal can see that matches the page's filters (the form
+        repeats them), queued again: the API's bulk retry."""
+        form = await self.form(request, ctx)
+        chosen = await self._delivery_filter(form, ctx)
+        args = {k: v for k, v in delivery_query.op_args(chosen).items() if k != "state"}
+        await delivery_ops.retry_dead_letters(self.store, ctx.principal, all=True, **args)
+        return RedirectResponse("/ui/deliveries" + delivery_query.link({**chosen, "state": "pending"},
+                                                                      notice="retried-all"), status_code=303)
 
     async def delivery_page(self, request: Request, ctx: Ctx) -> Response:
         d = await delivery_ops.get_delivery(self.store, ctx.principal, request.path_params["delivery_id"])

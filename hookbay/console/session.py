@@ -2,7 +2,7 @@
 
 The session cookie holds ``v1.<token hash>.<expiry>.<mac>``: the SHA-256 hash of the token that
 logged in (never the token itself), an expiry, and an HMAC over both with a server secret. Each
-page asks the admin API's own check (:func:`hookbay.api.admin.principal_for_hash`) who that hash
+page asks the admin API's own check (:func:`hookbay.ops.tokens.principal_for_hash`) who that hash
 belongs to now, so a revoked client token or a rotated admin token ends its sessions at once.
 
 The server secret lives in the ``meta`` table (sealed with the encryption key when one is set), so

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from hookbay.store.schema import metadata
+from hookbay.store.schema import include_object, metadata
 
 config = context.config
 
@@ -18,10 +18,12 @@ def run() -> None:
 
         engine = sa.create_engine(get_settings().effective_database_url)
         with engine.begin() as c:
-            context.configure(connection=c, target_metadata=metadata, render_as_batch=True)
+            context.configure(connection=c, target_metadata=metadata, render_as_batch=True,
+                              include_object=include_object)
             context.run_migrations()
         return
-    context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
+    context.configure(connection=conn, target_metadata=metadata, render_as_batch=True,
+                      include_object=include_object)
     context.run_migrations()
 
 

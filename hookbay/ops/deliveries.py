@@ -33,15 +33,15 @@ def delivery_detail(row: dict[str, Any]) -> dict[str, Any]:
 
 async def list_deliveries(store: Store, p: Principal, *, source: str | None = None, state: str | None = None,
                           action_type: str | None = None, request_id: str | None = None, error: str | None = None,
-                          since: str | None = None, until: str | None = None, before: str | None = None,
-                          limit: int = 50, client_id: str | None = None) -> dict[str, Any]:
+                          destination: str | None = None, since: str | None = None, until: str | None = None,
+                          before: str | None = None, limit: int = 50, client_id: str | None = None) -> dict[str, Any]:
     """Newest first, a page at a time: ``next_cursor`` is the ``before`` of the next page."""
     client = scope_client(p, client_id)
     source_id = await source_id_for(store, client, source)
     since_us, until_us = time_window(since, until)
     rows = await store.list_deliveries(DeliveryFilter(
         client_id=client, source_id=source_id, state=state, action_type=action_type, request_id=request_id,
-        error=error, since_us=since_us, until_us=until_us, before_id=before, limit=limit))
+        error=error, destination=destination, since_us=since_us, until_us=until_us, before_id=before, limit=limit))
     return {"items": [delivery_out(r) for r in rows], "next_cursor": rows[-1]["id"] if len(rows) == limit else None}
 
 
@@ -68,17 +68,18 @@ async def retry_deliveries(store: Store, p: Principal, delivery_ids: list[str]) 
 
 
 async def retry_dead_letters(store: Store, p: Principal, *, source: str | None = None,
-                             action_type: str | None = None, error: str | None = None, since: str | None = None,
+                             action_type: str | None = None, error: str | None = None,
+                             destination: str | None = None, since: str | None = None,
                              until: str | None = None, all: bool = False,
                              client_id: str | None = None) -> dict[str, Any]:
     """Queue every dead letter matching the filter again, with a fresh retry schedule; an empty
     filter needs ``all`` so that it never means everything by accident."""
     client = scope_client(p, client_id)
-    if not all and not any((source, action_type, error, since, until, client_id)):
+    if not all and not any((source, action_type, error, destination, since, until, client_id)):
         raise BadRequest('Give a filter (source, action_type, error, since, until) or "all": true')
     source_id = await source_id_for(store, client, source)
     since_us, until_us = time_window(since, until)
     ids = await store.retry_deliveries(DeliveryFilter(
-        client_id=client, source_id=source_id, action_type=action_type, error=error,
+        client_id=client, source_id=source_id, action_type=action_type, error=error, destination=destination,
         since_us=since_us, until_us=until_us))
     return {"count": len(ids), "ids": ids}

@@ -16,6 +16,11 @@ from hookbay.store import Store, hash_secret
 ADMIN_TOKEN_META = "admin_token_hash"
 
 
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    client_id: str | None = Field(default=None, description="Scope to one client; null for an admin token")
+
+
 class TokenOut(BaseModel):
     id: str
     name: str

@@ -26,7 +26,7 @@ from hookbay import metrics
 from hookbay.audit import AuditEntry
 from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
-from hookbay.ids import new_source_id, now_us, ulid
+from hookbay.ids import new_source_id, now_us, request_id_floor, ulid
 from hookbay.store import bulk, schema
 from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
@@ -34,6 +34,7 @@ from hookbay.store.audit import record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from hookbay.store.errors import is_retryable
+from hookbay.store.search import TextIndexer, text_condition
 from hookbay.store.writer import Writer
 
 T = TypeVar("T")
@@ -61,6 +62,8 @@ class RequestFilter:
     verdict: str | None = None
     state: str | None = None
     text: str | None = None
+    rule: str | None = None
+    status: int | None = None
     after_id: str | None = None
     before_id: str | None = None
     limit: int = 50
@@ -86,6 +89,7 @@ class Store(DeliveriesMixin):
         self.dialect: Dialect = dialect_for(url, busy_timeout_ms)
         self.read_engine = self.dialect.create_engine(writer=False)
         self.write_engine = self.dialect.create_engine(writer=True)
+        self.text_indexer = None if self.is_postgres else TextIndexer(self.dialect.create_engine(writer=True))
         self.job_event: asyncio.Event | None = None
         self.delivery_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -122,10 +126,14 @@ class Store(DeliveriesMixin):
         self.delivery_event = asyncio.Event()
         self.writer.start()
         self.dialect.start_background()
+        if self.text_indexer is not None:
+            self.text_indexer.start()
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.writer.stop)
         await anyio.to_thread.run_sync(self.dialect.stop_background)
+        if self.text_indexer is not None:
+            await anyio.to_thread.run_sync(self.text_indexer.stop)
         self.read_engine.dispose()
         self.write_engine.dispose()
 
@@ -309,24 +317,24 @@ class Store(DeliveriesMixin):
                 stmt = stmt.where(R.c.source_id == f.source_id)
             if f.client_id:
                 stmt = stmt.where(R.c.client_id == f.client_id)
+            # ids are time-ordered: bounds on the id too (a second wider: the id and received_at are
+            # read from the clock one after the other) keep a newest-first walk short
             if f.since_us is not None:
-                stmt = stmt.where(R.c.received_at >= f.since_us)
+                stmt = stmt.where(R.c.received_at >= f.since_us,
+                                  R.c.id >= request_id_floor(max(0, f.since_us // 1000 - 1000)))
             if f.until_us is not None:
-                stmt = stmt.where(R.c.received_at < f.until_us)
+                stmt = stmt.where(R.c.received_at < f.until_us,
+                                  R.c.id < request_id_floor(f.until_us // 1000 + 1000))
             if f.verdict:
                 stmt = stmt.where(R.c.verdict == f.verdict)
             if f.state:
                 stmt = stmt.where(R.c.state == f.state)
+            if f.rule:
+                stmt = stmt.where(R.c.rule == f.rule)
+            if f.status is not None:
+                stmt = stmt.where(R.c.status == f.status)
             if f.text:
-                pattern = "%" + f.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                needle = f.text.encode()
-                in_body: sa.ColumnElement[bool] = (
-                    sa.text("position(:needle IN requests.body) > 0").bindparams(
-                        sa.bindparam("needle", needle, type_=sa.LargeBinary))  # type: ignore[assignment]
-                    if self.is_postgres
-                    else sa.func.instr(R.c.body, sa.literal(needle, sa.LargeBinary)) > 0
-                )
-                stmt = stmt.where(sa.or_(in_body, R.c.headers.like(pattern, escape="\\")))
+                stmt = stmt.where(text_condition(f.text, postgres=self.is_postgres))
             if f.after_id:
                 stmt = stmt.where(R.c.id > f.after_id).order_by(R.c.id.asc())
             else:

@@ -40,6 +40,7 @@ class DeliveryFilter:
     state: str | None = None
     action_type: str | None = None
     error: str | None = None  # substring of last_error
+    destination: str | None = None  # substring of the destination
     since_us: int | None = None
     until_us: int | None = None
     before_id: str | None = None
@@ -55,6 +56,9 @@ class DeliveryFilter:
         if self.error:
             pattern = "%" + self.error.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             conds.append(D.c.last_error.like(pattern, escape="\\"))
+        if self.destination:
+            pattern = "%" + self.destination.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conds.append(D.c.destination.like(pattern, escape="\\"))
         if self.since_us is not None:
             conds.append(D.c.created_at >= self.since_us)
         if self.until_us is not None:

@@ -141,6 +141,8 @@ def test_login_source_tail_detail_replay_playground_charts(live: Any, ui: Page) 
     expect(page.locator("#headers")).to_contain_text("application/json")
     expect(page.locator("#state")).to_contain_text("processed")
     page.click("#replay")
+    expect(page.locator("#replay-preview")).to_contain_text("Dry run (nothing changed yet)")
+    page.click("#replay-apply")
     expect(page.locator("#replay-result")).to_contain_text("Replayed: processed → processed, 1 record(s)")
     expect(page.locator("#records")).to_contain_text('"email": "tail@example.com"')
 

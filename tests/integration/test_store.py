@@ -41,9 +41,12 @@ def test_migrations_produce_exactly_the_schema(db_url: str) -> None:
     store.migrate()
     store.migrate()  # idempotent
     with store.read_engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+        ctx = MigrationContext.configure(conn, opts={"include_object": schema.include_object})
+        diff = compare_metadata(ctx, schema.metadata)
         tables = set(sa.inspect(conn).get_table_names())
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("requests")}
     assert diff == []
+    assert ("ix_requests_text_trgm" in indexes) if store.is_postgres else ("requests_fts" in tables)
     assert {t.name for t in schema.metadata.sorted_tables} <= tables
     store.read_engine.dispose()
     store.write_engine.dispose()

@@ -40,7 +40,7 @@ function requestRow(item, fresh) {
   var link = document.createElement("a");
   link.href = item.url;
   link.textContent = item.received;
-  tr.appendChild(cell(link));
+  tr.appendChild(cell(link, "nowrap"));
   tr.appendChild(cell(item.source));
   tr.appendChild(cell(item.method));
   tr.appendChild(cell(badge(item.verdict)));
@@ -72,6 +72,8 @@ function startTail(table) {
         var rows = document.createDocumentFragment();
         data.items.forEach(function (item) { rows.appendChild(requestRow(item, !seen[item.id])); });
         body.replaceChildren(rows);
+        var empty = document.getElementById("empty");
+        if (empty) empty.hidden = data.items.length > 0;
         if (status) { status.textContent = "live"; status.classList.remove("stale"); status.title = "updated " + data.at; }
       })
       .catch(function () { if (status) { status.textContent = "reconnecting"; status.classList.add("stale"); } })

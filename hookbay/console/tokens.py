@@ -1,0 +1,49 @@
+"""The Tokens page (admin only): API tokens listed, created (the secret shown once) and revoked,
+through the same operations as the admin API (:mod:`hookbay.ops.tokens`). A client token gets a 403 page, as the API answers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from hookbay.errors import Forbidden
+from hookbay.ops import tokens as token_ops
+from hookbay.ops.tokens import TokenCreate
+
+if TYPE_CHECKING:
+    from hookbay.console.app import Console, Ctx
+
+
+def _admin(ctx: Ctx) -> None:
+    if not ctx.principal.is_admin:
+        raise Forbidden("Only the admin token manages tokens")
+
+
+async def page(console: Console, request: Request, ctx: Ctx, *, status: int = 200, **extra: Any) -> Response:
+    _admin(ctx)
+    values: dict[str, Any] = {"created": None, "form_error": None, "notice": None, "values": {}, **extra}
+    if request.query_params.get("notice") == "revoked":
+        values["notice"] = "Token revoked: it stops working now, and its console sessions end."
+    return console.render(ctx, "tokens.html", status=status, items=await token_ops.list_tokens(console.store, ctx.principal),
+                          canonical="/ui/tokens", **values)
+
+
+async def create(console: Console, request: Request, ctx: Ctx) -> Response:
+    _admin(ctx)
+    form = await console.form(request, ctx)
+    try:
+        body = TokenCreate(name=form.get("name", "").strip(), client_id=form.get("client_id", "").strip() or None)
+    except ValidationError as e:
+        msg = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        return await page(console, request, ctx, status=400, form_error=msg, values=form)
+    out = await token_ops.create_token(console.store, ctx.principal, body.name, body.client_id)
+    return await page(console, request, ctx, created=out)
+
+
+async def revoke(console: Console, request: Request, ctx: Ctx) -> Response:
+    await console.form(request, ctx)
+    await token_ops.revoke_token(console.store, ctx.principal, request.path_params["token_id"])
+    return RedirectResponse("/ui/tokens?notice=revoked", status_code=303)
