@@ -80,6 +80,13 @@ class SQLiteDialect(Dialect):
         db = sa.engine.make_url(url).database
         self._wal = f"{db}-wal" if db and db != ":memory:" else None
 
+    def wal_over_limit(self) -> bool:
+        """Whether the WAL is past the size at which the checkpointer rewinds it."""
+        try:
+            return self._wal is not None and os.stat(self._wal).st_size > self.WAL_RESTART_BYTES
+        except OSError:
+            return False
+
     def start_background(self) -> None:
         path = sa.engine.make_url(self.url).database
         if self._checkpointer is None and path and path != ":memory:":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 import structlog
@@ -23,8 +24,9 @@ from hookbay.store.schema import requests as R
 log = structlog.get_logger("hookbay.store")
 
 MIN_INDEXED = 3
-PG_EXPR = ("((CASE WHEN key_id IS NULL THEN coalesce(encode(substring(body from 1 for 65536), 'escape'), '')"
-           " ELSE '' END) || ' ' || headers)")
+PG_BODY = ("(CASE WHEN key_id IS NULL THEN coalesce(encode(substring(body from 1 for 65536), 'escape'), '')"
+           " ELSE '' END)")
+PG_EXPR = f"({PG_BODY} || ' ' || headers)"
 
 
 def _like_escape(text: str) -> str:
@@ -49,10 +51,15 @@ def text_condition(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
     if len(text) < MIN_INDEXED:
         return _scan(text, postgres=postgres)
     if postgres:
-        patterns = {"%" + _like_escape(pg_escape_bytes(text.encode())) + "%", "%" + _like_escape(text) + "%"}
-        conds = [sa.text(f"{PG_EXPR} ILIKE :{name} ESCAPE '\\'").bindparams(sa.bindparam(name, p))
-                 for name, p in zip(("fts_a", "fts_b"), sorted(patterns), strict=False)]
-        return sa.or_(*conds) if len(conds) > 1 else conds[0]  # type: ignore[return-value]
+        # The body is indexed in its escape encoding, the headers as stored: the index narrows rows on
+        # the joined text, and the recheck matches each pattern only in its own part (a backslash
+        # doubled by the escape encoding must not match a header's JSON-doubled backslash).
+        in_body = "%" + _like_escape(pg_escape_bytes(text.encode())) + "%"
+        in_headers = "%" + _like_escape(text) + "%"
+        return sa.text(  # type: ignore[return-value]
+            f"({PG_EXPR} ILIKE :fts_a ESCAPE '\\' OR {PG_EXPR} ILIKE :fts_b ESCAPE '\\')"
+            f" AND ({PG_BODY} ILIKE :fts_a ESCAPE '\\' OR headers ILIKE :fts_b ESCAPE '\\')"
+        ).bindparams(fts_a=in_body, fts_b=in_headers)
     # the index has trigrams without positions: it finds rows holding every trigram, the row rechecks
     grams = dict.fromkeys(text[i:i + 3] for i in range(len(text) - 2))
     match = " AND ".join('"' + g.replace('"', '""') + '"' for g in grams)
@@ -105,8 +112,9 @@ class TextIndexer:
     REST = 9
     IDLE_S = 0.5
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, wal_over_limit: Callable[[], bool] = lambda: False) -> None:
         self.engine = engine  # its own (a writer's pool keeps one connection per thread)
+        self.wal_over_limit = wal_over_limit
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -135,6 +143,11 @@ class TextIndexer:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if self.wal_over_limit():
+                # The checkpointer is rewinding a large WAL (or the disk is full): writing the index
+                # now would grow the WAL further and take space that ingest needs.
+                self._stop.wait(self.IDLE_S)
+                continue
             t = time.monotonic()
             try:
                 n = self.step()

@@ -1,7 +1,8 @@
 """Parsing never holds ingest (issue #11, finding 2b).
 
 The slow body is real work, not a sleep: 16,000 NDJSON contacts with internationalised emails and
-national phone numbers, about 4 s of parsing on a development machine. While ``/V1/Test``,
+national phone numbers, about 4 s of parsing on a development machine and
+about 2 s on a fast idle one, so the probes start early and last 1.2 s. While ``/V1/Test``,
 ``?wait=1`` or the worker parse it, ``/healthz`` and plain webhooks must keep answering quickly
 (bound: 1 s, generous on a shared machine; on the event loop they waited for the whole parse).
 """
@@ -72,8 +73,8 @@ def test_v1_test_parses_off_the_event_loop(db_url: str, live_server_factory) -> 
     with httpx.Client(base_url=live.url, timeout=120) as c:
         thread, out = _in_background(lambda: c.post(f"/V1/Test/{slow['token']}", content=body,
                                                     headers={"Content-Type": "application/x-ndjson"}))
-        time.sleep(1.0)
-        worst = _worst_latency(live, plain["token"], 2.0)
+        time.sleep(0.3)
+        worst = _worst_latency(live, plain["token"], 1.2)
         still_parsing = thread.is_alive()
         thread.join(120)
     assert worst < BOUND_S, f"ingest waited {worst:.2f}s behind a /V1/Test parse"
@@ -90,8 +91,8 @@ def test_wait_parses_off_the_event_loop(db_url: str, live_server_factory) -> Non
     with httpx.Client(base_url=live.url, timeout=120) as c:
         thread, out = _in_background(lambda: c.post(f"/V1/Data/{slow['token']}?wait=1", content=body,
                                                     headers={"Content-Type": "application/x-ndjson"}))
-        time.sleep(1.0)
-        worst = _worst_latency(live, plain["token"], 2.0)
+        time.sleep(0.3)
+        worst = _worst_latency(live, plain["token"], 1.2)
         still_parsing = thread.is_alive()
         thread.join(120)
     assert worst < BOUND_S, f"ingest waited {worst:.2f}s behind a ?wait=1 parse"
@@ -112,8 +113,8 @@ def test_worker_process_parses_without_holding_ingest(db_url: str, live_server_f
                          headers={"Content-Type": "application/x-ndjson"})
     assert r.status_code == 200, r.text
     rid = r.json()["request_id"]
-    time.sleep(0.5)
-    worst = _worst_latency(live, plain["token"], 2.0)
+    time.sleep(0.2)
+    worst = _worst_latency(live, plain["token"], 1.2)
     with live.admin() as c:
         state_after_probes = c.get(f"/api/v1/requests/{rid}").json()["state"]
     assert worst < BOUND_S, f"ingest waited {worst:.2f}s behind the worker's parse"
