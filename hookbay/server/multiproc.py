@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from hookbay.errors import HookbayError
+from hookbay.server.workerproc import process_exited
 from hookbay.settings import Settings
 
 log = structlog.get_logger("hookbay.multiproc")
@@ -157,7 +158,7 @@ class ProcessSupervisor:
         while not self.stopping.is_set():
             proc = self._start(slot)
             started = time.monotonic()
-            await _exited(proc)
+            await process_exited(proc)
             if self.stopping.is_set():
                 break
             lived = time.monotonic() - started
@@ -182,7 +183,7 @@ class ProcessSupervisor:
         deadline = self.settings.write_timeout + self.settings.worker_stop_timeout + 10
         for p in procs:
             try:
-                await asyncio.wait_for(_exited(p), max(0.1, deadline))
+                await asyncio.wait_for(process_exited(p), max(0.1, deadline))
             except TimeoutError:
                 log.error("ingest_process_killed", pid=p.pid)
                 p.kill()
@@ -220,19 +221,3 @@ def serve_processes(settings: Settings, run_worker: bool | None, tls: dict[str, 
         return asyncio.run(main())
     finally:
         sock.close()
-
-
-async def _exited(proc: BaseProcess) -> None:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    loop.add_reader(proc.sentinel, ready)
-    try:
-        await done
-    finally:
-        loop.remove_reader(proc.sentinel)
-    proc.join(0)

@@ -144,7 +144,7 @@ class WorkerSupervisor:
                 proc.start()
                 self.process = proc
                 started = time.monotonic()
-                await _exited(proc)
+                await process_exited(proc)
                 if time.monotonic() - started > 30:
                     backoff = 0.5
                 log.error("worker_process_died", pid=proc.pid, exitcode=proc.exitcode, restart_in=backoff)
@@ -182,14 +182,15 @@ class WorkerSupervisor:
             return
         proc.terminate()
         try:
-            await asyncio.wait_for(_exited(proc), self.settings.worker_stop_timeout + 5)
+            await asyncio.wait_for(process_exited(proc), self.settings.worker_stop_timeout + 5)
         except TimeoutError:
             log.error("worker_process_killed", pid=proc.pid)
             proc.kill()
             await asyncio.to_thread(proc.join, 5)
 
 
-async def _exited(proc: BaseProcess) -> None:
+async def process_exited(proc: BaseProcess) -> None:
+    """Wait for a child process to end without a thread: the loop watches its sentinel."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
