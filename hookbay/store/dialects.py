@@ -47,30 +47,32 @@ class Dialect:
 class SQLiteDialect(Dialect):
     """WAL with synchronous=FULL: a commit is on disk when it returns; readers never block the writer.
 
-    Checkpoints (copying the WAL back into the database file, with an fsync of it) run on a
-    background thread while the store is running, so they are not paid inside a commit that ingest
-    acknowledgements or the worker wait for. The writer still checkpoints by itself if the WAL
-    grows past ``WRITER_AUTOCHECKPOINT`` pages (no background thread, or it cannot keep up).
+    Copying the WAL back into the database file (a PASSIVE checkpoint, with an fsync of the file)
+    runs on a background thread while the store is running, so it is not paid inside a commit that
+    ingest acknowledgements or the worker wait for.
 
     A PASSIVE checkpoint never lets the WAL start over while commits keep coming: SQLite rewinds
     the WAL only when a checkpoint has copied all of it and no reader still uses it, and under load
     a new commit is always there first. So the WAL only grew (after a disk-full episode, the 14 MB
-    an operator freed went into the WAL again within ~700 requests). Once the WAL passes
-    ``WAL_RESTART_BYTES`` the thread runs a RESTART checkpoint: it holds new commits back for the
-    moment it takes to copy the rest and for the readers to finish (at most ``RESTART_BUSY_MS``),
-    and the next commit writes the WAL from its start again (``journal_size_limit`` trims the file).
-    After a failed checkpoint or commit (disk full) it is a TRUNCATE, which gives the WAL's space
-    back to the filesystem, and the writer runs it itself before its next commit, so the space an
-    operator frees goes to the checkpoint rather than to more WAL. The writer also steps in if the
-    WAL reaches ``WAL_HARD_BYTES`` (commits outpace the thread)."""
+    an operator freed went into the WAL again within ~700 requests). Rewinding is therefore the
+    writer's job, between two commits: once the WAL passes ``WAL_RESTART_BYTES`` it runs a RESTART
+    checkpoint (the background thread has copied most frames already, so this copies the rest and
+    waits for old readers, at most ``RESTART_BUSY_MS``), and its next commit writes the WAL from
+    the start again (``journal_size_limit`` trims the file). After a failed commit (disk full) it is
+    a TRUNCATE, which gives the WAL's space back to the filesystem, so the space an operator frees
+    goes to the checkpoint rather than to more WAL.
+
+    The rewind used to run on the background thread too. Under a steady stream of commits it could
+    not get the write lock: SQLite's busy handler polls, and the writer took the lock back first
+    every time, while the thread's waiting checkpoint made the writer's own attempt fail at once;
+    the WAL grew to 13-20 MiB past a 12 MiB bound. Only one connection now ever rewinds."""
 
     name = "sqlite"
     WRITER_AUTOCHECKPOINT = 10000  # pages (SQLite's default is 1000)
     CHECKPOINT_EVERY_S = 0.5
-    WAL_CHECK_S = 0.1
+    WAL_CHECK_S = 0.05
     WAL_RESTART_BYTES = 4 * 1024 * 1024
     RESTART_BUSY_MS = 250
-    WAL_HARD_BYTES = 8 * 1024 * 1024
     JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024  # a rewound WAL longer than this is cut back to it
 
     def __init__(self, url: str, busy_timeout_ms: int) -> None:
@@ -80,12 +82,15 @@ class SQLiteDialect(Dialect):
         db = sa.engine.make_url(url).database
         self._wal = f"{db}-wal" if db and db != ":memory:" else None
 
-    def wal_over_limit(self) -> bool:
-        """Whether the WAL is past the size at which the checkpointer rewinds it."""
+    def _wal_size(self) -> int:
         try:
-            return self._wal is not None and os.stat(self._wal).st_size > self.WAL_RESTART_BYTES
+            return os.stat(self._wal).st_size if self._wal is not None else 0
         except OSError:
-            return False
+            return 0
+
+    def wal_over_limit(self) -> bool:
+        """Whether the WAL is past the size at which the writer rewinds it."""
+        return self._wal_size() > self.WAL_RESTART_BYTES
 
     def start_background(self) -> None:
         path = sa.engine.make_url(self.url).database
@@ -102,30 +107,19 @@ class SQLiteDialect(Dialect):
             self._checkpointer = None
 
     def _checkpoint_loop(self, path: str) -> None:
+        """PASSIVE checkpoints: twice a second, and as soon as the WAL is half-way to a rewind, so
+        the writer's RESTART finds little left to copy. PASSIVE neither waits for nor blocks anyone."""
         con = None
         last_error = None
-        wal = Path(f"{path}-wal")
         next_passive = 0.0
         while not self._stop.wait(self.WAL_CHECK_S):
+            if time.monotonic() < next_passive and self._wal_size() <= self.WAL_RESTART_BYTES // 2:
+                continue
+            next_passive = time.monotonic() + self.CHECKPOINT_EVERY_S
             try:
-                try:
-                    big = wal.stat().st_size > self.WAL_RESTART_BYTES
-                except FileNotFoundError:
-                    big = False
-                if last_error is not None:
-                    mode = "TRUNCATE"
-                elif big:
-                    mode = "RESTART"
-                elif time.monotonic() >= next_passive:
-                    mode = "PASSIVE"  # copies what it can without waiting for (or blocking) anyone
-                else:
-                    continue
-                next_passive = time.monotonic() + self.CHECKPOINT_EVERY_S
                 if con is None:
-                    con = sqlite3.connect(path, timeout=self.RESTART_BUSY_MS / 1000, check_same_thread=False)
-                busy = con.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
-                if mode != "PASSIVE" and busy:  # readers held on: commits went on, try again next time
-                    log.info("checkpoint_busy", mode=mode)
+                    con = sqlite3.connect(path, timeout=0, check_same_thread=False)
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 last_error = None
             except Exception as e:
                 if str(e) != last_error:  # once per kind of failure, not twice a second
@@ -139,24 +133,36 @@ class SQLiteDialect(Dialect):
             con.close()
 
     def cap_wal(self, conn: sa.Connection, after_failure: bool) -> None:
-        """The writer's check before a commit (a stat, unless the WAL is past the hard cap or the
-        last commit failed)."""
-        try:
-            size = os.stat(self._wal).st_size if self._wal is not None else 0
-        except FileNotFoundError:
-            return
-        if not size or (size <= self.WAL_HARD_BYTES and not after_failure):
+        """The writer's check before a commit: a stat, and a rewind when the WAL is past
+        ``WAL_RESTART_BYTES`` or the last commit failed.
+
+        A busy answer (the background PASSIVE holds the checkpoint lock for a moment, or a reader
+        still uses an old snapshot) is retried until ``RESTART_BUSY_MS`` have passed; then the
+        commit goes ahead and the next one tries again."""
+        size = self._wal_size()
+        if not size or (size <= self.WAL_RESTART_BYTES and not after_failure):
             return
         mode = "TRUNCATE" if after_failure else "RESTART"
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
+        deadline = time.monotonic() + self.RESTART_BUSY_MS / 1000
+        old_timeout = dbapi.execute("PRAGMA busy_timeout").fetchone()[0]
+        dbapi.execute(f"PRAGMA busy_timeout={self.RESTART_BUSY_MS}")
         try:
-            busy = dbapi.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
-        except sqlite3.Error as e:  # disk still full: the commit fails and says so
-            log.warning("checkpoint_failed", error=str(e), by="writer")
-            return
-        if busy:
-            log.info("checkpoint_busy", mode=mode, by="writer")
+            while True:
+                try:
+                    busy = dbapi.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+                except sqlite3.Error as e:  # disk still full: the commit fails and says so
+                    log.warning("checkpoint_failed", error=str(e), by="writer")
+                    return
+                if not busy:
+                    return
+                if time.monotonic() >= deadline:
+                    log.info("checkpoint_busy", mode=mode, by="writer")
+                    return
+                time.sleep(0.002)
+        finally:
+            dbapi.execute(f"PRAGMA busy_timeout={int(old_timeout)}")
 
     @staticmethod
     def insert(table: sa.Table) -> Any:

@@ -45,10 +45,6 @@ def _free(path: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "open: on a fast idle machine the WAL overshoots the 12 MiB bound (13.8-20.1 MiB seen on 2026-11-29, "
-    "with and without the text indexer) between the checkpointer's 0.1 s checks; the space still goes to "
-    "requests. Tracked in the session's closing note; remove this mark with the fix."))
 def test_space_freed_after_disk_full_goes_to_requests_not_the_wal(small_fs: Path) -> None:
     data = small_fs / "data"
     data.mkdir()
