@@ -33,6 +33,7 @@ from hookbay.console import deliveries as delivery_query
 from hookbay.console import requests as request_query
 from hookbay.console import rerun as rerun_pages
 from hookbay.console import tokens as token_pages
+from hookbay.console.bodyview import body_anchor
 from hookbay.console.requests import RequestQuery, request_extras
 from hookbay.console.session import (
     COOKIE_PATH,
@@ -145,7 +146,7 @@ class Console:
         self.form_limit = 3 * max(settings.max_body_bytes, 1 << 20) + 65536
         self.env = Environment(loader=PackageLoader("hookbay.console", "templates"), autoescape=True,
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.env.filters.update(when=when, pretty=pretty)
+        self.env.filters.update(when=when, pretty=pretty, body_anchor=body_anchor)
         r = self._route
         self.app = Starlette(
             routes=[

@@ -5,7 +5,9 @@ page runs them off the event loop (the console shares its loop with ingest)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import re
 import shlex
 from typing import Any
 from urllib.parse import parse_qsl
@@ -14,8 +16,14 @@ from xml.etree.ElementTree import indent, tostring
 import orjson
 from defusedxml.ElementTree import fromstring as safe_xml
 
+from hookbay.parsers.generic import format_path
+
 MAX_ROWS = 500
 MAX_LINES = 2000
+HIGHLIGHT_MAX_CHARS = 256 * 1024  # the console's text preview; longer bodies are shown plain
+NEST_LIMIT = 200  # deeper JSON is shown compact on one line rather than recursed into
+
+Token = tuple[str, str]  # (class, text): the template escapes the text
 SKIP_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding", "accept-encoding",
                           "x-forwarded-for", "x-forwarded-proto", "x-real-ip"})
 
@@ -29,11 +37,18 @@ def pretty_body(text: str, content_type: str | None) -> dict[str, Any] | None:
         if "ndjson" in ctype or "jsonl" in ctype or "json-seq" in ctype:
             return _ndjson(text)
         if "json" in ctype or (not ctype and head in ("{", "[")):
-            return {"kind": "json", "text": _json(text)}
+            value = orjson.loads(text)
+            out: dict[str, Any] = {"kind": "json", "text": _json(text)}
+            if len(text) <= HIGHLIGHT_MAX_CHARS:
+                out["lines"] = json_lines(value)
+                out["anchors"] = {line["anchor"] for line in out["lines"] if line["anchor"]}
+            return out
         if "xml" in ctype or (not ctype and head == "<"):
             root = safe_xml(text.encode())
             indent(root)
-            return {"kind": "xml", "text": tostring(root, encoding="unicode")}
+            pretty = tostring(root, encoding="unicode")
+            return {"kind": "xml", "text": pretty,
+                    "lines": xml_lines(pretty) if len(pretty) <= HIGHLIGHT_MAX_CHARS else None}
         if ctype == "application/x-www-form-urlencoded":
             return {"kind": "form", "header": ["field", "value"],
                     "rows": [list(p) for p in parse_qsl(text, keep_blank_values=True)[:MAX_ROWS]], "more": False}
@@ -48,6 +63,91 @@ def pretty_body(text: str, content_type: str | None) -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001  (a body that does not parse is shown raw)
         return None
     return None
+
+
+def body_anchor(path: str) -> str:
+    """The id of the body line a receipt path (``$.a[0].b``) points at: a hash, since a JSONPath
+    holds characters an id or a URL fragment should not."""
+    return "bp-" + hashlib.sha1(path.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def json_lines(value: Any) -> list[dict[str, Any]]:
+    """Pretty JSON (two-space indent, as ``_json``) as lines of highlighted tokens, each line that
+    starts a value carrying the anchor of that value's path, so a receipt error can link to it.
+
+    Hand-written rather than Pygments: a lexer sees text, not the tree, and cannot say which path a
+    line holds. One pass over the parsed value, linear in its size."""
+    lines: list[dict[str, Any]] = []
+
+    def emit(depth: int, parts: tuple[str | int, ...] | None, tokens: list[Token]) -> None:
+        anchor = None
+        if parts is not None:
+            try:
+                anchor = body_anchor(format_path(parts))
+            except Exception:  # noqa: BLE001  (a key with a lone surrogate: the line just has no anchor)
+                anchor = None
+        lines.append({"indent": "  " * depth, "tokens": tokens, "anchor": anchor})
+
+    def scalar(v: Any) -> Token:
+        if isinstance(v, str):
+            return ("j-str", orjson.dumps(v).decode())
+        if v is None or isinstance(v, bool):
+            return ("j-lit", orjson.dumps(v).decode())
+        return ("j-num", orjson.dumps(v).decode())
+
+    def walk(v: Any, parts: tuple[str | int, ...], depth: int, lead: list[Token], comma: bool) -> None:
+        tail: list[Token] = [("j-punct", ",")] if comma else []
+        if isinstance(v, dict) and v and depth < NEST_LIMIT:
+            emit(depth, parts, [*lead, ("j-punct", "{")])
+            items = list(v.items())
+            for i, (k, child) in enumerate(items):
+                key: list[Token] = [("j-key", orjson.dumps(k).decode()), ("j-punct", ": ")]
+                walk(child, (*parts, k), depth + 1, key, i < len(items) - 1)
+            emit(depth, None, [("j-punct", "}"), *tail])
+        elif isinstance(v, list) and v and depth < NEST_LIMIT:
+            emit(depth, parts, [*lead, ("j-punct", "[")])
+            for i, child in enumerate(v):
+                walk(child, (*parts, i), depth + 1, [], i < len(v) - 1)
+            emit(depth, None, [("j-punct", "]"), *tail])
+        elif isinstance(v, (dict, list)):
+            emit(depth, parts, [*lead, ("j-punct", orjson.dumps(v).decode()), *tail])
+        else:
+            emit(depth, parts, [*lead, scalar(v), *tail])
+
+    walk(value, (), 0, [], False)
+    return lines
+
+
+_XML_TAG = re.compile(r"<[^<>]*>")
+_XML_ATTR = re.compile(r"""(\s+)([^\s=/>]+)(=)("[^"]*"|'[^']*')""")
+
+
+def xml_lines(pretty: str) -> list[list[Token]]:
+    """ElementTree's pretty output as lines of tokens (tags, attribute names and values, text).
+    Its output is well formed, so two regular expressions without nesting split it, in linear time."""
+    out: list[list[Token]] = []
+    for line in pretty.splitlines():
+        tokens: list[Token] = []
+        pos = 0
+        for m in _XML_TAG.finditer(line):
+            if m.start() > pos:
+                tokens.append(("x-text", line[pos:m.start()]))
+            tag = m.group(0)
+            head = re.match(r"</?[^\s/>]+", tag)
+            end = head.end() if head else 1
+            tokens.append(("x-tag", tag[:end]))
+            at = end
+            for a in _XML_ATTR.finditer(tag, end):
+                if a.start() > at:
+                    tokens.append(("x-tag", tag[at:a.start()]))
+                tokens += [("x-text", a.group(1)), ("x-attr", a.group(2)), ("x-tag", "="), ("x-val", a.group(4))]
+                at = a.end()
+            tokens.append(("x-tag", tag[at:]))
+            pos = m.end()
+        if pos < len(line):
+            tokens.append(("x-text", line[pos:]))
+        out.append(tokens)
+    return out
 
 
 def _json(text: str) -> str:

@@ -156,6 +156,8 @@ def test_request_detail_bodies_by_type_rejection_curl_and_deliveries(live: Any, 
 
     page.goto(f"/ui/requests/{rid['json']}")
     expect(page.locator('#body-pretty[data-kind="json"]')).to_contain_text('"items": [\n      1,')
+    expect(page.locator("#body-pretty .j-key").first).to_have_text('"order"')  # highlighted by token
+    expect(page.locator("#body-pretty .j-num").first).to_have_text("7")
     expect(page.locator("#body")).to_be_hidden()  # raw behind the toggle
     page.click("#body-raw-toggle summary")
     expect(page.locator("#body")).to_have_text('{"order":{"id":7,"items":[1,2]}}')
@@ -172,6 +174,8 @@ def test_request_detail_bodies_by_type_rejection_curl_and_deliveries(live: Any, 
     expect(page.locator('#body-pretty[data-kind="form"] tbody tr').first).to_contain_text("z@example.com")
     page.goto(f"/ui/requests/{rid['xml']}")
     expect(page.locator('#body-pretty[data-kind="xml"]')).to_contain_text("<order>\n  <id>7</id>")
+    expect(page.locator("#body-pretty .x-attr")).to_have_text(["sku"])
+    expect(page.locator("#body-pretty .x-val")).to_have_text(['"a"'])
     page.goto(f"/ui/requests/{rid['binary']}")
     expect(page.locator("#body-pretty")).to_have_count(0)
     expect(page.locator("#body-base64")).to_be_visible()
@@ -323,3 +327,27 @@ def test_tokens_page_creates_shows_once_and_revokes(live: Any, ui: Page) -> None
     expect(page.locator("#notice")).to_contain_text("Token revoked")
     expect(page.locator("#tokens tbody tr")).to_have_count(0)
     assert httpx.get(f"{live.url}/api/v1/sources", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_receipt_error_links_to_the_body_line_it_names(live: Any, ui: Page) -> None:
+    """A field error's path is a link to the highlighted line holding that value (and only when the
+    body has that path); following it marks the line."""
+    from playwright.sync_api import expect
+
+    src = _api(live, "POST", "/api/v1/sources", json={"name": "Contacts", "client_id": "acme",
+                                                      "config": {"parser": "contact"}})
+    body = [{"SourceName": "web", "SourceType": "form", "Email": "ok@example.com"},
+            {"SourceName": "web", "SourceType": "form", "Email": "not-an-email"}]
+    rid = httpx.post(src["ingest_url"], json=body).json()["request_id"]
+    ui.login(ADMIN_TOKEN)
+    page = ui.page
+    page.goto(f"/ui/requests/{rid}")
+    link = page.locator("#errors a.body-link")
+    expect(link.first).to_be_visible()
+    path = link.first.inner_text()
+    assert path == "$[1].Email", path
+    link.first.click()
+    target = page.locator("#body-pretty .ln:target")
+    expect(target).to_have_count(1)
+    expect(target).to_have_text('    "Email": "not-an-email"')
+    assert page.url.endswith("#" + (target.get_attribute("id") or "-"))
