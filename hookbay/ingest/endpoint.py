@@ -36,7 +36,7 @@ from hookbay.errors import (
 from hookbay.ids import new_request_id, now_us
 from hookbay.ingest import senders as edge_io
 from hookbay.ingest.asgi import Receive, Scope, Send, send_json, send_raw
-from hookbay.ingest.ratelimit import RateLimiter
+from hookbay.ingest.ratelimit import RateLimiter, SharedRateLimiter
 from hookbay.netaddr import client_address, in_networks, parse_networks
 from hookbay.parsers.formats import check_well_formed
 from hookbay.senders import (
@@ -120,6 +120,8 @@ class Ingest:
         self.process_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
         self.parse_off_loop: Callable[..., Awaitable[Any]] | None = None
         self.limiter = RateLimiter()
+        # PostgreSQL: sources' rate limits hold across processes and machines (one shared bucket).
+        self.shared_limiter = SharedRateLimiter(store.lease_rate_tokens) if store.is_postgres else None
         self.address_limiter = edge_io.AddressLimiter()
         self.trusted = parse_networks(settings.trusted_proxy_list)
 
@@ -199,7 +201,10 @@ class Ingest:
             if cenc is not None:
                 decoded = await self._decode(cenc, body, src.max_body, scope)
             if src.rate is not None and not test:
-                wait_s = self.limiter.check(src.id, src.rate, src.burst)
+                if self.shared_limiter is not None:
+                    wait_s = await self.shared_limiter.check(src.id, src.rate, src.burst)
+                else:
+                    wait_s = self.limiter.check(src.id, src.rate, src.burst)
                 if wait_s > 0:
                     raise RateLimited(headers={"Retry-After": str(max(1, math.ceil(wait_s)))}).with_rule("rate_limit")
             if edge is not None and edge.rate_per_ip is not None and not test:

@@ -30,6 +30,7 @@ from hookbay.ids import new_source_id, now_us, request_id_floor, ulid
 from hookbay.store import bulk, schema
 from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
+from hookbay.store import ratelimit as rate_store
 from hookbay.store.audit import record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
@@ -149,6 +150,15 @@ class Store(DeliveriesMixin):
         def run() -> T:
             with self.read_engine.connect() as conn:
                 return fn(conn)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+
+    async def lease_rate_tokens(self, source_id: str, rate: float, burst: float, want: int) -> rate_store.Lease:
+        """Up to ``want`` tokens from the source's bucket shared by all processes (PostgreSQL only),
+        on a reader connection: a lease must not wait behind the writer's group commit."""
+        def run() -> rate_store.Lease:
+            with self.read_engine.connect() as conn:
+                return rate_store.lease_tokens(conn, source_id, rate, burst, want)
 
         return await anyio.to_thread.run_sync(run, limiter=self._limiter)
 

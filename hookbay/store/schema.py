@@ -123,6 +123,16 @@ tokens = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
+rate_buckets = sa.Table(
+    # PostgreSQL only: the token bucket each source's rate limit shares across processes and
+    # machines (ingest/ratelimit.py leases tokens from it in chunks).
+    "rate_buckets",
+    metadata,
+    sa.Column("source_id", sa.String(64), primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),  # the database's clock, epoch seconds
+)
+
 meta = sa.Table(
     "meta",
     metadata,
