@@ -30,8 +30,10 @@ from starlette.staticfiles import StaticFiles
 from hookbay.actions.registry import ACTION_TYPES
 from hookbay.console import charts
 from hookbay.console import deliveries as delivery_query
+from hookbay.console import mapping as mapping_pages
 from hookbay.console import requests as request_query
 from hookbay.console import rerun as rerun_pages
+from hookbay.console import sources as source_pages
 from hookbay.console import tokens as token_pages
 from hookbay.console.requests import RequestQuery, request_extras
 from hookbay.console.session import (
@@ -80,6 +82,7 @@ NOTICES = {
     "retried": "Queued to run again now.",
     "retried-all": "Every matching dead letter was queued to run again now.",
     "api-key-removed": "The API key was removed: the source accepts requests without one.",
+    "deleted": "Source deleted: its URL answers 404 now; its stored requests stay in the log.",
 }
 NAV = {"request": "requests", "source": "sources", "profile": "profiles", "delivery": "deliveries"}
 TAIL_LIMIT = 50
@@ -171,6 +174,8 @@ class Console:
                 Route("/ui/sources/{source_id}", r(self.edit_source), methods=["POST"]),
                 Route("/ui/sources/{source_id}/rotate", r(self.rotate_secret), methods=["POST"]),
                 Route("/ui/sources/{source_id}/api-key", r(self.api_key), methods=["POST"]),
+                *source_pages.routes(self),
+                *mapping_pages.routes(self),
                 Route("/ui/playground", r(self.playground), methods=["GET", "POST"]),
                 Route("/ui/profiles", r(self.profiles), methods=["GET"]),
                 Route("/ui/profiles/{profile_id}", r(self.profile_page), methods=["GET"]),
