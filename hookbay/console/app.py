@@ -426,7 +426,8 @@ class Console:
                       values: dict[str, str] | None = None) -> Response:
         items = await source_ops.list_sources(self.store, self.settings.base_url, ctx.principal)
         return self.render(ctx, "sources.html", status=status, items=items, formats=FORMATS, parsers=PARSERS,
-                           schemes=SCHEMES, form_error=error, values=values or {}, canonical="/ui/sources")
+                           schemes=SCHEMES, form_error=error, values=values or {}, canonical="/ui/sources",
+                           notice=NOTICES.get(request.query_params.get("notice", "")))
 
     async def create_source(self, request: Request, ctx: Ctx) -> Response:
         form = await self.form(request, ctx)

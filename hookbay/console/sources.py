@@ -79,12 +79,6 @@ BY_NAME = {f.name: f for f in FIELDS}
 ACTION_EXAMPLE = "- type: forward\n  url: https://example.com/hook\n"
 
 
-class FieldProblem(Exception):
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
-
-
 def _num(v: Any) -> str:
     return "" if v is None else (f"{v:g}" if isinstance(v, float) else str(v))
 
@@ -201,8 +195,9 @@ def _value(f: Field, texts: dict[str, str]) -> Any:
     return t
 
 
-def build_patch(base: dict[str, str], now: dict[str, str]) -> dict[str, Any]:
-    """The config merge patch for the fields the user changed (``None`` removes a setting)."""
+def build_patch(base: dict[str, str], now: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The config merge patch for the fields the user changed (``None`` removes a setting), and
+    the fields whose text is not a value at all."""
     patch: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name in _changed_fields(base, now):
@@ -210,9 +205,7 @@ def build_patch(base: dict[str, str], now: dict[str, str]) -> dict[str, Any]:
             patch[name] = _value(BY_NAME[name], now)
         except ValueError as e:
             errors[name] = str(e)
-    if errors:
-        raise FieldProblem(errors)
-    return patch
+    return patch, errors
 
 
 def _field_of(path: list[Any]) -> str:
@@ -279,17 +272,16 @@ async def save_settings(console: Console, request: Request, ctx: Ctx) -> Respons
         base = {}
     now = posted_texts(form, admin)
     again: dict[str, Any] = {"texts": now, "base": base}
-    try:
-        patch = build_patch(base, now)
-    except FieldProblem as e:
-        return await settings_page(console, request, ctx, status=400, errors=e.errors, **again)
-    if not patch:
+    patch, errors = build_patch(base, now)
+    if not patch and not errors:
         return RedirectResponse(f"/ui/sources/{quote(row['id'])}/settings?notice=saved", status_code=303)
     old = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
     try:
         new = SourceConfig.model_validate(merge_patch(old.model_dump(), patch))
     except ValidationError as e:
-        return await settings_page(console, request, ctx, status=422, errors=validation_errors(e), **again)
+        errors = {**validation_errors(e), **errors}
+    if errors:  # every field's problem at once, and nothing saved
+        return await settings_page(console, request, ctx, status=422, errors=errors, **again)
     weak = weakenings(old, new)
     confirmed = set(form.get("confirm_weaken", "").split(","))
     if weak and not set(weak) <= confirmed:
