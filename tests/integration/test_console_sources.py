@@ -202,18 +202,26 @@ def test_mapping_editor_preview_save_and_replay_failed(live: Any, ui: Page) -> N
         expect(item).to_contain_text("SourceName is required")
         expect(item.locator(".b-failed").first).to_be_visible()
 
-    # a fixed draft and a pasted body: records for all, and nothing is written
+    # a fixed draft and a pasted body: the preview follows as they are typed (no reload), records
+    # for all, and nothing is written
+    page.evaluate("window.__not_reloaded = true")
     page.fill("#draft", FIXED)
-    page.click("#mapping-form details summary")
-    page.fill("#paste-body", '{"email": "pasted@example.com"}')
-    page.click("#preview-button")
-    expect(page.locator("#preview-pasted")).to_contain_text("pasted@example.com")
-    expect(page.locator("#preview-pasted .b-processed")).to_be_visible()
     for rid, email in zip(rids, ("one@example.com", "two@example.com"), strict=True):
         item = page.locator(f'#preview article[data-id="{rid}"]')
         expect(item).to_contain_text("draft processed 1 record(s)")
         if rid == rids[-1]:  # newest first: the first one's records are open
             expect(item).to_contain_text(email)
+    page.click("#mapping-form details summary")
+    page.fill("#paste-body", '{"email": "pasted@example.com"}')
+    expect(page.locator("#preview-pasted")).to_contain_text("pasted@example.com")
+    expect(page.locator("#preview-pasted .b-processed")).to_be_visible()
+    assert page.evaluate("window.__not_reloaded") is True
+    page.fill("#draft", "version: 1\ntarget: nowhere\nfields: {A: {expr: a}}\n")
+    expect(page.locator("#draft-errors")).to_contain_text("target")
+    page.fill("#draft", FIXED)
+    expect(page.locator("#draft-errors")).to_have_count(0)
+    page.click("#preview-button")  # the button does the same without script
+    expect(page.locator("#preview-pasted")).to_contain_text("pasted@example.com")
     screenshots(page, "source-mapping-preview")
     assert _config(live, sid)["mapping"] == FAILING
     assert [_api(live, "GET", f"/api/v1/requests/{rid}")["state"] for rid in rids] == ["failed", "failed"]
