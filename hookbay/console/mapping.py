@@ -65,7 +65,6 @@ async def submit(console: Console, request: Request, ctx: Ctx) -> Response:
             return await _page(console, ctx, sid, status=422, draft_errors=msgs, error="Not saved", **values)
         failed = await mapping_ops.failed_count(console.store, ctx.principal, out.id)
         return await _page(console, ctx, out.id, saved_version=version, failed=failed,
-                           notice=f"Saved as mapping version {version}.",
                            **{**values, "draft": mapping_ops.to_yaml(out.config.mapping)})
     body = values["body"].encode() if values["body"].strip() else None
     preview = await mapping_ops.preview(console.store, ctx.principal, sid, draft, settings=console.settings,

@@ -195,6 +195,14 @@ def _value(f: Field, texts: dict[str, str]) -> Any:
     return t
 
 
+def _replacing(old: Any, new: Any) -> Any:
+    """A merge-patch value that makes ``old`` into ``new``: an object patch only adds and changes
+    keys, so the keys the user deleted (a required header, say) are named with ``None``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**{k: None for k in old if k not in new}, **{k: _replacing(old.get(k), v) for k, v in new.items()}}
+    return new
+
+
 def build_patch(base: dict[str, str], now: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The config merge patch for the fields the user changed (``None`` removes a setting), and
     the fields whose text is not a value at all."""
@@ -202,9 +210,14 @@ def build_patch(base: dict[str, str], now: dict[str, str]) -> tuple[dict[str, An
     errors: dict[str, str] = {}
     for name in _changed_fields(base, now):
         try:
-            patch[name] = _value(BY_NAME[name], now)
+            value = _value(BY_NAME[name], now)
         except ValueError as e:
             errors[name] = str(e)
+            continue
+        try:
+            patch[name] = _replacing(_value(BY_NAME[name], base), value)
+        except ValueError:  # the page showed what was stored, so this is only a forged base
+            patch[name] = value
     return patch, errors
 
 
