@@ -112,23 +112,31 @@ def field_texts(cfg: SourceConfig, admin: bool) -> dict[str, str]:
 
 
 def posted_texts(form: dict[str, str], admin: bool) -> dict[str, str]:
-    """The same texts from a posted form (checkboxes absent when unticked; CRLF from textareas)."""
+    """The same texts from a posted form, for the fields it carries: a field it leaves out is not
+    changed. Unticked checkboxes are never sent, so they count only when the form says it has
+    them (``checkboxes=1``, always sent by the page). Textareas send CRLF."""
     out: dict[str, str] = {}
+    boxes = form.get("checkboxes") == "1"
     for f in FIELDS:
         if f.admin_only and not admin:
             continue
         if f.kind == "signature":
-            out["sig_scheme"] = form.get("sig_scheme", "")
-            for part in SIG_PARTS:
-                out[f"sig_{part}"] = form.get(f"sig_{part}", "").strip()
+            if "sig_scheme" in form:
+                out["sig_scheme"] = form["sig_scheme"]
+                for part in SIG_PARTS:
+                    out[f"sig_{part}"] = form.get(f"sig_{part}", "").strip()
         elif f.kind == "multi":
-            out[f.name] = ",".join(m for m in f.choices if form.get(f"{f.name}_{m}") == "on")
+            if boxes:
+                out[f.name] = ",".join(m for m in f.choices if form.get(f"{f.name}_{m}") == "on")
         elif f.kind == "bool":
-            out[f.name] = "on" if form.get(f.name) == "on" else ""
+            if boxes:
+                out[f.name] = "on" if form.get(f.name) == "on" else ""
+        elif f.name not in form:
+            continue
         elif f.kind in ("lines", "headers", "yaml"):
-            out[f.name] = form.get(f.name, "").replace("\r\n", "\n").strip("\n")
+            out[f.name] = form[f.name].replace("\r\n", "\n").strip("\n")
         else:
-            out[f.name] = form.get(f.name, "").strip()
+            out[f.name] = form[f.name].strip()
     return out
 
 

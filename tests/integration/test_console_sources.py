@@ -250,3 +250,33 @@ def test_mapping_editor_preview_save_and_replay_failed(live: Any, ui: Page) -> N
         assert _api(live, "GET", f"/api/v1/requests/{rid}")["state"] == "processed"
     latest = _api(live, "GET", "/api/v1/audit", params={"limit": 5})["items"]
     assert any(e["action"] == "source.patch" and e["target"] == sid for e in latest)
+
+
+def test_settings_delete_and_mapping_forms_need_the_csrf_token(live: Any) -> None:
+    """Without the page's token each form answers 403 and nothing changes; with it, it works."""
+    import re
+
+    from tests.integration.test_tenants import _login
+
+    src = _api(live, "POST", "/api/v1/sources", json={"name": "Guarded", "client_id": "acme"})
+    sid = src["id"]
+    before = _config(live, sid)
+    draft = "version: 1\ntarget: record\nfields:\n  A: {expr: a}\n"
+    with httpx.Client(base_url=live.url, timeout=15) as c:
+        csrf = _login(c, ADMIN_TOKEN)
+        base = re.search(r'name="base" value="([^"]+)"', c.get(f"/ui/sources/{sid}/settings").text)
+        assert base
+        import html
+
+        forms = [(f"/ui/sources/{sid}/settings", {"base": html.unescape(base.group(1)), "rate": "9"}),
+                 (f"/ui/sources/{sid}/mapping", {"action": "save", "draft": draft}),
+                 (f"/ui/sources/{sid}/mapping/replay", {}),
+                 (f"/ui/sources/{sid}/delete", {"confirm_name": "Guarded"})]
+        for path, form in forms:
+            for token in (None, "forged"):
+                r = c.post(path, data={**form, **({"csrf": token} if token else {})})
+                assert r.status_code == 403, (path, r.status_code)
+        assert _config(live, sid) == before
+        r = c.post(f"/ui/sources/{sid}/settings", data={**forms[0][1], "csrf": csrf})
+        assert r.status_code == 303, r.text[:500]
+        assert _config(live, sid) == {**before, "rate": 9.0}  # only the field posted changed

@@ -31,6 +31,7 @@ ORDER = ["POST", "PUT", "PATCH", "GET"]
 def _form(texts: dict[str, str]) -> dict[str, str]:
     """What a browser posts for these field texts (checkboxes only when ticked)."""
     form = {k: v for k, v in texts.items() if k not in ("methods", "relay", "sync", "allow_private_destinations")}
+    form["checkboxes"] = "1"
     for m in texts.get("methods", "").split(","):
         if m:
             form[f"methods_{m}"] = "on"
@@ -110,4 +111,7 @@ def test_unchanged_form_is_an_empty_patch_and_bad_text_is_named() -> None:
     two = field_texts(SourceConfig.model_validate({"required_headers": {"X-A": "1", "X-B": "2"}}), admin=True)
     assert build_patch(two, {**two, "required_headers": "x-b: 2"}) == ({"required_headers": {"x-a": None, "x-b": "2"}}, {})
     # a client's form never carries the admin-only field, whatever is posted
-    assert "allow_private_destinations" not in posted_texts({"allow_private_destinations": "on"}, admin=False)
+    assert "allow_private_destinations" not in posted_texts({"allow_private_destinations": "on", "checkboxes": "1"},
+                                                            admin=False)
+    # a hand-made post names only some fields: the others are not touched
+    assert build_patch(base, posted_texts({"rate": "3"}, admin=True)) == ({"rate": 3.0}, {})
