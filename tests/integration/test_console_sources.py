@@ -280,3 +280,27 @@ def test_settings_delete_and_mapping_forms_need_the_csrf_token(live: Any) -> Non
         r = c.post(f"/ui/sources/{sid}/settings", data={**forms[0][1], "csrf": csrf})
         assert r.status_code == 303, r.text[:500]
         assert _config(live, sid) == {**before, "rate": 9.0}  # only the field posted changed
+
+
+def test_a_client_session_edits_its_own_sources_but_not_admin_settings(live: Any) -> None:
+    """acme's token edits acme's source and previews its mapping; the admin-only setting is neither
+    shown nor taken from its form (another client's source is the tenant route walk's: 404)."""
+    from tests.integration.test_tenants import _login
+
+    tok = _api(live, "POST", "/api/v1/tokens", json={"name": "acme", "client_id": "acme"})["token"]
+    src = _api(live, "POST", "/api/v1/sources", json={"name": "Mine", "client_id": "acme"})
+    sid = src["id"]
+    rid = httpx.post(src["ingest_url"] + "?wait=1", json={"a": "stored"}).json()["request_id"]
+    with httpx.Client(base_url=live.url, timeout=15) as c:
+        csrf = _login(c, tok)
+        page = c.get(f"/ui/sources/{sid}/settings").text
+        assert 'id="f-rate"' in page and "allow_private_destinations" not in page
+        r = c.post(f"/ui/sources/{sid}/settings", data={"csrf": csrf, "base": "{}", "rate": "4",
+                                                         "allow_private_destinations": "on", "checkboxes": "1"})
+        assert r.status_code == 303, r.text[:500]
+        cfg = _config(live, sid)
+        assert cfg["rate"] == 4.0 and cfg["allow_private_destinations"] is False
+        r = c.post(f"/ui/sources/{sid}/mapping", data={
+            "csrf": csrf, "action": "preview", "draft": "version: 1\ntarget: record\nfields:\n  A: {expr: a}\n"})
+        assert r.status_code == 200 and f'data-id="{rid}"' in r.text and "&#34;stored&#34;" in r.text
+    assert _config(live, sid)["parser"] == "generic"  # the preview saved nothing
