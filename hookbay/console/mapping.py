@@ -53,7 +53,7 @@ async def submit(console: Console, request: Request, ctx: Ctx) -> Response:
     try:
         draft = mapping_ops.parse_draft(values["draft"])
     except HookbayError as e:
-        await console.store.get_source(sid, ctx.client)  # another client's source stays a 404
+        await source_ops.get_source(console.store, console.settings.base_url, ctx.principal, sid)  # theirs: 404
         return await _page(console, ctx, sid, status=422, draft_errors=e.detail or [{"path": "$", "message": e.message}],
                            error=e.message, **values)
     if form.get("action") == "save":

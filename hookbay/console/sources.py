@@ -286,7 +286,7 @@ async def save_settings(console: Console, request: Request, ctx: Ctx) -> Respons
     form = await console.form(request, ctx)
     sid = request.path_params["source_id"]
     admin = ctx.principal.is_admin
-    row = await console.store.get_source(sid, ctx.client)
+    src = await source_ops.get_source(console.store, console.settings.base_url, ctx.principal, sid)
     try:
         base = {k: str(v) for k, v in orjson.loads(form.get("base") or "{}").items()}
     except (orjson.JSONDecodeError, AttributeError):
@@ -295,8 +295,8 @@ async def save_settings(console: Console, request: Request, ctx: Ctx) -> Respons
     again: dict[str, Any] = {"texts": now, "base": base}
     patch, errors = build_patch(base, now)
     if not patch and not errors:
-        return RedirectResponse(f"/ui/sources/{quote(row['id'])}/settings?notice=saved", status_code=303)
-    old = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
+        return RedirectResponse(f"/ui/sources/{quote(src.id)}/settings?notice=saved", status_code=303)
+    old = src.config
     try:
         new = SourceConfig.model_validate(merge_patch(old.model_dump(), patch))
     except ValidationError as e:
@@ -310,7 +310,7 @@ async def save_settings(console: Console, request: Request, ctx: Ctx) -> Respons
                                    errors={k: f"{v}: tick the box below to do it on purpose" for k, v in weak.items()})
     try:
         out = await source_ops.patch_source(console.store, console.cache, console.settings.base_url, ctx.principal,
-                                            row["id"], {"config": patch}, settings=console.settings)
+                                            src.id, {"config": patch}, settings=console.settings)
     except ValidationError as e:
         return await settings_page(console, request, ctx, status=422, errors=validation_errors(e), **again)
     except HookbayError as e:
@@ -335,7 +335,7 @@ async def save_settings(console: Console, request: Request, ctx: Ctx) -> Respons
 async def confirm_delete(console: Console, request: Request, ctx: Ctx) -> Response:
     src = await source_ops.get_source(console.store, console.settings.base_url, ctx.principal,
                                       request.path_params["source_id"])
-    n = await console.store.count_requests(source_id=src.id)
+    n = await source_ops.stored_requests(console.store, ctx.principal, src.id)
     return console.render(ctx, "sources_delete.html", src=src, requests=n,
                           canonical=f"/ui/sources/{quote(src.id)}/delete")
 
@@ -345,7 +345,7 @@ async def delete(console: Console, request: Request, ctx: Ctx) -> Response:
     src = await source_ops.get_source(console.store, console.settings.base_url, ctx.principal,
                                       request.path_params["source_id"])
     if form.get("confirm_name", "").strip() != src.name:
-        n = await console.store.count_requests(source_id=src.id)
+        n = await source_ops.stored_requests(console.store, ctx.principal, src.id)
         return console.render(ctx, "sources_delete.html", status=400, src=src, requests=n,
                               error="Type the source's name exactly to delete it.")
     await source_ops.delete_source(console.store, console.cache, ctx.principal, src.id)
