@@ -199,7 +199,7 @@ def test_mapping_editor_preview_save_and_replay_failed(live: Any, ui: Page) -> N
     page.click("#preview-button")
     for rid in rids:
         item = page.locator(f'#preview article[data-id="{rid}"]')
-        expect(item).to_contain_text("SourceName is required")
+        expect(item).to_contain_text("SourceName is required", timeout=30_000)  # may start the parse pool
         expect(item.locator(".b-failed").first).to_be_visible()
 
     # a fixed draft and a pasted body: the preview follows as they are typed (no reload), records
