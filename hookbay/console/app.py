@@ -30,8 +30,10 @@ from starlette.staticfiles import StaticFiles
 from hookbay.actions.registry import ACTION_TYPES
 from hookbay.console import charts
 from hookbay.console import deliveries as delivery_query
+from hookbay.console import mapping as mapping_pages
 from hookbay.console import requests as request_query
 from hookbay.console import rerun as rerun_pages
+from hookbay.console import sources as source_pages
 from hookbay.console import tokens as token_pages
 from hookbay.console.bodyview import body_anchor
 from hookbay.console.requests import RequestQuery, request_extras
@@ -81,6 +83,7 @@ NOTICES = {
     "retried": "Queued to run again now.",
     "retried-all": "Every matching dead letter was queued to run again now.",
     "api-key-removed": "The API key was removed: the source accepts requests without one.",
+    "deleted": "Source deleted: its URL answers 404 now; its stored requests stay in the log.",
 }
 NAV = {"request": "requests", "source": "sources", "profile": "profiles", "delivery": "deliveries"}
 TAIL_LIMIT = 50
@@ -172,6 +175,8 @@ class Console:
                 Route("/ui/sources/{source_id}", r(self.edit_source), methods=["POST"]),
                 Route("/ui/sources/{source_id}/rotate", r(self.rotate_secret), methods=["POST"]),
                 Route("/ui/sources/{source_id}/api-key", r(self.api_key), methods=["POST"]),
+                *source_pages.routes(self),
+                *mapping_pages.routes(self),
                 Route("/ui/playground", r(self.playground), methods=["GET", "POST"]),
                 Route("/ui/profiles", r(self.profiles), methods=["GET"]),
                 Route("/ui/profiles/{profile_id}", r(self.profile_page), methods=["GET"]),
@@ -422,7 +427,8 @@ class Console:
                       values: dict[str, str] | None = None) -> Response:
         items = await source_ops.list_sources(self.store, self.settings.base_url, ctx.principal)
         return self.render(ctx, "sources.html", status=status, items=items, formats=FORMATS, parsers=PARSERS,
-                           schemes=SCHEMES, form_error=error, values=values or {}, canonical="/ui/sources")
+                           schemes=SCHEMES, form_error=error, values=values or {}, canonical="/ui/sources",
+                           notice=NOTICES.get(request.query_params.get("notice", "")))
 
     async def create_source(self, request: Request, ctx: Ctx) -> Response:
         form = await self.form(request, ctx)

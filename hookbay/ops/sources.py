@@ -196,3 +196,9 @@ def initial_secret(config: SourceConfig, given: str | None) -> tuple[str | None,
         return given, False
     return generate_secret(config.signature.scheme), True
 
+
+
+async def stored_requests(store: Store, p: Principal, ref: str) -> int:
+    """How many stored requests a source has: what the delete confirmation says will stay."""
+    row = await store.get_source(ref, scope_client(p, None))
+    return await store.count_requests(source_id=row["id"])

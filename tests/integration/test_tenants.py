@@ -458,6 +458,14 @@ def _ui_redeliver(s: Session, url: str) -> None:
     s.not_found(s.post(url, ids=s.t.dlv["id"]))
 
 
+def _ui_mapping(s: Session, url: str) -> None:
+    """Neither a preview, a save nor a draft that does not parse reaches globex's source."""
+    draft = "version: 1\ntarget: record\nfields:\n  A: {expr: a}\n"
+    for action in ("preview", "save"):
+        s.not_found(s.post(url, action=action, draft=draft, body="{}"))
+    s.not_found(s.post(url, action="preview", draft="version: [1"))
+
+
 UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("get", "/ui/requests/{request_id}"): _by_id("get"),
     ("get", "/ui/requests/{request_id}/body"): _by_id("get"),
@@ -469,6 +477,13 @@ UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("post", "/ui/sources/{source_id}"): _by_id("post", {"name": "stolen", "enabled": "false"}),
     ("post", "/ui/sources/{source_id}/rotate"): _by_id("post", {"grace_seconds": "0"}),
     ("post", "/ui/sources/{source_id}/api-key"): _by_id("post"),
+    ("get", "/ui/sources/{source_id}/settings"): _by_id("get"),
+    ("post", "/ui/sources/{source_id}/settings"): _by_id("post", {"base": "{}", "sig_scheme": "", "rate": "1"}),
+    ("get", "/ui/sources/{source_id}/delete"): _by_id("get"),
+    ("post", "/ui/sources/{source_id}/delete"): _by_id("post", {"confirm_name": THEIR_SOURCE}),
+    ("get", "/ui/sources/{source_id}/mapping"): _by_id("get"),
+    ("post", "/ui/sources/{source_id}/mapping"): _ui_mapping,
+    ("post", "/ui/sources/{source_id}/mapping/replay"): _by_id("post"),
     ("get", "/ui/profiles/{profile_id}"): _by_id("get"),
     ("get", "/ui/deliveries/{delivery_id}"): _by_id("get"),
     ("post", "/ui/deliveries/{delivery_id}/retry"): _by_id("post"),
