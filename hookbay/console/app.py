@@ -28,6 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from hookbay.actions.registry import ACTION_TYPES
+from hookbay.console import bulk as bulk_pages
 from hookbay.console import charts
 from hookbay.console import deliveries as delivery_query
 from hookbay.console import requests as request_query
@@ -78,7 +79,6 @@ GRACE = ((0, "retire the old secrets now"), (3600, "keep old secrets 1 hour"),
 NOTICES = {
     "saved": "Saved.",
     "retried": "Queued to run again now.",
-    "retried-all": "Every matching dead letter was queued to run again now.",
     "api-key-removed": "The API key was removed: the source accepts requests without one.",
 }
 NAV = {"request": "requests", "source": "sources", "profile": "profiles", "delivery": "deliveries"}
@@ -175,13 +175,19 @@ class Console:
                 Route("/ui/profiles", r(self.profiles), methods=["GET"]),
                 Route("/ui/profiles/{profile_id}", r(self.profile_page), methods=["GET"]),
                 Route("/ui/deliveries", r(self.deliveries), methods=["GET"]),
-                Route("/ui/deliveries/retry", r(self.retry_dead_letters), methods=["POST"]),
                 Route("/ui/deliveries/{delivery_id}", r(self.delivery_page), methods=["GET"]),
                 Route("/ui/deliveries/{delivery_id}/retry", r(self.retry_delivery), methods=["POST"]),
                 Route("/ui/charts", r(self.charts), methods=["GET"]),
                 Route("/ui/tokens", r(lambda rq, c: token_pages.page(self, rq, c)), methods=["GET"]),
                 Route("/ui/tokens", r(lambda rq, c: token_pages.create(self, rq, c)), methods=["POST"]),
                 Route("/ui/tokens/{token_id}/revoke", r(lambda rq, c: token_pages.revoke(self, rq, c)),
+                      methods=["POST"]),
+                Route("/ui/bulk/requests", r(lambda rq, c: bulk_pages.confirm_requests(self, rq, c)),
+                      methods=["GET"]),
+                Route("/ui/bulk/requests", r(lambda rq, c: bulk_pages.run_requests(self, rq, c)), methods=["POST"]),
+                Route("/ui/bulk/deliveries", r(lambda rq, c: bulk_pages.confirm_deliveries(self, rq, c)),
+                      methods=["GET"]),
+                Route("/ui/bulk/deliveries", r(lambda rq, c: bulk_pages.run_deliveries(self, rq, c)),
                       methods=["POST"]),
                 Mount("/ui/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
             ],
@@ -576,16 +582,6 @@ class Console:
     async def _delivery_filter(self, q: Any, ctx: Ctx) -> dict[str, str]:
         source_id = (await self.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
         return delivery_query.parse(q, DELIVERY_STATES, source_id)
-
-    async def retry_dead_letters(self, request: Request, ctx: Ctx) -> Response:
-        """Every dead letter this principal can see that matches the page's filters (the form
-        repeats them), queued again: the API's bulk retry."""
-        form = await self.form(request, ctx)
-        chosen = await self._delivery_filter(form, ctx)
-        args = {k: v for k, v in delivery_query.op_args(chosen).items() if k != "state"}
-        await delivery_ops.retry_dead_letters(self.store, ctx.principal, all=True, **args)
-        return RedirectResponse("/ui/deliveries" + delivery_query.link({**chosen, "state": "pending"},
-                                                                      notice="retried-all"), status_code=303)
 
     async def delivery_page(self, request: Request, ctx: Ctx) -> Response:
         d = await delivery_ops.get_delivery(self.store, ctx.principal, request.path_params["delivery_id"])

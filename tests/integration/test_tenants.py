@@ -421,11 +421,25 @@ def _ui_deliveries(s: Session) -> None:
     s.not_found(s.get("/ui/deliveries", source=s.t.theirs["id"]))
 
 
-def _ui_retry_dead_letters(s: Session) -> None:
+def _ui_bulk_requests(s: Session) -> None:
+    """acme's bulk runs count and touch only acme's requests; a forged source filter is a 404."""
+    for action in ("replay", "redeliver"):
+        page = s.ok(s.get("/ui/bulk/requests", action=action))
+        assert "Nothing matches" in page
+        s.not_found(s.get("/ui/bulk/requests", action=action, source=s.t.theirs["id"]))
+        done = s.ok(s.post("/ui/bulk/requests", action=action, total="10000"))
+        assert "of 0 request(s)" in done
+        s.not_found(s.post("/ui/bulk/requests", action=action, source=s.t.theirs["id"]))
+        # a forged cursor only moves the window: still acme's requests only
+        assert "of 0 request(s)" in s.ok(s.post("/ui/bulk/requests", action=action, cursor="req_zzzz"))
+
+
+def _ui_bulk_deliveries(s: Session) -> None:
     """acme's bulk retry leaves globex's dead letter dead (checked in _theirs_unchanged)."""
-    r = s.post("/ui/deliveries/retry")
-    assert r.status_code == 303, r.text[:300]
-    s.not_found(s.post("/ui/deliveries/retry", source=s.t.theirs["id"]))
+    assert "Nothing matches" in s.ok(s.get("/ui/bulk/deliveries", state="dead"))
+    s.not_found(s.get("/ui/bulk/deliveries", source=s.t.theirs["id"]))
+    assert "0 of 0 delivery(ies)" in s.ok(s.post("/ui/bulk/deliveries", state="dead", cursor="dlv_zzzz"))
+    s.not_found(s.post("/ui/bulk/deliveries", source=s.t.theirs["id"]))
 
 
 def _ui_tokens(s: Session) -> None:
@@ -483,7 +497,10 @@ UI_COLLECTION_CASES: dict[tuple[str, str], Callable[[Session], None]] = {
     ("post", "/ui/playground"): _ui_playground,
     ("get", "/ui/profiles"): _ui_profiles,
     ("get", "/ui/deliveries"): _ui_deliveries,
-    ("post", "/ui/deliveries/retry"): _ui_retry_dead_letters,
+    ("get", "/ui/bulk/requests"): _ui_bulk_requests,
+    ("post", "/ui/bulk/requests"): _ui_bulk_requests,
+    ("get", "/ui/bulk/deliveries"): _ui_bulk_deliveries,
+    ("post", "/ui/bulk/deliveries"): _ui_bulk_deliveries,
     ("get", "/ui/charts"): _ui_charts,
     ("get", "/ui/tokens"): _ui_tokens,
     ("post", "/ui/tokens"): _ui_tokens,
