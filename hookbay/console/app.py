@@ -28,6 +28,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from hookbay.actions.registry import ACTION_TYPES
+from hookbay.console import alerts as alert_pages
+from hookbay.console import audit as audit_pages
 from hookbay.console import bulk as bulk_pages
 from hookbay.console import charts
 from hookbay.console import deliveries as delivery_query
@@ -189,6 +191,8 @@ class Console:
                       methods=["GET"]),
                 Route("/ui/bulk/deliveries", r(lambda rq, c: bulk_pages.run_deliveries(self, rq, c)),
                       methods=["POST"]),
+                Route("/ui/alerts", r(lambda rq, c: alert_pages.page(self, rq, c)), methods=["GET"]),
+                Route("/ui/audit", r(lambda rq, c: audit_pages.page(self, rq, c)), methods=["GET"]),
                 Mount("/ui/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
             ],
             exception_handlers={HTTPException: self._http_error},

@@ -932,12 +932,21 @@ class Store(DeliveriesMixin):
 
     async def list_audit(self, client_id: str | None = None, *, since_us: int | None = None,
                          until_us: int | None = None, before_id: str | None = None,
-                         limit: int = 50) -> list[dict[str, Any]]:
-        """Entries newest first (ids are time-ordered); ``client_id`` limits them to one client's."""
+                         limit: int = 50, action: str | None = None, actor: str | None = None,
+                         target: str | None = None) -> list[dict[str, Any]]:
+        """Entries newest first (ids are time-ordered); ``client_id`` limits them to one client's;
+        ``action`` is a prefix (``source.`` or ``source.update``), ``actor`` and ``target`` exact."""
         A = schema.audit_log
 
         def q(conn: sa.Connection) -> list[dict[str, Any]]:
             stmt = sa.select(A)
+            if action:
+                pattern = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                stmt = stmt.where(A.c.action.like(pattern, escape="\\"))
+            if actor:
+                stmt = stmt.where(A.c.actor == actor)
+            if target:
+                stmt = stmt.where(A.c.target == target)
             if client_id is not None:
                 stmt = stmt.where(A.c.client_id == client_id)
             if since_us is not None:

@@ -449,6 +449,24 @@ def _ui_tokens(s: Session) -> None:
     assert s.post("/ui/tokens", name="planted", client_id="globex").status_code == 403
 
 
+def _ui_alerts(s: Session) -> None:
+    """globex's rule and its open alert are not on acme's page; naming the rule is a 404."""
+    page = s.ok(s.get("/ui/alerts"))
+    assert "No rules." in page and 'id="empty"' in page
+    s.ok(s.get("/ui/alerts", state="open"))
+    s.not_found(s.get("/ui/alerts", rule=s.t.their_rule["id"]))
+
+
+def _ui_audit(s: Session) -> None:
+    """Only acme's entries, whatever client, actor or action the URL names; globex's source as the
+    target finds nothing (the page repeats the query, so the rows are looked at)."""
+    s.ok(s.get("/ui/audit"))
+    for q in ({"client": "globex"}, {"actor": "admin", "action": "source."}):
+        assert "<td>globex</td>" not in s.ok(s.get("/ui/audit", **q))
+    r = s.get("/ui/audit", target=s.t.theirs["id"])
+    assert r.status_code == 200 and 'data-id="aud_' not in r.text and "No entry matches" in r.text
+
+
 def _ui_charts(s: Session) -> None:
     """globex's rejected request is counted on globex's charts only."""
     assert "No rejected requests." in s.ok(s.get("/ui/charts"))
@@ -502,6 +520,8 @@ UI_COLLECTION_CASES: dict[tuple[str, str], Callable[[Session], None]] = {
     ("get", "/ui/bulk/deliveries"): _ui_bulk_deliveries,
     ("post", "/ui/bulk/deliveries"): _ui_bulk_deliveries,
     ("get", "/ui/charts"): _ui_charts,
+    ("get", "/ui/alerts"): _ui_alerts,
+    ("get", "/ui/audit"): _ui_audit,
     ("get", "/ui/tokens"): _ui_tokens,
     ("post", "/ui/tokens"): _ui_tokens,
 }
@@ -556,4 +576,6 @@ def test_every_console_page_hides_other_clients_objects(live) -> None:  # type: 
         assert admin.get(f"/ui/profiles/{t.pid}").status_code == 200
         assert t.rid in admin.get("/ui/api/requests").text
         assert "No rejected requests." not in admin.get("/ui/charts").text
+        assert 'data-id="aud_' in admin.get("/ui/audit", params={"target": t.theirs["id"]}).text
+        assert t.alert_id in admin.get("/ui/alerts", params={"rule": t.their_rule["id"]}).text
     _theirs_unchanged(live, t)
