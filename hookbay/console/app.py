@@ -33,6 +33,7 @@ from hookbay.console import audit as audit_pages
 from hookbay.console import bulk as bulk_pages
 from hookbay.console import charts
 from hookbay.console import deliveries as delivery_query
+from hookbay.console import profiles as profile_pages
 from hookbay.console import requests as request_query
 from hookbay.console import rerun as rerun_pages
 from hookbay.console import tokens as token_pages
@@ -52,11 +53,9 @@ from hookbay.ingest.asgi import Receive, Scope, Send
 from hookbay.ingest.endpoint import dry_run
 from hookbay.models import Format, Parser, RotateIn, SourceCreate, SourceUpdate
 from hookbay.ops import deliveries as delivery_ops
-from hookbay.ops import profiles as profile_ops
 from hookbay.ops import sources as source_ops
 from hookbay.ops.access import Principal, scope_client, with_peer
 from hookbay.ops.tokens import principal_for_hash, principal_for_token
-from hookbay.profiles import lookup_email, lookup_phone
 from hookbay.settings import Settings
 from hookbay.signatures.registry import REGISTRY as SIGNATURE_SCHEMES
 from hookbay.store import RequestFilter, Store, hash_secret
@@ -174,8 +173,14 @@ class Console:
                 Route("/ui/sources/{source_id}/rotate", r(self.rotate_secret), methods=["POST"]),
                 Route("/ui/sources/{source_id}/api-key", r(self.api_key), methods=["POST"]),
                 Route("/ui/playground", r(self.playground), methods=["GET", "POST"]),
-                Route("/ui/profiles", r(self.profiles), methods=["GET"]),
-                Route("/ui/profiles/{profile_id}", r(self.profile_page), methods=["GET"]),
+                Route("/ui/profiles", r(lambda rq, c: profile_pages.search(self, rq, c)), methods=["GET"]),
+                Route("/ui/profiles/{profile_id}", r(lambda rq, c: profile_pages.detail(self, rq, c)), methods=["GET"]),
+                Route("/ui/profiles/{profile_id}/export", r(lambda rq, c: profile_pages.export(self, rq, c)),
+                      methods=["GET"]),
+                Route("/ui/profiles/{profile_id}/erase", r(lambda rq, c: profile_pages.confirm_erase(self, rq, c)),
+                      methods=["GET"]),
+                Route("/ui/profiles/{profile_id}/erase", r(lambda rq, c: profile_pages.erase(self, rq, c)),
+                      methods=["POST"]),
                 Route("/ui/deliveries", r(self.deliveries), methods=["GET"]),
                 Route("/ui/deliveries/{delivery_id}", r(self.delivery_page), methods=["GET"]),
                 Route("/ui/deliveries/{delivery_id}/retry", r(self.retry_delivery), methods=["POST"]),
@@ -546,27 +551,6 @@ class Console:
             status = 200 if result["state"] == "processed" else 422
         return self.render(ctx, "playground.html", status=status, sources=sources, values=values, result=result,
                            canonical=f"/ui/playground?source={quote(values['source'])}" if result else None)
-
-    # --- profiles -------------------------------------------------------------------------
-
-    async def profiles(self, request: Request, ctx: Ctx) -> Response:
-        q = request.query_params.get("q", "").strip()[:320]
-        before = request.query_params.get("before") or None
-        if q:
-            rows = await self.store.find_profiles(
-                ctx.client, email=lookup_email(q) if "@" in q else None,
-                phone=lookup_phone(q) if "@" not in q else None)
-            nxt = None
-        else:
-            rows = await self.store.list_profiles(ctx.client, limit=50, before_id=before)
-            nxt = rows[-1]["id"] if len(rows) == 50 else None
-        items = [{"id": r["id"], "client_id": r["client_id"], "email": r["email"], "phone": r["phone"],
-                  "updated_at": iso(r["updated_at"])} for r in rows]
-        return self.render(ctx, "profiles.html", items=items, q=q, next_cursor=nxt)
-
-    async def profile_page(self, request: Request, ctx: Ctx) -> Response:
-        prof = await profile_ops.get_profile(self.store, ctx.principal, request.path_params["profile_id"])
-        return self.render(ctx, "profile.html", prof=prof)
 
     # --- deliveries -----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import asyncio
 import re
 import threading
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -126,3 +127,84 @@ def test_audit_page_shows_who_changed_what_and_filters(live: Any, ui: Page) -> N
         _login(c, tok["token"])
         mine = c.get("/ui/audit").text
         assert src["id"] in mine and other["id"] not in mine
+
+
+def test_profiles_search_provenance_merges_export_and_erase(live: Any, ui: Page) -> None:
+    import json
+
+    from playwright.sync_api import expect
+
+    src = _api(live, "POST", "/api/v1/sources", json={"name": "Signup", "client_id": "acme",
+                                                      "config": {"parser": "contact", "default_region": "GB"}})
+
+    def send(**fields: str) -> dict[str, Any]:
+        r = httpx.post(src["ingest_url"] + "?wait=1", json={"SourceName": "Web", "SourceType": "Form", **fields})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    by_email = send(Email="ada@example.com", FirstName="Ada", EmailPermission="true")
+    by_phone = send(Mobile="+447700900123", LastName="Lovelace")
+    joined = send(Email="ada@example.com", Mobile="+447700900123")  # both keys: the two profiles merge
+    send(Email="grace@example.com", FirstName="Grace", LastName="Hopper")
+    pids = {r["receipt"]["records"][0]["profile_id"] for r in (by_email, by_phone)}
+    assert len(pids) == 2
+    survivor = _api(live, "GET", "/api/v1/profiles", params={"email": "ada@example.com"})[0]["id"]
+    merged = (pids - {survivor}).pop()
+
+    ui.login(ADMIN_TOKEN)
+    page = ui.page
+    rows = page.locator("#profiles tbody tr")
+    for q, kind in (("ada", "name"), ("ADA lovelace", "name"), ("Ada@Example.com", "email"),
+                    ("+44 7700 900123", "phone")):
+        page.goto("/ui/profiles?" + urlencode({"q": q}))
+        expect(page.locator("#search-kind")).to_contain_text(f"Searched by {kind}")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text(survivor)
+    page.goto("/ui/profiles?q=Hopp")
+    expect(rows.first).not_to_contain_text(survivor)
+    page.goto("/ui/profiles?q=Babbage")
+    expect(rows.first).to_contain_text("No profile has a first or last name starting with that")
+    page.goto("/ui/profiles?q=ada")
+    screenshots(page, "profiles-search")
+
+    page.click(f"#profiles a:text('{survivor}')")
+    fields = page.locator("#fields")
+    first = fields.locator("tr", has_text="first_name")
+    expect(first).to_contain_text("Ada")
+    expect(first.get_by_role("link", name=by_email["request_id"])).to_have_attribute(
+        "href", f"/ui/requests/{by_email['request_id']}")
+    expect(first.get_by_role("link", name="Signup")).to_have_attribute("href", f"/ui/sources/{src['id']}")
+    expect(fields.locator("tr", has_text="last_name")).to_contain_text(by_phone["request_id"])
+    expect(page.locator("#merged-from")).to_contain_text(merged)
+    expect(page.locator("#ledger")).to_contain_text("email")
+    records = page.locator("#records tbody tr")
+    expect(records).to_have_count(3)
+    expect(page.locator("#records")).to_contain_text(joined["request_id"])
+    screenshots(page, "profile")
+    page.goto(f"/ui/profiles/{merged}")  # the merged-away id still leads here
+    expect(page.locator("#merged-notice")).to_contain_text(merged)
+
+    href = page.locator("#export").get_attribute("href")
+    assert href == f"/ui/profiles/{survivor}/export"
+    resp = page.request.get(href)  # the browser's session: the file the link downloads
+    assert resp.status == 200 and resp.headers["content-disposition"] == f'attachment; filename="{survivor}.json"'
+    exported = json.loads(resp.body())
+    assert exported["profile"]["id"] == survivor and exported["profile"]["email"] == "ada@example.com"
+    assert {r["request_id"] for r in exported["records"]} >= {by_email["request_id"], joined["request_id"]}
+
+    page.click("#erase")
+    expect(page.locator("#erase-warning")).to_contain_text("cannot be undone")
+    screenshots(page, "profile-erase")
+    page.fill("#erase-confirm", "prf_not_this_one")
+    page.click("#erase-submit")
+    expect(page.locator("#error")).to_contain_text("Type the profile's id")
+    assert live.client.get(f"/api/v1/profiles/{survivor}", headers=test_console.ADMIN).status_code == 200
+    page.fill("#erase-confirm", survivor)
+    page.click("#erase-submit")
+    expect(page.locator("#erased")).to_contain_text("Profile erased")
+    expect(page.locator("#erase-summary")).to_contain_text("records deleted")
+    assert live.client.get(f"/api/v1/profiles/{survivor}", headers=test_console.ADMIN).status_code == 404
+    body = live.client.get(f"/api/v1/requests/{by_email['request_id']}", headers=test_console.ADMIN).json()
+    assert "ada@example.com" not in str(body)
+    page.goto("/ui/profiles?q=grace%40example.com")
+    expect(rows).to_have_count(1)  # another customer's profile stays

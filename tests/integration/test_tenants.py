@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 
 from tests.conftest import ADMIN_TOKEN
 
-CONTACT = {"SourceName": "Web", "SourceType": "Form", "Email": "iso@example.com"}
+CONTACT = {"SourceName": "Web", "SourceType": "Form", "Email": "iso@example.com", "FirstName": "Isolde"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 THEIR_SOURCE = "Globex intake"
 
@@ -411,7 +411,9 @@ def _ui_profiles(s: Session) -> None:
     s.ok(s.get("/ui/profiles"))
     found = s.get("/ui/profiles", q="iso@example.com")  # the page repeats the query: look for the profile
     assert found.status_code == 200 and s.t.pid not in found.text
-    assert "No profile has that email or phone." in found.text
+    assert "No profile has that email." in found.text
+    by_name = s.get("/ui/profiles", q="Isolde")  # globex's customer's first name
+    assert by_name.status_code == 200 and s.t.pid not in by_name.text and "No profile has a first" in by_name.text
 
 
 def _ui_deliveries(s: Session) -> None:
@@ -490,6 +492,11 @@ def _ui_redeliver(s: Session, url: str) -> None:
     s.not_found(s.post(url, ids=s.t.dlv["id"]))
 
 
+def _ui_erase(s: Session, url: str) -> None:
+    """Even confirmed with its own id, globex's profile is not erased (checked in _theirs_unchanged)."""
+    s.not_found(s.post(url, confirm=s.t.pid))
+
+
 UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("get", "/ui/requests/{request_id}"): _by_id("get"),
     ("get", "/ui/requests/{request_id}/body"): _by_id("get"),
@@ -502,6 +509,9 @@ UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("post", "/ui/sources/{source_id}/rotate"): _by_id("post", {"grace_seconds": "0"}),
     ("post", "/ui/sources/{source_id}/api-key"): _by_id("post"),
     ("get", "/ui/profiles/{profile_id}"): _by_id("get"),
+    ("get", "/ui/profiles/{profile_id}/export"): _by_id("get"),
+    ("get", "/ui/profiles/{profile_id}/erase"): _by_id("get"),
+    ("post", "/ui/profiles/{profile_id}/erase"): _ui_erase,
     ("get", "/ui/deliveries/{delivery_id}"): _by_id("get"),
     ("post", "/ui/deliveries/{delivery_id}/retry"): _by_id("post"),
     ("post", "/ui/tokens/{token_id}/revoke"): _by_id("post"),
@@ -574,6 +584,7 @@ def test_every_console_page_hides_other_clients_objects(live) -> None:  # type: 
         _login(admin, ADMIN_TOKEN)
         assert THEIR_SOURCE in admin.get("/ui/sources").text
         assert admin.get(f"/ui/profiles/{t.pid}").status_code == 200
+        assert t.pid in admin.get("/ui/profiles", params={"q": "Isolde"}).text
         assert t.rid in admin.get("/ui/api/requests").text
         assert "No rejected requests." not in admin.get("/ui/charts").text
         assert 'data-id="aud_' in admin.get("/ui/audit", params={"target": t.theirs["id"]}).text
