@@ -208,3 +208,40 @@ def test_profiles_search_provenance_merges_export_and_erase(live: Any, ui: Page)
     assert "ada@example.com" not in str(body)
     page.goto("/ui/profiles?q=grace%40example.com")
     expect(rows).to_have_count(1)  # another customer's profile stays
+
+
+def test_tokens_page_creates_shows_once_and_revokes_relay_tokens(live: Any, ui: Page) -> None:
+    from playwright.sync_api import expect
+
+    relayed = _api(live, "POST", "/api/v1/sources", json={"name": "Behind firewall", "client_id": "acme",
+                                                          "config": {"relay": True}})
+    _api(live, "POST", "/api/v1/sources", json={"name": "Direct", "client_id": "acme"})
+    ui.login(ADMIN_TOKEN)
+    page = ui.page
+    page.goto("/ui/tokens")
+    expect(page.locator("#relay-empty")).to_be_visible()
+    expect(page.locator("#relay-source option")).to_have_count(1)  # only sources with relay on
+    page.fill("#relay-name", "dc-agent")
+    page.click("#relay-create")
+    token = page.locator("#new-relay-token").input_value()
+    assert token.startswith("hbr_")
+    row = page.locator("#relay-tokens tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("dc-agent")
+    expect(row.get_by_role("link", name="Behind firewall")).to_have_attribute("href", f"/ui/sources/{relayed['id']}")
+    screenshots(page, "tokens-relay")
+    agent = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{live.url}/api/v1/relay/messages", headers=agent, params={"wait": 0}).status_code == 200
+    listed = _api(live, "GET", f"/api/v1/sources/{relayed['id']}/relay-tokens")
+    assert [t["name"] for t in listed] == ["dc-agent"]
+    page.reload()  # shown once
+    expect(page.locator("#new-relay-token")).to_have_count(0)
+    assert token not in page.content()
+
+    row.locator("button.revoke").click()  # the confirmation is accepted
+    expect(page.locator("#notice")).to_contain_text("Relay token revoked")
+    expect(page.locator("#relay-tokens tbody tr")).to_have_count(0)
+    assert httpx.get(f"{live.url}/api/v1/relay/messages", headers=agent, params={"wait": 0}).status_code == 401
+    assert _api(live, "GET", f"/api/v1/sources/{relayed['id']}/relay-tokens") == []
+    entries = _api(live, "GET", "/api/v1/audit")["items"]
+    assert [e["action"] for e in entries[:2]] == ["relay_token.revoke", "relay_token.create"]

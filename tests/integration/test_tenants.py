@@ -46,7 +46,8 @@ class Tenants:
     def ids(self) -> dict[str, str]:
         return {"source_id": self.theirs["id"], "request_id": self.rid, "profile_id": self.pid,
                 "token_id": self.their_tok["id"], "delivery_id": self.dlv["id"], "message_id": str(self.their_msg["id"]),
-                "rule_id": self.their_rule["id"], "alert_id": self.alert_id}
+                "rule_id": self.their_rule["id"], "alert_id": self.alert_id,
+                "relay_token_id": self.their_relay_tok["id"]}
 
     def secrets(self) -> list[str]:
         """What no acme page or answer may contain: globex's ids, names and data."""
@@ -449,6 +450,7 @@ def _ui_tokens(s: Session) -> None:
     r = s.get("/ui/tokens")
     assert r.status_code == 403 and s.t.their_tok["id"] not in s.clean(r).text
     assert s.post("/ui/tokens", name="planted", client_id="globex").status_code == 403
+    assert s.post("/ui/tokens/relay", source_id=s.t.theirs["id"], name="planted").status_code == 403
 
 
 def _ui_alerts(s: Session) -> None:
@@ -492,6 +494,12 @@ def _ui_redeliver(s: Session, url: str) -> None:
     s.not_found(s.post(url, ids=s.t.dlv["id"]))
 
 
+def _ui_revoke_relay(s: Session, url: str) -> None:
+    """globex's relay token, named with globex's source or with acme's own: a 404, and it stays."""
+    s.not_found(s.post(url, source_id=s.t.theirs["id"]))
+    s.not_found(s.post(url, source_id=s.t.mine_relay["id"]))
+
+
 def _ui_erase(s: Session, url: str) -> None:
     """Even confirmed with its own id, globex's profile is not erased (checked in _theirs_unchanged)."""
     s.not_found(s.post(url, confirm=s.t.pid))
@@ -515,6 +523,7 @@ UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("get", "/ui/deliveries/{delivery_id}"): _by_id("get"),
     ("post", "/ui/deliveries/{delivery_id}/retry"): _by_id("post"),
     ("post", "/ui/tokens/{token_id}/revoke"): _by_id("post"),
+    ("post", "/ui/tokens/relay/{relay_token_id}/revoke"): _ui_revoke_relay,
 }
 UI_COLLECTION_CASES: dict[tuple[str, str], Callable[[Session], None]] = {
     ("get", "/ui/"): _ui_tail,
@@ -534,6 +543,7 @@ UI_COLLECTION_CASES: dict[tuple[str, str], Callable[[Session], None]] = {
     ("get", "/ui/audit"): _ui_audit,
     ("get", "/ui/tokens"): _ui_tokens,
     ("post", "/ui/tokens"): _ui_tokens,
+    ("post", "/ui/tokens/relay"): _ui_tokens,
 }
 UI_NO_TENANT_DATA = {
     ("get", "/ui"): "a redirect to /ui/",
