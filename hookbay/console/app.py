@@ -576,7 +576,8 @@ class Console:
 
     async def delivery_page(self, request: Request, ctx: Ctx) -> Response:
         d = await delivery_ops.get_delivery(self.store, ctx.principal, request.path_params["delivery_id"])
-        return self.render(ctx, "delivery.html", d=d, notice=NOTICES.get(request.query_params.get("notice", "")))
+        return self.render(ctx, "delivery.html", d=d, record=await delivery_ops.delivery_input(self.store, ctx.principal, d),
+                           notice=NOTICES.get(request.query_params.get("notice", "")))
 
     async def retry_delivery(self, request: Request, ctx: Ctx) -> Response:
         await self.form(request, ctx)
@@ -588,6 +589,7 @@ class Console:
                 raise
             d = await delivery_ops.get_delivery(self.store, ctx.principal, did)
             return self.render(ctx, "delivery.html", status=409, d=d, error=e.message,
+                               record=await delivery_ops.delivery_input(self.store, ctx.principal, d),
                                canonical=f"/ui/deliveries/{quote(did)}")
         return RedirectResponse(f"/ui/deliveries/{quote(did)}?notice=retried", status_code=303)
 

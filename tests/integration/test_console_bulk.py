@@ -12,12 +12,13 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN
-from tests.integration import test_console
+from tests.integration import test_console, test_console_rerun
 from tests.integration.test_console import CONTACT, Page, _api
 from tests.integration.test_console_requests import screenshots
 
 browser = test_console.browser
 ui = test_console.ui
+receiver = test_console_rerun.receiver  # a loopback endpoint answering 202
 REFUSED = "http://127.0.0.1:9/hook"  # loopback: refused by the outbound-address guard, a dead letter at once
 
 
@@ -116,3 +117,27 @@ def test_bulk_redeliver_and_retry_all_matching_deliveries(live: Any, ui: Page) -
     # succeeded or queued ones are never picked by the default (dead letters) filter
     page.goto(f"/ui/bulk/deliveries?source={fwd['id']}&state=pending")
     expect(page.locator("#bulk-count")).to_contain_text("Nothing matches")
+
+
+def test_delivery_page_shows_what_each_attempt_sends_and_gets_back(live: Any, ui: Page, receiver: str) -> None:
+    from playwright.sync_api import expect
+
+    src = _api(live, "POST", "/api/v1/sources", json={"name": "Fwd", "client_id": "acme", "config": {
+        "allow_private_destinations": True, "actions": [{"type": "forward", "name": "crm", "url": receiver}]}})
+    httpx.post(src["ingest_url"], json={"order": "A-17"})
+    _wait(lambda: [d["state"] for d in _deliveries(live, src)] == ["succeeded"], "not delivered")
+    dlv = _deliveries(live, src)[0]
+    _api(live, "POST", f"/api/v1/deliveries/{dlv['id']}/retry")
+    _wait(lambda: _attempts(live, dlv) == 2, "not delivered again")
+
+    ui.login(ADMIN_TOKEN)
+    page = ui.page
+    page.goto(f"/ui/deliveries/{dlv['id']}")
+    expect(page.locator("#dlv-record")).to_contain_text('"A-17"')
+    rows = page.locator("#attempts tbody tr")
+    expect(rows).to_have_count(2)
+    for i in range(2):
+        expect(rows.nth(i)).to_contain_text("202")
+        rows.nth(i).locator("summary").click()
+        expect(rows.nth(i).locator("pre.excerpt")).to_have_text("queued by the receiver")
+    screenshots(page, "delivery-attempts")
