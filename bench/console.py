@@ -148,6 +148,12 @@ def measure(url: str, n: int, repeat: int, data_dir: Path) -> tuple[dict[str, fl
             ("text, common word", "/ui/?q=refund"),
             ("text, common word + last 24 h", "/ui/?q=refund&range=24h"),
             ("live-tail poll (JSON)", "/ui/api/requests?"),
+            ("bulk replay count, one source (capped 10,000)", f"/ui/bulk/requests?action=replay&source={sources[0][0]}"),
+            ("bulk replay count, last hour", "/ui/bulk/requests?action=replay&range=1h"),
+            ("bulk replay count, text one match", f"/ui/bulk/requests?action=replay&q={rare}"),
+            ("profiles, name search (no profiles)", "/ui/profiles?q=Ada"),
+            ("audit log", "/ui/audit"),
+            ("alerts", "/ui/alerts"),
         ]
         for name, path in cases:
             times = []
@@ -159,6 +165,9 @@ def measure(url: str, n: int, repeat: int, data_dir: Path) -> tuple[dict[str, fl
                 times.append((time.perf_counter() - t) * 1000)
                 status = r.status_code
                 count = r.text.count("<tr data-id=") if "api" not in path else len(r.json()["items"])
+                if "/bulk/" in path:
+                    found = re.search(r"<strong>(\d+)", r.text)
+                    count = int(found.group(1)) if found else 0
             assert status == 200, (name, status)
             times.sort()
             results.append((name, statistics.median(times), times[int(0.95 * (len(times) - 1))], count))

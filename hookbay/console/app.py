@@ -28,9 +28,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from hookbay.actions.registry import ACTION_TYPES
+from hookbay.console import alerts as alert_pages
+from hookbay.console import audit as audit_pages
+from hookbay.console import bulk as bulk_pages
 from hookbay.console import charts
 from hookbay.console import deliveries as delivery_query
 from hookbay.console import mapping as mapping_pages
+from hookbay.console import profiles as profile_pages
 from hookbay.console import requests as request_query
 from hookbay.console import rerun as rerun_pages
 from hookbay.console import sources as source_pages
@@ -52,11 +56,9 @@ from hookbay.ingest.asgi import Receive, Scope, Send
 from hookbay.ingest.endpoint import dry_run
 from hookbay.models import Format, Parser, RotateIn, SourceCreate, SourceUpdate
 from hookbay.ops import deliveries as delivery_ops
-from hookbay.ops import profiles as profile_ops
 from hookbay.ops import sources as source_ops
 from hookbay.ops.access import Principal, scope_client, with_peer
 from hookbay.ops.tokens import principal_for_hash, principal_for_token
-from hookbay.profiles import lookup_email, lookup_phone
 from hookbay.settings import Settings
 from hookbay.signatures.registry import REGISTRY as SIGNATURE_SCHEMES
 from hookbay.store import RequestFilter, Store, hash_secret
@@ -81,7 +83,6 @@ GRACE = ((0, "retire the old secrets now"), (3600, "keep old secrets 1 hour"),
 NOTICES = {
     "saved": "Saved.",
     "retried": "Queued to run again now.",
-    "retried-all": "Every matching dead letter was queued to run again now.",
     "api-key-removed": "The API key was removed: the source accepts requests without one.",
     "deleted": "Source deleted: its URL answers 404 now; its stored requests stay in the log.",
 }
@@ -178,17 +179,34 @@ class Console:
                 *source_pages.routes(self),
                 *mapping_pages.routes(self),
                 Route("/ui/playground", r(self.playground), methods=["GET", "POST"]),
-                Route("/ui/profiles", r(self.profiles), methods=["GET"]),
-                Route("/ui/profiles/{profile_id}", r(self.profile_page), methods=["GET"]),
+                Route("/ui/profiles", r(lambda rq, c: profile_pages.search(self, rq, c)), methods=["GET"]),
+                Route("/ui/profiles/{profile_id}", r(lambda rq, c: profile_pages.detail(self, rq, c)), methods=["GET"]),
+                Route("/ui/profiles/{profile_id}/export", r(lambda rq, c: profile_pages.export(self, rq, c)),
+                      methods=["GET"]),
+                Route("/ui/profiles/{profile_id}/erase", r(lambda rq, c: profile_pages.confirm_erase(self, rq, c)),
+                      methods=["GET"]),
+                Route("/ui/profiles/{profile_id}/erase", r(lambda rq, c: profile_pages.erase(self, rq, c)),
+                      methods=["POST"]),
                 Route("/ui/deliveries", r(self.deliveries), methods=["GET"]),
-                Route("/ui/deliveries/retry", r(self.retry_dead_letters), methods=["POST"]),
                 Route("/ui/deliveries/{delivery_id}", r(self.delivery_page), methods=["GET"]),
                 Route("/ui/deliveries/{delivery_id}/retry", r(self.retry_delivery), methods=["POST"]),
                 Route("/ui/charts", r(self.charts), methods=["GET"]),
                 Route("/ui/tokens", r(lambda rq, c: token_pages.page(self, rq, c)), methods=["GET"]),
                 Route("/ui/tokens", r(lambda rq, c: token_pages.create(self, rq, c)), methods=["POST"]),
+                Route("/ui/tokens/relay", r(lambda rq, c: token_pages.create_relay(self, rq, c)), methods=["POST"]),
+                Route("/ui/tokens/relay/{relay_token_id}/revoke", r(lambda rq, c: token_pages.revoke_relay(self, rq, c)),
+                      methods=["POST"]),
                 Route("/ui/tokens/{token_id}/revoke", r(lambda rq, c: token_pages.revoke(self, rq, c)),
                       methods=["POST"]),
+                Route("/ui/bulk/requests", r(lambda rq, c: bulk_pages.confirm_requests(self, rq, c)),
+                      methods=["GET"]),
+                Route("/ui/bulk/requests", r(lambda rq, c: bulk_pages.run_requests(self, rq, c)), methods=["POST"]),
+                Route("/ui/bulk/deliveries", r(lambda rq, c: bulk_pages.confirm_deliveries(self, rq, c)),
+                      methods=["GET"]),
+                Route("/ui/bulk/deliveries", r(lambda rq, c: bulk_pages.run_deliveries(self, rq, c)),
+                      methods=["POST"]),
+                Route("/ui/alerts", r(lambda rq, c: alert_pages.page(self, rq, c)), methods=["GET"]),
+                Route("/ui/audit", r(lambda rq, c: audit_pages.page(self, rq, c)), methods=["GET"]),
                 Mount("/ui/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"),
             ],
             exception_handlers={HTTPException: self._http_error},
@@ -544,27 +562,6 @@ class Console:
         return self.render(ctx, "playground.html", status=status, sources=sources, values=values, result=result,
                            canonical=f"/ui/playground?source={quote(values['source'])}" if result else None)
 
-    # --- profiles -------------------------------------------------------------------------
-
-    async def profiles(self, request: Request, ctx: Ctx) -> Response:
-        q = request.query_params.get("q", "").strip()[:320]
-        before = request.query_params.get("before") or None
-        if q:
-            rows = await self.store.find_profiles(
-                ctx.client, email=lookup_email(q) if "@" in q else None,
-                phone=lookup_phone(q) if "@" not in q else None)
-            nxt = None
-        else:
-            rows = await self.store.list_profiles(ctx.client, limit=50, before_id=before)
-            nxt = rows[-1]["id"] if len(rows) == 50 else None
-        items = [{"id": r["id"], "client_id": r["client_id"], "email": r["email"], "phone": r["phone"],
-                  "updated_at": iso(r["updated_at"])} for r in rows]
-        return self.render(ctx, "profiles.html", items=items, q=q, next_cursor=nxt)
-
-    async def profile_page(self, request: Request, ctx: Ctx) -> Response:
-        prof = await profile_ops.get_profile(self.store, ctx.principal, request.path_params["profile_id"])
-        return self.render(ctx, "profile.html", prof=prof)
-
     # --- deliveries -----------------------------------------------------------------------
 
     async def deliveries(self, request: Request, ctx: Ctx) -> Response:
@@ -584,19 +581,10 @@ class Console:
         source_id = (await self.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
         return delivery_query.parse(q, DELIVERY_STATES, source_id)
 
-    async def retry_dead_letters(self, request: Request, ctx: Ctx) -> Response:
-        """Every dead letter this principal can see that matches the page's filters (the form
-        repeats them), queued again: the API's bulk retry."""
-        form = await self.form(request, ctx)
-        chosen = await self._delivery_filter(form, ctx)
-        args = {k: v for k, v in delivery_query.op_args(chosen).items() if k != "state"}
-        await delivery_ops.retry_dead_letters(self.store, ctx.principal, all=True, **args)
-        return RedirectResponse("/ui/deliveries" + delivery_query.link({**chosen, "state": "pending"},
-                                                                      notice="retried-all"), status_code=303)
-
     async def delivery_page(self, request: Request, ctx: Ctx) -> Response:
         d = await delivery_ops.get_delivery(self.store, ctx.principal, request.path_params["delivery_id"])
-        return self.render(ctx, "delivery.html", d=d, notice=NOTICES.get(request.query_params.get("notice", "")))
+        return self.render(ctx, "delivery.html", d=d, record=await delivery_ops.delivery_input(self.store, ctx.principal, d),
+                           notice=NOTICES.get(request.query_params.get("notice", "")))
 
     async def retry_delivery(self, request: Request, ctx: Ctx) -> Response:
         await self.form(request, ctx)
@@ -608,6 +596,7 @@ class Console:
                 raise
             d = await delivery_ops.get_delivery(self.store, ctx.principal, did)
             return self.render(ctx, "delivery.html", status=409, d=d, error=e.message,
+                               record=await delivery_ops.delivery_input(self.store, ctx.principal, d),
                                canonical=f"/ui/deliveries/{quote(did)}")
         return RedirectResponse(f"/ui/deliveries/{quote(did)}?notice=retried", status_code=303)
 

@@ -1,15 +1,18 @@
-"""The Tokens page (admin only): API tokens listed, created (the secret shown once) and revoked,
-through the same operations as the admin API (:mod:`hookbay.ops.tokens`). A client token gets a 403 page, as the API answers."""
+"""The Tokens page (admin only): API tokens and relay tokens listed, created (the secret shown once)
+and revoked, through the same operations as the admin API (:mod:`hookbay.ops.tokens`,
+:mod:`hookbay.ops.relay_tokens`). A client token gets a 403 page, as the API answers."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from hookbay.errors import Forbidden
+from hookbay.ops import relay_tokens as relay_ops
 from hookbay.ops import tokens as token_ops
 from hookbay.ops.tokens import TokenCreate
 
@@ -24,11 +27,18 @@ def _admin(ctx: Ctx) -> None:
 
 async def page(console: Console, request: Request, ctx: Ctx, *, status: int = 200, **extra: Any) -> Response:
     _admin(ctx)
-    values: dict[str, Any] = {"created": None, "form_error": None, "notice": None, "values": {}, **extra}
-    if request.query_params.get("notice") == "revoked":
+    values: dict[str, Any] = {"created": None, "form_error": None, "notice": None, "values": {},
+                              "relay_created": None, "relay_error": None, **extra}
+    notice = request.query_params.get("notice")
+    if notice == "revoked":
         values["notice"] = "Token revoked: it stops working now, and its console sessions end."
+    elif notice == "relay-revoked":
+        values["notice"] = "Relay token revoked: an agent using it is refused from its next pull."
+    relay_sources = [s for s in await console.store.list_sources(ctx.client)
+                     if orjson.loads(s["config"] or "{}").get("relay")]
     return console.render(ctx, "tokens.html", status=status, items=await token_ops.list_tokens(console.store, ctx.principal),
-                          canonical="/ui/tokens", **values)
+                          relay_items=await relay_ops.list_relay_tokens(console.store, ctx.principal),
+                          relay_sources=relay_sources, canonical="/ui/tokens", **values)
 
 
 async def create(console: Console, request: Request, ctx: Ctx) -> Response:
@@ -47,3 +57,20 @@ async def revoke(console: Console, request: Request, ctx: Ctx) -> Response:
     await console.form(request, ctx)
     await token_ops.revoke_token(console.store, ctx.principal, request.path_params["token_id"])
     return RedirectResponse("/ui/tokens?notice=revoked", status_code=303)
+
+
+async def create_relay(console: Console, request: Request, ctx: Ctx) -> Response:
+    _admin(ctx)
+    form = await console.form(request, ctx)
+    name = form.get("name", "").strip()[:200] or "agent"
+    if not form.get("source_id"):
+        return await page(console, request, ctx, status=400, relay_error="Choose the source the agent pulls.")
+    out = await relay_ops.create_relay_token(console.store, ctx.principal, form["source_id"], name)
+    return await page(console, request, ctx, relay_created=out)
+
+
+async def revoke_relay(console: Console, request: Request, ctx: Ctx) -> Response:
+    form = await console.form(request, ctx)
+    await relay_ops.revoke_relay_token(console.store, ctx.principal, form.get("source_id", ""),
+                                       request.path_params["relay_token_id"])
+    return RedirectResponse("/ui/tokens?notice=relay-revoked", status_code=303)

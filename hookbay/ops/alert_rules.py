@@ -11,6 +11,7 @@ from pydantic import Field
 
 from hookbay.containment import ConfigRefused
 from hookbay.errors import BadRequest, Forbidden, NotFound
+from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.alerts import SYSTEM_CONDITIONS, RuleDefinition, SlackChannel, WebhookChannel
 from hookbay.store import Store
 from hookbay.store.alerts import AlertStore
@@ -74,3 +75,28 @@ async def save_rule(store: Store, is_admin: bool, own_client: str | None, body: 
     if current is None:
         return await alerts.create_rule(client, body.name, body.enabled, definition)
     return await alerts.update_rule(current["id"], body.name, body.enabled, definition)
+
+
+async def list_rules(store: Store, p: Principal, client_id: str | None = None) -> list[dict[str, Any]]:
+    """The rules a caller sees: a client its own client's (global rules are the admin's)."""
+    return [rule_out(r) for r in await AlertStore(store).list_rules(scope_client(p, client_id))]
+
+
+async def list_alerts(store: Store, p: Principal, *, state: str | None = None, rule_id: str | None = None,
+                      limit: int = 100) -> list[dict[str, Any]]:
+    """Alerts newest first; a rule named by id must be one the caller sees (else 404)."""
+    client = scope_client(p, None)
+    if rule_id is not None:
+        rule_id = (await AlertStore(store).get_rule(rule_id, client))["id"]
+    return [alert_out(r) for r in await AlertStore(store).list_alerts(client, state=state, rule_id=rule_id,
+                                                                      limit=limit)]
+
+
+def channel_summary(channel: dict[str, Any]) -> str:
+    """Where a channel sends, without its secret or the secret part of a URL (a Slack hook's path)."""
+    from urllib.parse import urlsplit
+
+    if channel.get("type") == "email":
+        return f"email {channel.get('to', '')}"
+    host = urlsplit(str(channel.get("url", ""))).hostname or "?"
+    return f"{channel.get('type')} {host}"

@@ -11,9 +11,12 @@ from hookbay.store import Store
 
 
 async def list_audit(store: Store, p: Principal, *, since: str | None = None, until: str | None = None,
-                     before: str | None = None, limit: int = 50, client_id: str | None = None) -> dict[str, Any]:
-    """Newest first, a page at a time; a client sees only its own client's entries."""
+                     before: str | None = None, limit: int = 50, client_id: str | None = None,
+                     action: str | None = None, actor: str | None = None,
+                     target: str | None = None) -> dict[str, Any]:
+    """Newest first, a page at a time; a client sees only its own client's entries. ``action`` is
+    a prefix (``source.`` for every source change), ``actor`` and ``target`` are exact."""
     since_us, until_us = time_window(since, until)
     rows = await store.list_audit(scope_client(p, client_id), since_us=since_us, until_us=until_us,
-                                  before_id=before, limit=limit)
+                                  before_id=before, limit=limit, action=action, actor=actor, target=target)
     return {"items": [entry_view(r) for r in rows], "next_cursor": rows[-1]["id"] if len(rows) == limit else None}

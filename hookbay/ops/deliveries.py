@@ -49,6 +49,16 @@ async def get_delivery(store: Store, p: Principal, delivery_id: str) -> dict[str
     return delivery_detail(await store.get_delivery(delivery_id, scope_client(p, None)))
 
 
+async def delivery_input(store: Store, p: Principal, d: dict[str, Any]) -> dict[str, Any] | None:
+    """What the delivery's action is given, every attempt alike: its record as stored now (a replay
+    since the attempts may have changed it), or None once erased or purged."""
+    from hookbay.views import record_view
+
+    await store.get_request(d["request_id"], scope_client(p, None))
+    recs = (await store.records_for([d["request_id"]]))[d["request_id"]]
+    return next((record_view(r) for r in recs if r["idx"] == d["record_index"]), None)
+
+
 async def retry_delivery(store: Store, p: Principal, delivery_id: str) -> dict[str, Any]:
     """Queue one finished delivery (dead letter, skipped or even succeeded) to run again now."""
     client = scope_client(p, None)

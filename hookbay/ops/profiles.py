@@ -20,6 +20,42 @@ async def find_profiles(store: Store, p: Principal, *, email: str | None = None,
     return [profile_view(await store.get_profile(r["id"])) for r in rows]
 
 
+def search_kind(q: str) -> str:
+    """What a search box's text is: an email, a phone number (digits, spaces, + - ( ) .) or a name."""
+    if "@" in q:
+        return "email"
+    if any(c.isdigit() for c in q) and all(c.isdigit() or c in " +-().\u00a0" for c in q):
+        return "phone"
+    return "name"
+
+
+async def search_profiles(store: Store, p: Principal, q: str, *, limit: int = 50,
+                          before: str | None = None) -> list[dict[str, Any]]:
+    """The console's search: by email or phone (normalised like incoming contacts, exact), or by
+    name (each word a prefix of the first or last name); no text lists the newest profiles."""
+    client = scope_client(p, None)
+    q = q.strip()
+    if not q:
+        return await store.list_profiles(client, limit=limit, before_id=before)
+    kind = search_kind(q)
+    if kind == "email":
+        return await store.find_profiles(client, email=lookup_email(q))
+    if kind == "phone":
+        return await store.find_profiles(client, phone=lookup_phone(q))
+    return await store.find_profiles_by_name(client, q.split()[:4], limit=limit)
+
+
+async def profile_records(store: Store, prof: dict[str, Any], limit: int = 200) -> list[dict[str, Any]]:
+    """The records made for a profile already read through :func:`get_profile` (so within the
+    caller's client), newest request first, at most ``limit`` requests' worth."""
+    from hookbay.views import record_view
+
+    mine = {prof["id"], *prof["merged_from"]}
+    recs = await store.records_for(sorted(prof["request_ids"], reverse=True)[:limit])
+    return [record_view(r) | {"request_id": rid, "source_id": r["source_id"]}
+            for rid, rs in sorted(recs.items(), reverse=True) for r in rs if r["profile_id"] in mine]
+
+
 async def get_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
     return profile_view(await store.get_profile(profile_id, scope_client(p, None)))
 

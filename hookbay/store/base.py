@@ -758,6 +758,29 @@ class Store(DeliveriesMixin):
 
         return await self.read(q)
 
+    async def find_profiles_by_name(self, client_id: str | None, words: list[str], *,
+                                    limit: int = 50) -> list[dict[str, Any]]:
+        """Profiles whose first or last name starts with each word (case-insensitive for ASCII),
+        newest first. The fields are orjson text with ``value`` first in each field, so a prefix is
+        a LIKE on ``"first_name":{"value":"<word>``, the same on both dialects (a scan of the
+        client's profiles: fine for the console's search box, not for bulk lookups)."""
+        P = schema.profiles
+
+        def like(name: str, word: str) -> sa.ColumnElement[bool]:
+            lit = orjson.dumps(word.lower()).decode()[1:-1]
+            lit = lit.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            return sa.func.lower(P.c.fields).like(f'%"{name}":{{"value":"{lit}%', escape="\\")
+
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            stmt = sa.select(P.c.id, P.c.client_id, P.c.email, P.c.phone, P.c.created_at, P.c.updated_at)
+            if client_id is not None:
+                stmt = stmt.where(P.c.client_id == client_id)
+            for w in words:
+                stmt = stmt.where(sa.or_(like("first_name", w), like("last_name", w)))
+            return [dict(r) for r in conn.execute(stmt.order_by(P.c.id.desc()).limit(limit)).mappings()]
+
+        return await self.read(q) if words else []
+
     async def list_profiles(self, client_id: str | None, *, limit: int = 50,
                             before_id: str | None = None) -> list[dict[str, Any]]:
         """Profiles, newest id first (ids are time-ordered), a page at a time: the console's list
@@ -942,12 +965,21 @@ class Store(DeliveriesMixin):
 
     async def list_audit(self, client_id: str | None = None, *, since_us: int | None = None,
                          until_us: int | None = None, before_id: str | None = None,
-                         limit: int = 50) -> list[dict[str, Any]]:
-        """Entries newest first (ids are time-ordered); ``client_id`` limits them to one client's."""
+                         limit: int = 50, action: str | None = None, actor: str | None = None,
+                         target: str | None = None) -> list[dict[str, Any]]:
+        """Entries newest first (ids are time-ordered); ``client_id`` limits them to one client's;
+        ``action`` is a prefix (``source.`` or ``source.update``), ``actor`` and ``target`` exact."""
         A = schema.audit_log
 
         def q(conn: sa.Connection) -> list[dict[str, Any]]:
             stmt = sa.select(A)
+            if action:
+                pattern = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                stmt = stmt.where(A.c.action.like(pattern, escape="\\"))
+            if actor:
+                stmt = stmt.where(A.c.actor == actor)
+            if target:
+                stmt = stmt.where(A.c.target == target)
             if client_id is not None:
                 stmt = stmt.where(A.c.client_id == client_id)
             if since_us is not None:

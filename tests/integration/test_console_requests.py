@@ -284,7 +284,10 @@ def test_deliveries_filters_and_retry_of_the_matching_dead_letters(live: Any, ui
     # retry every dead letter matching the filter: alpha's goes back in the queue, beta's stays dead
     page.goto(f"/ui/deliveries?source={a['id']}&state=dead")
     page.click("#retry-all")
-    expect(page.locator("#notice")).to_contain_text("Every matching dead letter was queued")
+    expect(page.locator("#bulk-count")).to_contain_text("1 delivery matches")
+    page.click("#bulk-confirm")
+    expect(page.locator("#bulk-result")).to_contain_text("1 of 1 delivery(ies) queued to run again")
+    page.click("#bulk-back")
     assert _query(page)["source"] == [a["id"]]
     def attempts(src: dict[str, Any]) -> int:
         d = _api(live, "GET", "/api/v1/deliveries", params={"source": src["id"]})["items"][0]

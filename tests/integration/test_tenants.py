@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 
 from tests.conftest import ADMIN_TOKEN
 
-CONTACT = {"SourceName": "Web", "SourceType": "Form", "Email": "iso@example.com"}
+CONTACT = {"SourceName": "Web", "SourceType": "Form", "Email": "iso@example.com", "FirstName": "Isolde"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 THEIR_SOURCE = "Globex intake"
 
@@ -46,7 +46,8 @@ class Tenants:
     def ids(self) -> dict[str, str]:
         return {"source_id": self.theirs["id"], "request_id": self.rid, "profile_id": self.pid,
                 "token_id": self.their_tok["id"], "delivery_id": self.dlv["id"], "message_id": str(self.their_msg["id"]),
-                "rule_id": self.their_rule["id"], "alert_id": self.alert_id}
+                "rule_id": self.their_rule["id"], "alert_id": self.alert_id,
+                "relay_token_id": self.their_relay_tok["id"]}
 
     def secrets(self) -> list[str]:
         """What no acme page or answer may contain: globex's ids, names and data."""
@@ -411,7 +412,9 @@ def _ui_profiles(s: Session) -> None:
     s.ok(s.get("/ui/profiles"))
     found = s.get("/ui/profiles", q="iso@example.com")  # the page repeats the query: look for the profile
     assert found.status_code == 200 and s.t.pid not in found.text
-    assert "No profile has that email or phone." in found.text
+    assert "No profile has that email." in found.text
+    by_name = s.get("/ui/profiles", q="Isolde")  # globex's customer's first name
+    assert by_name.status_code == 200 and s.t.pid not in by_name.text and "No profile has a first" in by_name.text
 
 
 def _ui_deliveries(s: Session) -> None:
@@ -421,11 +424,25 @@ def _ui_deliveries(s: Session) -> None:
     s.not_found(s.get("/ui/deliveries", source=s.t.theirs["id"]))
 
 
-def _ui_retry_dead_letters(s: Session) -> None:
+def _ui_bulk_requests(s: Session) -> None:
+    """acme's bulk runs count and touch only acme's requests; a forged source filter is a 404."""
+    for action in ("replay", "redeliver"):
+        page = s.ok(s.get("/ui/bulk/requests", action=action))
+        assert "Nothing matches" in page
+        s.not_found(s.get("/ui/bulk/requests", action=action, source=s.t.theirs["id"]))
+        done = s.ok(s.post("/ui/bulk/requests", action=action, total="10000"))
+        assert "of 0 request(s)" in done
+        s.not_found(s.post("/ui/bulk/requests", action=action, source=s.t.theirs["id"]))
+        # a forged cursor only moves the window: still acme's requests only
+        assert "of 0 request(s)" in s.ok(s.post("/ui/bulk/requests", action=action, cursor="req_zzzz"))
+
+
+def _ui_bulk_deliveries(s: Session) -> None:
     """acme's bulk retry leaves globex's dead letter dead (checked in _theirs_unchanged)."""
-    r = s.post("/ui/deliveries/retry")
-    assert r.status_code == 303, r.text[:300]
-    s.not_found(s.post("/ui/deliveries/retry", source=s.t.theirs["id"]))
+    assert "Nothing matches" in s.ok(s.get("/ui/bulk/deliveries", state="dead"))
+    s.not_found(s.get("/ui/bulk/deliveries", source=s.t.theirs["id"]))
+    assert "0 of 0 delivery(ies)" in s.ok(s.post("/ui/bulk/deliveries", state="dead", cursor="dlv_zzzz"))
+    s.not_found(s.post("/ui/bulk/deliveries", source=s.t.theirs["id"]))
 
 
 def _ui_tokens(s: Session) -> None:
@@ -433,6 +450,25 @@ def _ui_tokens(s: Session) -> None:
     r = s.get("/ui/tokens")
     assert r.status_code == 403 and s.t.their_tok["id"] not in s.clean(r).text
     assert s.post("/ui/tokens", name="planted", client_id="globex").status_code == 403
+    assert s.post("/ui/tokens/relay", source_id=s.t.theirs["id"], name="planted").status_code == 403
+
+
+def _ui_alerts(s: Session) -> None:
+    """globex's rule and its open alert are not on acme's page; naming the rule is a 404."""
+    page = s.ok(s.get("/ui/alerts"))
+    assert "No rules." in page and 'id="empty"' in page
+    s.ok(s.get("/ui/alerts", state="open"))
+    s.not_found(s.get("/ui/alerts", rule=s.t.their_rule["id"]))
+
+
+def _ui_audit(s: Session) -> None:
+    """Only acme's entries, whatever client, actor or action the URL names; globex's source as the
+    target finds nothing (the page repeats the query, so the rows are looked at)."""
+    s.ok(s.get("/ui/audit"))
+    for q in ({"client": "globex"}, {"actor": "admin", "action": "source."}):
+        assert "<td>globex</td>" not in s.ok(s.get("/ui/audit", **q))
+    r = s.get("/ui/audit", target=s.t.theirs["id"])
+    assert r.status_code == 200 and 'data-id="aud_' not in r.text and "No entry matches" in r.text
 
 
 def _ui_charts(s: Session) -> None:
@@ -466,6 +502,17 @@ def _ui_mapping(s: Session, url: str) -> None:
     s.not_found(s.post(url, action="preview", draft="version: [1"))
 
 
+def _ui_revoke_relay(s: Session, url: str) -> None:
+    """globex's relay token, named with globex's source or with acme's own: a 404, and it stays."""
+    s.not_found(s.post(url, source_id=s.t.theirs["id"]))
+    s.not_found(s.post(url, source_id=s.t.mine_relay["id"]))
+
+
+def _ui_erase(s: Session, url: str) -> None:
+    """Even confirmed with its own id, globex's profile is not erased (checked in _theirs_unchanged)."""
+    s.not_found(s.post(url, confirm=s.t.pid))
+
+
 UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("get", "/ui/requests/{request_id}"): _by_id("get"),
     ("get", "/ui/requests/{request_id}/body"): _by_id("get"),
@@ -485,9 +532,13 @@ UI_PARAM_CASES: dict[tuple[str, str], Callable[[Session, str], None]] = {
     ("post", "/ui/sources/{source_id}/mapping"): _ui_mapping,
     ("post", "/ui/sources/{source_id}/mapping/replay"): _by_id("post"),
     ("get", "/ui/profiles/{profile_id}"): _by_id("get"),
+    ("get", "/ui/profiles/{profile_id}/export"): _by_id("get"),
+    ("get", "/ui/profiles/{profile_id}/erase"): _by_id("get"),
+    ("post", "/ui/profiles/{profile_id}/erase"): _ui_erase,
     ("get", "/ui/deliveries/{delivery_id}"): _by_id("get"),
     ("post", "/ui/deliveries/{delivery_id}/retry"): _by_id("post"),
     ("post", "/ui/tokens/{token_id}/revoke"): _by_id("post"),
+    ("post", "/ui/tokens/relay/{relay_token_id}/revoke"): _ui_revoke_relay,
 }
 UI_COLLECTION_CASES: dict[tuple[str, str], Callable[[Session], None]] = {
     ("get", "/ui/"): _ui_tail,
@@ -498,10 +549,16 @@ UI_COLLECTION_CASES: dict[tuple[str, str], Callable[[Session], None]] = {
     ("post", "/ui/playground"): _ui_playground,
     ("get", "/ui/profiles"): _ui_profiles,
     ("get", "/ui/deliveries"): _ui_deliveries,
-    ("post", "/ui/deliveries/retry"): _ui_retry_dead_letters,
+    ("get", "/ui/bulk/requests"): _ui_bulk_requests,
+    ("post", "/ui/bulk/requests"): _ui_bulk_requests,
+    ("get", "/ui/bulk/deliveries"): _ui_bulk_deliveries,
+    ("post", "/ui/bulk/deliveries"): _ui_bulk_deliveries,
     ("get", "/ui/charts"): _ui_charts,
+    ("get", "/ui/alerts"): _ui_alerts,
+    ("get", "/ui/audit"): _ui_audit,
     ("get", "/ui/tokens"): _ui_tokens,
     ("post", "/ui/tokens"): _ui_tokens,
+    ("post", "/ui/tokens/relay"): _ui_tokens,
 }
 UI_NO_TENANT_DATA = {
     ("get", "/ui"): "a redirect to /ui/",
@@ -552,6 +609,9 @@ def test_every_console_page_hides_other_clients_objects(live) -> None:  # type: 
         _login(admin, ADMIN_TOKEN)
         assert THEIR_SOURCE in admin.get("/ui/sources").text
         assert admin.get(f"/ui/profiles/{t.pid}").status_code == 200
+        assert t.pid in admin.get("/ui/profiles", params={"q": "Isolde"}).text
         assert t.rid in admin.get("/ui/api/requests").text
         assert "No rejected requests." not in admin.get("/ui/charts").text
+        assert 'data-id="aud_' in admin.get("/ui/audit", params={"target": t.theirs["id"]}).text
+        assert t.alert_id in admin.get("/ui/alerts", params={"rule": t.their_rule["id"]}).text
     _theirs_unchanged(live, t)

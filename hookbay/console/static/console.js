@@ -98,6 +98,9 @@ document.addEventListener("DOMContentLoaded", function () {
       if (!window.confirm(f.getAttribute("data-confirm"))) ev.preventDefault();
     });
   });
+  // a bulk run's next chunk: submitted at once, so the progress page follows itself to the end
+  var next = document.querySelector("form[data-continue]");
+  if (next) setTimeout(function () { next.submit(); }, 50);
   var tail = document.querySelector("table[data-poll-url]");
   if (tail) startTail(tail);
 });
