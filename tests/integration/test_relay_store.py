@@ -20,7 +20,7 @@ def _url(db_url: str) -> str:
     return db_url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
-def _row(store: Store, source_id: str, body: bytes, *, relay: bool = True, key: str | None = None,
+def _row(store: Store, source_id: str, body: bytes, *, key: str | None = None,
          verdict: str = "accepted", state: str = "pending") -> dict:
     row = {
         "id": new_request_id(), "source_id": source_id, "client_id": "acme", "received_at": now_us(),
@@ -31,8 +31,6 @@ def _row(store: Store, source_id: str, body: bytes, *, relay: bool = True, key: 
         "duplicate_of": None, "receipt": None, "processed_at": None, "key_id": None,
     }
     store.seal_request_row(row)
-    if relay:
-        row["_relay"] = True
     return row
 
 
@@ -45,7 +43,7 @@ async def _open(db_url: str, keyring: Keyring | None = None) -> Store:
 
 async def _send(store: Store, source_id: str, n: int, start: int = 0) -> list[str]:
     """Concurrent ingests land in shared group commits; returns request ids in commit order."""
-    ids = await asyncio.gather(*(store.writer.ingest(_row(store, source_id, b'{"n": %d}' % i))
+    ids = await asyncio.gather(*(store.writer.ingest(_row(store, source_id, b'{"n": %d}' % i), relay=True)
                                  for i in range(start, start + n)))
     return list(ids)
 
@@ -59,12 +57,12 @@ async def test_enqueued_in_the_ingest_commit_only_for_relay_sources(db_url: str)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
         other, _ = await store.create_source(name="o", client_id="acme", config={})
-        await store.writer.ingest(_row(store, other["id"], b"{}", relay=False))
-        a = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"))
-        dup = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"))  # a retried delivery
+        await store.writer.ingest(_row(store, other["id"], b"{}"))
+        a = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"), relay=True)
+        dup = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"), relay=True)  # a retried delivery
         assert dup == a
-        await store.writer.ingest(_row(store, src["id"], b"x", verdict="rejected", state="rejected"))
-        await store.writer.ingest(_row(store, src["id"], b"ping", state="ping"))
+        await store.writer.ingest(_row(store, src["id"], b"x", verdict="rejected", state="rejected"), relay=True)
+        await store.writer.ingest(_row(store, src["id"], b"ping", state="ping"), relay=True)
         await _send(store, src["id"], 50, start=1)
 
         def q(conn: sa.Connection) -> list[tuple]:
