@@ -378,15 +378,17 @@ class Ingest:
         (``raw``) is accepted too: both take the secret."""
         from hookbay.signatures import SignatureError, verify
 
+        spec = src.signature
+        assert spec is not None  # called only for a source that has a scheme
         text = {k.decode("latin-1"): v.decode("latin-1") for k, v in hmap.items()}
         secrets = src.active_secrets(now_us())
         try:
             try:
-                return verify(src.signature, secrets, text, body).ping
+                return verify(spec, secrets, text, body).ping
             except SignatureError:
                 if raw is None or raw is body:
                     raise
-                return verify(src.signature, secrets, text, raw).ping
+                return verify(spec, secrets, text, raw).ping
         except SignatureError as e:
             raise Unauthorized("Invalid signature", detail={"reason": e.reason}).with_rule("signature") from None
 

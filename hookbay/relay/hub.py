@@ -25,7 +25,7 @@ from hookbay.errors import Unauthorized
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
 from hookbay.store import Store
-from hookbay.store.relay import RelayCredential, RelayQueue
+from hookbay.store.relay import LeasedMessage, RelayCredential, RelayQueue
 from hookbay.views import iso
 
 RECHECK_S = 0.5
@@ -163,7 +163,7 @@ class RelayHub:
                 ev.set()
 
     async def pull(self, source_id: str, *, wait_s: float, max_messages: int, visibility_s: float,
-                   lease_id: str | None) -> tuple[str | None, list[dict[str, Any]]]:
+                   lease_id: str | None) -> tuple[str | None, list[LeasedMessage]]:
         self._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + wait_s
         ev = asyncio.Event()
@@ -198,29 +198,32 @@ def _clean_query(q: str) -> str:
     return "&".join(p for p in q.split("&") if p.partition("=")[0] != "api-key")
 
 
-def message_view(m: dict[str, Any]) -> RelayRequest:
-    req = m["request"] or {}
-    body = req.get("body")
+def message_view(m: LeasedMessage) -> RelayRequest:
+    req = m.request
+    if req is None:  # the request row is gone: the agent still acks the message
+        return RelayRequest(id=m.id, request_id=m.request_id, lease_id=m.lease_id, received_at=iso(None),
+                            method="POST", path="", query="", headers=[], content_type=None, body_b64=None,
+                            deliveries=m.deliveries)
     return RelayRequest(
-        id=m["id"], request_id=m["request_id"], lease_id=m["lease_id"], received_at=iso(req.get("received_at")),
-        method=req.get("method", "POST"), path=req.get("path", ""), query=_clean_query(req.get("query") or ""),
-        headers=_clean_headers(req.get("headers") or "[]"), content_type=req.get("content_type"),
-        body_b64=base64.b64encode(bytes(body)).decode() if body is not None else None,
-        deliveries=m["deliveries"],
+        id=m.id, request_id=m.request_id, lease_id=m.lease_id, received_at=iso(req.received_at),
+        method=req.method, path=req.path, query=_clean_query(req.query or ""),
+        headers=_clean_headers(req.headers or "[]"), content_type=req.content_type,
+        body_b64=base64.b64encode(req.body).decode() if req.body is not None else None,
+        deliveries=m.deliveries,
     )
 
 
 async def relay_status(store: Store, queue: RelayQueue, row: dict[str, Any]) -> RelayStatus:
     st = await queue.status(row["id"])
-    head = st["head"]
+    head = st.head
     cfg = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
     return RelayStatus(
-        source_id=row["id"], relay=cfg.relay, depth=st["depth"], leased=st["leased"],
-        oldest_age_s=round((st["now"] - head["created_at"]) / 1e6, 3) if head else None,
+        source_id=row["id"], relay=cfg.relay, depth=st.depth, leased=st.leased,
+        oldest_age_s=round((st.now - head.created_at) / 1e6, 3) if head else None,
         head=RelayHead(
-            id=head["id"], request_id=head["request_id"], received_at=iso(head["created_at"]),
-            deliveries=head["deliveries"], last_error=head["last_error"], available_at=iso(head["available_at"]),
-            leased_until=iso(head["locked_until"]) if head["locked_until"] and head["locked_until"] > st["now"]
+            id=head.id, request_id=head.request_id, received_at=iso(head.created_at),
+            deliveries=head.deliveries, last_error=head.last_error, available_at=iso(head.available_at),
+            leased_until=iso(head.locked_until) if head.locked_until and head.locked_until > st.now
             else None,
         ) if head else None,
     )
