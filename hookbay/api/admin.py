@@ -239,7 +239,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
                                                  getattr(request.app.state, "parse_off_loop", None))
 
     add_delivery_routes(app, store, Auth, ERRORS)
-    add_alert_routes(app, store, Auth, scope_client, ERRORS)
+    add_alert_routes(app, store, Auth, ERRORS)
     add_order_routes(app, store, Auth, ERRORS)
     add_provider_routes(app, store, Auth, ERRORS, settings)
 
