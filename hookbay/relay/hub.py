@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from hookbay.errors import Unauthorized
@@ -229,10 +229,9 @@ async def relay_status(store: Store, queue: RelayQueue, row: dict[str, Any]) -> 
     )
 
 
-def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: Callable[[Any, str | None], str | None],
-                          errors: dict[int | str, dict[str, Any]]) -> RelayHub:
-    """Add the relay routes to the admin app. ``auth`` is its principal dependency (admin or client
-    token) for the relay-token routes; the agent routes take relay tokens only."""
+def register_relay_routes(app: FastAPI, store: Store, errors: dict[int | str, dict[str, Any]]) -> RelayHub:
+    """Add the agent's routes (relay tokens only) to the admin app; relay tokens and queue status
+    for people are admin API routes (``api/admin.py``, ``ops/relay.py``)."""
     hub = RelayHub(store)
     app.state.relay_hub = hub
     queue = hub.queue
@@ -247,7 +246,6 @@ def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: C
         return cred
 
     Agent = Annotated[RelayCredential, Depends(agent)]
-    Auth = Annotated[Any, Depends(auth)]
 
     @app.get("/api/v1/relay/messages", response_model=RelayPull, responses=errors, tags=["relay"])
     async def pull_messages(
@@ -287,35 +285,6 @@ def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: C
         again, first, after ``delay_s``."""
         at = await queue.nack(a.source_id, message_id, body.lease_id, body.delay_s, body.error)
         return NackOut(id=message_id, state="ready", available_at=iso(at))
-
-    @app.get("/api/v1/sources/{source_id}/relay", response_model=RelayStatus, responses=errors, tags=["relay"])
-    async def get_relay_status(p: Auth, source_id: str) -> RelayStatus:
-        """Queue depth, leased messages and the oldest message's age and last error."""
-        row = await store.get_source(source_id, scope_client(p, None))
-        return await relay_status(store, queue, row)
-
-    @app.post("/api/v1/sources/{source_id}/relay-tokens", response_model=RelayTokenOut, status_code=201,
-              responses=errors, tags=["relay"])
-    async def create_relay_token(p: Auth, source_id: str, body: RelayTokenCreate) -> RelayTokenOut:
-        """A token for `hookbay agent` on this source (shown once; only its hash is stored)."""
-        row = await store.get_source(source_id, scope_client(p, None))
-        tok_row, token = await queue.create_token(row["id"], body.name, audit=p.audit("relay_token.create").but(
-            client_id=row["client_id"], changes=[f"name: {orjson.dumps(body.name).decode()}"]))
-        return token_out(tok_row, token)
-
-    @app.get("/api/v1/sources/{source_id}/relay-tokens", response_model=list[RelayTokenOut], responses=errors,
-             tags=["relay"])
-    async def list_relay_tokens(p: Auth, source_id: str) -> list[RelayTokenOut]:
-        row = await store.get_source(source_id, scope_client(p, None))
-        return [token_out(t) for t in await queue.list_tokens(row["id"])]
-
-    @app.delete("/api/v1/sources/{source_id}/relay-tokens/{token_id}", status_code=204, responses=errors,
-                tags=["relay"])
-    async def revoke_relay_token(p: Auth, source_id: str, token_id: str) -> Response:
-        row = await store.get_source(source_id, scope_client(p, None))
-        await queue.revoke_token(row["id"], token_id,
-                                 audit=p.audit("relay_token.revoke").but(client_id=row["client_id"]))
-        return Response(status_code=204)
 
     return hub
 
