@@ -114,7 +114,7 @@ async def run_one(db_url: str, n: int, per_dest: int, receiver: str) -> dict[str
                 "drain_s": round(elapsed, 2), "per_s": round(n / elapsed, 1), "succeeded": counts.get("succeeded", 0),
                 "dead": counts.get("dead", 0), "receiver_got": got,
                 "ok": counts.get("succeeded", 0) == n and got == n,
-                "sample_error": dead[0]["last_error"] if dead else None}
+                "sample_error": dead[0].last_error if dead else None}
     finally:
         await store.close()
 

@@ -28,7 +28,7 @@ from hookbay.ops import profiles as profile_ops
 from hookbay.ops import requests as request_ops
 from hookbay.ops import sources as source_ops
 from hookbay.ops import tokens as token_ops
-from hookbay.ops.access import Principal, scope_client, with_peer
+from hookbay.ops.access import Principal, with_peer
 from hookbay.ops.requests import ReplayIn
 from hookbay.ops.tokens import TokenCreate, TokenOut, principal_for_token
 from hookbay.settings import Settings
@@ -134,11 +134,32 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
     Auth = Annotated[Principal, Depends(principal)]
 
-    from hookbay.relay.hub import (
-        register_relay_routes,  # relay tokens, queue status and the agent's endpoints
-    )
+    from hookbay.ops import relay as relay_ops
+    from hookbay.relay.hub import RelayStatus, RelayTokenCreate, RelayTokenOut, register_relay_routes
 
-    register_relay_routes(app, store, principal, scope_client, ERRORS)
+    register_relay_routes(app, store, ERRORS)  # the agent's endpoints
+
+    @app.get("/api/v1/sources/{source_id}/relay", response_model=RelayStatus, responses=ERRORS, tags=["relay"])
+    async def get_relay_status(p: Auth, source_id: str) -> RelayStatus:
+        """Queue depth, leased messages and the oldest message's age and last error."""
+        return await relay_ops.queue_status(store, p, source_id)
+
+    @app.post("/api/v1/sources/{source_id}/relay-tokens", response_model=RelayTokenOut, status_code=201,
+              responses=ERRORS, tags=["relay"])
+    async def create_relay_token(p: Auth, source_id: str, body: RelayTokenCreate) -> RelayTokenOut:
+        """A token for `hookbay agent` on this source (shown once; only its hash is stored)."""
+        return await relay_ops.create_relay_token(store, p, source_id, body.name)
+
+    @app.get("/api/v1/sources/{source_id}/relay-tokens", response_model=list[RelayTokenOut], responses=ERRORS,
+             tags=["relay"])
+    async def list_relay_tokens(p: Auth, source_id: str) -> list[RelayTokenOut]:
+        return await relay_ops.list_relay_tokens(store, p, source_id)
+
+    @app.delete("/api/v1/sources/{source_id}/relay-tokens/{token_id}", status_code=204, responses=ERRORS,
+                tags=["relay"])
+    async def revoke_relay_token(p: Auth, source_id: str, token_id: str) -> Response:
+        await relay_ops.revoke_relay_token(store, p, source_id, token_id)
+        return Response(status_code=204)
 
     @app.get("/api/v1/sources", response_model=list[SourceOut], responses=ERRORS, tags=["sources"])
     async def list_sources(p: Auth, client_id: str | None = None) -> list[SourceOut]:
@@ -239,7 +260,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
                                                  getattr(request.app.state, "parse_off_loop", None))
 
     add_delivery_routes(app, store, Auth, ERRORS)
-    add_alert_routes(app, store, Auth, scope_client, ERRORS)
+    add_alert_routes(app, store, Auth, ERRORS)
     add_order_routes(app, store, Auth, ERRORS)
     add_provider_routes(app, store, Auth, ERRORS, settings)
 

@@ -1,8 +1,8 @@
 """CLI for alerts: ``hookbay alerts`` (open and resolved alerts), ``alerts rules``, ``alerts apply
 FILE`` (rules from YAML/JSON, matched by client and name) and ``alerts delete-rule``.
 
-Added to the root command as ``alerts`` by ``cli/app.py``; like the other management commands it talks to the
-database directly, as the admin, through the same checks as the API (``save_rule``).
+Added to the root command as ``alerts`` by ``cli/app.py``; like the other management commands it runs
+the use cases in ``ops/alert_rules.py`` as the admin, with the same checks as the API.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from hookbay.cli.common import JsonOpt, run_and_print
 from hookbay.errors import BadRequest
+from hookbay.ops.access import Principal
 from hookbay.settings import Settings
 from hookbay.store import Store
 
@@ -36,11 +37,10 @@ def alerts_list(
         return
     if state not in (None, "open", "resolved"):
         raise BadRequest("--state must be open or resolved")
-    from hookbay.ops.alert_rules import alert_out
-    from hookbay.store.alerts import AlertStore
+    from hookbay.ops.alert_rules import list_alerts
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        return [alert_out(r) for r in await AlertStore(store).list_alerts(state=state, rule_id=rule, limit=limit)]
+        return await list_alerts(store, Principal.cli(), state=state, rule_id=rule, limit=limit)
 
     run_and_print(go, as_json, _alert_lines)
 
@@ -57,11 +57,10 @@ def _alert_lines(rows: list[dict[str, Any]]) -> Iterator[str]:
 @app.command("rules")
 def alerts_rules(client: str = typer.Option(None, help="Only this client's rules"), as_json: bool = JsonOpt) -> None:
     """List alert rules."""
-    from hookbay.ops.alert_rules import rule_out
-    from hookbay.store.alerts import AlertStore
+    from hookbay.ops.alert_rules import list_rules
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        return [rule_out(r) for r in await AlertStore(store).list_rules(client)]
+        return await list_rules(store, Principal.cli(), client)
 
     run_and_print(go, as_json, _rule_lines)
 
@@ -80,8 +79,7 @@ def alerts_apply(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create or update rules from a file, each matched by (client_id, name); rules not in the file stay."""
-    from hookbay.ops.alert_rules import RuleIn, rule_out, save_rule
-    from hookbay.store.alerts import AlertStore
+    from hookbay.ops.alert_rules import RuleIn, apply_rules
 
     doc = yaml.safe_load(file.read_text())
     items = doc.get("rules") if isinstance(doc, dict) else doc
@@ -94,30 +92,7 @@ def alerts_apply(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())) from None
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        alerts = AlertStore(store)
-        plan = []
-        for body in bodies:
-            if body.source_id is not None:  # a name or token is stored as the id: compare with that
-                body = body.model_copy(update={"source_id": (await store.get_source(body.source_id, body.client_id))["id"]})
-            cur = await alerts.find_rule(body.client_id, body.name)
-            if cur is not None:
-                shown = {k: v for k, v in rule_out(cur).items() if k not in ("id", "created_at", "updated_at")}
-                wanted = body.model_dump(exclude_none=True)
-                # a webhook channel without a secret keeps the one it has (apply stays idempotent)
-                for i, ch in enumerate(wanted.get("channels", [])):
-                    old = shown.get("channels", [])
-                    if ch["type"] == "webhook" and "secret" not in ch and i < len(old) and old[i].get("url") == ch["url"]:
-                        ch["secret"] = old[i].get("secret")
-                if wanted == {k: v for k, v in shown.items() if v is not None}:
-                    plan.append({"name": body.name, "client_id": body.client_id, "action": "unchanged",
-                                 "id": cur["id"]})
-                    continue
-                body = RuleIn.model_validate(wanted)
-            action = "created" if cur is None else "changed"
-            row = cur if dry_run else await save_rule(store, True, None, body, cur)
-            plan.append({"name": body.name, "client_id": body.client_id, "action": action,
-                         "id": row["id"] if row else None})
-        return plan
+        return await apply_rules(store, Principal.cli(), bodies, dry_run=dry_run)
 
     def lines(plan: list[dict[str, Any]]) -> Iterator[str]:
         yield from (f"{p['action']:9} {p['client_id'] or '(global)'} {p['name']!r}  {p['id'] or ''}" for p in plan)
@@ -130,10 +105,10 @@ def alerts_apply(
 @app.command("delete-rule")
 def alerts_delete_rule(rule_id: str, as_json: bool = JsonOpt) -> None:
     """Delete a rule; its open alerts are closed without a resolved message."""
-    from hookbay.store.alerts import AlertStore
+    from hookbay.ops.alert_rules import delete_rule
 
     async def go(store: Store, s: Settings) -> dict[str, str]:
-        await AlertStore(store).delete_rule(rule_id)
+        await delete_rule(store, Principal.cli(), rule_id)
         return {"deleted": rule_id}
 
     run_and_print(go, as_json, lambda out: f"deleted {out['deleted']}")

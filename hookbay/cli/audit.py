@@ -8,6 +8,8 @@ from typing import Any
 import typer
 
 from hookbay.cli.common import JsonOpt, run_and_print, time_option
+from hookbay.ops import audit as audit_ops
+from hookbay.ops.access import Principal
 from hookbay.settings import Settings
 from hookbay.store import Store
 
@@ -22,11 +24,11 @@ def audit_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Show the audit log: who changed which source, secret, key or token, what and from where."""
-    from hookbay.audit import entry_view
-
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        rows = await store.list_audit(client, since_us=time_option("--since", since), limit=limit)
-        return [entry_view(r) for r in rows]
+        time_option("--since", since)  # a bad value is named by its flag
+        page = await audit_ops.list_audit(store, Principal.cli(), since=since, limit=limit, client_id=client)
+        items: list[dict[str, Any]] = page["items"]
+        return items
 
     run_and_print(go, as_json, _entry_lines)
 

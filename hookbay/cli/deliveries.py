@@ -9,18 +9,18 @@ import typer
 
 from hookbay.actions.registry import ACTION_TYPES
 from hookbay.cli.common import OPT_FILTER_CLIENT, JsonOpt, run_and_print, time_option
+from hookbay.ops import deliveries as delivery_ops
+from hookbay.ops.access import Principal
 from hookbay.settings import Settings
 from hookbay.store import Store
-from hookbay.store.deliveries import DeliveryFilter
 
 app = typer.Typer(help="Action deliveries and dead letters.", no_args_is_help=True)
 
 
-async def _delivery_filter(store: Store, source: str | None, since: str | None, until: str | None,
-                           client: str | None = None, **eq: Any) -> DeliveryFilter:
-    source_id = (await store.get_source(source, client))["id"] if source else None
-    return DeliveryFilter(source_id=source_id, client_id=client, since_us=time_option("--since", since),
-                          until_us=time_option("--until", until), **eq)
+def _check_times(since: str | None, until: str | None) -> None:
+    """A bad --since/--until is named by its flag before ops parses it."""
+    time_option("--since", since)
+    time_option("--until", until)
 
 
 @app.command("list")
@@ -37,12 +37,13 @@ def deliveries_list(
     as_json: bool = JsonOpt,
 ) -> None:
     """List deliveries, newest first."""
-    from hookbay.ops.deliveries import delivery_out
-
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        f = await _delivery_filter(store, source, since, until, client, state=state, action_type=action,
-                                   request_id=request, error=error, limit=limit)
-        return [delivery_out(r) for r in await store.list_deliveries(f)]
+        _check_times(since, until)
+        page = await delivery_ops.list_deliveries(store, Principal.cli(), source=source, state=state,
+                                                  action_type=action, request_id=request, error=error,
+                                                  since=since, until=until, limit=limit, client_id=client)
+        items: list[dict[str, Any]] = page["items"]
+        return items
 
     run_and_print(go, as_json, lambda rows: (
         f"{d['created_at']}  {d['id']}  {d['action_type']:9} {d['state']:9} tries={d['attempts']} "
@@ -52,10 +53,8 @@ def deliveries_list(
 @app.command("show")
 def deliveries_show(delivery_id: str, as_json: bool = JsonOpt) -> None:
     """Show one delivery with every attempt."""
-    from hookbay.ops.deliveries import delivery_detail
-
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        return delivery_detail(await store.get_delivery(delivery_id))
+        return await delivery_ops.get_delivery(store, Principal.cli(), delivery_id)
 
     run_and_print(go, as_json, _delivery_lines)
 
@@ -87,13 +86,12 @@ def deliveries_retry(
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
         if delivery_ids:
-            for d in delivery_ids:
-                await store.get_delivery(d)  # an unknown id is an error, not "queued 0"
-            ids = await store.retry_deliveries(DeliveryFilter(), ids=list(delivery_ids))
-        else:
-            f = await _delivery_filter(store, source, since, until, client, action_type=action, error=error)
-            ids = await store.retry_deliveries(f)
-        return {"count": len(ids), "ids": ids}
+            ids = await delivery_ops.retry_deliveries(store, Principal.cli(), list(delivery_ids))
+            return {"count": len(ids), "ids": ids}
+        _check_times(since, until)
+        return await delivery_ops.retry_dead_letters(store, Principal.cli(), source=source, action_type=action,
+                                                     error=error, since=since, until=until, all=all_dead,
+                                                     client_id=client)
 
     run_and_print(go, as_json, lambda out: f"queued {out['count']} deliver{'y' if out['count'] == 1 else 'ies'} again")
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from hookbay.cli.common import JsonOpt, audit_entry, run_and_print
+from hookbay.cli.common import JsonOpt, run_and_print
+from hookbay.ops.access import Principal
+from hookbay.ops.keys import reencrypt
 from hookbay.settings import Settings
 from hookbay.store import Store
 
@@ -25,7 +27,7 @@ def keys_rotate(batch: int = typer.Option(500, help="Rows per transaction"), as_
     while the server runs. Afterwards older keys can be removed from HOOKBAY_ENCRYPTION_KEY."""
 
     async def go(store: Store, s: Settings) -> dict[str, int]:
-        return await store.reencrypt(batch, audit=audit_entry("keys.reencrypt"))
+        return await reencrypt(store, Principal.cli(), batch)
 
     run_and_print(go, as_json, lambda res: f"re-encrypted {res['requests']} request(s) and {res['secrets']} secret(s)")
 

@@ -1,8 +1,8 @@
 """CLI for the relay: ``hookbay agent``, ``hookbay source relay-token …`` and ``hookbay source relay-status``.
 
 ``commands`` (the agent) joins the root command and ``source_commands`` the ``source`` group (see
-``cli/app.py``); the management commands talk to the database directly like the other ``source``
-commands, the agent only to a server over HTTP.
+``cli/app.py``); the management commands run the use cases in ``ops/relay.py`` on the database, the
+agent talks only to a server over HTTP.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import typer
 
-from hookbay.cli.common import OPT_SOURCE_CLIENT, JsonOpt, audit_entry, run_and_print
+from hookbay.cli.common import OPT_SOURCE_CLIENT, JsonOpt, run_and_print
+from hookbay.ops.access import Principal
 from hookbay.settings import Settings
 from hookbay.store import Store
 
@@ -34,14 +35,10 @@ SourceArg = typer.Argument(..., help="Source id, token or name")
 def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", help="A label for the token"),
                        client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Create a relay token for a source (printed once; only its hash is stored)."""
-    from hookbay.relay.hub import token_out
-    from hookbay.store.relay import RelayQueue
+    from hookbay.ops import relay as relay_ops  # FastAPI models: loaded only when needed
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_source(ref, client)
-        tok_row, token = await RelayQueue(store).create_token(row["id"], name, audit=audit_entry(
-            "relay_token.create", [f"name: {orjson.dumps(name).decode()}"]).but(client_id=row["client_id"]))
-        return token_out(tok_row, token).model_dump()
+        return (await relay_ops.create_relay_token(store, Principal.cli(), ref, name, client)).model_dump()
 
     run_and_print(go, as_json, lambda out: (
         f"{out['id']}  relay token for {out['source_id']} (shown once, store it now): {out['token']}"))
@@ -50,12 +47,10 @@ def relay_token_create(ref: str = SourceArg, name: str = typer.Option("agent", h
 @relay_token_app.command("list")
 def relay_token_list(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """List a source's relay tokens (never their values)."""
-    from hookbay.relay.hub import token_out
-    from hookbay.store.relay import RelayQueue
+    from hookbay.ops import relay as relay_ops  # FastAPI models: loaded only when needed
 
     async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
-        row = await store.get_source(ref, client)
-        return [token_out(t).model_dump() for t in await RelayQueue(store).list_tokens(row["id"])]
+        return [t.model_dump() for t in await relay_ops.list_relay_tokens(store, Principal.cli(), ref, client)]
 
     run_and_print(go, as_json, lambda rows: (f"{t['id']}  {t['name']}  created {t['created_at']}" for t in rows))
 
@@ -64,12 +59,10 @@ def relay_token_list(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_j
 def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(..., help="Relay token id (rtk_…)"),
                        client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Revoke a relay token; an agent using it is refused at its next request."""
-    from hookbay.store.relay import RelayQueue
+    from hookbay.ops import relay as relay_ops  # FastAPI models: loaded only when needed
 
     async def go(store: Store, s: Settings) -> dict[str, str]:
-        row = await store.get_source(ref, client)
-        await RelayQueue(store).revoke_token(row["id"], token_id,
-                                             audit=audit_entry("relay_token.revoke").but(client_id=row["client_id"]))
+        await relay_ops.revoke_relay_token(store, Principal.cli(), ref, token_id, client)
         return {"revoked": token_id}
 
     run_and_print(go, as_json, lambda out: f"revoked {out['revoked']}")
@@ -78,12 +71,10 @@ def relay_token_revoke(ref: str = SourceArg, token_id: str = typer.Argument(...,
 @source_commands.command("relay-status")
 def relay_status_cmd(ref: str = SourceArg, client: str = OPT_SOURCE_CLIENT, as_json: bool = JsonOpt) -> None:
     """Show a relay source's queue: depth, leased messages, the oldest message's age and last error."""
-    from hookbay.relay.hub import relay_status
-    from hookbay.store.relay import RelayQueue
+    from hookbay.ops import relay as relay_ops  # FastAPI models: loaded only when needed
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_source(ref, client)
-        return (await relay_status(store, RelayQueue(store), row)).model_dump()
+        return (await relay_ops.queue_status(store, Principal.cli(), ref, client)).model_dump()
 
     run_and_print(go, as_json, _status_lines)
 

@@ -14,9 +14,13 @@ import typer
 
 from hookbay.cli.common import OPT_FILTER_CLIENT, JsonOpt, print_json, run, run_and_print, time_option
 from hookbay.ids import request_id_floor
+from hookbay.models import RequestSummary
+from hookbay.ops import requests as request_ops
+from hookbay.ops.access import Principal
+from hookbay.ops.requests import ReplayIn
+from hookbay.ops.sources import loaded_cache
 from hookbay.settings import Settings
-from hookbay.store import RequestFilter, Store
-from hookbay.views import request_detail, request_summary
+from hookbay.store import Store
 
 app = typer.Typer(help="Search and follow the request log.", invoke_without_command=True)
 commands = typer.Typer()
@@ -25,6 +29,12 @@ commands = typer.Typer()
 def _fmt_row(r: dict[str, Any]) -> str:
     return (f"{r['received_at']}  {r['id']}  {r['method']:5} {r['status']}  {r['verdict']:9} {r['state']:9} "
             f"{r['rule'] or '-':10} {r['body_size']}B  {r['source_id']}")
+
+
+def _check_times(since: str | None, until: str | None) -> None:
+    """A bad --since/--until is named by its flag before ops parses it."""
+    time_option("--since", since)
+    time_option("--until", until)
 
 
 @app.callback()
@@ -45,33 +55,32 @@ def requests_cmd(
     if ctx.invoked_subcommand is not None:
         return
 
-    def emit(rows: list[dict[str, Any]]) -> None:
+    def emit(rows: list[RequestSummary]) -> None:
         for r in rows:
-            d = request_summary(r).model_dump()
+            d = r.model_dump()
             sys.stdout.write((orjson.dumps(d).decode() if as_json else _fmt_row(d)) + "\n")
         sys.stdout.flush()
 
     async def go(store: Store, s: Settings) -> None:
-        source_id = (await store.get_source(source, client))["id"] if source else None
-        f = RequestFilter(source_id=source_id, client_id=client, since_us=time_option("--since", since),
-                          until_us=time_option("--until", until), verdict=verdict, state=state,
-                          text=q, limit=limit)
-        rows = await store.search_requests(f)
+        _check_times(since, until)
+        p = Principal.cli()
+        filters: dict[str, Any] = dict(source=source, since=since, until=until, verdict=verdict, state=state, q=q,
+                                       client_id=client)
+        rows = (await request_ops.search_requests(store, p, limit=limit, **filters)).items
         if not follow:
             if as_json:
-                print_json([request_summary(r).model_dump() for r in rows])
+                print_json([r.model_dump() for r in rows])
             else:
                 emit(rows)
             return
         rows.reverse()
         emit(rows)
-        last = rows[-1]["id"] if rows else request_id_floor(int(time.time() * 1000))
+        last = rows[-1].id if rows else request_id_floor(int(time.time() * 1000))
         while True:
-            f.after_id, f.limit = last, 500
-            new = await store.search_requests(f)
+            new = await request_ops.requests_after(store, p, last, limit=500, **filters)
             if new:
                 emit(new)
-                last = new[-1]["id"]
+                last = new[-1].id
             else:
                 await asyncio.sleep(0.5)
 
@@ -94,24 +103,16 @@ def requests_export(
     exact body (base64, and as text when it is UTF-8), receipt and records."""
 
     async def go(store: Store, s: Settings) -> int:
-        source_id = (await store.get_source(source, client))["id"] if source else None
-        f = RequestFilter(source_id=source_id, client_id=client, since_us=time_option("--since", since),
-                          until_us=time_option("--until", until), verdict=verdict, state=state,
-                          after_id="req_", limit=500)
+        _check_times(since, until)
+        found = request_ops.export_requests(store, Principal.cli(), source=source, since=since, until=until,
+                                            verdict=verdict, state=state, client_id=client)
         sink = out.open("wb") if out else sys.stdout.buffer
         n = 0
         try:
-            while True:
-                page = await store.search_requests(f)
-                if not page:
-                    return n
-                ids = [r["id"] for r in page]
-                full = await store.load_requests(ids)
-                recs = await store.records_for(ids)
-                for rid in ids:
-                    sink.write(orjson.dumps(request_detail(full[rid], recs[rid]).model_dump()) + b"\n")
-                    n += 1
-                f.after_id = ids[-1]
+            async for d in found:
+                sink.write(orjson.dumps(d.model_dump()) + b"\n")
+                n += 1
+            return n
         finally:
             if out:
                 sink.close()
@@ -128,9 +129,7 @@ def requests_show(request_id: str, as_json: bool = JsonOpt) -> None:
     """Show one request with headers, body, receipt and records."""
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_request(request_id)
-        recs = await store.records_for([request_id])
-        return request_detail(row, recs[request_id]).model_dump()
+        return (await request_ops.get_request(store, Principal.cli(), request_id)).model_dump()
 
     run_and_print(go, as_json, _request_lines)
 
@@ -156,26 +155,19 @@ def replay_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Re-parse stored requests with the source's current parser and mapping version."""
-    from hookbay.processing.replay import replay
-    from hookbay.store.sources import SourceCache
-
     if not request_id and not source and not failed:
         typer.echo("error: give a request id, --source or --failed", err=True)
         raise typer.Exit(2)
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        cache = SourceCache(store, s.max_body_bytes)
-        await cache.reload()
-        if request_id:
-            await store.get_request(request_id)
-            items = await replay(store, cache, request_ids=[request_id], dry_run=dry_run)
-        else:
-            source_id = (await store.get_source(source, client))["id"] if source else None
-            flt = RequestFilter(source_id=source_id, client_id=client, state="failed" if failed else None,
-                                limit=limit, since_us=time_option("--since", since),
-                                until_us=time_option("--until", until))
-            items = await replay(store, cache, flt=flt, dry_run=dry_run)
-        return {"dry_run": dry_run, "count": len(items), "items": items}
+        if not request_id:
+            _check_times(since, until)
+        body = ReplayIn.model_construct(  # the CLI's own checks stand in for the API's (no upper limit here)
+            request_id=request_id, source=None if request_id else source,
+            state="failed" if failed and not request_id else None, since=None if request_id else since,
+            until=None if request_id else until, limit=limit, dry_run=dry_run, all=False)
+        return await request_ops.replay_requests(store, await loaded_cache(store, s.max_body_bytes),
+                                                 Principal.cli(), body)
 
     run_and_print(go, as_json, _replay_lines)
 
@@ -196,12 +188,9 @@ def purge_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Count only"
     """Purge raw bodies older than each source's retention_days, and relay messages acked longer
     ago than HOOKBAY_RELAY_ACKED_RETENTION_SECONDS, now (serve also does both hourly)."""
     from hookbay.ops.retention import prune_relay, purge_expired
-    from hookbay.store.sources import SourceCache
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        cache = SourceCache(store, s.max_body_bytes)
-        await cache.reload()
-        bodies = await purge_expired(store, cache, dry_run=dry_run)
+        bodies = await purge_expired(store, await loaded_cache(store, s.max_body_bytes), dry_run=dry_run)
         return {"dry_run": dry_run, "bodies": bodies, "relay_acked": await prune_relay(store, s, dry_run=dry_run)}
 
     run_and_print(go, as_json, lambda out: (

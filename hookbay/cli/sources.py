@@ -106,16 +106,16 @@ def source_update(
     """Change a source; only the options given change."""
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        row = await store.get_source(ref, client)
+        source_id, config = await source_ops.stored_config(store, Principal.cli(), ref, client)
         changes: dict[str, Any] = {}
         if name is not None:
             changes["name"] = name
         if enable is not None:
             changes["enabled"] = enable
         if opts.named():
-            changes["config"] = opts.config(orjson.loads(row["config"]))
+            changes["config"] = opts.config(config)
         body = SourceUpdate.model_validate({**changes, "rotate_api_key": api_key, "remove_api_key": remove_api_key})
-        return (await source_ops.update_source(store, None, s.base_url, Principal.cli(), row["id"], body,
+        return (await source_ops.update_source(store, None, s.base_url, Principal.cli(), source_id, body,
                                                settings=s)).model_dump()
 
     run_and_print(go, as_json, _source_lines, wait_for_servers=True)

@@ -247,15 +247,14 @@ class Ingest:
         if edge is not None:
             if await self._edge_row(scope, send, src, edge, row, hmap, decoded, ctype_s, params, cors):
                 return
-        elif src.config.relay:
-            row["_relay"] = True  # the writer enqueues it for `hookbay agent` in the same commit
         for name in src.idempotency_headers:
             v = hmap.get(name)
             if v:
                 row["idempotency_key"] = v.decode("latin-1")[:200]
                 break
         try:
-            request_id = await self.store.writer.ingest(row, self.settings.write_timeout)
+            # A relay source's accepted row is queued for `hookbay agent` in the same commit.
+            request_id = await self.store.writer.ingest(row, self.settings.write_timeout, relay=src.config.relay)
         except StorageUnavailable as err:
             metrics.storage_errors_total.inc()
             if isinstance(err, WriteTimeout):  # the id it has if the commit still lands
@@ -299,8 +298,6 @@ class Ingest:
                         hmap: dict[bytes, bytes], body: bytes, ctype: str | None, params: dict[str, str],
                         cors: dict[str, str] | None) -> bool:
         """Dedupe key, honeypot and handshake for a source that uses them; True when answered here."""
-        if src.config.relay:
-            row["_relay"] = True
         doc = await edge_io.parse_doc(body, ctype) if edge.needs_doc else None
         if edge.key is not None:
             if edge.key.header is not None:
@@ -310,7 +307,6 @@ class Ingest:
                 row["idempotency_key"] = body_key(doc, edge.key)
         if edge.honeypot is not None and honeypot_filled(doc, edge.honeypot):
             row.update(verdict="spam", state="spam", idempotency_key=None)
-            row.pop("_relay", None)
             log.info("ingest_spam", request_id=row["id"], source_id=src.id, rule="honeypot")
         if edge.handshake is None:
             return False
@@ -330,7 +326,6 @@ class Ingest:
         if answer is None:
             return False
         row.update(state="handshake", idempotency_key=None)
-        row.pop("_relay", None)
         try:
             rid = await self.store.writer.ingest(row, self.settings.write_timeout)
         except StorageUnavailable as err:
@@ -388,15 +383,17 @@ class Ingest:
         (``raw``) is accepted too: both take the secret."""
         from hookbay.signatures import SignatureError, verify
 
+        spec = src.signature
+        assert spec is not None  # called only for a source that has a scheme
         text = {k.decode("latin-1"): v.decode("latin-1") for k, v in hmap.items()}
         secrets = src.active_secrets(now_us())
         try:
             try:
-                return verify(src.signature, secrets, text, body).ping
+                return verify(spec, secrets, text, body).ping
             except SignatureError:
                 if raw is None or raw is body:
                     raise
-                return verify(src.signature, secrets, text, raw).ping
+                return verify(spec, secrets, text, raw).ping
         except SignatureError as e:
             raise Unauthorized("Invalid signature", detail={"reason": e.reason}).with_rule("signature") from None
 

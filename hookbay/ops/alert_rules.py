@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
+from hookbay.changes import merge_patch
 from hookbay.containment import ConfigRefused
 from hookbay.errors import BadRequest, Forbidden, NotFound
 from hookbay.ops.access import Principal, scope_client
@@ -82,6 +83,61 @@ async def list_rules(store: Store, p: Principal, client_id: str | None = None) -
     return [rule_out(r) for r in await AlertStore(store).list_rules(scope_client(p, client_id))]
 
 
+async def get_rule(store: Store, p: Principal, rule_id: str) -> dict[str, Any]:
+    return rule_out(await AlertStore(store).get_rule(rule_id, scope_client(p, None)))
+
+
+async def create_rule(store: Store, p: Principal, body: RuleIn) -> dict[str, Any]:
+    return rule_out(await save_rule(store, p.is_admin, p.client_id, body))
+
+
+async def patch_rule(store: Store, p: Principal, rule_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """JSON Merge Patch (RFC 7396) over the rule as shown."""
+    cur = await AlertStore(store).get_rule(rule_id, scope_client(p, None))
+    shown = {k: v for k, v in rule_out(cur).items() if k not in ("id", "created_at", "updated_at")}
+    try:
+        body = RuleIn.model_validate(merge_patch(shown, patch))
+    except ValidationError as e:
+        raise ConfigRefused(detail=[{"path": ".".join(str(x) for x in err["loc"]), "message": err["msg"]}
+                                    for err in e.errors()]) from None
+    return rule_out(await save_rule(store, p.is_admin, p.client_id, body, cur))
+
+
+async def delete_rule(store: Store, p: Principal, rule_id: str) -> None:
+    """Its open alerts are closed without a resolved message; an unknown (or another client's) id is a 404."""
+    alerts = AlertStore(store)
+    row = await alerts.get_rule(rule_id, scope_client(p, None))
+    await alerts.delete_rule(row["id"])
+
+
+async def apply_rules(store: Store, p: Principal, bodies: list[RuleIn], *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Create or replace each rule, matched by (client_id, name); a rule equal to the stored one is
+    left alone, so applying the same file twice changes nothing. Rules not listed stay."""
+    alerts = AlertStore(store)
+    plan = []
+    for body in bodies:
+        if body.source_id is not None:  # a name or token is stored as the id: compare with that
+            body = body.model_copy(update={"source_id": (await store.get_source(body.source_id, body.client_id))["id"]})
+        cur = await alerts.find_rule(body.client_id, body.name)
+        if cur is not None:
+            shown = {k: v for k, v in rule_out(cur).items() if k not in ("id", "created_at", "updated_at")}
+            wanted = body.model_dump(exclude_none=True)
+            # a webhook channel without a secret keeps the one it has (apply stays idempotent)
+            for i, ch in enumerate(wanted.get("channels", [])):
+                old = shown.get("channels", [])
+                if ch["type"] == "webhook" and "secret" not in ch and i < len(old) and old[i].get("url") == ch["url"]:
+                    ch["secret"] = old[i].get("secret")
+            if wanted == {k: v for k, v in shown.items() if v is not None}:
+                plan.append({"name": body.name, "client_id": body.client_id, "action": "unchanged", "id": cur["id"]})
+                continue
+            body = RuleIn.model_validate(wanted)
+        action = "created" if cur is None else "changed"
+        row = cur if dry_run else await save_rule(store, p.is_admin, p.client_id, body, cur)
+        plan.append({"name": body.name, "client_id": body.client_id, "action": action,
+                     "id": row["id"] if row else None})
+    return plan
+
+
 async def list_alerts(store: Store, p: Principal, *, state: str | None = None, rule_id: str | None = None,
                       limit: int = 100) -> list[dict[str, Any]]:
     """Alerts newest first; a rule named by id must be one the caller sees (else 404)."""
@@ -90,6 +146,10 @@ async def list_alerts(store: Store, p: Principal, *, state: str | None = None, r
         rule_id = (await AlertStore(store).get_rule(rule_id, client))["id"]
     return [alert_out(r) for r in await AlertStore(store).list_alerts(client, state=state, rule_id=rule_id,
                                                                       limit=limit)]
+
+
+async def get_alert(store: Store, p: Principal, alert_id: str) -> dict[str, Any]:
+    return alert_out(await AlertStore(store).get_alert(alert_id, scope_client(p, None)))
 
 
 def channel_summary(channel: dict[str, Any]) -> str:

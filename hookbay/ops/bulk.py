@@ -82,7 +82,7 @@ async def request_chunk(store: Store, cache: SourceCache, p: Principal, flt: Req
     client = flt.client_id
     for rid in ids:
         deliveries = await store.list_deliveries(DeliveryFilter(client_id=client, request_id=rid, limit=1000))
-        ready = [str(d["id"]) for d in deliveries if d["state"] in RERUNNABLE]
+        ready = [d.id for d in deliveries if d.state in RERUNNABLE]
         if not ready:
             out.skipped += 1
             continue
@@ -106,7 +106,7 @@ async def delivery_chunk(store: Store, p: Principal, flt: DeliveryFilter, cursor
     """Queue the next :data:`CHUNK` matching finished deliveries older than ``cursor`` to run now."""
     flt = delivery_filter(p, flt)
     rows = await store.list_deliveries(replace(flt, before_id=cursor, limit=CHUNK))
-    ids = [str(r["id"]) for r in rows]
+    ids = [r.id for r in rows]
     out = ChunkResult(handled=len(ids), cursor=ids[-1] if len(ids) == CHUNK else None)
     if ids:
         queued = await store.retry_deliveries(replace(flt, before_id=None), ids=ids)

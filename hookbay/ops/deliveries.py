@@ -8,27 +8,27 @@ from hookbay.errors import BadRequest, Conflict
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import source_id_for, time_window
 from hookbay.store import Store
-from hookbay.store.deliveries import DeliveryFilter
+from hookbay.store.deliveries import Delivery, DeliveryFilter
 from hookbay.views import iso
 
 
-def delivery_out(row: dict[str, Any]) -> dict[str, Any]:
+def delivery_out(d: Delivery) -> dict[str, Any]:
     return {
-        "id": row["id"], "request_id": row["request_id"], "record_index": row["record_idx"],
-        "action_index": row["action_idx"], "action_type": row["action_type"], "action_name": row["action_name"],
-        "source_id": row["source_id"], "client_id": row["client_id"], "destination": row["destination"],
-        "state": row["state"], "attempts": row["attempts"],
-        "next_attempt_at": iso(row["run_after"]) if row["state"] == "pending" else None,
-        "last_status": row["last_status"], "last_error": row["last_error"],
-        "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "id": d.id, "request_id": d.request_id, "record_index": d.record_idx,
+        "action_index": d.action_idx, "action_type": d.action_type, "action_name": d.action_name,
+        "source_id": d.source_id, "client_id": d.client_id, "destination": d.destination,
+        "state": d.state, "attempts": d.attempts,
+        "next_attempt_at": iso(d.run_after) if d.state == "pending" else None,
+        "last_status": d.last_status, "last_error": d.last_error,
+        "created_at": iso(d.created_at), "updated_at": iso(d.updated_at),
     }
 
 
-def delivery_detail(row: dict[str, Any]) -> dict[str, Any]:
-    return {**delivery_out(row), "attempt_log": [
-        {"attempt": a["attempt"], "started_at": iso(a["started_at"]), "latency_ms": round(a["latency_us"] / 1000, 3),
-         "status": a["status"], "outcome": a["outcome"], "response_excerpt": a["response_excerpt"],
-         "error": a["error"]} for a in row["attempts_log"]]}
+def delivery_detail(d: Delivery) -> dict[str, Any]:
+    return {**delivery_out(d), "attempt_log": [
+        {"attempt": a.attempt, "started_at": iso(a.started_at), "latency_ms": round(a.latency_us / 1000, 3),
+         "status": a.status, "outcome": a.outcome, "response_excerpt": a.response_excerpt,
+         "error": a.error} for a in d.attempt_log]}
 
 
 async def list_deliveries(store: Store, p: Principal, *, source: str | None = None, state: str | None = None,
@@ -42,7 +42,7 @@ async def list_deliveries(store: Store, p: Principal, *, source: str | None = No
     rows = await store.list_deliveries(DeliveryFilter(
         client_id=client, source_id=source_id, state=state, action_type=action_type, request_id=request_id,
         error=error, destination=destination, since_us=since_us, until_us=until_us, before_id=before, limit=limit))
-    return {"items": [delivery_out(r) for r in rows], "next_cursor": rows[-1]["id"] if len(rows) == limit else None}
+    return {"items": [delivery_out(r) for r in rows], "next_cursor": rows[-1].id if len(rows) == limit else None}
 
 
 async def get_delivery(store: Store, p: Principal, delivery_id: str) -> dict[str, Any]:
@@ -63,8 +63,8 @@ async def retry_delivery(store: Store, p: Principal, delivery_id: str) -> dict[s
     """Queue one finished delivery (dead letter, skipped or even succeeded) to run again now."""
     client = scope_client(p, None)
     row = await store.get_delivery(delivery_id, client)
-    if not await store.retry_deliveries(DeliveryFilter(client_id=client), ids=[row["id"]]):
-        raise Conflict("The delivery is still queued or running", detail={"state": row["state"]})
+    if not await store.retry_deliveries(DeliveryFilter(client_id=client), ids=[row.id]):
+        raise Conflict("The delivery is still queued or running", detail={"state": row.state})
     return delivery_out(await store.get_delivery(delivery_id, client))
 
 

@@ -3,12 +3,13 @@ body, and replay (re-parse with the source's current parser and mapping)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from hookbay.errors import BadRequest
-from hookbay.models import RequestDetail, RequestPage
+from hookbay.models import RequestDetail, RequestPage, RequestSummary
 from hookbay.ops.access import Principal, scope_client
 from hookbay.processing.replay import OffLoop, replay
 from hookbay.store import RequestFilter, Store
@@ -29,18 +30,52 @@ async def source_id_for(store: Store, client: str | None, source: str | None) ->
     return str((await store.get_source(source, client))["id"]) if source else None
 
 
-async def search_requests(store: Store, p: Principal, *, source: str | None = None, since: str | None = None,
-                          until: str | None = None, verdict: str | None = None, state: str | None = None,
-                          q: str | None = None, limit: int = 50, before: str | None = None) -> RequestPage:
-    """Newest first, a page at a time: ``next_cursor`` is the ``before`` of the next page."""
-    client = scope_client(p, None)
+async def _filter(store: Store, p: Principal, client_id: str | None, source: str | None, since: str | None,
+                  until: str | None, **eq: Any) -> RequestFilter:
+    """The caller's filter words as a store filter, within the clients the caller may see."""
+    client = scope_client(p, client_id)
     source_id = await source_id_for(store, client, source)
     since_us, until_us = time_window(since, until)
-    rows = await store.search_requests(RequestFilter(
-        source_id=source_id, client_id=client, since_us=since_us, until_us=until_us, verdict=verdict, state=state,
-        text=q, before_id=before, limit=limit))
+    return RequestFilter(source_id=source_id, client_id=client, since_us=since_us, until_us=until_us, **eq)
+
+
+async def search_requests(store: Store, p: Principal, *, source: str | None = None, since: str | None = None,
+                          until: str | None = None, verdict: str | None = None, state: str | None = None,
+                          q: str | None = None, limit: int = 50, before: str | None = None,
+                          client_id: str | None = None) -> RequestPage:
+    """Newest first, a page at a time: ``next_cursor`` is the ``before`` of the next page."""
+    rows = await store.search_requests(await _filter(store, p, client_id, source, since, until, verdict=verdict,
+                                                     state=state, text=q, before_id=before, limit=limit))
     nxt = rows[-1]["id"] if len(rows) == limit else None
     return RequestPage(items=[request_summary(r) for r in rows], next_cursor=nxt)
+
+
+async def requests_after(store: Store, p: Principal, after: str, *, source: str | None = None,
+                         since: str | None = None, until: str | None = None, verdict: str | None = None,
+                         state: str | None = None, q: str | None = None, limit: int = 500,
+                         client_id: str | None = None) -> list[RequestSummary]:
+    """Oldest first, the requests after the request id ``after``: what following the log pages through."""
+    rows = await store.search_requests(await _filter(store, p, client_id, source, since, until, verdict=verdict,
+                                                     state=state, text=q, after_id=after, limit=limit))
+    return [request_summary(r) for r in rows]
+
+
+async def export_requests(store: Store, p: Principal, *, source: str | None = None, since: str | None = None,
+                          until: str | None = None, verdict: str | None = None, state: str | None = None,
+                          client_id: str | None = None, page: int = 500) -> AsyncIterator[RequestDetail]:
+    """Every matching request in full (headers, body, receipt, records), oldest first, ``page`` at a time."""
+    f = await _filter(store, p, client_id, source, since, until, verdict=verdict, state=state, after_id="req_",
+                      limit=page)
+    while True:
+        rows = await store.search_requests(f)
+        if not rows:
+            return
+        ids = [r["id"] for r in rows]
+        full = await store.load_requests(ids)
+        recs = await store.records_for(ids)
+        for rid in ids:
+            yield request_detail(full[rid], recs[rid])
+        f.after_id = ids[-1]
 
 
 async def get_request(store: Store, p: Principal, request_id: str) -> RequestDetail:

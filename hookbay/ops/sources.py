@@ -44,6 +44,12 @@ async def get_source(store: Store, base_url: str, p: Principal, ref: str, client
     return source_out(row, base_url, secrets=await store.secret_count(row["id"]))
 
 
+async def stored_config(store: Store, p: Principal, ref: str, client_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A source's id and its config exactly as stored: what an update of a few options merges into."""
+    row = await store.get_source(ref, scope_client(p, client_id))
+    return row["id"], orjson.loads(row["config"] or "{}")
+
+
 async def create_source(store: Store, cache: SourceCache | None, base_url: str, p: Principal,
                         body: SourceCreate, *, settings: Settings) -> SourceOut:
     if not p.is_admin and body.client_id != p.client_id:
@@ -202,3 +208,10 @@ async def stored_requests(store: Store, p: Principal, ref: str) -> int:
     """How many stored requests a source has: what the delete confirmation says will stay."""
     row = await store.get_source(ref, scope_client(p, None))
     return await store.count_requests(source_id=row["id"])
+
+
+async def loaded_cache(store: Store, default_max_body: int) -> SourceCache:
+    """The source table loaded once, for a command that parses (replay, purge) without a server."""
+    cache = SourceCache(store, default_max_body)
+    await cache.reload()
+    return cache

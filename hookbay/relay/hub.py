@@ -18,14 +18,14 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from hookbay.errors import Unauthorized
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
 from hookbay.store import Store
-from hookbay.store.relay import RelayCredential, RelayQueue
+from hookbay.store.relay import LeasedMessage, RelayCredential, RelayQueue
 from hookbay.views import iso
 
 RECHECK_S = 0.5
@@ -163,7 +163,7 @@ class RelayHub:
                 ev.set()
 
     async def pull(self, source_id: str, *, wait_s: float, max_messages: int, visibility_s: float,
-                   lease_id: str | None) -> tuple[str | None, list[dict[str, Any]]]:
+                   lease_id: str | None) -> tuple[str | None, list[LeasedMessage]]:
         self._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + wait_s
         ev = asyncio.Event()
@@ -198,38 +198,40 @@ def _clean_query(q: str) -> str:
     return "&".join(p for p in q.split("&") if p.partition("=")[0] != "api-key")
 
 
-def message_view(m: dict[str, Any]) -> RelayRequest:
-    req = m["request"] or {}
-    body = req.get("body")
+def message_view(m: LeasedMessage) -> RelayRequest:
+    req = m.request
+    if req is None:  # the request row is gone: the agent still acks the message
+        return RelayRequest(id=m.id, request_id=m.request_id, lease_id=m.lease_id, received_at=iso(None),
+                            method="POST", path="", query="", headers=[], content_type=None, body_b64=None,
+                            deliveries=m.deliveries)
     return RelayRequest(
-        id=m["id"], request_id=m["request_id"], lease_id=m["lease_id"], received_at=iso(req.get("received_at")),
-        method=req.get("method", "POST"), path=req.get("path", ""), query=_clean_query(req.get("query") or ""),
-        headers=_clean_headers(req.get("headers") or "[]"), content_type=req.get("content_type"),
-        body_b64=base64.b64encode(bytes(body)).decode() if body is not None else None,
-        deliveries=m["deliveries"],
+        id=m.id, request_id=m.request_id, lease_id=m.lease_id, received_at=iso(req.received_at),
+        method=req.method, path=req.path, query=_clean_query(req.query or ""),
+        headers=_clean_headers(req.headers or "[]"), content_type=req.content_type,
+        body_b64=base64.b64encode(req.body).decode() if req.body is not None else None,
+        deliveries=m.deliveries,
     )
 
 
 async def relay_status(store: Store, queue: RelayQueue, row: dict[str, Any]) -> RelayStatus:
     st = await queue.status(row["id"])
-    head = st["head"]
+    head = st.head
     cfg = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
     return RelayStatus(
-        source_id=row["id"], relay=cfg.relay, depth=st["depth"], leased=st["leased"],
-        oldest_age_s=round((st["now"] - head["created_at"]) / 1e6, 3) if head else None,
+        source_id=row["id"], relay=cfg.relay, depth=st.depth, leased=st.leased,
+        oldest_age_s=round((st.now - head.created_at) / 1e6, 3) if head else None,
         head=RelayHead(
-            id=head["id"], request_id=head["request_id"], received_at=iso(head["created_at"]),
-            deliveries=head["deliveries"], last_error=head["last_error"], available_at=iso(head["available_at"]),
-            leased_until=iso(head["locked_until"]) if head["locked_until"] and head["locked_until"] > st["now"]
+            id=head.id, request_id=head.request_id, received_at=iso(head.created_at),
+            deliveries=head.deliveries, last_error=head.last_error, available_at=iso(head.available_at),
+            leased_until=iso(head.locked_until) if head.locked_until and head.locked_until > st.now
             else None,
         ) if head else None,
     )
 
 
-def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: Callable[[Any, str | None], str | None],
-                          errors: dict[int | str, dict[str, Any]]) -> RelayHub:
-    """Add the relay routes to the admin app. ``auth`` is its principal dependency (admin or client
-    token) for the relay-token routes; the agent routes take relay tokens only."""
+def register_relay_routes(app: FastAPI, store: Store, errors: dict[int | str, dict[str, Any]]) -> RelayHub:
+    """Add the agent's routes (relay tokens only) to the admin app; relay tokens and queue status
+    for people are admin API routes (``api/admin.py``, ``ops/relay.py``)."""
     hub = RelayHub(store)
     app.state.relay_hub = hub
     queue = hub.queue
@@ -244,7 +246,6 @@ def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: C
         return cred
 
     Agent = Annotated[RelayCredential, Depends(agent)]
-    Auth = Annotated[Any, Depends(auth)]
 
     @app.get("/api/v1/relay/messages", response_model=RelayPull, responses=errors, tags=["relay"])
     async def pull_messages(
@@ -284,35 +285,6 @@ def register_relay_routes(app: FastAPI, store: Store, auth: Any, scope_client: C
         again, first, after ``delay_s``."""
         at = await queue.nack(a.source_id, message_id, body.lease_id, body.delay_s, body.error)
         return NackOut(id=message_id, state="ready", available_at=iso(at))
-
-    @app.get("/api/v1/sources/{source_id}/relay", response_model=RelayStatus, responses=errors, tags=["relay"])
-    async def get_relay_status(p: Auth, source_id: str) -> RelayStatus:
-        """Queue depth, leased messages and the oldest message's age and last error."""
-        row = await store.get_source(source_id, scope_client(p, None))
-        return await relay_status(store, queue, row)
-
-    @app.post("/api/v1/sources/{source_id}/relay-tokens", response_model=RelayTokenOut, status_code=201,
-              responses=errors, tags=["relay"])
-    async def create_relay_token(p: Auth, source_id: str, body: RelayTokenCreate) -> RelayTokenOut:
-        """A token for `hookbay agent` on this source (shown once; only its hash is stored)."""
-        row = await store.get_source(source_id, scope_client(p, None))
-        tok_row, token = await queue.create_token(row["id"], body.name, audit=p.audit("relay_token.create").but(
-            client_id=row["client_id"], changes=[f"name: {orjson.dumps(body.name).decode()}"]))
-        return token_out(tok_row, token)
-
-    @app.get("/api/v1/sources/{source_id}/relay-tokens", response_model=list[RelayTokenOut], responses=errors,
-             tags=["relay"])
-    async def list_relay_tokens(p: Auth, source_id: str) -> list[RelayTokenOut]:
-        row = await store.get_source(source_id, scope_client(p, None))
-        return [token_out(t) for t in await queue.list_tokens(row["id"])]
-
-    @app.delete("/api/v1/sources/{source_id}/relay-tokens/{token_id}", status_code=204, responses=errors,
-                tags=["relay"])
-    async def revoke_relay_token(p: Auth, source_id: str, token_id: str) -> Response:
-        row = await store.get_source(source_id, scope_client(p, None))
-        await queue.revoke_token(row["id"], token_id,
-                                 audit=p.audit("relay_token.revoke").but(client_id=row["client_id"]))
-        return Response(status_code=204)
 
     return hub
 

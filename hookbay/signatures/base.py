@@ -167,6 +167,20 @@ def fresh(ts: int, now: float, tolerance: int, *, past_only: bool = False) -> No
         raise SignatureError("timestamp_expired")
 
 
+def timestamped_mac(keys: Sequence[bytes], ts: int, signed_prefix: bytes, body: bytes, given: Sequence[bytes],
+                    now: float, tolerance: int, *, past_only: bool = False,
+                    event_id: str | None = None) -> VerifyResult:
+    """HMAC-SHA256 over ``signed_prefix + body`` where the prefix carries the send time ``ts``
+    (Slack, Stripe, Standard Webhooks). The signature is checked before freshness, so
+    ``timestamp_expired`` always means an authentic but stale (replayed or clock-skewed) message,
+    never a forgery."""
+    if not given:
+        raise SignatureError("bad_format")
+    check(keys, signed_prefix + body, given)
+    fresh(ts, now, tolerance, past_only=past_only)
+    return VerifyResult(timestamp=ts, event_id=event_id)
+
+
 def base64_body_mac(keys: list[bytes], headers: Mapping[str, str], body: bytes, name: str) -> VerifyResult:
     """HMAC-SHA256 of the body, base64, in header ``name`` (Shopify, WooCommerce)."""
     sig = header(headers, name)

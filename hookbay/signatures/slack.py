@@ -9,10 +9,9 @@ from hookbay.signatures.base import (
     Scheme,
     SignatureError,
     VerifyResult,
-    check,
-    fresh,
     header,
     timestamp,
+    timestamped_mac,
     unhex,
 )
 
@@ -29,12 +28,9 @@ def verify(spec: SignatureSpec, keys: list[bytes], headers: Mapping[str, str], b
     ts = timestamp(ts_text)
     version, eq, value = sig.partition("=")
     raw = unhex(value) if eq and version == "v0" else None
-    if raw is None:
-        raise SignatureError("bad_format")
     # Slack's base string uses the timestamp header exactly as sent.
-    check(keys, f"v0:{ts_text}:".encode() + body, [raw])
-    fresh(ts, now, spec.tolerance_s)
-    return VerifyResult(timestamp=ts)
+    return timestamped_mac(keys, ts, f"v0:{ts_text}:".encode(), body, [raw] if raw is not None else [],
+                           now, spec.tolerance_s)
 
 
 SCHEME = Scheme("slack", verify, timestamped=True)

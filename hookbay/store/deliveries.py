@@ -33,6 +33,47 @@ def new_delivery_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One try of a delivery (a ``delivery_attempts`` row)."""
+
+    id: int
+    delivery_id: str
+    attempt: int
+    started_at: int
+    latency_us: int
+    status: int | None
+    outcome: str
+    response_excerpt: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A ``deliveries`` row; ``attempt_log`` is filled only by ``get_delivery``."""
+
+    id: str
+    request_id: str
+    record_idx: int
+    action_idx: int
+    source_id: str
+    client_id: str
+    action_type: str
+    action_name: str
+    destination: str
+    state: str
+    attempts: int
+    run_after: int
+    locked_until: int | None
+    locked_by: str | None
+    last_status: int | None
+    last_error: str | None
+    created_at: int
+    updated_at: int
+    once_key: str | None
+    attempt_log: tuple[DeliveryAttempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryFilter:
     client_id: str | None = None
     source_id: str | None = None
@@ -232,34 +273,32 @@ class DeliveriesMixin:
         done: list[bool] = await self.write(w)
         return done
 
-    async def list_deliveries(self, f: DeliveryFilter) -> list[dict[str, Any]]:
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+    async def list_deliveries(self, f: DeliveryFilter) -> list[Delivery]:
+        def q(conn: sa.Connection) -> list[Delivery]:
             stmt = sa.select(D).where(*f.where())
             if f.before_id:
                 stmt = stmt.where(D.c.id < f.before_id)
-            return [dict(r) for r in conn.execute(stmt.order_by(D.c.id.desc()).limit(f.limit)).mappings()]
+            return [Delivery(**r) for r in conn.execute(stmt.order_by(D.c.id.desc()).limit(f.limit)).mappings()]
 
-        rows: list[dict[str, Any]] = await self.read(q)
+        rows: list[Delivery] = await self.read(q)
         return rows
 
-    async def get_delivery(self, delivery_id: str, client_id: str | None = None) -> dict[str, Any]:
-        def q(conn: sa.Connection) -> dict[str, Any] | None:
+    async def get_delivery(self, delivery_id: str, client_id: str | None = None) -> Delivery:
+        def q(conn: sa.Connection) -> Delivery | None:
             stmt = sa.select(D).where(D.c.id == delivery_id)
             if client_id is not None:
                 stmt = stmt.where(D.c.client_id == client_id)
             row = conn.execute(stmt).mappings().first()
             if row is None:
                 return None
-            out = dict(row)
-            out["attempts_log"] = [dict(a) for a in conn.execute(
-                sa.select(DA).where(DA.c.delivery_id == delivery_id).order_by(DA.c.id)).mappings()]
-            return out
+            log = tuple(DeliveryAttempt(**a) for a in conn.execute(
+                sa.select(DA).where(DA.c.delivery_id == delivery_id).order_by(DA.c.id)).mappings())
+            return Delivery(**row, attempt_log=log)
 
-        row = await self.read(q)
+        row: Delivery | None = await self.read(q)
         if row is None:
             raise NotFound("delivery not found")
-        result: dict[str, Any] = row
-        return result
+        return row
 
     async def retry_deliveries(self, f: DeliveryFilter, ids: list[str] | None = None) -> list[str]:
         """Put dead letters (or, by id, any finished delivery) back in the queue, due now, with a

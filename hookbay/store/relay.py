@@ -44,6 +44,51 @@ class RelayCredential:
     client_id: str
 
 
+@dataclass(slots=True, frozen=True)
+class RelayedRequest:
+    """What the agent replays of a stored request (decrypted; ``body`` None once purged)."""
+
+    received_at: int
+    method: str
+    path: str
+    query: str
+    headers: str  # the stored JSON list of [name, value] pairs
+    content_type: str | None
+    body: bytes | None
+
+
+@dataclass(slots=True, frozen=True)
+class LeasedMessage:
+    """One message of a pull, under the pull's lease id; ``request`` None if the row is gone."""
+
+    id: int
+    request_id: str
+    lease_id: str
+    deliveries: int
+    request: RelayedRequest | None
+
+
+@dataclass(slots=True, frozen=True)
+class QueueHead:
+    id: int
+    request_id: str
+    created_at: int
+    available_at: int
+    locked_until: int | None
+    deliveries: int
+    last_error: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class QueueStatus:
+    """A source's queue at ``now`` (µs): messages not acked, how many are leased, the oldest."""
+
+    now: int
+    depth: int
+    leased: int
+    head: QueueHead | None
+
+
 def new_lease_id() -> str:
     return "lse_" + ulid()
 
@@ -67,7 +112,7 @@ class RelayQueue:
         return await self.store.read(q)
 
     async def pull(self, source_id: str, max_messages: int, visibility_s: float,
-                   lease_id: str | None = None) -> tuple[str | None, list[dict[str, Any]]]:
+                   lease_id: str | None = None) -> tuple[str | None, list[LeasedMessage]]:
         """Lease the available prefix of the queue; returns the lease id and the messages, each
         with its request (method, path, query, headers, decrypted body; body None if purged)."""
         lid = lease_id or new_lease_id()
@@ -96,25 +141,26 @@ class RelayQueue:
         if not taken:
             return None, []
         reqs = await self._requests([t[1] for t in taken])
-        out = []
-        for mid, rid, deliveries in taken:
-            req = reqs.get(rid)
-            out.append({"id": mid, "request_id": rid, "lease_id": lid, "deliveries": deliveries,
-                        "request": req})
-        return lid, out
+        return lid, [LeasedMessage(id=mid, request_id=rid, lease_id=lid, deliveries=deliveries,
+                                   request=reqs.get(rid)) for mid, rid, deliveries in taken]
 
-    async def _requests(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def _requests(self, ids: list[str]) -> dict[str, RelayedRequest]:
         def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
             rows = conn.execute(sa.select(R.c.id, R.c.received_at, R.c.method, R.c.path, R.c.query, R.c.headers,
                                           R.c.content_type, R.c.body, R.c.key_id).where(R.c.id.in_(ids))).mappings()
             return {r["id"]: dict(r) for r in rows}
 
         rows = await self.store.read(q)
-        for row in rows.values():
+        out = {}
+        for rid, row in rows.items():
             # Raises EncryptionKeyMissing when the key is not configured: the head cannot be
             # delivered without it, and the operator has to fix that (the pull answers 500).
             self.store.open_request_row(row)
-        return rows
+            body = row["body"]
+            out[rid] = RelayedRequest(received_at=row["received_at"], method=row["method"], path=row["path"],
+                                      query=row["query"], headers=row["headers"], content_type=row["content_type"],
+                                      body=bytes(body) if body is not None else None)
+        return out
 
     async def ack(self, source_id: str, message_id: int, lease_id: str) -> bool:
         """Mark a message acked; returns False when it already was (same lease id: idempotent)."""
@@ -181,15 +227,18 @@ class RelayQueue:
 
         return await self.store.write(w)
 
-    async def status(self, source_id: str) -> dict[str, Any]:
-        def q(conn: sa.Connection) -> dict[str, Any]:
+    async def status(self, source_id: str) -> QueueStatus:
+        def q(conn: sa.Connection) -> QueueStatus:
             now = now_us()
             ready = (M.c.source_id == source_id, M.c.state == "ready")
             depth = int(conn.execute(sa.select(sa.func.count()).select_from(M).where(*ready)).scalar() or 0)
             leased = int(conn.execute(sa.select(sa.func.count()).select_from(M).where(
                 *ready, M.c.locked_until > now)).scalar() or 0)
-            head = conn.execute(sa.select(M).where(*ready).order_by(M.c.id).limit(1)).mappings().first()
-            return {"now": now, "depth": depth, "leased": leased, "head": dict(head) if head else None}
+            h = conn.execute(sa.select(M).where(*ready).order_by(M.c.id).limit(1)).first()
+            head = QueueHead(id=h.id, request_id=h.request_id, created_at=h.created_at, available_at=h.available_at,
+                             locked_until=h.locked_until, deliveries=h.deliveries,
+                             last_error=h.last_error) if h is not None else None
+            return QueueStatus(now=now, depth=depth, leased=leased, head=head)
 
         return await self.store.read(q)
 

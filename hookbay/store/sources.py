@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -29,6 +29,10 @@ from hookbay.senders import BASE_ALLOW_HEADERS, Answer, HandshakeConfig, KeySpec
 from hookbay.store import Store
 from hookbay.store.dialects import PostgresDialect
 from hookbay.store.errors import describe
+
+if TYPE_CHECKING:  # imported when first needed: most sources use neither
+    from hookbay.parsers.mapping import Mapping
+    from hookbay.signatures import SignatureSpec
 
 CHANNEL = "hookbay_sources"
 
@@ -94,12 +98,12 @@ class ActiveSource:
     allow_header: str
     max_body: int
     idempotency_headers: tuple[bytes, ...]
-    mapping: Any = None
+    mapping: Mapping | None = None
     networks: tuple[Network, ...] = ()
     required_headers: tuple[tuple[bytes, bytes], ...] = ()
     rate: float | None = None
     burst: float = 1.0
-    signature: Any = None
+    signature: SignatureSpec | None = None
     secrets: tuple[tuple[str, int | None], ...] = ()
     # the ingest edge (hookbay.senders); all empty for a source that uses none of it
     edge: Edge | None = None
@@ -142,7 +146,7 @@ def build_source(row: dict[str, Any], default_max_body: int,
     )
 
 
-def _signature_spec(cfg: SourceConfig) -> Any:
+def _signature_spec(cfg: SourceConfig) -> SignatureSpec | None:
     if cfg.signature is None:
         return None
     from hookbay.signatures import SignatureSpec
@@ -152,7 +156,7 @@ def _signature_spec(cfg: SourceConfig) -> Any:
                          prefix=sig.prefix, tolerance_s=sig.tolerance_s)
 
 
-def _compile_mapping(cfg: SourceConfig) -> Any:
+def _compile_mapping(cfg: SourceConfig) -> Mapping | None:
     if cfg.parser != "mapping" or cfg.mapping is None:
         return None
     from hookbay.parsers.mapping import Mapping

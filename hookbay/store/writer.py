@@ -48,6 +48,7 @@ class _Op:
     result: Any = None
     exc: BaseException | None = None
     durable: bool = True
+    relay: bool = False  # an ingest row also queued for `hookbay agent` when it is accepted and pending
 
 
 @dataclass
@@ -172,8 +173,9 @@ class Writer:
             self._thread.join(timeout=30)
             self._thread = None
 
-    async def ingest(self, row: dict[str, Any], give_up_after: float | None = None) -> str:
+    async def ingest(self, row: dict[str, Any], give_up_after: float | None = None, *, relay: bool = False) -> str:
         """Write one request row (and its job when accepted); returns the id that answers the sender.
+        ``relay`` also queues an accepted, pending row for ``hookbay agent`` in the same commit.
 
         After ``give_up_after`` seconds without a commit it raises ``WriteTimeout`` (the row may
         still be written later, so the sender is told to retry with the same idempotency key)."""
@@ -181,7 +183,7 @@ class Writer:
         fut: asyncio.Future[str] = loop.create_future()
         # A row with an idempotency key takes the one writer thread: two lanes could each miss the
         # other's uncommitted original, and the unique index would then fail a whole batch.
-        (self._q if row.get("idempotency_key") else self._iq).put(_Op(loop, fut, row=row))
+        (self._q if row.get("idempotency_key") else self._iq).put(_Op(loop, fut, row=row, relay=relay))
         if give_up_after is not None:
             self._deadlines(loop).watch(fut, give_up_after)
         return await fut
@@ -437,7 +439,7 @@ class Writer:
         for op in ops:
             row = op.row
             assert row is not None
-            relay_of[row["id"]] = row.pop("_relay", False)  # set by ingest only for relay sources
+            relay_of[row["id"]] = op.relay
             key = row.get("idempotency_key")
             if key:
                 k = (row["source_id"], key)

@@ -310,7 +310,7 @@ def test_lease_expiry_reclaims_and_stale_worker_cannot_finish(db_url: str, tmp_p
             assert await store.finish_delivery(first, "w1", res) is False
             assert await store.finish_delivery(second, "w2", res) is True
             row = await store.get_delivery("dlv_x")
-            assert row["state"] == "succeeded" and [a["attempt"] for a in row["attempts_log"]] == [2]
+            assert row.state == "succeeded" and [a.attempt for a in row.attempt_log] == [2]
         finally:
             await store.close()
 

@@ -13,14 +13,14 @@ from hookbay.crypto import Keyring, generate_key
 from hookbay.errors import Conflict, NotFound
 from hookbay.ids import new_request_id, now_us
 from hookbay.store import Store, schema
-from hookbay.store.relay import RelayQueue
+from hookbay.store.relay import LeasedMessage, RelayQueue
 
 
 def _url(db_url: str) -> str:
     return db_url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
-def _row(store: Store, source_id: str, body: bytes, *, relay: bool = True, key: str | None = None,
+def _row(store: Store, source_id: str, body: bytes, *, key: str | None = None,
          verdict: str = "accepted", state: str = "pending") -> dict:
     row = {
         "id": new_request_id(), "source_id": source_id, "client_id": "acme", "received_at": now_us(),
@@ -31,8 +31,6 @@ def _row(store: Store, source_id: str, body: bytes, *, relay: bool = True, key: 
         "duplicate_of": None, "receipt": None, "processed_at": None, "key_id": None,
     }
     store.seal_request_row(row)
-    if relay:
-        row["_relay"] = True
     return row
 
 
@@ -45,13 +43,13 @@ async def _open(db_url: str, keyring: Keyring | None = None) -> Store:
 
 async def _send(store: Store, source_id: str, n: int, start: int = 0) -> list[str]:
     """Concurrent ingests land in shared group commits; returns request ids in commit order."""
-    ids = await asyncio.gather(*(store.writer.ingest(_row(store, source_id, b'{"n": %d}' % i))
+    ids = await asyncio.gather(*(store.writer.ingest(_row(store, source_id, b'{"n": %d}' % i), relay=True)
                                  for i in range(start, start + n)))
     return list(ids)
 
 
-def _bodies(msgs: list[dict]) -> list[bytes]:
-    return [bytes(m["request"]["body"]) for m in msgs]
+def _bodies(msgs: list[LeasedMessage]) -> list[bytes]:
+    return [m.request.body for m in msgs if m.request is not None and m.request.body is not None]
 
 
 async def test_enqueued_in_the_ingest_commit_only_for_relay_sources(db_url: str) -> None:
@@ -59,12 +57,12 @@ async def test_enqueued_in_the_ingest_commit_only_for_relay_sources(db_url: str)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
         other, _ = await store.create_source(name="o", client_id="acme", config={})
-        await store.writer.ingest(_row(store, other["id"], b"{}", relay=False))
-        a = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"))
-        dup = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"))  # a retried delivery
+        await store.writer.ingest(_row(store, other["id"], b"{}"))
+        a = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"), relay=True)
+        dup = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"), relay=True)  # a retried delivery
         assert dup == a
-        await store.writer.ingest(_row(store, src["id"], b"x", verdict="rejected", state="rejected"))
-        await store.writer.ingest(_row(store, src["id"], b"ping", state="ping"))
+        await store.writer.ingest(_row(store, src["id"], b"x", verdict="rejected", state="rejected"), relay=True)
+        await store.writer.ingest(_row(store, src["id"], b"ping", state="ping"), relay=True)
         await _send(store, src["id"], 50, start=1)
 
         def q(conn: sa.Connection) -> list[tuple]:
@@ -92,9 +90,9 @@ async def test_fifo_lease_ack_and_head_of_line_blocking(db_url: str) -> None:
         await _send(store, sid, 7)
         assert await q.head_available(sid)
         lease, msgs = await q.pull(sid, 3, 30)
-        assert lease and [m["lease_id"] for m in msgs] == [lease] * 3
+        assert lease and [m.lease_id for m in msgs] == [lease] * 3
         assert _bodies(msgs) == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
-        ids = [m["id"] for m in msgs]
+        ids = [m.id for m in msgs]
         assert ids == sorted(ids)
         # the head is leased: nobody gets anything, not even the unleased messages behind it
         assert not await q.head_available(sid)
@@ -108,17 +106,17 @@ async def test_fifo_lease_ack_and_head_of_line_blocking(db_url: str) -> None:
         assert lease2 != lease
         assert _bodies(msgs2) == [b'{"n": %d}' % i for i in range(3, 7)]
         with pytest.raises(Conflict):
-            await q.ack(sid, msgs2[0]["id"], lease)  # a stale lease id
+            await q.ack(sid, msgs2[0].id, lease)  # a stale lease id
         with pytest.raises(Conflict):
             await q.ack(sid, ids[0], "lse_other")  # acked under another lease
         with pytest.raises(NotFound):
-            await q.ack("src_other", msgs2[0]["id"], lease2)  # another source's message
+            await q.ack("src_other", msgs2[0].id, lease2)  # another source's message
         with pytest.raises(NotFound):
             await q.ack(sid, 10**12, lease2)
         st = await q.status(sid)
-        assert st["depth"] == 4 and st["leased"] == 4 and st["head"]["id"] == msgs2[0]["id"]
-        m = msgs2[0]["request"]
-        assert m["method"] == "PUT" and m["path"] == "/V1/Data/x"
+        assert st.depth == 4 and st.leased == 4 and st.head.id == msgs2[0].id
+        r = msgs2[0].request
+        assert r is not None and r.method == "PUT" and r.path == "/V1/Data/x"
     finally:
         await store.close()
 
@@ -133,15 +131,15 @@ async def test_expired_lease_is_released_and_ack_survives_expiry_unless_released
         lease, msgs = await q.pull(sid, 3, 0.3)
         await asyncio.sleep(0.4)
         # the lease expired but nobody pulled since: the agent's late ack still counts
-        assert await q.ack(sid, msgs[0]["id"], lease) is True
+        assert await q.ack(sid, msgs[0].id, lease) is True
         await asyncio.sleep(0.05)
         # the rest of the expired lease is leased again by the next pull, under a new lease
         lease2, msgs2 = await q.pull(sid, 10, 30)
-        assert [m["id"] for m in msgs2] == [m["id"] for m in msgs[1:]]
-        assert msgs2[0]["deliveries"] == 0
+        assert [m.id for m in msgs2] == [m.id for m in msgs[1:]]
+        assert msgs2[0].deliveries == 0
         with pytest.raises(Conflict):
-            await q.ack(sid, msgs[1]["id"], lease)  # re-leased: the old lease id is stale
-        assert await q.ack(sid, msgs[1]["id"], lease2) is True
+            await q.ack(sid, msgs[1].id, lease)  # re-leased: the old lease id is stale
+        assert await q.ack(sid, msgs[1].id, lease2) is True
     finally:
         await store.close()
 
@@ -154,22 +152,22 @@ async def test_nack_delays_the_head_and_releases_the_rest_of_its_lease(db_url: s
         sid = src["id"]
         await _send(store, sid, 4)
         lease, msgs = await q.pull(sid, 4, 30)
-        await q.ack(sid, msgs[0]["id"], lease)
-        await q.nack(sid, msgs[1]["id"], lease, 0.4, "HTTP 503")
+        await q.ack(sid, msgs[0].id, lease)
+        await q.nack(sid, msgs[1].id, lease, 0.4, "HTTP 503")
         with pytest.raises(Conflict):
-            await q.nack(sid, msgs[1]["id"], lease, 0, None)  # already given back
+            await q.nack(sid, msgs[1].id, lease, 0, None)  # already given back
         st = await q.status(sid)
-        assert st["depth"] == 3 and st["leased"] == 0
-        assert st["head"]["last_error"] == "HTTP 503" and st["head"]["deliveries"] == 1
+        assert st.depth == 3 and st.leased == 0
+        assert st.head.last_error == "HTTP 503" and st.head.deliveries == 1
         # the delayed head blocks the queue; later messages do not overtake it
         assert await q.pull(sid, 10, 30) == (None, [])
         await asyncio.sleep(0.5)
         lease2, msgs2 = await q.pull(sid, 10, 30)
-        assert [m["id"] for m in msgs2] == [m["id"] for m in msgs[1:]]
-        assert msgs2[0]["deliveries"] == 1
+        assert [m.id for m in msgs2] == [m.id for m in msgs[1:]]
+        assert msgs2[0].deliveries == 1
         for m in msgs2:
-            assert await q.ack(sid, m["id"], lease2) is True
-        assert (await q.status(sid))["depth"] == 0
+            assert await q.ack(sid, m.id, lease2) is True
+        assert (await q.status(sid)).depth == 0
     finally:
         await store.close()
 
@@ -185,15 +183,15 @@ async def test_a_delayed_message_behind_the_head_ends_the_batch(db_url: str) -> 
         sid = src["id"]
         await _send(store, sid, 4)
         lease, msgs = await q.pull(sid, 4, 30)
-        ids = [m["id"] for m in msgs]
+        ids = [m.id for m in msgs]
         await q.nack(sid, ids[1], lease, 30, "HTTP 503")  # ids[2:] go back, ids[0] stays leased
         again, msgs2 = await q.pull(sid, 10, 30, lease_id=lease)  # the head's own lease re-leases it
-        assert again == lease and [m["id"] for m in msgs2] == [ids[0]]
+        assert again == lease and [m.id for m in msgs2] == [ids[0]]
         assert await q.pull(sid, 10, 30) == (None, [])
         assert await q.ack(sid, ids[0], lease) is True
         assert await q.pull(sid, 10, 30) == (None, [])  # the delayed message is the head now
         st = await q.status(sid)
-        assert st["head"]["id"] == ids[1] and st["depth"] == 3 and st["leased"] == 0
+        assert st.head.id == ids[1] and st.depth == 3 and st.leased == 0
     finally:
         await store.close()
 
@@ -210,7 +208,7 @@ async def test_a_retried_pull_with_its_lease_id_gets_the_same_messages(db_url: s
         # the answer was lost; the agent retries with the same id and gets them again at once
         assert await q.head_available(sid, "agent-pull-0001")
         again, msgs2 = await q.pull(sid, 10, 30, lease_id="agent-pull-0001")
-        assert again == lease and [m["id"] for m in msgs2] == [m["id"] for m in msgs]
+        assert again == lease and [m.id for m in msgs2] == [m.id for m in msgs]
         # a different lease id is still blocked
         assert await q.pull(sid, 10, 30, lease_id="agent-pull-0002") == (None, [])
     finally:
@@ -231,13 +229,13 @@ async def test_bodies_are_decrypted_and_kept_from_retention_until_acked(db_url: 
         await store.write(processed)
         lease, msgs = await q.pull(sid, 1, 30)
         assert _bodies(msgs) == [b'{"n": 0}']
-        await q.ack(sid, msgs[0]["id"], lease)
+        await q.ack(sid, msgs[0].id, lease)
         later = now_us() + 2 * 86_400_000_000
         # the acked request's body goes; the one still queued for the agent stays
         assert await store.purge_bodies({sid: 1}, now_us_=later) == {sid: 1}
         lease, msgs = await q.pull(sid, 10, 30)
         assert _bodies(msgs) == [b'{"n": 1}']
-        await q.ack(sid, msgs[0]["id"], lease)
+        await q.ack(sid, msgs[0].id, lease)
         assert await store.purge_bodies({sid: 1}, now_us_=later) == {sid: 1}
     finally:
         await store.close()
@@ -281,13 +279,13 @@ async def test_acked_messages_are_pruned_after_their_retention_only(db_url: str,
         await _send(store, other["id"], 2)
         lease, msgs = await q.pull(sid, 5, 30)
         assert len(msgs) == 5
-        acked = await q.ack_many(sid, [(m["id"], lease) for m in msgs])
+        acked = await q.ack_many(sid, [(m.id, lease) for m in msgs])
         assert set(acked.values()) == {"acked"}
         assert await q.ready_by_source() == {sid: 2, other["id"]: 2}
 
         def age(conn: sa.Connection) -> None:  # three of the five were acked two days ago
             M = schema.relay_messages
-            conn.execute(M.update().where(M.c.id.in_([m["id"] for m in msgs[:3]]))
+            conn.execute(M.update().where(M.c.id.in_([m.id for m in msgs[:3]]))
                          .values(acked_at=now_us() - 2 * 86_400_000_000))
 
         await store.write(age)
@@ -296,11 +294,11 @@ async def test_acked_messages_are_pruned_after_their_retention_only(db_url: str,
         assert await prune_relay(store, day) == 3
         assert await prune_relay(store, day) == 0
         # a retried ack: still answered for the recent ones, not_found for the pruned
-        again = await q.ack_many(sid, [(m["id"], lease) for m in msgs])
-        assert [again[m["id"]] for m in msgs] == ["not_found"] * 3 + ["already_acked"] * 2
+        again = await q.ack_many(sid, [(m.id, lease) for m in msgs])
+        assert [again[m.id] for m in msgs] == ["not_found"] * 3 + ["already_acked"] * 2
         # nothing waiting for an agent was touched, and the requests stay in the log
         lease2, rest = await q.pull(sid, 10, 30)
-        assert [m["request"]["id"] for m in rest] == ids[5:]
+        assert [m.request_id for m in rest if m.request is not None] == ids[5:]
         assert await store.count_requests(source_id=sid) == 7
         assert await prune_relay(store, make_settings(db_url, tmp_path, relay_acked_retention_seconds=0)) == 2
         assert await q.ready_by_source() == {sid: 2, other["id"]: 2}
@@ -334,22 +332,22 @@ async def test_every_queue_operation_stays_in_its_own_source(db_url: str) -> Non
         assert not await q.head_available("src_nothing_here")
         _, [a1] = await q.pull(a, 10, 30, lease_id=LEASE)
         _, [b1, b2] = await q.pull(b, 10, 30, lease_id=LEASE)
-        assert b1["id"] > a1["id"]
+        assert b1.id > a1.id
         assert not await q.head_available(a)  # a's only message is leased; b's do not count
         with pytest.raises(NotFound):
-            await q.ack(a, b1["id"], LEASE)
-        assert await q.ack_many(a, [(b1["id"], LEASE)]) == {b1["id"]: "not_found"}
+            await q.ack(a, b1.id, LEASE)
+        assert await q.ack_many(a, [(b1.id, LEASE)]) == {b1.id: "not_found"}
         with pytest.raises(NotFound):
-            await q.nack(a, b1["id"], LEASE, 0, "x")
+            await q.nack(a, b1.id, LEASE, 0, "x")
         sa_, sb = await q.status(a), await q.status(b)
-        assert (sa_["depth"], sa_["leased"], sa_["head"]["id"]) == (1, 1, a1["id"])
-        assert (sb["depth"], sb["leased"], sb["head"]["id"]) == (2, 2, b1["id"])
+        assert (sa_.depth, sa_.leased, sa_.head.id) == (1, 1, a1.id)
+        assert (sb.depth, sb.leased, sb.head.id) == (2, 2, b1.id)
         # a's nack releases the rest of a's lease only: b's later messages under the same lease stay leased
-        await q.nack(a, a1["id"], LEASE, 0, None)
-        assert (await q.status(b))["leased"] == 2
+        await q.nack(a, a1.id, LEASE, 0, None)
+        assert (await q.status(b)).leased == 2
         rows = await _messages(store)
-        assert rows[a1["id"]]["last_error"] is None and rows[a1["id"]]["deliveries"] == 1
-        assert rows[b2["id"]]["lease_id"] == LEASE and rows[b2["id"]]["locked_until"] is not None
+        assert rows[a1.id]["last_error"] is None and rows[a1.id]["deliveries"] == 1
+        assert rows[b2.id]["lease_id"] == LEASE and rows[b2.id]["locked_until"] is not None
     finally:
         await store.close()
 
@@ -362,33 +360,33 @@ async def test_ack_records_when_and_counts_one_delivery(db_url: str) -> None:
         await _send(store, sid, 3)
         lease, msgs = await q.pull(sid, 10, 30)
         assert lease is not None and lease.startswith("lse_")
-        req = msgs[0]["request"]
-        assert {"received_at", "query", "content_type", "method", "path", "headers", "body"} <= set(req)
-        assert req["query"] == "a=1&api-key=[redacted]" and req["content_type"] == "application/json"
-        assert isinstance(req["received_at"], int)
+        req = msgs[0].request
+        assert req is not None and req.body == b'{"n": 0}' and req.method == "PUT"
+        assert req.query == "a=1&api-key=[redacted]" and req.content_type == "application/json"
+        assert isinstance(req.received_at, int)
         before = now_us()
-        assert await q.ack(sid, msgs[0]["id"], lease) is True
-        assert await q.ack_many(sid, [(msgs[1]["id"], lease)]) == {msgs[1]["id"]: "acked"}
+        assert await q.ack(sid, msgs[0].id, lease) is True
+        assert await q.ack_many(sid, [(msgs[1].id, lease)]) == {msgs[1].id: "acked"}
         rows = await _messages(store)
         for m in msgs[:2]:
-            r = rows[m["id"]]
+            r = rows[m.id]
             assert r["state"] == "acked" and r["locked_until"] is None and r["deliveries"] == 1
             assert before <= r["acked_at"] <= now_us()
         # a second ack: the same lease is idempotent, another lease a conflict; a leased message under
         # another lease is a conflict too
-        assert await q.ack(sid, msgs[0]["id"], lease) is False
-        assert await q.ack_many(sid, [(msgs[0]["id"], lease), (msgs[1]["id"], "lse_other"),
-                                      (msgs[2]["id"], "lse_other")]) == {
-            msgs[0]["id"]: "already_acked", msgs[1]["id"]: "conflict", msgs[2]["id"]: "conflict"}
+        assert await q.ack(sid, msgs[0].id, lease) is False
+        assert await q.ack_many(sid, [(msgs[0].id, lease), (msgs[1].id, "lse_other"),
+                                      (msgs[2].id, "lse_other")]) == {
+            msgs[0].id: "already_acked", msgs[1].id: "conflict", msgs[2].id: "conflict"}
         # pruning: strictly before the cutoff, and dry_run only counts
-        acked_at = rows[msgs[0]["id"]]["acked_at"]
-        cutoff = min(acked_at, rows[msgs[1]["id"]]["acked_at"])
+        acked_at = rows[msgs[0].id]["acked_at"]
+        cutoff = min(acked_at, rows[msgs[1].id]["acked_at"])
         assert await q.prune_acked(cutoff, dry_run=True) == 0
         assert await q.prune_acked(now_us() + 1, dry_run=True) == 2
         assert len(await _messages(store)) == 3
         assert await q.prune_acked(cutoff) == 0
         assert await q.prune_acked(now_us() + 1) == 2
-        assert list(await _messages(store)) == [msgs[2]["id"]]
+        assert list(await _messages(store)) == [msgs[2].id]
     finally:
         await store.close()
 
@@ -403,18 +401,18 @@ async def test_a_stale_ack_or_nack_says_why(db_url: str) -> None:
         await _send(store, sid, 2)
         lease, [m1, m2] = await q.pull(sid, 10, 30)
         assert lease is not None
-        for call in (q.ack(sid, m1["id"], "lse_other"), q.nack(sid, m1["id"], "lse_other", 0, None)):
+        for call in (q.ack(sid, m1.id, "lse_other"), q.nack(sid, m1.id, "lse_other", 0, None)):
             with pytest.raises(Conflict) as e:
                 await call
             assert e.value.message == "The lease is no longer valid: the message was released or leased again"
             assert e.value.detail == {"state": "ready"}
-        await q.ack(sid, m1["id"], lease)
+        await q.ack(sid, m1.id, lease)
         with pytest.raises(Conflict) as e:
-            await q.ack(sid, m1["id"], "lse_other")
+            await q.ack(sid, m1.id, "lse_other")
         assert e.value.message == "The message was already acknowledged under another lease"
         assert e.value.detail == {"state": "acked"}
         with pytest.raises(NotFound) as nf:
-            await q.ack("src_other", m2["id"], lease)
+            await q.ack("src_other", m2.id, lease)
         assert nf.value.message == "relay message not found"
     finally:
         await store.close()
