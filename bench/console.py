@@ -97,7 +97,8 @@ def fill(url: str, n: int, sources: list[tuple[str, str]]) -> dict[str, float]:
     tables = {"r": (schema.requests, COLS), "d": (schema.deliveries, DCOLS), "p": (schema.profiles, PCOLS),
               "k": (schema.profile_keys, KCOLS)}
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url)
+        # the app's own text indexer runs meanwhile: wait for its small transactions
+        engine = sa.create_engine(url, connect_args={"timeout": 600})
         batches: dict[str, list[dict[str, Any]]] = {k: [] for k in tables}
         with engine.begin() as conn:
             for kind, r in rows(n, sources, now_ms):

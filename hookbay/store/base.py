@@ -27,14 +27,13 @@ from hookbay.audit import AuditEntry
 from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
 from hookbay.ids import new_source_id, now_us, request_id_floor, ulid
-from hookbay.store import bulk, schema
+from hookbay.store import bulk, schema, search
 from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
 from hookbay.store.audit import record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from hookbay.store.errors import is_retryable
-from hookbay.store.search import TextIndexer, text_condition
 from hookbay.store.writer import Writer
 
 T = TypeVar("T")
@@ -89,7 +88,7 @@ class Store(DeliveriesMixin):
         self.dialect: Dialect = dialect_for(url, busy_timeout_ms)
         self.read_engine = self.dialect.create_engine(writer=False)
         self.write_engine = self.dialect.create_engine(writer=True)
-        self.text_indexer = None if self.is_postgres else TextIndexer(
+        self.text_indexer = None if self.is_postgres else search.TextIndexer(
             self.dialect.create_engine(writer=True), getattr(self.dialect, "wal_over_limit", lambda: False))
         self.job_event: asyncio.Event | None = None
         self.delivery_event: asyncio.Event | None = None
@@ -334,14 +333,15 @@ class Store(DeliveriesMixin):
                 stmt = stmt.where(R.c.rule == f.rule)
             if f.status is not None:
                 stmt = stmt.where(R.c.status == f.status)
-            if f.text:
-                stmt = stmt.where(text_condition(f.text, postgres=self.is_postgres))
             if f.after_id:
-                stmt = stmt.where(R.c.id > f.after_id).order_by(R.c.id.asc())
-            else:
-                if f.before_id:
-                    stmt = stmt.where(R.c.id < f.before_id)
-                stmt = stmt.order_by(R.c.id.desc())
+                stmt = stmt.where(R.c.id > f.after_id)
+            elif f.before_id:
+                stmt = stmt.where(R.c.id < f.before_id)
+            if f.text:
+                found = search.find(conn, stmt, R.c.id, f.text, postgres=self.is_postgres,
+                                    descending=not f.after_id, limit=f.limit)
+                return [dict(r) for r in found]
+            stmt = stmt.order_by(R.c.id.asc() if f.after_id else R.c.id.desc())
             return [dict(r) for r in conn.execute(stmt.limit(f.limit)).mappings()]
 
         return await self.read(q)

@@ -8,6 +8,13 @@ expression that must stay identical to the migration's. Text shorter than three 
 On SQLite the index is filled by :class:`TextIndexer` after the ingest commit (trigram indexing
 tripled the writer's CPU per row inside the commit); a search still sees every row, as the rows the
 indexer has not reached yet are checked one by one.
+
+A page of results (:func:`find`) is looked for in two steps, each exact on its own part of the
+order: first the newest :data:`WINDOW` rows that pass the other filters are checked one by one (a
+common text fills the page there, without reading the index's long lists), then, only if the page
+is not full, the index answers for the rows past that window, asked for the rarest few trigrams of
+the text (a trigram such as ``com`` is in nearly every row: intersecting its list cost more than
+checking the rows the rare ones leave).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -24,6 +32,10 @@ from hookbay.store.schema import requests as R
 log = structlog.get_logger("hookbay.store")
 
 MIN_INDEXED = 3
+WINDOW = 2000  # rows past the cursor checked one by one before the index is asked
+GRAMS = 3  # trigrams the index is asked for (the rarest)
+PROBE_CAP = 20_000  # SQLite: a trigram's rows are counted up to this many
+SAMPLE = 1000  # PostgreSQL: trigram frequencies are estimated on this many newest rows
 PG_BODY = ("(CASE WHEN key_id IS NULL THEN coalesce(encode(substring(body from 1 for 65536), 'escape'), '')"
            " ELSE '' END)")
 PG_EXPR = f"({PG_BODY} || ' ' || headers)"
@@ -70,6 +82,102 @@ def text_condition(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
         " AND (instr(lower(CASE WHEN requests.key_id IS NULL THEN CAST(substr(requests.body, 1, 65536) AS TEXT)"
         " END), lower(:fts_n)) > 0 OR instr(lower(requests.headers), lower(:fts_n)) > 0)"
     ).bindparams(fts_q=match, fts_n=text)  # type: ignore[return-value]
+
+
+def recheck(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
+    """The text itself, row by row (no index): what every candidate the index gives must pass."""
+    if len(text) < MIN_INDEXED:
+        return _scan(text, postgres=postgres)
+    if postgres:
+        in_body, in_headers = _pg_patterns(text)
+        return sa.text(  # type: ignore[return-value]
+            f"({PG_BODY} ILIKE :fts_a ESCAPE '\\' OR headers ILIKE :fts_b ESCAPE '\\')"
+        ).bindparams(fts_a=in_body, fts_b=in_headers)
+    return sa.text(
+        "(instr(lower(CASE WHEN requests.key_id IS NULL THEN CAST(substr(requests.body, 1, 65536) AS TEXT)"
+        " END), lower(:fts_n)) > 0 OR instr(lower(requests.headers), lower(:fts_n)) > 0)"
+    ).bindparams(fts_n=text)  # type: ignore[return-value]
+
+
+def _pg_patterns(text: str) -> tuple[str, str]:
+    return ("%" + _like_escape(pg_escape_bytes(text.encode())) + "%", "%" + _like_escape(text) + "%")
+
+
+def _grams(text: str) -> list[str]:
+    """Its trigrams, each once (ignoring ASCII case), as written in the text."""
+    seen: dict[str, str] = {}
+    for i in range(len(text) - 2):
+        seen.setdefault(text[i:i + 3].lower(), text[i:i + 3])
+    return list(seen.values())
+
+
+def rarest(counts: dict[str, int], k: int = GRAMS) -> list[str]:
+    """The ``k`` trigrams with the fewest rows (ties: the first in the text), in text order."""
+    order = {g: i for i, g in enumerate(counts)}
+    chosen = sorted(counts, key=lambda g: (counts[g], order[g]))[:k]
+    return sorted(chosen, key=order.__getitem__)
+
+
+def _sqlite_counts(conn: sa.Connection, grams: list[str]) -> dict[str, int]:
+    """Rows holding each trigram, counted up to :data:`PROBE_CAP` (FTS5 reads a term's list lazily)."""
+    q = sa.text("SELECT count(*) FROM (SELECT 1 FROM requests_fts WHERE requests_fts MATCH :g LIMIT :cap)")
+    return {g: int(conn.execute(q, {"g": _fts_term(g), "cap": PROBE_CAP}).scalar() or 0) for g in grams}
+
+
+def _pg_counts(conn: sa.Connection, grams: list[str]) -> dict[str, int]:
+    """Of the :data:`SAMPLE` newest rows, those holding each trigram: PostgreSQL keeps no count per
+    trigram, and a wrong guess costs time, never a result."""
+    parts = ", ".join(f"count(*) FILTER (WHERE strpos(t, lower(:g{i})) > 0)" for i in range(len(grams)))
+    row = conn.execute(sa.text(
+        f"SELECT {parts} FROM (SELECT lower(substr({PG_EXPR}, 1, 4096)) AS t FROM requests"
+        " ORDER BY id DESC LIMIT :n) AS sample"), {"n": SAMPLE, **{f"g{i}": g for i, g in enumerate(grams)}}).one()
+    return dict(zip(grams, (int(c) for c in row), strict=True))
+
+
+def _fts_term(gram: str) -> str:
+    return '"' + gram.replace('"', '""') + '"'
+
+
+def _index_condition(conn: sa.Connection, text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
+    """Rows the index says may hold ``text``: those holding its rarest trigrams (a superset, so
+    the caller rechecks)."""
+    grams = _grams(text)
+    if len(grams) > GRAMS:
+        grams = rarest(_pg_counts(conn, grams) if postgres else _sqlite_counts(conn, grams))
+    if postgres:
+        # each trigram as the body's escape encoding and the headers hold it (usually the same text)
+        params = {f"fts_g{i}_{j}": p for i, g in enumerate(grams) for j, p in enumerate(dict.fromkeys(_pg_patterns(g)))}
+        conds: dict[str, list[str]] = {}
+        for name in params:
+            conds.setdefault(name.rsplit("_", 1)[0], []).append(f"{PG_EXPR} ILIKE :{name} ESCAPE '\\'")
+        sql = " AND ".join("(" + " OR ".join(c) + ")" for c in conds.values())
+        return sa.text(sql).bindparams(**params)  # type: ignore[return-value]
+    # rows after the indexer's mark (the last moments' arrivals) are candidates too
+    return sa.text(
+        "requests.rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH :fts_q"
+        " UNION ALL SELECT rowid FROM requests WHERE rowid > (SELECT upto FROM requests_fts_state))"
+    ).bindparams(fts_q=" AND ".join(_fts_term(g) for g in grams))  # type: ignore[return-value]
+
+
+def find(conn: sa.Connection, filtered: sa.Select[Any], id_col: sa.ColumnElement[str], text: str, *,
+         postgres: bool, descending: bool, limit: int) -> list[sa.RowMapping]:
+    """A page of ``filtered`` (the other filters applied, not ordered) holding ``text``, ordered
+    by ``id_col``: the window checked row by row, then the index past it if the page is not full."""
+    order = id_col.desc() if descending else id_col.asc()
+    check = recheck(text, postgres=postgres)
+    if len(text) < MIN_INDEXED:
+        return list(conn.execute(filtered.where(check).order_by(order).limit(limit)).mappings())
+    window = filtered.with_only_columns(id_col).order_by(order).limit(WINDOW).scalar_subquery()
+    rows = list(conn.execute(filtered.where(id_col.in_(window), check).order_by(order).limit(limit)).mappings())
+    if len(rows) == limit:
+        return rows
+    edge = conn.execute(filtered.with_only_columns(id_col).order_by(order).offset(WINDOW - 1).limit(1)).scalar()
+    if edge is None:  # the window held every row that passes the filters
+        return rows
+    past = id_col < edge if descending else id_col > edge
+    cond = _index_condition(conn, text, postgres=postgres)
+    rows += conn.execute(filtered.where(past, cond, check).order_by(order).limit(limit - len(rows))).mappings()
+    return rows
 
 
 def _scan(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
