@@ -32,10 +32,10 @@ from hookbay.store.schema import requests as R
 log = structlog.get_logger("hookbay.store")
 
 MIN_INDEXED = 3
-WINDOW = 2000  # rows past the cursor checked one by one before the index is asked
+WINDOW = 1000  # rows past the cursor checked one by one before the index is asked
 GRAMS = 3  # trigrams the index is asked for (the rarest)
-PROBE_CAP = 20_000  # SQLite: a trigram's rows are counted up to this many
-SAMPLE = 1000  # PostgreSQL: trigram frequencies are estimated on this many newest rows
+PROBE_CAP = 2000  # SQLite: a trigram's first rows read to estimate how many hold it
+SAMPLE = 300  # PostgreSQL: trigram frequencies are estimated on about this many rows
 PG_BODY = ("(CASE WHEN key_id IS NULL THEN coalesce(encode(substring(body from 1 for 65536), 'escape'), '')"
            " ELSE '' END)")
 PG_EXPR = f"({PG_BODY} || ' ' || headers)"
@@ -119,19 +119,30 @@ def rarest(counts: dict[str, int], k: int = GRAMS) -> list[str]:
 
 
 def _sqlite_counts(conn: sa.Connection, grams: list[str]) -> dict[str, int]:
-    """Rows holding each trigram, counted up to :data:`PROBE_CAP` (FTS5 reads a term's list lazily)."""
-    q = sa.text("SELECT count(*) FROM (SELECT 1 FROM requests_fts WHERE requests_fts MATCH :g LIMIT :cap)")
-    return {g: int(conn.execute(q, {"g": _fts_term(g), "cap": PROBE_CAP}).scalar() or 0) for g in grams}
+    """Rows holding each trigram, estimated from the first :data:`PROBE_CAP` of its list (FTS5 reads
+    a list lazily, in rowid order): exact for a rarer trigram, else scaled by the share of the
+    indexed rowids that prefix spans."""
+    lo, hi = conn.execute(sa.text("SELECT (SELECT min(rowid) FROM requests), upto FROM requests_fts_state")).one()
+    span = max(1, int(hi or 0) - int(lo or 0) + 1)
+    q = sa.text("SELECT count(*), max(r) FROM (SELECT rowid AS r FROM requests_fts WHERE requests_fts MATCH :g"
+                " LIMIT :cap)")
+    out = {}
+    for g in grams:
+        n, last = conn.execute(q, {"g": _fts_term(g), "cap": PROBE_CAP}).one()
+        out[g] = int(n) if n < PROBE_CAP else n * span // max(1, int(last) - int(lo or 0) + 1)
+    return out
 
 
 def _pg_counts(conn: sa.Connection, grams: list[str]) -> dict[str, int]:
-    """Of the :data:`SAMPLE` newest rows, those holding each trigram: PostgreSQL keeps no count per
-    trigram, and a wrong guess costs time, never a result."""
-    parts = ", ".join(f"count(*) FILTER (WHERE strpos(t, lower(:g{i})) > 0)" for i in range(len(grams)))
-    row = conn.execute(sa.text(
-        f"SELECT {parts} FROM (SELECT lower(substr({PG_EXPR}, 1, 4096)) AS t FROM requests"
-        " ORDER BY id DESC LIMIT :n) AS sample"), {"n": SAMPLE, **{f"g{i}": g for i, g in enumerate(grams)}}).one()
-    return dict(zip(grams, (int(c) for c in row), strict=True))
+    """Of about :data:`SAMPLE` rows from random pages, those holding each trigram: PostgreSQL keeps
+    no count per trigram, and a wrong guess costs time, never a result."""
+    total = float(conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = 'requests'::regclass")).scalar()
+                  or 0)
+    percent = 100.0 if total <= SAMPLE else max(0.0001, 100.0 * SAMPLE / total)
+    sample = conn.execute(sa.text(
+        f"SELECT lower(substr({PG_EXPR}, 1, 2048)) FROM requests TABLESAMPLE SYSTEM (:p) LIMIT :n"),
+        {"p": percent, "n": SAMPLE}).scalars().all()
+    return {g: sum(g.lower() in t for t in sample) for g in grams}
 
 
 def _fts_term(gram: str) -> str:
@@ -167,12 +178,11 @@ def find(conn: sa.Connection, filtered: sa.Select[Any], id_col: sa.ColumnElement
     check = recheck(text, postgres=postgres)
     if len(text) < MIN_INDEXED:
         return list(conn.execute(filtered.where(check).order_by(order).limit(limit)).mappings())
-    window = filtered.with_only_columns(id_col).order_by(order).limit(WINDOW).scalar_subquery()
-    rows = list(conn.execute(filtered.where(id_col.in_(window), check).order_by(order).limit(limit)).mappings())
-    if len(rows) == limit:
-        return rows
+    # the window's last row: from there on, the index
     edge = conn.execute(filtered.with_only_columns(id_col).order_by(order).offset(WINDOW - 1).limit(1)).scalar()
-    if edge is None:  # the window held every row that passes the filters
+    window = filtered if edge is None else filtered.where(id_col >= edge if descending else id_col <= edge)
+    rows = list(conn.execute(window.where(check).order_by(order).limit(limit)).mappings())
+    if len(rows) == limit or edge is None:
         return rows
     past = id_col < edge if descending else id_col > edge
     cond = _index_condition(conn, text, postgres=postgres)
