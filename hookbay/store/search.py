@@ -2,8 +2,9 @@
 
 Both dialects answer the same question: does the text occur, ignoring ASCII case, in the first
 64 KiB of the plaintext body or in the headers (JSON text)? SQLite asks its FTS5 trigram table for
-the rows holding every trigram of the text, then checks each; PostgreSQL a GIN trigram index on an
-expression that must stay identical to the migration's. Text shorter than three characters has no trigram, so it falls back to a scan (exact bytes).
+the rows holding trigrams of the text, then checks each; PostgreSQL a GIN trigram index on an
+expression that must stay identical to the migration's. Text shorter than three characters has no
+trigram, so rows are checked one by one, by the same rule.
 
 On SQLite the index is filled by :class:`TextIndexer` after the ingest commit (trigram indexing
 tripled the writer's CPU per row inside the commit); a search still sees every row, as the rows the
@@ -26,8 +27,6 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-
-from hookbay.store.schema import requests as R
 
 log = structlog.get_logger("hookbay.store")
 
@@ -59,48 +58,29 @@ def pg_escape_bytes(data: bytes) -> str:
     return "".join(out)
 
 
-def text_condition(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
-    if len(text) < MIN_INDEXED:
-        return _scan(text, postgres=postgres)
-    if postgres:
-        # The body is indexed in its escape encoding, the headers as stored: the index narrows rows on
-        # the joined text, and the recheck matches each pattern only in its own part (a backslash
-        # doubled by the escape encoding must not match a header's JSON-doubled backslash).
-        in_body = "%" + _like_escape(pg_escape_bytes(text.encode())) + "%"
-        in_headers = "%" + _like_escape(text) + "%"
-        return sa.text(  # type: ignore[return-value]
-            f"({PG_EXPR} ILIKE :fts_a ESCAPE '\\' OR {PG_EXPR} ILIKE :fts_b ESCAPE '\\')"
-            f" AND ({PG_BODY} ILIKE :fts_a ESCAPE '\\' OR headers ILIKE :fts_b ESCAPE '\\')"
-        ).bindparams(fts_a=in_body, fts_b=in_headers)
-    # the index has trigrams without positions: it finds rows holding every trigram, the row rechecks
-    grams = dict.fromkeys(text[i:i + 3] for i in range(len(text) - 2))
-    match = " AND ".join('"' + g.replace('"', '""') + '"' for g in grams)
-    # rows after the indexer's mark (the last moments' arrivals) are checked one by one
-    return sa.text(
-        "(requests.rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH :fts_q)"
-        " OR requests.rowid > (SELECT upto FROM requests_fts_state))"
-        " AND (instr(lower(CASE WHEN requests.key_id IS NULL THEN CAST(substr(requests.body, 1, 65536) AS TEXT)"
-        " END), lower(:fts_n)) > 0 OR instr(lower(requests.headers), lower(:fts_n)) > 0)"
-    ).bindparams(fts_q=match, fts_n=text)  # type: ignore[return-value]
-
-
 def recheck(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
-    """The text itself, row by row (no index): what every candidate the index gives must pass."""
-    if len(text) < MIN_INDEXED:
-        return _scan(text, postgres=postgres)
+    """The text itself, row by row (no index): what every candidate the index gives must pass, and
+    all there is for text shorter than a trigram."""
     if postgres:
+        # The body is indexed in its escape encoding, the headers as stored: each pattern is matched
+        # only in its own part (a backslash doubled by the escape encoding must not match a header's
+        # JSON-doubled backslash).
         in_body, in_headers = _pg_patterns(text)
-        return sa.text(  # type: ignore[return-value]
-            f"({PG_BODY} ILIKE :fts_a ESCAPE '\\' OR headers ILIKE :fts_b ESCAPE '\\')"
-        ).bindparams(fts_a=in_body, fts_b=in_headers)
+        in_body_sql = sa.text(f"{PG_BODY} ILIKE :fts_a ESCAPE '\\'").bindparams(fts_a=in_body)
+        if in_headers is None:
+            return in_body_sql  # type: ignore[return-value]
+        return sa.or_(in_body_sql, sa.text("headers ILIKE :fts_b ESCAPE '\\'").bindparams(fts_b=in_headers))
     return sa.text(
         "(instr(lower(CASE WHEN requests.key_id IS NULL THEN CAST(substr(requests.body, 1, 65536) AS TEXT)"
         " END), lower(:fts_n)) > 0 OR instr(lower(requests.headers), lower(:fts_n)) > 0)"
     ).bindparams(fts_n=text)  # type: ignore[return-value]
 
 
-def _pg_patterns(text: str) -> tuple[str, str]:
-    return ("%" + _like_escape(pg_escape_bytes(text.encode())) + "%", "%" + _like_escape(text) + "%")
+def _pg_patterns(text: str) -> tuple[str, str | None]:
+    """ILIKE patterns for the escape-encoded body and for the headers; none for the headers when
+    the text holds a NUL (JSON writes it as ``\\u0000``, and PostgreSQL text cannot hold one)."""
+    return ("%" + _like_escape(pg_escape_bytes(text.encode())) + "%",
+            None if "\x00" in text else "%" + _like_escape(text) + "%")
 
 
 def _grams(text: str) -> list[str]:
@@ -152,7 +132,9 @@ def _fts_term(gram: str) -> str:
 def _index_condition(conn: sa.Connection, text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
     """Rows the index says may hold ``text``: those holding its rarest trigrams (a superset, so
     the caller rechecks)."""
-    grams = _grams(text)
+    grams = [g for g in _grams(text) if "\x00" not in g]  # FTS5's query syntax ends at a NUL
+    if not grams:
+        return sa.true()
     if len(grams) > GRAMS:
         grams = rarest(_pg_counts(conn, grams) if postgres else _sqlite_counts(conn, grams))
     if postgres:
@@ -185,21 +167,22 @@ def find(conn: sa.Connection, filtered: sa.Select[Any], id_col: sa.ColumnElement
     if len(rows) == limit or edge is None:
         return rows
     past = id_col < edge if descending else id_col > edge
-    cond = _index_condition(conn, text, postgres=postgres)
-    rows += conn.execute(filtered.where(past, cond, check).order_by(order).limit(limit - len(rows))).mappings()
+    stmt = filtered.where(past, _index_condition(conn, text, postgres=postgres), check)
+    stmt = stmt.order_by(order).limit(limit - len(rows))
+    rows += conn.execute(stmt).mappings() if postgres else _not_indexed(conn, stmt)
     return rows
 
 
-def _scan(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
-    """Exact bytes anywhere in the body or headers: no index, so only for very short text."""
-    needle = text.encode()
-    in_body: sa.ColumnElement[bool] = (
-        sa.text("position(:needle IN requests.body) > 0").bindparams(
-            sa.bindparam("needle", needle, type_=sa.LargeBinary))  # type: ignore[assignment]
-        if postgres
-        else sa.func.instr(R.c.body, sa.literal(needle, sa.LargeBinary)) > 0
-    )
-    return sa.or_(in_body, R.c.headers.like("%" + _like_escape(text) + "%", escape="\\"))
+def _not_indexed(conn: sa.Connection, stmt: sa.Select[Any]) -> list[sa.RowMapping]:
+    """``stmt`` reading ``requests NOT INDEXED``: rows only by the rowids the index gives. Without
+    statistics (no ANALYZE) SQLite would rather walk a source's or client's index and test each row
+    against the whole list of candidates (a third of a million rows for one page)."""
+    compiled = stmt.compile(conn)
+    sql = str(compiled)
+    assert sql.count("\nFROM requests \n") == 1, sql
+    params = tuple(compiled.params[k] for k in compiled.positiontup or ())
+    return list(conn.exec_driver_sql(sql.replace("\nFROM requests \n", "\nFROM requests NOT INDEXED \n"),
+                                     params).mappings())
 
 
 _INDEX_STEP = sa.text(
