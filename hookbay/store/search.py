@@ -133,6 +133,10 @@ def _index_condition(conn: sa.Connection, text: str, *, postgres: bool) -> sa.Co
     """Rows the index says may hold ``text``: those holding its rarest trigrams (a superset, so
     the caller rechecks)."""
     grams = [g for g in _grams(text) if "\x00" not in g]  # FTS5's query syntax ends at a NUL
+    if postgres:
+        # pg_trgm makes trigrams of the letters and digits only: a pattern of punctuation alone
+        # would leave the index nothing to look up, and it would read all of itself
+        grams = [g for g in grams if any(c.isalnum() for c in g)]
     if not grams:
         return sa.true()
     if len(grams) > GRAMS:
