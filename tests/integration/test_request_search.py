@@ -177,6 +177,7 @@ def test_text_search_uses_the_index(db_url: str, monkeypatch: pytest.MonkeyPatch
         if store.is_postgres:
             with store.read_engine.connect() as conn:
                 cond = search._index_condition(conn, "needle", postgres=True)
+                assert cond is not None
                 stmt = sa.select(R.c.id).where(cond)
                 sql = str(stmt.compile(store.read_engine, compile_kwargs={"literal_binds": True}))
                 conn.execute(sa.text("SET enable_seqscan = off"))
