@@ -27,7 +27,7 @@ from hookbay.audit import AuditEntry
 from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
 from hookbay.ids import new_source_id, now_us, request_id_floor, ulid
-from hookbay.store import bulk, schema
+from hookbay.store import bulk, schema, search
 from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
 from hookbay.store import ratelimit as rate_store
@@ -35,7 +35,6 @@ from hookbay.store.audit import record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from hookbay.store.errors import is_retryable
-from hookbay.store.search import TextIndexer, text_condition
 from hookbay.store.writer import Writer
 
 T = TypeVar("T")
@@ -90,7 +89,7 @@ class Store(DeliveriesMixin):
         self.dialect: Dialect = dialect_for(url, busy_timeout_ms)
         self.read_engine = self.dialect.create_engine(writer=False)
         self.write_engine = self.dialect.create_engine(writer=True)
-        self.text_indexer = None if self.is_postgres else TextIndexer(
+        self.text_indexer = None if self.is_postgres else search.TextIndexer(
             self.dialect.create_engine(writer=True), getattr(self.dialect, "wal_over_limit", lambda: False))
         self.job_event: asyncio.Event | None = None
         self.delivery_event: asyncio.Event | None = None
@@ -329,12 +328,15 @@ class Store(DeliveriesMixin):
             if f.client_id:
                 stmt = stmt.where(R.c.client_id == f.client_id)
             # ids are time-ordered: bounds on the id too (a second wider: the id and received_at are
-            # read from the clock one after the other) keep a newest-first walk short
+            # read from the clock one after the other) keep a newest-first walk short; received_at
+            # itself is checked row by row (``+ 0``), as a planner that ranges over its index must
+            # sort a week of rows for one page
+            received_at = R.c.received_at + 0
             if f.since_us is not None:
-                stmt = stmt.where(R.c.received_at >= f.since_us,
+                stmt = stmt.where(received_at >= f.since_us,
                                   R.c.id >= request_id_floor(max(0, f.since_us // 1000 - 1000)))
             if f.until_us is not None:
-                stmt = stmt.where(R.c.received_at < f.until_us,
+                stmt = stmt.where(received_at < f.until_us,
                                   R.c.id < request_id_floor(f.until_us // 1000 + 1000))
             if f.verdict:
                 stmt = stmt.where(R.c.verdict == f.verdict)
@@ -344,14 +346,15 @@ class Store(DeliveriesMixin):
                 stmt = stmt.where(R.c.rule == f.rule)
             if f.status is not None:
                 stmt = stmt.where(R.c.status == f.status)
-            if f.text:
-                stmt = stmt.where(text_condition(f.text, postgres=self.is_postgres))
             if f.after_id:
-                stmt = stmt.where(R.c.id > f.after_id).order_by(R.c.id.asc())
-            else:
-                if f.before_id:
-                    stmt = stmt.where(R.c.id < f.before_id)
-                stmt = stmt.order_by(R.c.id.desc())
+                stmt = stmt.where(R.c.id > f.after_id)
+            elif f.before_id:
+                stmt = stmt.where(R.c.id < f.before_id)
+            if f.text:
+                found = search.find(conn, stmt, R.c.id, f.text, postgres=self.is_postgres,
+                                    descending=not f.after_id, limit=f.limit)
+                return [dict(r) for r in found]
+            stmt = stmt.order_by(R.c.id.asc() if f.after_id else R.c.id.desc())
             return [dict(r) for r in conn.execute(stmt.limit(f.limit)).mappings()]
 
         return await self.read(q)

@@ -2,12 +2,20 @@
 
 Both dialects answer the same question: does the text occur, ignoring ASCII case, in the first
 64 KiB of the plaintext body or in the headers (JSON text)? SQLite asks its FTS5 trigram table for
-the rows holding every trigram of the text, then checks each; PostgreSQL a GIN trigram index on an
-expression that must stay identical to the migration's. Text shorter than three characters has no trigram, so it falls back to a scan (exact bytes).
+the rows holding trigrams of the text, then checks each; PostgreSQL a GIN trigram index on an
+expression that must stay identical to the migration's. Text shorter than three characters has no
+trigram, so rows are checked one by one, by the same rule.
 
 On SQLite the index is filled by :class:`TextIndexer` after the ingest commit (trigram indexing
 tripled the writer's CPU per row inside the commit); a search still sees every row, as the rows the
 indexer has not reached yet are checked one by one.
+
+A page of results (:func:`find`) is looked for in two steps, each exact on its own part of the
+order: first the newest :data:`WINDOW` rows that pass the other filters are checked one by one (a
+common text fills the page there, without reading the index's long lists), then, only if the page
+is not full, the index answers for the rows past that window, asked for the rarest few trigrams of
+the text (a trigram such as ``com`` is in nearly every row: intersecting its list cost more than
+checking the rows the rare ones leave).
 """
 
 from __future__ import annotations
@@ -15,15 +23,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
 
-from hookbay.store.schema import requests as R
-
 log = structlog.get_logger("hookbay.store")
 
 MIN_INDEXED = 3
+WINDOW = 1000  # rows past the cursor checked one by one before the index is asked
+GRAMS = 3  # trigrams the index is asked for (the rarest)
+PROBE_CAP = 2000  # SQLite: a trigram's first rows read to estimate how many hold it
+SAMPLE = 300  # PostgreSQL: trigram frequencies are estimated on about this many rows
 PG_BODY = ("(CASE WHEN key_id IS NULL THEN coalesce(encode(substring(body from 1 for 65536), 'escape'), '')"
            " ELSE '' END)")
 PG_EXPR = f"({PG_BODY} || ' ' || headers)"
@@ -47,41 +58,135 @@ def pg_escape_bytes(data: bytes) -> str:
     return "".join(out)
 
 
-def text_condition(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
-    if len(text) < MIN_INDEXED:
-        return _scan(text, postgres=postgres)
+def recheck(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
+    """The text itself, row by row (no index): what every candidate the index gives must pass, and
+    all there is for text shorter than a trigram."""
     if postgres:
-        # The body is indexed in its escape encoding, the headers as stored: the index narrows rows on
-        # the joined text, and the recheck matches each pattern only in its own part (a backslash
-        # doubled by the escape encoding must not match a header's JSON-doubled backslash).
-        in_body = "%" + _like_escape(pg_escape_bytes(text.encode())) + "%"
-        in_headers = "%" + _like_escape(text) + "%"
-        return sa.text(  # type: ignore[return-value]
-            f"({PG_EXPR} ILIKE :fts_a ESCAPE '\\' OR {PG_EXPR} ILIKE :fts_b ESCAPE '\\')"
-            f" AND ({PG_BODY} ILIKE :fts_a ESCAPE '\\' OR headers ILIKE :fts_b ESCAPE '\\')"
-        ).bindparams(fts_a=in_body, fts_b=in_headers)
-    # the index has trigrams without positions: it finds rows holding every trigram, the row rechecks
-    grams = dict.fromkeys(text[i:i + 3] for i in range(len(text) - 2))
-    match = " AND ".join('"' + g.replace('"', '""') + '"' for g in grams)
-    # rows after the indexer's mark (the last moments' arrivals) are checked one by one
+        # The body is indexed in its escape encoding, the headers as stored: each pattern is matched
+        # only in its own part (a backslash doubled by the escape encoding must not match a header's
+        # JSON-doubled backslash).
+        in_body, in_headers = _pg_patterns(text)
+        in_body_sql = sa.text(f"{PG_BODY} ILIKE :fts_a ESCAPE '\\'").bindparams(fts_a=in_body)
+        if in_headers is None:
+            return in_body_sql  # type: ignore[return-value]
+        return sa.or_(in_body_sql, sa.text("headers ILIKE :fts_b ESCAPE '\\'").bindparams(fts_b=in_headers))
     return sa.text(
-        "(requests.rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH :fts_q)"
-        " OR requests.rowid > (SELECT upto FROM requests_fts_state))"
-        " AND (instr(lower(CASE WHEN requests.key_id IS NULL THEN CAST(substr(requests.body, 1, 65536) AS TEXT)"
+        "(instr(lower(CASE WHEN requests.key_id IS NULL THEN CAST(substr(requests.body, 1, 65536) AS TEXT)"
         " END), lower(:fts_n)) > 0 OR instr(lower(requests.headers), lower(:fts_n)) > 0)"
-    ).bindparams(fts_q=match, fts_n=text)  # type: ignore[return-value]
+    ).bindparams(fts_n=text)  # type: ignore[return-value]
 
 
-def _scan(text: str, *, postgres: bool) -> sa.ColumnElement[bool]:
-    """Exact bytes anywhere in the body or headers: no index, so only for very short text."""
-    needle = text.encode()
-    in_body: sa.ColumnElement[bool] = (
-        sa.text("position(:needle IN requests.body) > 0").bindparams(
-            sa.bindparam("needle", needle, type_=sa.LargeBinary))  # type: ignore[assignment]
-        if postgres
-        else sa.func.instr(R.c.body, sa.literal(needle, sa.LargeBinary)) > 0
-    )
-    return sa.or_(in_body, R.c.headers.like("%" + _like_escape(text) + "%", escape="\\"))
+def _pg_patterns(text: str) -> tuple[str, str | None]:
+    """ILIKE patterns for the escape-encoded body and for the headers; none for the headers when
+    the text holds a NUL (JSON writes it as ``\\u0000``, and PostgreSQL text cannot hold one)."""
+    return ("%" + _like_escape(pg_escape_bytes(text.encode())) + "%",
+            None if "\x00" in text else "%" + _like_escape(text) + "%")
+
+
+def _grams(text: str) -> list[str]:
+    """Its trigrams, each once (ignoring ASCII case), as written in the text."""
+    seen: dict[str, str] = {}
+    for i in range(len(text) - 2):
+        seen.setdefault(text[i:i + 3].lower(), text[i:i + 3])
+    return list(seen.values())
+
+
+def rarest(counts: dict[str, int], k: int = GRAMS) -> list[str]:
+    """The ``k`` trigrams with the fewest rows (ties: the first in the text), in text order."""
+    order = {g: i for i, g in enumerate(counts)}
+    chosen = sorted(counts, key=lambda g: (counts[g], order[g]))[:k]
+    return sorted(chosen, key=order.__getitem__)
+
+
+def _sqlite_counts(conn: sa.Connection, grams: list[str]) -> dict[str, int]:
+    """Rows holding each trigram, estimated from the first :data:`PROBE_CAP` of its list (FTS5 reads
+    a list lazily, in rowid order): exact for a rarer trigram, else scaled by the share of the
+    indexed rowids that prefix spans."""
+    lo, hi = conn.execute(sa.text("SELECT (SELECT min(rowid) FROM requests), upto FROM requests_fts_state")).one()
+    span = max(1, int(hi or 0) - int(lo or 0) + 1)
+    q = sa.text("SELECT count(*), max(r) FROM (SELECT rowid AS r FROM requests_fts WHERE requests_fts MATCH :g"
+                " LIMIT :cap)")
+    out = {}
+    for g in grams:
+        n, last = conn.execute(q, {"g": _fts_term(g), "cap": PROBE_CAP}).one()
+        out[g] = int(n) if n < PROBE_CAP else n * span // max(1, int(last) - int(lo or 0) + 1)
+    return out
+
+
+def _pg_counts(conn: sa.Connection, grams: list[str]) -> dict[str, int]:
+    """Of about :data:`SAMPLE` rows from random pages, those holding each trigram: PostgreSQL keeps
+    no count per trigram, and a wrong guess costs time, never a result."""
+    total = float(conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = 'requests'::regclass")).scalar()
+                  or 0)
+    percent = 100.0 if total <= SAMPLE else max(0.0001, 100.0 * SAMPLE / total)
+    sample = conn.execute(sa.text(
+        f"SELECT lower(substr({PG_EXPR}, 1, 2048)) FROM requests TABLESAMPLE SYSTEM (:p) LIMIT :n"),
+        {"p": percent, "n": SAMPLE}).scalars().all()
+    return {g: sum(g.lower() in t for t in sample) for g in grams}
+
+
+def _fts_term(gram: str) -> str:
+    return '"' + gram.replace('"', '""') + '"'
+
+
+def _index_condition(conn: sa.Connection, text: str, *, postgres: bool) -> sa.ColumnElement[bool] | None:
+    """Rows the index says may hold ``text``: those holding its rarest trigrams (a superset, so
+    the caller rechecks); None when the index has no trigram of it to look up."""
+    grams = [g for g in _grams(text) if "\x00" not in g]  # FTS5's query syntax ends at a NUL
+    if postgres:
+        # pg_trgm makes trigrams of the letters and digits only: a pattern of punctuation alone
+        # would leave the index nothing to look up, and it would read all of itself
+        grams = [g for g in grams if any(c.isalnum() for c in g)]
+    if not grams:
+        return None
+    if len(grams) > GRAMS:
+        grams = rarest(_pg_counts(conn, grams) if postgres else _sqlite_counts(conn, grams))
+    if postgres:
+        # each trigram as the body's escape encoding and the headers hold it (usually the same text)
+        params = {f"fts_g{i}_{j}": p for i, g in enumerate(grams) for j, p in enumerate(dict.fromkeys(_pg_patterns(g)))}
+        conds: dict[str, list[str]] = {}
+        for name in params:
+            conds.setdefault(name.rsplit("_", 1)[0], []).append(f"{PG_EXPR} ILIKE :{name} ESCAPE '\\'")
+        sql = " AND ".join("(" + " OR ".join(c) + ")" for c in conds.values())
+        return sa.text(sql).bindparams(**params)  # type: ignore[return-value]
+    # rows after the indexer's mark (the last moments' arrivals) are candidates too
+    return sa.text(
+        "requests.rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH :fts_q"
+        " UNION ALL SELECT rowid FROM requests WHERE rowid > (SELECT upto FROM requests_fts_state))"
+    ).bindparams(fts_q=" AND ".join(_fts_term(g) for g in grams))  # type: ignore[return-value]
+
+
+def find(conn: sa.Connection, filtered: sa.Select[Any], id_col: sa.ColumnElement[str], text: str, *,
+         postgres: bool, descending: bool, limit: int) -> list[sa.RowMapping]:
+    """A page of ``filtered`` (the other filters applied, not ordered) holding ``text``, ordered
+    by ``id_col``: the window checked row by row, then the index past it if the page is not full."""
+    order = id_col.desc() if descending else id_col.asc()
+    check = recheck(text, postgres=postgres)
+    if len(text) < MIN_INDEXED:
+        return list(conn.execute(filtered.where(check).order_by(order).limit(limit)).mappings())
+    # the window's last row: from there on, the index
+    edge = conn.execute(filtered.with_only_columns(id_col).order_by(order).offset(WINDOW - 1).limit(1)).scalar()
+    window = filtered if edge is None else filtered.where(id_col >= edge if descending else id_col <= edge)
+    rows = list(conn.execute(window.where(check).order_by(order).limit(limit)).mappings())
+    if len(rows) == limit or edge is None:
+        return rows
+    past = id_col < edge if descending else id_col > edge
+    cond = _index_condition(conn, text, postgres=postgres)
+    stmt = filtered.where(past, check) if cond is None else filtered.where(past, cond, check)
+    stmt = stmt.order_by(order).limit(limit - len(rows))
+    rows += conn.execute(stmt).mappings() if postgres or cond is None else _not_indexed(conn, stmt)
+    return rows
+
+
+def _not_indexed(conn: sa.Connection, stmt: sa.Select[Any]) -> list[sa.RowMapping]:
+    """``stmt`` reading ``requests NOT INDEXED``: rows only by the rowids the index gives. Without
+    statistics (no ANALYZE) SQLite would rather walk a source's or client's index and test each row
+    against the whole list of candidates (a third of a million rows for one page)."""
+    compiled = stmt.compile(conn)
+    sql = str(compiled)
+    params = tuple(compiled.params[k] for k in compiled.positiontup or ())
+    return list(conn.exec_driver_sql(sql.replace("\nFROM requests \n", "\nFROM requests NOT INDEXED \n"),
+                                     params).mappings())
 
 
 _INDEX_STEP = sa.text(

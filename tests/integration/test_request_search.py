@@ -1,6 +1,8 @@
 """Free-text request search on the index of migration 0010 (SQLite FTS5 trigram, PostgreSQL pg_trgm),
 against a reference model, on both databases: rows stored plain or encrypted, bodies purged before
-and after the SQLite indexer reached them, and the query using the index."""
+and after the SQLite indexer reached them, pages walked with either cursor beside another filter
+(with a window of one row, so the index answers past it, asked for one trigram only), and
+the query using the index."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 from typing import Any
 
 import orjson
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -16,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from hookbay.crypto import Keyring
 from hookbay.ids import new_request_id, new_source_id, now_us
-from hookbay.store import RequestFilter, Store
+from hookbay.store import RequestFilter, Store, search
 from hookbay.store.schema import requests as R
 from hookbay.store.search import pg_escape_bytes
 
@@ -27,11 +30,11 @@ def _url(db_url: str) -> str:
     return db_url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
-def _row(source_id: str, body: bytes | None, headers: list[list[str]]) -> dict[str, Any]:
+def _row(source_id: str, body: bytes | None, headers: list[list[str]], verdict: str = "accepted") -> dict[str, Any]:
     return {"id": new_request_id(), "source_id": source_id, "client_id": "acme", "received_at": now_us(),
             "method": "POST", "path": "/V1/Data/x", "query": "", "headers": orjson.dumps(headers).decode(),
             "peer": "127.0.0.1", "content_type": "text/plain", "body": body,
-            "body_size": len(body or b""), "verdict": "accepted", "rule": None, "status": 200,
+            "body_size": len(body or b""), "verdict": verdict, "rule": None, "status": 200,
             "state": "processed", "idempotency_key": None, "duplicate_of": None, "receipt": None,
             "processed_at": None}
 
@@ -52,7 +55,13 @@ def test_pg_escape_matches_postgres_encode(db_url: str) -> None:
     engine.dispose()
 
 
-def test_search_index_follows_a_reference_model(db_url: str) -> None:
+def test_search_index_follows_a_reference_model(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tiny so that a few rows cross the window, ask the index for a subset of the trigrams, and
+    # estimate a trigram's count from a partial read (SQLite) or a sample (PostgreSQL)
+    monkeypatch.setattr(search, "WINDOW", 1)
+    monkeypatch.setattr(search, "GRAMS", 1)
+    monkeypatch.setattr(search, "PROBE_CAP", 2)
+    monkeypatch.setattr(search, "SAMPLE", 3)
     plain = Store(_url(db_url))
     plain.migrate()
     sealed = Store(_url(db_url), keyring=Keyring([("k1", os.urandom(32))]))
@@ -63,12 +72,15 @@ def test_search_index_follows_a_reference_model(db_url: str) -> None:
         def start(self) -> None:
             self.source = new_source_id()
             self.model: dict[str, tuple[bytes | None, str, bool]] = {}
+            self.rejected: set[str] = set()
 
         @rule(words=st.lists(st.sampled_from(WORDS), max_size=4), header=st.sampled_from(WORDS),
-              encrypted=st.booleans(), pad=st.sampled_from([0, 70_000]))
-        def store_request(self, words: list[str], header: str, encrypted: bool, pad: int) -> None:
+              encrypted=st.booleans(), pad=st.sampled_from([0, 70_000]), rejected=st.booleans())
+        def store_request(self, words: list[str], header: str, encrypted: bool, pad: int, rejected: bool) -> None:
             body = ("." * pad + " ".join(words)).encode()
-            row = _row(self.source, body, [["X-Note", header]])
+            row = _row(self.source, body, [["X-Note", header]], "rejected" if rejected else "accepted")
+            if rejected:
+                self.rejected.add(row["id"])
             if encrypted:
                 sealed.seal_request_row(row)
             with plain.write_engine.begin() as c:
@@ -92,12 +104,34 @@ def test_search_index_follows_a_reference_model(db_url: str) -> None:
             _, headers, enc = self.model[rid]
             self.model[rid] = (None, headers, enc)
 
-        @rule(needle=st.sampled_from([w for w in WORDS if len(w) >= 3] + ["ALPHA", "pha be", "afé", "note"]))
+        @rule(needle=st.sampled_from(WORDS + ["ALPHA", "pha be", "afé", "note", "a\x00\xff", "A", "\" :", "%z"]))
         def search(self, needle: str) -> None:
             got = loop.run_until_complete(plain.search_requests(
                 RequestFilter(source_id=self.source, text=needle, limit=1000)))
             want = {rid for rid, (b, h, e) in self.model.items() if _expected(needle, b, h, e)}
             assert {r["id"] for r in got} == want, needle
+
+        @rule(data=st.data(), limit=st.integers(1, 4), newer=st.booleans(), rejected=st.booleans())
+        def walk_pages(self, data: st.DataObject, limit: int, newer: bool, rejected: bool) -> None:
+            """Every page, by either cursor, with or without another filter: the matches in id
+            order, each once."""
+            # a word some rows hold, most of the time: pages with several matches
+            needle = data.draw(st.sampled_from(WORDS + ["ALPHA", "pha be", "a", "alpha gamma", "Beta alpha"])
+                               | st.sampled_from([b.decode("utf-8", "replace").strip(".")[:12] or "alpha"
+                                                  for b, _, _ in self.model.values() if b] or ["alpha"]))
+            want = sorted((rid for rid, (b, h, e) in self.model.items() if _expected(needle, b, h, e)
+                           and (not rejected or rid in self.rejected)), reverse=not newer)
+            got: list[str] = []
+            cursor = "req_" if newer else None
+            for _ in range(len(want) + 2):
+                page = loop.run_until_complete(plain.search_requests(RequestFilter(
+                    source_id=self.source, text=needle, limit=limit, verdict="rejected" if rejected else None,
+                    after_id=cursor if newer else None, before_id=None if newer else cursor)))
+                got += [r["id"] for r in page]
+                if len(page) < limit:
+                    break
+                cursor = page[-1]["id"]
+            assert got == want, needle
 
         @invariant()
         def newest_first(self) -> None:
@@ -108,7 +142,7 @@ def test_search_index_follows_a_reference_model(db_url: str) -> None:
         from hypothesis.stateful import run_state_machine_as_test
 
         run_state_machine_as_test(Machine, settings=settings(
-            max_examples=15, stateful_step_count=12, deadline=None, suppress_health_check=list(HealthCheck)))
+            max_examples=25, stateful_step_count=12, deadline=None, suppress_health_check=list(HealthCheck)))
     finally:
         loop.close()
         for s in (plain, sealed):
@@ -118,23 +152,50 @@ def test_search_index_follows_a_reference_model(db_url: str) -> None:
             s.write_engine.dispose()
 
 
-def test_text_search_uses_the_index(db_url: str) -> None:
+def test_text_search_uses_the_index(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the window the index drives, beside a source's index and without statistics: SQLite
+    looks rows up by the rowids FTS5 gives, PostgreSQL scans the trigram index."""
+    monkeypatch.setattr(search, "WINDOW", 1)
     store = Store(_url(db_url))
     store.migrate()
-    if store.text_indexer is not None:
-        store.text_indexer.engine.dispose()
-    engine = store.read_engine
-    from hookbay.store.search import text_condition
+    source = new_source_id()
+    for _ in range(3):
+        with store.write_engine.begin() as c:
+            c.execute(R.insert(), _row(source, b"a needle", [["X", "y"]]))
+    plans: list[str] = []
 
-    stmt = sa.select(R.c.id).where(text_condition("needle", postgres=store.is_postgres))
-    sql = str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
-    with engine.connect() as conn:
+    def explain(conn: sa.Connection, sql: str, params: Any = None, *a: Any, **k: Any) -> Any:
+        if sql.lstrip().upper().startswith("SELECT REQUESTS.ID") and "requests_fts MATCH" in sql:
+            plans.append("\n".join(str(r[-1]) for r in orig(conn, "EXPLAIN QUERY PLAN " + sql, params)))
+        return orig(conn, sql, params, *a, **k)
+
+    orig = sa.Connection.exec_driver_sql
+    monkeypatch.setattr(sa.Connection, "exec_driver_sql", explain)
+    try:
+        got = asyncio.run(store.search_requests(RequestFilter(source_id=source, text="needle", limit=50)))
+        assert len(got) == 3
         if store.is_postgres:
-            conn.execute(sa.text("SET enable_seqscan = off"))
-            plan = "\n".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + sql)))
+            with store.read_engine.connect() as conn:
+                cond = search._index_condition(conn, "needle", postgres=True)
+                assert cond is not None
+                stmt = sa.select(R.c.id).where(cond)
+                sql = str(stmt.compile(store.read_engine, compile_kwargs={"literal_binds": True}))
+                conn.execute(sa.text("SET enable_seqscan = off"))
+                plan = "\n".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + sql.replace("%%", "%"))))
             assert "ix_requests_text_trgm" in plan, plan
         else:
-            plan = "\n".join(str(r[-1]) for r in conn.execute(sa.text("EXPLAIN QUERY PLAN " + sql)))
-            assert "requests_fts VIRTUAL TABLE" in plan, plan
-    store.read_engine.dispose()
-    store.write_engine.dispose()
+            assert len(plans) == 1, plans
+            assert "requests_fts VIRTUAL TABLE" in plans[0], plans[0]
+            assert "SEARCH requests USING INTEGER PRIMARY KEY (rowid=?)" in plans[0], plans[0]
+    finally:
+        if store.text_indexer is not None:
+            store.text_indexer.engine.dispose()
+        store.read_engine.dispose()
+        store.write_engine.dispose()
+
+
+def test_rarest_trigrams() -> None:
+    counts = {"use": 900, "r50": 12, "500": 40, "00@": 12, "com": 990}
+    assert search.rarest(counts, 3) == ["r50", "500", "00@"]
+    assert search.rarest(counts, 1) == ["r50"]
+    assert search._grams("AbCabc") == ["AbC", "bCa", "Cab"]
