@@ -156,6 +156,15 @@ class Store(DeliveriesMixin):
         result: T = await self.writer.run(fn, durable=durable)
         return result
 
+    async def maintain(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn`` in a transaction of its own connection, off the writer: partition DDL and
+        batch copies wait for locks that ingest commits must not queue behind."""
+        def run() -> T:
+            with self.read_engine.connect() as conn, conn.begin():
+                return fn(conn)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+
     async def write_retrying(self, fn: Callable[[sa.Connection], T], attempts: int = 6) -> T:
         """:meth:`write`, run again when it lost a race with another worker: a deadlock, a
         serialization failure or a lock timeout (PostgreSQL), or a :class:`ConcurrentChange` seen by
