@@ -61,8 +61,18 @@ def alembic(url: str, target: str) -> None:
     eng.dispose()
 
 
-def build(admin: str, layout: str, rows: int, days: int, now: int) -> str:
+def build(admin: str, layout: str, rows: int, days: int, now: int, reuse: bool) -> str:
     name = f"partitions_bench_{layout}"
+    url = admin.rsplit("/", 1)[0] + "/" + name
+    if reuse:
+        try:
+            with psycopg.connect(url) as c:
+                row = c.execute("SELECT count(*) FROM requests").fetchone()
+            if row and row[0] >= rows - 2 * rows // days:
+                log(f"{layout}: reusing {name} ({row[0]} rows)")
+                return url
+        except psycopg.OperationalError:
+            pass
     with psycopg.connect(admin, autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{name}"')
@@ -142,9 +152,12 @@ async def measure(url: str, layout: str, rows: int, days: int, now: int, repeat:
     src, client = SOURCES[3]
     mid = now - (days // 2) * DAY
     probe = rows // 2 + 3  # a row in the middle, of source 3
+    # the generation's "now" (a reused database was made earlier)
+    now = int(await store.read(lambda c: c.execute(sa.text("SELECT max(received_at) FROM requests")).scalar())) \
+        + (days * DAY) // rows + 1
     rid = await store.read(lambda c: c.execute(sa.text(
-        "SELECT id FROM requests WHERE received_at = :t"), {"t": now - days * DAY + probe * (days * DAY) // rows})
-        .scalar())
+        "SELECT id FROM requests WHERE received_at >= :t ORDER BY received_at LIMIT 1"),
+        {"t": now - days * DAY + probe * (days * DAY) // rows}).scalar())
     cases = {
         "tail: newest 50 (admin)": RequestFilter(limit=50),
         "tail: newest 50 of one client": RequestFilter(client_id=client, limit=50),
@@ -185,7 +198,7 @@ async def measure(url: str, layout: str, rows: int, days: int, now: int, repeat:
                                         " AND body IS NOT NULL"), {"lo": lo + DAY, "hi": hi + DAY}).rowcount)
 
     t = time.perf_counter()
-    purged = await store.maintain(purge)
+    purged = await store.maintain(purge, statement_timeout_ms=0)
     res["retention: body purge of a day (UPDATE)"] = f"{(time.perf_counter() - t) * 1000:.0f} ({purged} rows)"
     log(f"{layout}: body purge {res['retention: body purge of a day (UPDATE)']}")
     if layout == "flat":
@@ -194,12 +207,12 @@ async def measure(url: str, layout: str, rows: int, days: int, now: int, repeat:
                                     {"lo": lo, "hi": hi}).rowcount)
 
         t = time.perf_counter()
-        deleted = await store.maintain(delete)
+        deleted = await store.maintain(delete, statement_timeout_ms=0)
         res["retention: a day's rows removed"] = f"DELETE {(time.perf_counter() - t) * 1000:.0f} ({deleted} rows)"
     else:
         name = "requests_p" + first.strftime("%Y%m%d")
         t = time.perf_counter()
-        ok = await store.maintain(lambda c: P.drop_if_idle(c, name))
+        ok = await store.maintain(lambda c: P.drop_if_idle(c, name), statement_timeout_ms=0)
         assert ok
         res["retention: a day's rows removed"] = f"DROP {(time.perf_counter() - t) * 1000:.0f} ({n_day} rows)"
     log(f"{layout}: retention {res['retention: a day' + chr(39) + 's rows removed']}")
@@ -216,13 +229,14 @@ def main() -> None:
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--layouts", default="flat,part")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="measure a database kept by an earlier run (--keep)")
     ap.add_argument("--out", default=f"bench/results/partitions-{datetime.now(UTC):%Y%m%d}.md")
     a = ap.parse_args()
     now = int(time.time()) * 1_000_000
     results: dict[str, dict[str, str]] = {}
     loads: dict[str, str] = {}
     for layout in a.layouts.split(","):
-        url = build(a.pg, layout, a.rows, a.days, now)
+        url = build(a.pg, layout, a.rows, a.days, now, a.reuse)
         loads[layout] = load_avg()
         results[layout] = asyncio.run(measure(url, layout, a.rows, a.days, now, a.repeat))
         loads[layout] += " → " + load_avg()

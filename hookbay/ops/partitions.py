@@ -152,7 +152,9 @@ async def migrate(store: Store, settings: Settings, *, batch: int = 5000, pause_
             await asyncio.sleep(pause_s)
     for _attempt in range(2):
         try:
-            rows = await store.maintain(lambda c: P.migrate_swap(c, settings.busy_timeout_ms * 2))
+            # no statement timeout: the swap counts both tables (seconds for tens of millions of rows)
+            rows = await store.maintain(lambda c: P.migrate_swap(c, settings.busy_timeout_ms * 2),
+                                        statement_timeout_ms=0)
             break
         except P.MigrateMismatch as e:  # cannot happen with the mirror trigger; walk again to be sure
             log.warning("partitions_migrate_recount", old=e.old, new=e.new)

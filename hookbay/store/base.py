@@ -156,11 +156,14 @@ class Store(DeliveriesMixin):
         result: T = await self.writer.run(fn, durable=durable)
         return result
 
-    async def maintain(self, fn: Callable[[sa.Connection], T]) -> T:
+    async def maintain(self, fn: Callable[[sa.Connection], T], *, statement_timeout_ms: int | None = None) -> T:
         """Run ``fn`` in a transaction of its own connection, off the writer: partition DDL and
-        batch copies wait for locks that ingest commits must not queue behind."""
+        batch copies wait for locks that ingest commits must not queue behind. PostgreSQL:
+        ``statement_timeout_ms`` replaces the default (0 = none) for work known to be long."""
         def run() -> T:
             with self.read_engine.connect() as conn, conn.begin():
+                if statement_timeout_ms is not None and self.is_postgres:
+                    conn.execute(sa.text(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}"))
                 return fn(conn)
 
         return await anyio.to_thread.run_sync(run, limiter=self._limiter)

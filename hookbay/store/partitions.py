@@ -153,11 +153,8 @@ def _gaps(lo: int, hi: int, taken: list[tuple[int, int]]) -> list[tuple[int, int
 
 
 def _create(conn: sa.Connection, parent: str, name: str, lo: int, hi: int) -> None:
-    moved = conn.execute(sa.text(f"SELECT EXISTS (SELECT 1 FROM {DEFAULT} WHERE received_at >= :lo "
-                                 "AND received_at < :hi)"), {"lo": lo, "hi": hi}).scalar()
-    if not moved:
-        conn.execute(sa.text(f"CREATE TABLE {name} PARTITION OF {parent} FOR VALUES FROM ({lo}) TO ({hi})"))
-        return
+    """A new partition is made as a table of its own, then attached: ATTACH takes a lock that lets
+    ingest carry on (CREATE TABLE ... PARTITION OF would lock the whole request log against it)."""
     conn.execute(sa.text(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS)"))
     conn.execute(sa.text(f"WITH moved AS (DELETE FROM {DEFAULT} WHERE received_at >= :lo AND received_at < :hi "
                          f"RETURNING *) INSERT INTO {name} SELECT * FROM moved"), {"lo": lo, "hi": hi})
