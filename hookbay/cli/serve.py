@@ -87,7 +87,19 @@ def worker_cmd() -> None:
 @commands.command()
 def migrate() -> None:
     """Create or upgrade the schema (serve does this on start too)."""
+    from hookbay.ops import partitions
+
     settings = get_settings()
-    open_store(settings).migrate()
+    store = open_store(settings)
+    store.migrate()
+
+    async def ahead() -> None:
+        try:
+            await partitions.ensure(store, settings)  # PostgreSQL: today's partition and the next ones
+        finally:
+            store.read_engine.dispose()
+            store.write_engine.dispose()
+
+    asyncio.run(ahead())
     typer.echo("schema is up to date")
 

@@ -111,10 +111,16 @@ def test_cli_lists_and_ensures_and_sqlite_says_why_not(pg_url: str, tmp_path: Pa
     env = {**os.environ, "HOOKBAY_DATABASE_URL": pg_url, "HOOKBAY_PARTITION_AHEAD": "2"}
     hb = [sys.executable, "-m", "hookbay"]
     assert subprocess.run([*hb, "migrate"], env=env, capture_output=True, timeout=120).returncode == 0
-    p = subprocess.run([*hb, "partitions", "ensure", "--json"], env=env, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
     today = datetime.now(UTC).strftime("%Y%m%d")
-    assert f"requests_p{today}" in json.loads(p.stdout)["created"] and len(json.loads(p.stdout)["created"]) == 3
+    p = subprocess.run([*hb, "partitions", "list", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    listed = [r["name"] for r in json.loads(p.stdout)]  # `hookbay migrate` made today's and 2 more
+    assert len(listed) == 4 and listed[0] == f"requests_p{today}" and listed[-1] == "requests_default"
+    eng = sa.create_engine(_sa(pg_url))
+    with eng.begin() as c:
+        c.execute(sa.text(f"DROP TABLE {listed[1]}"))
+    eng.dispose()
+    p = subprocess.run([*hb, "partitions", "ensure", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout) == {"created": [listed[1]]}, p.stderr
     p = subprocess.run([*hb, "partitions", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and f"requests_p{today}" in p.stdout and "requests_default" in p.stdout
     sqlite_env = {**os.environ, "HOOKBAY_DATA_DIR": str(tmp_path)}
@@ -226,6 +232,10 @@ def _unpartitioned_database(url: str) -> None:
     with eng.connect() as conn:
         assert not P.is_partitioned(conn)
     eng.dispose()
+    env = {**os.environ, "HOOKBAY_DATABASE_URL": url}
+    doctor = subprocess.run([sys.executable, "-m", "hookbay", "doctor"], env=env, capture_output=True, text=True,
+                            timeout=60).stdout
+    assert "warn  partitions: the request log is not partitioned" in doctor and "partitions migrate" in doctor
 
 
 def test_migrate_killed_midway_and_rerun_under_concurrent_ingest_loses_and_doubles_nothing(
