@@ -129,8 +129,8 @@ def build(admin: str, layout: str, rows: int, days: int, now: int, reuse: bool) 
         if layout == "flat":
             alembic(sa_url, "head")  # 0011 keeps a table that holds rows
         size = c.execute("SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_class c "
-                         "WHERE c.relname = 'requests' OR c.relname LIKE 'requests_p2%%' "
-                         "OR c.relname = 'requests_default'").fetchone()
+                         "WHERE c.relkind = 'r' AND (c.relname = 'requests' OR c.relname LIKE 'requests_p2%%' "
+                         "OR c.relname = 'requests_default')").fetchone()
         log(f"{layout}: built in {time.perf_counter() - t0:.0f} s (rows {loaded:.0f} s), {size[0] if size else '?'}")
     return url
 
