@@ -115,10 +115,13 @@ async def drop_expired(store: Store, cache: SourceCache, *, now: int | None = No
             out.append({"partition": p.name, "action": "would drop", "rows": rows, "reason": None})
             continue
         if why is None:
-            def go(conn: sa.Connection, name: str = p.name) -> bool:
+            def go(conn: sa.Connection, name: str = p.name) -> bool | None:
                 return P.drop_if_idle(conn, name, lock_timeout_ms)
 
-            if await store.maintain(go):
+            dropped = await store.maintain(go)
+            if dropped is None:  # another server process dropped it first
+                continue
+            if dropped:
                 log.info("partition_dropped", partition=p.name, rows=rows)
                 out.append({"partition": p.name, "action": "dropped", "rows": rows, "reason": None})
                 continue

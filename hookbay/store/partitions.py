@@ -201,12 +201,14 @@ def newest_by_source(conn: sa.Connection, name: str) -> dict[str | None, tuple[i
         f"SELECT source_id, max(received_at), count(*) FROM {name} GROUP BY source_id"))}
 
 
-def drop_if_idle(conn: sa.Connection, name: str, lock_timeout_ms: int = 5000) -> bool:
+def drop_if_idle(conn: sa.Connection, name: str, lock_timeout_ms: int = 5000) -> bool | None:
     """Drop one partition unless, checked again under the lock, it holds unprocessed work
-    (False then). The parent is locked first, as every statement on
+    (False then; None if another process dropped it first). The parent is locked first, as every statement on
     ``requests`` does, so this waits for them rather than deadlocking with one; the lock is held
     only for the quick checks and the DROP."""
     _lock(conn, lock_timeout_ms)
+    if not table_exists(conn, name):
+        return None
     conn.execute(sa.text(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE"))
     if busy(conn, name):
         return False

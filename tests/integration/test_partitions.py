@@ -202,6 +202,8 @@ async def test_a_drop_refuses_a_partition_that_gained_work_after_the_check(pg_ur
         await store.writer.ingest(r)
         assert await store.maintain(lambda c: P.drop_if_idle(c, "requests_p20261121")) is False
         assert (await store.get_request(r["id"]))["state"] == "pending"
+        assert await store.maintain(lambda c: P.drop_if_idle(c, "requests_p20261122")) is True  # empty
+        assert await store.maintain(lambda c: P.drop_if_idle(c, "requests_p20261122")) is None  # gone already
     finally:
         await store.close()
 
