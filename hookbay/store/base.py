@@ -26,7 +26,7 @@ from hookbay import metrics
 from hookbay.audit import AuditEntry
 from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
-from hookbay.ids import new_source_id, now_us, request_id_floor, ulid
+from hookbay.ids import new_source_id, now_us, request_id_floor, request_id_ms, ulid
 from hookbay.store import bulk, schema
 from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
@@ -359,10 +359,19 @@ class Store(DeliveriesMixin):
         return await self.read(q)
 
     async def get_request(self, request_id: str, client_id: str | None = None) -> dict[str, Any]:
+        made_ms = request_id_ms(request_id) if self.is_postgres else None
+
         def q(conn: sa.Connection) -> dict[str, Any] | None:
             stmt = sa.select(R).where(R.c.id == request_id)
             if client_id is not None:
                 stmt = stmt.where(R.c.client_id == client_id)
+            if made_ms is not None:
+                # a partitioned request log: look in the partitions of the id's time first (received_at
+                # is read from the clock right after the id is made), then everywhere
+                near = stmt.where(R.c.received_at.between((made_ms - 60_000) * 1000, (made_ms + 60_000) * 1000))
+                row = conn.execute(near).mappings().first()
+                if row:
+                    return dict(row)
             row = conn.execute(stmt).mappings().first()
             return dict(row) if row else None
 

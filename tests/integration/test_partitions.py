@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from hookbay.errors import NotFound
 from hookbay.ids import new_request_id, now_us
 from hookbay.ops import partitions as ops
 from hookbay.store import Store
@@ -103,6 +104,24 @@ async def test_ensure_makes_the_partitions_ahead_once_and_rows_land_in_their_own
         counts = {p["name"]: p["rows"] for p in await ops.list_partitions(store)}
         assert counts["requests_default"] == 1 and counts["requests_p20261221"] == 1
         assert sum(counts.values()) == await store.count_requests() == 4
+    finally:
+        await store.close()
+
+
+async def test_a_request_is_found_by_id_in_its_partition_or_wherever_it_is(pg_url: str, tmp_path: Path) -> None:
+    store = await _open(pg_url)
+    try:
+        await ops.ensure(store, make_settings(pg_url, tmp_path), now=NOON)
+        usual = _row(None, NOON)
+        odd = {**_row(None, NOON + 2 * DAY), "id": new_request_id(NOON // 1000)}  # its id says another day
+        for r in (usual, odd):
+            await store.writer.ingest(r)
+        assert (await store.get_request(usual["id"]))["received_at"] == NOON
+        assert (await store.get_request(odd["id"]))["received_at"] == NOON + 2 * DAY
+        with pytest.raises(NotFound):
+            await store.get_request(new_request_id(NOON // 1000))
+        with pytest.raises(NotFound):
+            await store.get_request(usual["id"], client_id="other")
     finally:
         await store.close()
 
