@@ -48,6 +48,22 @@ def request_id_floor(ms: int) -> str:
     return _time_prefix(ms) + "0" * 26
 
 
+def request_id_ms(request_id: str) -> int | None:
+    """The milliseconds a request id was made at (either layout), or None if it is not one."""
+    body = request_id[4:] if request_id.startswith("req_") else ""
+    try:
+        if len(body) == 36 and body[:10].isalnum():
+            ms = 0
+            for ch in body[:10]:
+                ms = ms * 32 + _LOWER.index(ch)
+            return ms
+        if len(body) == 32:
+            return int(body[:12], 16)
+    except ValueError:
+        return None
+    return None
+
+
 def new_source_id() -> str:
     return "src_" + ulid()
 

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     source_check_seconds: float = Field(default=0.05, gt=0, description="Longest a source change by another process takes to reach a running server (SQLite poll of PRAGMA data_version; least gap between checks for unknown tokens); the CLI waits twice this after a change")
     gil_switch_interval: float = 0.001
     retention_interval_seconds: float = Field(default=3600, description="How often serve purges expired raw bodies")
+    partition_interval: Literal["day", "week", "month"] = Field(default="day", description="PostgreSQL: the span of one request-log partition (UTC days, weeks from Monday, calendar months)")
+    partition_ahead: int = Field(default=7, ge=1, le=400, description="PostgreSQL: request-log partitions kept ready past the current one")
+    partition_check_seconds: float = Field(default=3600, gt=0, description="PostgreSQL: how often serve and worker create the partitions ahead")
     relay_acked_retention_seconds: float = Field(
         default=86400, ge=0, description="Acked relay messages are deleted this long after their ack (their requests stay)")
     header_timeout: float = Field(default=10.0, gt=0, description="Seconds from a connection's opening (or the end of its previous response) until the request's full header block must have arrived; else 408 and close")

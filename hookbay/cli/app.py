@@ -26,6 +26,7 @@ from hookbay.cli import (
     doctor,
     keys,
     orders,
+    partitions,
     profiles,
     providers,
     relay,
@@ -56,6 +57,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(deliveries.app, name="deliveries")
 app.add_typer(providers.app, name="providers")
+app.add_typer(partitions.app, name="partitions")
 
 _DEBUG = [False]
 

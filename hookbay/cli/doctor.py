@@ -135,11 +135,24 @@ def _database(settings: Settings) -> Iterator[Check]:
                     yield Check("fail", "migrations", f"at {current}, which this hookbay does not know: a newer "
                                                       "version migrated it; upgrade hookbay")
             yield _clock(conn, sqlite)
+            if not sqlite and current in heads:
+                yield _partitions(conn)
     except sa.exc.OperationalError as e:
         yield Check("fail", "database", f"{where} is unreachable: {describe_error(e)[0].split(': ', 1)[-1]} "
                                         "(check HOOKBAY_DATABASE_URL and that the database server runs)")
     finally:
         engine.dispose()
+
+
+def _partitions(conn: sa.Connection) -> Check:
+    partitioned, current = diagnostics.partition_layout(conn, int(time.time() * 1e6))
+    if not partitioned:
+        return Check("warn", "partitions", "the request log is not partitioned (a database made before 0011): "
+                                           "run `hookbay partitions migrate` (see docs/production.md)")
+    if not current:
+        return Check("warn", "partitions", "no partition for today: new requests go to requests_default; run "
+                                           "`hookbay partitions ensure` (serve and worker do it hourly)")
+    return Check("ok", "partitions", "the request log is partitioned, today's partition is in place")
 
 
 def _clock(conn: sa.Connection, sqlite: bool) -> Check:

@@ -185,15 +185,24 @@ def _replay_lines(out: dict[str, Any]) -> Iterator[str]:
 
 @commands.command("purge")
 def purge_cmd(dry_run: bool = typer.Option(False, "--dry-run", help="Count only"), as_json: bool = JsonOpt) -> None:
-    """Purge raw bodies older than each source's retention_days, and relay messages acked longer
-    ago than HOOKBAY_RELAY_ACKED_RETENTION_SECONDS, now (serve also does both hourly)."""
+    """Purge raw bodies older than each source's retention_days (on a partitioned PostgreSQL request
+    log, first drop the partitions wholly past retention), and relay messages acked longer ago
+    than HOOKBAY_RELAY_ACKED_RETENTION_SECONDS, now (serve also does this hourly)."""
+    from hookbay.ops.partitions import drop_expired
     from hookbay.ops.retention import prune_relay, purge_expired
 
     async def go(store: Store, s: Settings) -> dict[str, Any]:
-        bodies = await purge_expired(store, await loaded_cache(store, s.max_body_bytes), dry_run=dry_run)
-        return {"dry_run": dry_run, "bodies": bodies, "relay_acked": await prune_relay(store, s, dry_run=dry_run)}
+        cache = await loaded_cache(store, s.max_body_bytes)
+        parts = await drop_expired(store, cache, dry_run=dry_run, lock_timeout_ms=s.busy_timeout_ms)
+        bodies = await purge_expired(store, cache, dry_run=dry_run)
+        return {"dry_run": dry_run, "partitions": parts, "bodies": bodies,
+                "relay_acked": await prune_relay(store, s, dry_run=dry_run)}
 
-    run_and_print(go, as_json, lambda out: (
-        f"{'would purge' if dry_run else 'purged'} {sum(out['bodies'].values())} raw bodies across "
-        f"{len(out['bodies'])} source(s) with retention, and {out['relay_acked']} acked relay message(s)"))
+    def text(out: dict[str, Any]) -> Iterator[str]:
+        for p in out["partitions"]:
+            yield f"partition {p['partition']}: {p['action']} ({p['rows']} requests{', ' + p['reason'] if p['reason'] else ''})"
+        yield (f"{'would purge' if dry_run else 'purged'} {sum(out['bodies'].values())} raw bodies across "
+               f"{len(out['bodies'])} source(s) with retention, and {out['relay_acked']} acked relay message(s)")
+
+    run_and_print(go, as_json, text)
 

@@ -44,6 +44,7 @@ def serve(
 def worker_cmd() -> None:
     """Run only the processing worker, deliveries and alerts (scale out against a shared PostgreSQL)."""
     from hookbay.logs import setup_logging
+    from hookbay.ops import partitions
     from hookbay.ops.alerts import AlertEvaluator
     from hookbay.processing.deliverer import Deliverer
     from hookbay.processing.worker import Worker
@@ -57,6 +58,8 @@ def worker_cmd() -> None:
         cache = SourceCache(store, s.max_body_bytes, s.source_refresh_seconds)
         await cache.reload()
         tune_interpreter(s.gil_switch_interval)
+        await partitions.ensure_logged(store, s)
+        ahead = asyncio.create_task(partitions.keep_ahead(store, s))
         refresher = asyncio.create_task(cache.run())
         deliverer = asyncio.create_task(Deliverer(store, cache, s).run())
         alerts = asyncio.create_task(AlertEvaluator(store, s).run())  # one evaluator acts at a time (a lease)
@@ -70,6 +73,7 @@ def worker_cmd() -> None:
         except asyncio.CancelledError:
             log.info("worker_stopped")
         finally:
+            ahead.cancel()
             refresher.cancel()
             deliverer.cancel()
             alerts.cancel()
@@ -83,7 +87,19 @@ def worker_cmd() -> None:
 @commands.command()
 def migrate() -> None:
     """Create or upgrade the schema (serve does this on start too)."""
+    from hookbay.ops import partitions
+
     settings = get_settings()
-    open_store(settings).migrate()
+    store = open_store(settings)
+    store.migrate()
+
+    async def ahead() -> None:
+        try:
+            await partitions.ensure(store, settings)  # PostgreSQL: today's partition and the next ones
+        finally:
+            store.read_engine.dispose()
+            store.write_engine.dispose()
+
+    asyncio.run(ahead())
     typer.echo("schema is up to date")
 

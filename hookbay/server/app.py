@@ -29,6 +29,7 @@ from hookbay.console.session import SESSION_COOKIE
 from hookbay.errors import HookbayError, NotFound, StorageUnavailable, Unauthorized
 from hookbay.ingest.asgi import Receive, Scope, Send, send_json, send_raw
 from hookbay.ingest.endpoint import NOT_FOUND_BODY, Ingest
+from hookbay.ops import partitions
 from hookbay.ops.alerts import AlertEvaluator
 from hookbay.ops.health import Readiness
 from hookbay.ops.retention import prune_relay, purge_expired
@@ -89,6 +90,8 @@ class HookbayApp:
         tune_interpreter(self.settings.gil_switch_interval)
         self._tasks.append(asyncio.create_task(self.cache.run(), name="source-refresh"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="queue-gauge"))
+        await partitions.ensure_logged(self.store, self.settings)
+        self._tasks.append(asyncio.create_task(partitions.keep_ahead(self.store, self.settings), name="partitions"))
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         if self.worker_mode == "inline":
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
@@ -220,6 +223,7 @@ class HookbayApp:
         while True:
             await asyncio.sleep(self.settings.retention_interval_seconds)
             try:
+                await partitions.drop_expired(self.store, self.cache, lock_timeout_ms=self.settings.busy_timeout_ms)
                 await purge_expired(self.store, self.cache)
                 await prune_relay(self.store, self.settings)
             except asyncio.CancelledError:

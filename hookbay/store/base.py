@@ -26,7 +26,7 @@ from hookbay import metrics
 from hookbay.audit import AuditEntry
 from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
-from hookbay.ids import new_source_id, now_us, request_id_floor, ulid
+from hookbay.ids import new_source_id, now_us, request_id_floor, request_id_ms, ulid
 from hookbay.store import bulk, schema, search
 from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
@@ -164,6 +164,18 @@ class Store(DeliveriesMixin):
     async def write(self, fn: Callable[[sa.Connection], T], *, durable: bool = True) -> T:
         result: T = await self.writer.run(fn, durable=durable)
         return result
+
+    async def maintain(self, fn: Callable[[sa.Connection], T], *, statement_timeout_ms: int | None = None) -> T:
+        """Run ``fn`` in a transaction of its own connection, off the writer: partition DDL and
+        batch copies wait for locks that ingest commits must not queue behind. PostgreSQL:
+        ``statement_timeout_ms`` replaces the default (0 = none) for work known to be long."""
+        def run() -> T:
+            with self.read_engine.connect() as conn, conn.begin():
+                if statement_timeout_ms is not None and self.is_postgres:
+                    conn.execute(sa.text(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}"))
+                return fn(conn)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
 
     async def write_retrying(self, fn: Callable[[sa.Connection], T], attempts: int = 6) -> T:
         """:meth:`write`, run again when it lost a race with another worker: a deadlock, a
@@ -360,10 +372,19 @@ class Store(DeliveriesMixin):
         return await self.read(q)
 
     async def get_request(self, request_id: str, client_id: str | None = None) -> dict[str, Any]:
+        made_ms = request_id_ms(request_id) if self.is_postgres else None
+
         def q(conn: sa.Connection) -> dict[str, Any] | None:
             stmt = sa.select(R).where(R.c.id == request_id)
             if client_id is not None:
                 stmt = stmt.where(R.c.client_id == client_id)
+            if made_ms is not None:
+                # a partitioned request log: look in the partitions of the id's time first (received_at
+                # is read from the clock right after the id is made), then everywhere
+                near = stmt.where(R.c.received_at.between((made_ms - 60_000) * 1000, (made_ms + 60_000) * 1000))
+                row = conn.execute(near).mappings().first()
+                if row:
+                    return dict(row)
             row = conn.execute(stmt).mappings().first()
             return dict(row) if row else None
 

@@ -24,3 +24,14 @@ def newest_received_at(conn: sa.Connection) -> int | None:
 def server_clock(conn: sa.Connection) -> float:
     """The PostgreSQL server's clock, seconds since the epoch."""
     return float(conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar() or 0)
+
+
+def partition_layout(conn: sa.Connection, now_us: int) -> tuple[bool, bool]:
+    """PostgreSQL: whether the request log is partitioned, and whether a dated partition holds
+    ``now_us`` (else new requests go to the default partition)."""
+    from hookbay.store import partitions
+
+    if not partitions.is_partitioned(conn):
+        return False, False
+    return True, any(p.lo is not None and p.hi is not None and p.lo <= now_us < p.hi
+                     for p in partitions.partitions(conn))

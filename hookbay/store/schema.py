@@ -5,6 +5,8 @@ Times are integer microseconds since the epoch so both dialects compare and inde
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData(
@@ -420,6 +422,20 @@ SEARCH_OBJECTS = frozenset({"requests_fts", "requests_fts_data", "requests_fts_i
                             "ix_requests_text_trgm"})
 
 
+# PostgreSQL's partitions of ``requests`` (``hookbay.store.partitions``) are not tables of the schema.
+PARTITION_TABLE = re.compile(r"^requests_(p\d{8}|default|partitioned)$")
+
+
 def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
-    """Schema comparison (autogenerate) leaves the free-text index alone."""
+    """Schema comparison (autogenerate) leaves the free-text index and the partitions alone."""
+    table = obj if type_ == "table" else getattr(obj, "table", None)
+    if isinstance(table, sa.Table) and PARTITION_TABLE.match(table.name):
+        return False
     return name not in SEARCH_OBJECTS
+
+
+def include_object_partitioned(obj: object, name: str | None, type_: str, reflected: bool,
+                               compare_to: object) -> bool:
+    """:func:`include_object` for the partitioned layout, whose idempotency index cannot be unique
+    (PostgreSQL wants the partition key in it); the writer's per-key advisory lock stands in."""
+    return name != "uq_requests_idempotency" and include_object(obj, name, type_, reflected, compare_to)

@@ -37,6 +37,7 @@ log = structlog.get_logger("hookbay.writer")
 
 _STOP = object()
 RELAY_LOCK_KEY = 0x68627279  # "hbry": serialises relay enqueues across processes on PostgreSQL
+KEY_LOCK_CLASS = 0x6862696B  # "hbik": advisory locks on idempotency keys (two-key form: its own space)
 
 
 @dataclass(slots=True)
@@ -430,6 +431,9 @@ class Writer:
         --processes N``) makes this row a duplicate instead of failing the whole batch."""
         keyed: dict[tuple[str, str], str] = {}
         lookups = [op for op in ops if op.row and op.row.get("idempotency_key")]
+        if lookups and self._placeholder == "%s":
+            self._lock_keys(cur, [(op.row["source_id"], op.row["idempotency_key"]) for op in lookups
+                                  if op.row is not None])
         if lookups:
             self._find_originals(cur, [(op.row["source_id"], op.row["idempotency_key"]) for op in lookups
                                        if op.row is not None], keyed)
@@ -509,8 +513,24 @@ class Writer:
             if found:
                 into[k] = found[0]
 
+    @staticmethod
+    def _lock_keys(cur: Any, keys: list[tuple[str, str]]) -> None:
+        """PostgreSQL: hold a transaction-scoped advisory lock per (source, key), taken in sorted
+        order (no deadlock between processes), before looking the keys up. A process committing
+        the same key holds its lock until its commit, so the lookup that follows sees its row:
+        keys stay unique per source on the partitioned request log too, where PostgreSQL cannot
+        keep a unique index without the partition key in it."""
+        names = sorted({f"{src}\x1f{key}" for src, key in keys})
+        cur.execute(f"SELECT pg_advisory_xact_lock({KEY_LOCK_CLASS}, hashtext(k)) FROM unnest(%s::text[]) AS k "
+                    "ORDER BY k", (names,))
+        cur.fetchall()
+
     def _insert_keyed(self, cur: Any, rows: list[dict[str, Any]]) -> set[str]:
-        """Insert rows that carry an idempotency key; returns the ids actually inserted."""
+        """Insert rows that carry an idempotency key; returns the ids actually inserted. On
+        PostgreSQL the keys are locked and were looked up (``_lock_keys``): a plain insert."""
+        if self._placeholder == "%s":
+            self._insert_many(cur, schema.requests, rows)
+            return {r["id"] for r in rows}
         cols = list(dict.fromkeys(k for r in rows for k in r))
         ph = self._placeholder
         per_row = "(" + ",".join([ph] * len(cols)) + ")"

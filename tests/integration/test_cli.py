@@ -273,7 +273,7 @@ def test_actions_from_file_and_deliveries_commands(cli_env: dict[str, str], tmp_
 
 def test_purge_reports_bodies_and_acked_relay_messages(cli_env: dict[str, str]) -> None:
     out = orjson.loads(hb(cli_env, "purge", "--dry-run", "--json").stdout)
-    assert out == {"dry_run": True, "bodies": {}, "relay_acked": 0}
+    assert out == {"dry_run": True, "partitions": [], "bodies": {}, "relay_acked": 0}
     text = hb(cli_env, "purge").stdout
     assert "purged 0 raw bodies" in text and "0 acked relay message(s)" in text
 

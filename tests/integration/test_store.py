@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 
 from hookbay.ids import new_request_id, now_us
 from hookbay.processing.worker import Worker
-from hookbay.store import Store, schema
+from hookbay.store import Store, partitions, schema
 from hookbay.store.sources import SourceCache
 from tests.conftest import make_settings
 
@@ -41,11 +41,15 @@ def test_migrations_produce_exactly_the_schema(db_url: str) -> None:
     store.migrate()
     store.migrate()  # idempotent
     with store.read_engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"include_object": schema.include_object})
+        # a new PostgreSQL database gets the partitioned request log (hookbay.store.partitions)
+        assert partitions.is_partitioned(conn) == store.is_postgres
+        include = schema.include_object_partitioned if store.is_postgres else schema.include_object
+        ctx = MigrationContext.configure(conn, opts={"include_object": include})
         diff = compare_metadata(ctx, schema.metadata)
         tables = set(sa.inspect(conn).get_table_names())
-        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("requests")}
+        indexes = {i["name"]: i for i in sa.inspect(conn).get_indexes("requests")}
     assert diff == []
+    assert set(indexes) >= {str(ix.name) for ix in schema.requests.indexes}
     assert ("ix_requests_text_trgm" in indexes) if store.is_postgres else ("requests_fts" in tables)
     assert {t.name for t in schema.metadata.sorted_tables} <= tables
     store.read_engine.dispose()

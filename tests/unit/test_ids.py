@@ -6,7 +6,7 @@ import os
 import re
 import time
 
-from hookbay.ids import new_request_id, request_id_floor
+from hookbay.ids import new_request_id, request_id_floor, request_id_ms
 
 
 def test_request_ids_carry_at_least_128_random_bits_in_the_column_width() -> None:
@@ -30,3 +30,12 @@ def test_request_ids_sort_by_time_and_after_older_ids() -> None:
     for ms in (now, now + 86_400_000 * 300, 1_900_000_000_000, 2_100_000_000_000):
         old = f"req_{ms:012x}{os.urandom(10).hex()}"  # the layout before: 12 hex ms + 80 bits
         assert old < request_id_floor(ms) <= new_request_id(ms)
+
+
+def test_a_request_id_tells_the_millisecond_it_was_made() -> None:
+    for ms in (0, 1, 1_764_374_400_123, 2**45 + 7):
+        assert request_id_ms(new_request_id(ms)) == ms
+        assert request_id_ms(request_id_floor(ms)) == ms
+    assert request_id_ms("req_" + f"{1_764_374_400_123:012x}" + "ab" * 10) == 1_764_374_400_123  # the older layout
+    for bad in ("", "req_", "src_" + "0" * 36, "req_" + "!" * 36, "req_" + "z" * 31, "req_" + "g" * 32):
+        assert request_id_ms(bad) is None
