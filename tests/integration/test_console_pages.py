@@ -1,8 +1,8 @@
 """Every console page, walked from the console's route table (a new page is included without
-touching this test), at 1280x800 and 390x844 in Chromium on SQLite: a screenshot of each page at
-each size goes to the run's artifact directory, and a page fails on any console error, script error
-or CSP violation, on a badge that wraps, on a page wider than the phone, and on a navigation link
-a phone cannot reach."""
+touching this test), at 1280x800 and 390x844 in Chromium on SQLite and PostgreSQL: a screenshot of
+each page at each size goes to the run's artifact directory, and a page fails on any console error,
+script error or CSP violation, on a badge that wraps, on a page wider than the phone, and on a
+navigation link a phone cannot reach."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from starlette.routing import Route
 
 from tests.conftest import ADMIN_TOKEN
@@ -54,12 +53,6 @@ LAYOUT_PROBLEMS = """
 """
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """SQLite only: the pages are the same on both databases (each flow's test runs on both)."""
-    return f"sqlite:///{tmp_path / 'hookbay.db'}"
-
-
 def _get_paths(app: Any) -> list[str]:
     out = []
     for r in app.console.app.routes:
@@ -92,6 +85,7 @@ def _samples(live: Any) -> dict[str, str]:
 
 def test_every_console_page_at_both_sizes(browser: Any, live: Any) -> None:
     ids = _samples(live)
+    db = "pg" if "postgresql" in live.settings.database_url else "sqlite"
     out = Path(os.environ.get("HOOKBAY_TEST_ARTIFACTS", "tmp/artifacts")) / "screenshots" / "pages"
     out.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(base_url=live.url)
@@ -108,7 +102,7 @@ def test_every_console_page_at_both_sizes(browser: Any, live: Any) -> None:
             assert resp is not None and resp.status == 200, (url, resp and resp.status)
             page.wait_for_load_state("networkidle")
             problems.extend(f"{url} at {size}: {p}" for p in page.evaluate(LAYOUT_PROBLEMS))
-            page.screenshot(path=str(out / f"{name}-{size}.png"), full_page=True)
+            page.screenshot(path=str(out / f"{name}-{size}-{db}.png"), full_page=True)
 
     shoot("/ui/login", "login")
     page.fill("#token", ADMIN_TOKEN)
