@@ -126,4 +126,4 @@ def test_every_console_page_at_both_sizes(browser: Any, live: Any) -> None:
     context.close()
     assert problems == [], "\n".join(problems)
     assert {"/ui/", "/ui/alerts", "/ui/audit", "/ui/profiles/{profile_id}", "/ui/tokens"} <= set(walked)
-    assert len(list(out.glob("*.png"))) == 2 * (len(walked) + 1)  # and the login page
+    assert len(list(out.glob(f"*-{db}.png"))) == 2 * (len(walked) + 1)  # and the login page
