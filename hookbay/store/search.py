@@ -216,6 +216,7 @@ class TextIndexer:
     BATCH = 100
     REST = 9
     IDLE_S = 0.5
+    WAL_PATIENCE = 4  # rests in a row for a large WAL; then nobody is rewinding it: write anyway
 
     def __init__(self, engine: sa.Engine, wal_over_limit: Callable[[], bool] = lambda: False) -> None:
         self.engine = engine  # its own (a writer's pool keeps one connection per thread)
@@ -247,12 +248,18 @@ class TextIndexer:
             return index_step(conn, self.BATCH)
 
     def _loop(self) -> None:
+        waited = 0
         while not self._stop.is_set():
-            if self.wal_over_limit():
-                # The checkpointer is rewinding a large WAL (or the disk is full): writing the index
-                # now would grow the WAL further and take space that ingest needs.
+            if self.wal_over_limit() and waited < self.WAL_PATIENCE:
+                # Ingest's writer is about to rewind a large WAL (or the disk is full): writing the
+                # index now would grow the WAL further and take space that ingest needs. The writer
+                # rewinds only before its own commits, so with no ingest the WAL stays long: after
+                # a few rests this thread writes, and its commit rewinds it (the background PASSIVE
+                # checkpoint has copied it all by then).
+                waited += 1
                 self._stop.wait(self.IDLE_S)
                 continue
+            waited = 0
             t = time.monotonic()
             try:
                 n = self.step()

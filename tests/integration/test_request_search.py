@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -202,3 +204,35 @@ def test_rarest_trigrams() -> None:
     assert search.rarest(counts, 3) == ["r50", "500", "00@"]
     assert search.rarest(counts, 1) == ["r50"]
     assert search._grams("AbCabc") == ["AbC", "bCa", "Cab"]
+
+
+def test_indexer_writes_when_nobody_rewinds_a_large_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The indexer rests while the WAL is past its bound, for ingest's writer to rewind it; with no
+    ingest nobody does, and it must not rest for ever: the backlog is indexed all the same."""
+    from hookbay.store.search import TextIndexer
+
+    store = Store(f"sqlite:///{tmp_path / 'idx.db'}")
+    store.migrate()
+    source = new_source_id()
+    with store.write_engine.begin() as c:
+        for _ in range(5):
+            c.execute(R.insert(), _row(source, b"a needle", [["X", "y"]]))
+    monkeypatch.setattr(TextIndexer, "IDLE_S", 0.01)
+    idx = TextIndexer(store.dialect.create_engine(writer=True), wal_over_limit=lambda: True)
+    idx.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with store.read_engine.connect() as c:
+                upto = c.execute(sa.text("SELECT upto FROM requests_fts_state")).scalar()
+                last = c.execute(sa.text("SELECT max(rowid) FROM requests")).scalar()
+            if upto == last:
+                break
+            assert time.monotonic() < deadline, "the indexer never wrote while the WAL stayed large"
+            time.sleep(0.02)
+    finally:
+        idx.stop()
+        if store.text_indexer is not None:
+            store.text_indexer.engine.dispose()
+        store.read_engine.dispose()
+        store.write_engine.dispose()
