@@ -64,8 +64,17 @@ MODULES = [
            pytest_args=NO_PG, note="signature, API key, body limit, header map"),
     Module("store-profiles", "hookbay/store/profiles.py",
            ["tests/integration/test_profiles.py", "tests/integration/test_identity_merge.py"], pytest_args=NO_PG),
+    # SQLite paths only (the PostgreSQL pipeline and NOTIFY need a server per mutant): commit,
+    # synchronous level, batching, idempotency, settling the callers, write deadlines.
     Module("writer", "hookbay/store/writer.py",
-           ["tests/unit/test_write_deadlines.py", "tests/integration/test_store.py"], pytest_args=NO_PG),
+           ["tests/unit/test_write_deadlines.py", "tests/integration/test_writer_batches.py",
+            "tests/integration/test_store.py::test_sqlite_writer_commits_every_ingest_with_synchronous_full"],
+           only=["hookbay.store.writer.x__settle*", "hookbay.store.writer.xǁ_Deadlinesǁ*",
+                 *(f"hookbay.store.writer.xǁWriterǁ{f}__*" for f in (
+                     "ingest", "run", "_loop", "_run_batch", "_commit_group", "_commit_sa",
+                     "_write_ingests_with_cursor", "_commit_ingests_sqlite", "_sqlite_synchronous", "_write_ingests",
+                     "_mark_duplicate", "_find_originals", "_insert_keyed", "_insert_many"))],
+           pytest_args=NO_PG, note="SQLite commit, batch and idempotency paths; write deadlines"),
     Module("relay-store", "hookbay/store/relay.py", ["tests/integration/test_relay_store.py"], pytest_args=NO_PG),
     # The end-to-end agent tests run it as a subprocess, out of mutmut's sight: its delivery loop
     # is tested in process against a model of the relay queue instead.
