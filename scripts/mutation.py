@@ -62,8 +62,10 @@ MODULES = [
            ["tests/unit/test_read_body.py", "tests/integration/test_auth.py", "tests/integration/test_ingest.py"],
            only=["hookbay.ingest.endpoint.xǁIngestǁ_check_*", "hookbay.ingest.endpoint.x_read_body__*", "hookbay.ingest.endpoint.x__header_map__*"],
            pytest_args=NO_PG, note="signature, API key, body limit, header map"),
+    # The end-to-end profile tests go through a live server (too slow per mutant): a stateful test of
+    # the store functions against a reference model on SQLite instead.
     Module("store-profiles", "hookbay/store/profiles.py",
-           ["tests/integration/test_profiles.py", "tests/integration/test_identity_merge.py"], pytest_args=NO_PG),
+           ["tests/integration/test_profile_store_stateful.py"], pytest_args=NO_PG),
     # SQLite paths only (the PostgreSQL pipeline and NOTIFY need a server per mutant): commit,
     # synchronous level, batching, idempotency, settling the callers, write deadlines.
     Module("writer", "hookbay/store/writer.py",
