@@ -77,7 +77,8 @@ MODULES = [
                      "_write_ingests_with_cursor", "_commit_ingests_sqlite", "_sqlite_synchronous", "_write_ingests",
                      "_mark_duplicate", "_find_originals", "_insert_keyed", "_insert_many"))],
            pytest_args=NO_PG, note="SQLite commit, batch and idempotency paths; write deadlines"),
-    Module("relay-store", "hookbay/store/relay.py", ["tests/integration/test_relay_store.py"], pytest_args=NO_PG),
+    Module("relay-store", "hookbay/store/relay.py",
+           ["tests/integration/test_relay_store.py", "tests/integration/test_relay_queue_rules.py"], pytest_args=NO_PG),
     # The end-to-end agent tests run it as a subprocess, out of mutmut's sight: its delivery loop
     # is tested in process against a model of the relay queue instead.
     Module("agent", "hookbay/relay/agent.py",
