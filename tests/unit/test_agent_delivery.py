@@ -33,6 +33,7 @@ from hookbay.relay.agent import (
 from hookbay.relay.journal import Journal
 
 FORWARD = "http://app.local/hook?fixed=1"
+CALL_BUDGET = 200
 
 
 def _message(mid: int) -> dict[str, Any]:
@@ -59,6 +60,8 @@ class RelayModel:
         self.stop_when_empty = False
 
     def handler(self, request: httpx.Request) -> httpx.Response:
+        if len(self.calls) > CALL_BUDGET:  # an agent that never stops fails instead of hanging
+            raise AssertionError(f"more than {CALL_BUDGET} server calls: {self.calls[-5:]}")
         if request.method == "GET":
             self.lease_ids.append(request.url.params["lease_id"])
         if self.fail_next:
@@ -106,6 +109,8 @@ class App:
         self.seen: list[httpx.Request] = []
 
     def handler(self, request: httpx.Request) -> httpx.Response:
+        if len(self.seen) > CALL_BUDGET:
+            raise AssertionError(f"more than {CALL_BUDGET} forwards")
         request.read()
         self.seen.append(request)
         answers = self.script.get(int(request.headers["x-hookbay-message-id"]))
