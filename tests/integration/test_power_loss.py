@@ -12,8 +12,8 @@ lose acknowledged requests under the same failure, which shows the model can see
 What it does not model: torn or reordered writes inside an unsynced region (everything unsynced
 is dropped, the harshest ordering-preserving case), lost directory entries (the ``fsync`` of the
 directory SQLite issues when it creates the WAL is not watched), a disk that lies about its
-flushes, and writes another thread makes between a sync and its copy (they would make the model
-kinder, never harsher; the writer is the only thread that writes here).
+flushes, and writes made between a sync and its copy (they could only make the model kinder: SQLite
+lets one connection at a time append to the WAL, and a commit's sync happens before it lets go).
 """
 
 from __future__ import annotations

@@ -228,3 +228,33 @@ def test_compaction_starts_only_past_the_size_limit(tmp_path: Path) -> None:
     j.acked([1])
     assert path.read_text() == f"P {LEASE}\n"
     j.close()
+
+
+def test_closing_twice_leaves_the_journal_and_every_other_descriptor_alone(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    j = Journal(path)
+    j.open()
+    j.pulling(LEASE)
+    j.close()
+    content, before = path.read_bytes(), _open_fds()
+    j.close()
+    assert (path.read_bytes(), _open_fds()) == (content, before)
+
+
+def test_a_lock_on_descriptor_0_is_released_by_close(tmp_path: Path) -> None:
+    """An agent started with stdin closed: the lock file takes descriptor 0, and close() must still
+    release it."""
+    path = tmp_path / "j.log"
+    saved = os.dup(0)
+    os.close(0)
+    try:
+        j = Journal(path)
+        j.open()
+        assert os.readlink("/proc/self/fd/0") == f"{path}.lock"
+        j.close()
+        k = Journal(path)
+        k.open()  # would be refused if the first lock were still held
+        k.close()
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
