@@ -62,13 +62,33 @@ MODULES = [
            ["tests/unit/test_read_body.py", "tests/integration/test_auth.py", "tests/integration/test_ingest.py"],
            only=["hookbay.ingest.endpoint.xǁIngestǁ_check_*", "hookbay.ingest.endpoint.x_read_body__*", "hookbay.ingest.endpoint.x__header_map__*"],
            pytest_args=NO_PG, note="signature, API key, body limit, header map"),
+    # The end-to-end profile tests go through a live server (too slow per mutant): a stateful test of
+    # the store functions against a reference model on SQLite instead.
     Module("store-profiles", "hookbay/store/profiles.py",
-           ["tests/integration/test_profiles.py", "tests/integration/test_identity_merge.py"], pytest_args=NO_PG),
+           ["tests/integration/test_profile_store_stateful.py"], pytest_args=NO_PG),
+    # SQLite paths only (the PostgreSQL pipeline and NOTIFY need a server per mutant): commit,
+    # synchronous level, batching, idempotency, settling the callers, write deadlines.
     Module("writer", "hookbay/store/writer.py",
-           ["tests/unit/test_write_deadlines.py", "tests/integration/test_store.py"], pytest_args=NO_PG),
-    Module("relay-store", "hookbay/store/relay.py", ["tests/integration/test_relay_store.py"], pytest_args=NO_PG),
+           ["tests/unit/test_write_deadlines.py", "tests/integration/test_writer_batches.py",
+            "tests/integration/test_store.py::test_sqlite_writer_commits_every_ingest_with_synchronous_full"],
+           only=["hookbay.store.writer.x__settle*", "hookbay.store.writer.xǁ_Deadlinesǁ*",
+                 *(f"hookbay.store.writer.xǁWriterǁ{f}__*" for f in (
+                     "ingest", "run", "_loop", "_run_batch", "_commit_group", "_commit_sa",
+                     "_write_ingests_with_cursor", "_commit_ingests_sqlite", "_sqlite_synchronous", "_write_ingests",
+                     "_mark_duplicate", "_find_originals", "_insert_keyed", "_insert_many"))],
+           pytest_args=NO_PG, note="SQLite commit, batch and idempotency paths; write deadlines"),
+    Module("relay-store", "hookbay/store/relay.py",
+           ["tests/integration/test_relay_store.py", "tests/integration/test_relay_queue_rules.py"], pytest_args=NO_PG),
+    # The end-to-end agent tests run it as a subprocess, out of mutmut's sight: its delivery loop
+    # is tested in process against a model of the relay queue instead.
     Module("agent", "hookbay/relay/agent.py",
-           ["tests/unit/test_agent_forwarding.py", "tests/integration/test_relay_agent.py"], pytest_args=NO_PG),
+           ["tests/unit/test_agent_forwarding.py", "tests/unit/test_agent_delivery.py"],
+           only=["hookbay.relay.agent.x_backoff__*", "hookbay.relay.agent.x_forward_url__*",
+                 "hookbay.relay.agent.x_forward_headers__*",
+                 *(f"hookbay.relay.agent.xǁAgentǁ{f}__*" for f in (
+                     "_recover", "_call", "_pull", "_ack_later", "_acks_sent", "_send_acks", "_nack", "_deliver",
+                     "_forward"))],
+           note="back-off, forwarded request, pull/ack/nack/Retry-After, journal recovery"),
 ]
 BY_NAME = {m.name: m for m in MODULES}
 

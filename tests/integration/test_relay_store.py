@@ -4,6 +4,8 @@ blocking, ack/nack, lease expiry, retried pulls, bodies kept for the agent."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,9 +36,28 @@ def _row(store: Store, source_id: str, body: bytes, *, key: str | None = None,
     return row
 
 
+_TEMPLATE: list[Path] = []
+
+
+def _migrated_sqlite(db_url: str) -> None:
+    """Copy a database migrated once per test process (the mutation run repeats these tests for
+    every mutant; the migrations are the same each time)."""
+    if not _TEMPLATE:
+        path = Path(tempfile.mkdtemp(prefix="hookbay-relay-")) / "template.db"
+        store = Store(f"sqlite:///{path}")
+        store.migrate()
+        store.read_engine.dispose()
+        store.write_engine.dispose()
+        _TEMPLATE.append(path)
+    shutil.copyfile(_TEMPLATE[0], db_url.removeprefix("sqlite:///"))
+
+
 async def _open(db_url: str, keyring: Keyring | None = None) -> Store:
     store = Store(_url(db_url), keyring=keyring)
-    await asyncio.to_thread(store.migrate)
+    if db_url.startswith("sqlite:///"):
+        await asyncio.to_thread(_migrated_sqlite, db_url)
+    else:
+        await asyncio.to_thread(store.migrate)
     await store.start()
     return store
 

@@ -168,3 +168,93 @@ def test_a_malformed_line_in_the_middle_does_not_hide_the_lines_after_it(tmp_pat
     path = tmp_path / "j.log"
     path.write_text(f"D 1 {LEASE}\nD x {LEASE}\nA 7 y\nD 2 {LEASE}\nA 1\n")
     assert Journal(path).open().owed == {2: LEASE}
+
+
+def _open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def test_closing_a_journal_that_never_held_the_lock_closes_no_descriptor_of_the_process(tmp_path: Path) -> None:
+    """Never opened, or refused because another agent holds it: close() must leave every other
+    descriptor of the process alone (stdout included) and not fail."""
+    path = tmp_path / "j.log"
+    holder = Journal(path)
+    holder.open()
+    before = _open_fds()
+    Journal(tmp_path / "other.log").close()
+    refused = Journal(path)
+    with pytest.raises(JournalLocked):
+        refused.open()
+    refused.close()
+    assert _open_fds() == before
+    holder.close()
+
+
+def test_compaction_writes_only_what_is_known(tmp_path: Path) -> None:
+    """No lease line before the first pull, and a forwarded message is no longer in doubt."""
+    path = tmp_path / "j.log"
+    j = Journal(path)
+    j.open()
+    j.forwarding(1, LEASE)
+    j.forwarded(1, LEASE)
+    j.close()
+    assert path.read_text() == f"D 1 {LEASE}\n"
+    assert Journal(path).open() == type(j.state)(owed={1: LEASE}, lease_id=None, in_doubt=None)
+
+
+def test_sync_makes_the_written_lines_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = Journal(tmp_path / "j.log")
+    j.open()
+    j.forwarding(5, LEASE)
+    j.forwarded(5, LEASE)
+    synced: list[str] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(j.path.read_text().splitlines()[-1]), real(fd)))
+    j.sync()
+    assert synced == [f"D 5 {LEASE}"]
+
+
+def test_compaction_starts_only_past_the_size_limit(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    j = Journal(path)
+    j.open()
+    j.pulling(LEASE)
+    while path.stat().st_size < COMPACT_BYTES - 200:
+        j.acked([1])
+    gap = COMPACT_BYTES - path.stat().st_size  # an "A" line of exactly this length reaches the limit
+    mids = [1] * ((gap - 2) // 2) if gap % 2 == 0 else [10] + [1] * ((gap - 5) // 2)
+    j.acked(mids)
+    assert path.stat().st_size == COMPACT_BYTES  # at the limit: not compacted yet
+    j.acked([1])
+    assert path.read_text() == f"P {LEASE}\n"
+    j.close()
+
+
+def test_closing_twice_leaves_the_journal_and_every_other_descriptor_alone(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    j = Journal(path)
+    j.open()
+    j.pulling(LEASE)
+    j.close()
+    content, before = path.read_bytes(), _open_fds()
+    j.close()
+    assert (path.read_bytes(), _open_fds()) == (content, before)
+
+
+def test_a_lock_on_descriptor_0_is_released_by_close(tmp_path: Path) -> None:
+    """An agent started with stdin closed: the lock file takes descriptor 0, and close() must still
+    release it."""
+    path = tmp_path / "j.log"
+    saved = os.dup(0)
+    os.close(0)
+    try:
+        j = Journal(path)
+        j.open()
+        assert os.readlink("/proc/self/fd/0") == f"{path}.lock"
+        j.close()
+        k = Journal(path)
+        k.open()  # would be refused if the first lock were still held
+        k.close()
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)

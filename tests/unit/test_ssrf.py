@@ -297,3 +297,68 @@ async def test_resolving_gives_up_after_10_seconds_by_default(dns: FakeDNS, monk
     monkeypatch.setattr(ssrf.asyncio, "timeout", spy)
     await check_destination("http://public.example/", allow_private=False)
     assert seen == [10.0]
+
+
+# --- issue #19: the connected address (check_peer), which the mutation run found untested --------
+
+
+class _Stream:
+    def __init__(self, addr: tuple[str, int] | None) -> None:
+        self.addr = addr
+        self.asked: list[str] = []
+
+    def get_extra_info(self, name: str) -> Any:
+        self.asked.append(name)
+        return self.addr
+
+
+def _answer(addr: tuple[str, int] | None) -> tuple[Any, _Stream]:
+    import httpx
+
+    stream = _Stream(addr)
+    return httpx.Response(200, extensions={"network_stream": stream}), stream
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy",
+                "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.mark.usefixtures("no_proxy")
+@pytest.mark.parametrize("addr", [("10.0.0.5", 443), ("127.0.0.1", 80), ("::1", 443), ("169.254.169.254", 80)])
+def test_an_answer_from_a_private_address_is_refused_and_names_it(addr: tuple[str, int]) -> None:
+    from hookbay.actions.ssrf import check_peer
+
+    r, stream = _answer(addr)
+    with pytest.raises(DestinationRefused) as e:
+        check_peer(r, "https://hooks.example.com/x", allow_private=False)
+    assert str(e.value) == (f"connected to {addr[0]}, which is not a public address; the answer was discarded")
+    assert stream.asked == ["server_addr"]
+    check_peer(r, "https://hooks.example.com/x", allow_private=True)  # the admin's own network
+
+
+@pytest.mark.usefixtures("no_proxy")
+def test_an_answer_from_a_public_address_or_without_one_passes() -> None:
+    from hookbay.actions.ssrf import check_peer
+
+    check_peer(_answer(("93.184.216.34", 443))[0], "https://hooks.example.com/x", allow_private=False)
+    check_peer(_answer(None)[0], "https://hooks.example.com/x", allow_private=False)
+    import httpx
+
+    check_peer(httpx.Response(200), "https://hooks.example.com/x", allow_private=False)  # no stream at all
+
+
+def test_behind_a_proxy_the_connected_address_is_the_proxys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hookbay.actions.ssrf import check_peer
+
+    monkeypatch.setenv("https_proxy", "http://10.0.0.9:3128")
+    monkeypatch.setenv("no_proxy", "internal.example.com")
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    check_peer(_answer(("10.0.0.9", 3128))[0], "https://hooks.example.com/x", allow_private=False)
+    with pytest.raises(DestinationRefused):  # a host the proxy is bypassed for is checked
+        check_peer(_answer(("10.0.0.5", 443))[0], "https://internal.example.com/x", allow_private=False)
+    with pytest.raises(DestinationRefused):  # a proxy for another scheme does not count
+        check_peer(_answer(("10.0.0.5", 80))[0], "http://hooks.example.com/x", allow_private=False)

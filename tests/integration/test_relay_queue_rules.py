@@ -1,0 +1,184 @@
+"""The relay queue's finer rules on both dialects (issue #19: what the mutation run of
+``store/relay.py`` found untested): which messages a nack releases and which it leaves alone,
+exact times on a clock the test sets, chunked pruning, and relay tokens (listing, revoking one
+token of one source, the audit trail, the last pull)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from hookbay.audit import Actor, AuditEntry
+from hookbay.errors import Conflict, NotFound
+from hookbay.store import Store
+from hookbay.store import relay as relay_module
+from hookbay.store.relay import RelayCredential, RelayQueue
+from tests.integration.test_relay_store import _open, _send
+
+T0 = 1_800_000_000_000_000
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The relay store's clock, set by the test (µs)."""
+    now = [T0]
+    monkeypatch.setattr(relay_module, "now_us", lambda: now[0])
+    return now
+
+
+async def _queue(db_url: str, n: int) -> tuple[Store, RelayQueue, str, list[int]]:
+    store = await _open(db_url)
+    src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+    await _send(store, src["id"], n)
+
+    def ids(conn: sa.Connection) -> list[int]:
+        return [r[0] for r in conn.exec_driver_sql("SELECT id FROM relay_messages ORDER BY id")]
+
+    return store, RelayQueue(store), src["id"], await store.read(ids)
+
+
+async def test_a_nack_releases_only_the_later_messages_of_its_own_lease(db_url: str, clock: list[int]) -> None:
+    store, q, sid, (m1, m2, m3, m4) = await _queue(db_url, 4)
+    try:
+        old, msgs = await q.pull(sid, 3, visibility_s=1)
+        assert old and [m["id"] for m in msgs] == [m1, m2, m3]
+        clock[0] += 2_000_000  # the old lease expired; a new agent takes the head alone
+        new, msgs = await q.pull(sid, 1, visibility_s=30)
+        assert [m["id"] for m in msgs] == [m1]
+        assert await q.nack(sid, m1, new, 2.5, "boom") == clock[0] + 2_500_000
+        # m2 and m3 still belong to the old lease (expired, never re-leased): its acks still count
+        assert await q.ack_many(sid, [(m2, old), (m3, old)]) == {m2: "acked", m3: "acked"}
+        assert await q.ack_many(sid, [(m4, old)]) == {m4: "conflict"}
+    finally:
+        await store.close()
+
+
+async def test_a_nack_leaves_earlier_and_acked_messages_of_its_lease_alone(db_url: str, clock: list[int]) -> None:
+    store, q, sid, (m1, m2, m3, m4) = await _queue(db_url, 4)
+    try:
+        lid, _ = await q.pull(sid, 4, visibility_s=30)
+        assert lid is not None
+        assert await q.ack(sid, m4, lid) is True  # acked out of order
+        await q.nack(sid, m2, lid, 0, None)
+        assert await q.ack(sid, m1, lid) is True  # before the nacked one: still leased
+        assert await q.ack(sid, m4, lid) is False  # acked already, with this lease: idempotent
+        with pytest.raises(Conflict):
+            await q.ack(sid, m3, lid)  # after it: released
+        with pytest.raises(Conflict) as e:
+            await q.nack(sid, m1, lid, 0, None)  # acked: a nack cannot take it back
+        assert e.value.detail == {"state": "acked"}
+        assert await q.ack_many(sid, [(m1, lid)]) == {m1: "already_acked"}
+        status = await q.status(sid)
+        assert status["depth"] == 2 and status["head"]["id"] == m2 and status["head"]["lease_id"] is None
+    finally:
+        await store.close()
+
+
+async def test_status_counts_a_lease_until_its_last_microsecond(db_url: str, clock: list[int]) -> None:
+    store, q, sid, (m1, m2) = await _queue(db_url, 2)
+    try:
+        lid, _ = await q.pull(sid, 1, visibility_s=3)
+        clock[0] += 2_999_999
+        st = await q.status(sid)
+        assert (st["now"], st["depth"], st["leased"]) == (clock[0], 2, 1)
+        assert st["head"]["id"] == m1 and st["head"]["lease_id"] == lid and st["head"]["locked_until"] == T0 + 3_000_000
+        clock[0] += 1  # the lease ends at locked_until
+        st = await q.status(sid)
+        assert (st["now"], st["leased"]) == (T0 + 3_000_000, 0)
+        assert await q.head_available(sid)  # free for a new lease from that microsecond on
+        await q.ack(sid, m1, lid)
+        st = await q.status(sid)
+        assert st["depth"] == 1 and st["head"]["id"] == m2
+        assert await q.head_available(sid)  # the acked head is skipped
+    finally:
+        await store.close()
+
+
+async def test_pruning_deletes_a_chunk_per_transaction(db_url: str, clock: list[int]) -> None:
+    store, q, sid, ids = await _queue(db_url, 5)
+    try:
+        lid, _ = await q.pull(sid, 5, visibility_s=30)
+        assert lid is not None
+        assert set((await q.ack_many(sid, [(m, lid) for m in ids])).values()) == {"acked"}
+        q.PRUNE_CHUNK = 2
+        deleted: list[int] = []
+        write = store.write
+
+        async def counted(fn: Any, **kw: Any) -> Any:
+            n = await write(fn, **kw)
+            deleted.append(n)
+            return n
+
+        store.write = counted  # type: ignore[method-assign]
+        assert await q.prune_acked(T0 + 1) == 5
+        assert deleted == [2, 2, 1]
+    finally:
+        await store.close()
+
+
+async def test_relay_tokens_are_listed_revoked_one_at_a_time_and_audited(db_url: str, clock: list[int]) -> None:
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
+        sid = src["id"]
+        audit = AuditEntry(action="relay_token.create", actor=Actor(name="admin", peer="127.0.0.1"),
+                           client_id="acme", changes=["name: edge"])
+        clock[0] = T0 + 10
+        a, tok_a = await q.create_token(sid, "edge-a", audit)
+        clock[0] = T0  # created earlier, though its id is later
+        b, tok_b = await q.create_token(sid, "edge-b")
+        clock[0] = T0 + 10
+        c, _ = await q.create_token(sid, "edge-c")
+        assert tok_a.startswith("hbr_") and len(tok_a) == 4 + 43  # 32 random bytes, base64url
+        assert a["id"].startswith("rtk_") and a["id"] < b["id"] < c["id"]
+        assert await q.list_tokens(sid) == [
+            {"id": b["id"], "source_id": sid, "name": "edge-b", "created_at": T0},
+            {"id": a["id"], "source_id": sid, "name": "edge-a", "created_at": T0 + 10},
+            {"id": c["id"], "source_id": sid, "name": "edge-c", "created_at": T0 + 10}]
+        assert await q.authenticate(tok_a) == RelayCredential(a["id"], sid, "acme")
+
+        with pytest.raises(NotFound) as e:
+            await q.revoke_token("src_other", a["id"])
+        assert str(e.value) == "relay token not found"
+        await q.revoke_token(sid, a["id"], audit.but(action="relay_token.revoke"))
+        assert await q.authenticate(tok_a) is None
+        assert await q.authenticate(tok_b) == RelayCredential(b["id"], sid, "acme")  # the others stay
+        assert [t["id"] for t in await q.list_tokens(sid)] == [b["id"], c["id"]]
+
+        await q.record_pull(b["id"], T0 + 77)
+
+        def read(conn: sa.Connection) -> tuple[list[Any], list[Any]]:
+            log = conn.exec_driver_sql("SELECT action, target, actor, client_id, changes FROM audit_log "
+                                       "WHERE action IN ('relay_token.create', 'relay_token.revoke') ORDER BY action").all()
+            pulls = conn.exec_driver_sql("SELECT id, last_pull_at FROM relay_tokens ORDER BY id").all()
+            return log, pulls
+
+        log, pulls = await store.read(read)
+        assert [(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in log] == [
+            ("relay_token.create", a["id"], "admin", "acme", ["name: edge", f"source: {sid}"]),
+            ("relay_token.revoke", a["id"], "admin", "acme", ["name: edge", f"source: {sid}"])]
+        assert [tuple(p) for p in pulls] == [(b["id"], T0 + 77), (c["id"], None)]
+    finally:
+        await store.close()
+
+
+async def test_a_nack_delay_is_exact_to_the_microsecond(db_url: str, clock: list[int]) -> None:
+    store, q, sid, (m1,) = await _queue(db_url, 1)
+    try:
+        lid, _ = await q.pull(sid, 1, visibility_s=30)
+        assert lid is not None
+        at = await q.nack(sid, m1, lid, 1000.0, "x" * 3000)
+        assert at == T0 + 1_000_000_000
+        st = await q.status(sid)
+        assert st["head"]["available_at"] == at and st["head"]["last_error"] == "x" * 2000
+        clock[0] = at - 1
+        assert not await q.head_available(sid) and await q.pull(sid, 1, 30) == (None, [])
+        clock[0] = at
+        assert await q.head_available(sid)
+    finally:
+        await store.close()
+
