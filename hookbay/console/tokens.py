@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from hookbay.errors import Forbidden
-from hookbay.ops import relay_tokens as relay_ops
+from hookbay.ops import relay as relay_ops
 from hookbay.ops import tokens as token_ops
 from hookbay.ops.tokens import TokenCreate
 
@@ -37,7 +37,7 @@ async def page(console: Console, request: Request, ctx: Ctx, *, status: int = 20
     relay_sources = [s for s in await console.store.list_sources(ctx.client)
                      if orjson.loads(s["config"] or "{}").get("relay")]
     return console.render(ctx, "tokens.html", status=status, items=await token_ops.list_tokens(console.store, ctx.principal),
-                          relay_items=await relay_ops.list_relay_tokens(console.store, ctx.principal),
+                          relay_items=await relay_ops.list_all_relay_tokens(console.store, ctx.principal),
                           relay_sources=relay_sources, canonical="/ui/tokens", **values)
 
 
@@ -65,7 +65,10 @@ async def create_relay(console: Console, request: Request, ctx: Ctx) -> Response
     name = form.get("name", "").strip()[:200] or "agent"
     if not form.get("source_id"):
         return await page(console, request, ctx, status=400, relay_error="Choose the source the agent pulls.")
-    out = await relay_ops.create_relay_token(console.store, ctx.principal, form["source_id"], name)
+    made = await relay_ops.create_relay_token(console.store, ctx.principal, form["source_id"], name)
+    listed = await relay_ops.list_all_relay_tokens(console.store, ctx.principal)
+    out = {**made.model_dump(), "source_name": next((t["source_name"] for t in listed if t["id"] == made.id),
+                                                     made.source_id)}
     return await page(console, request, ctx, relay_created=out)
 
 

@@ -1,6 +1,9 @@
-"""Relay tokens and queue status for the CLI (the API serves the same from ``relay/hub.py``)."""
+"""Relay tokens (what ``hookbay agent`` pulls a source's queue with) and queue status: one set of use
+cases for the admin API, the console and the CLI, audited alike."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 
@@ -8,6 +11,7 @@ from hookbay.ops.access import Principal, scope_client
 from hookbay.relay.hub import RelayStatus, RelayTokenOut, relay_status, token_out
 from hookbay.store import Store
 from hookbay.store.relay import RelayQueue
+from hookbay.views import iso
 
 
 async def create_relay_token(store: Store, p: Principal, source: str, name: str,
@@ -35,3 +39,14 @@ async def revoke_relay_token(store: Store, p: Principal, source: str, token_id: 
 async def queue_status(store: Store, p: Principal, source: str, client_id: str | None = None) -> RelayStatus:
     row = await store.get_source(source, scope_client(p, client_id))
     return await relay_status(store, RelayQueue(store), row)
+
+
+async def list_all_relay_tokens(store: Store, p: Principal) -> list[dict[str, Any]]:
+    """Every relay token of the sources the caller sees, with its source's name; never the secret."""
+    queue = RelayQueue(store)
+    out = []
+    for src in await store.list_sources(scope_client(p, None)):
+        for t in await queue.list_tokens(src["id"]):
+            out.append({"id": t["id"], "name": t["name"], "source_id": src["id"], "source_name": src["name"],
+                        "client_id": src["client_id"], "created_at": iso(t["created_at"])})
+    return out
