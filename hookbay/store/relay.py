@@ -75,6 +75,7 @@ class QueueHead:
     created_at: int
     available_at: int
     locked_until: int | None
+    lease_id: str | None
     deliveries: int
     last_error: str | None
 
@@ -236,7 +237,7 @@ class RelayQueue:
                 *ready, M.c.locked_until > now)).scalar() or 0)
             h = conn.execute(sa.select(M).where(*ready).order_by(M.c.id).limit(1)).first()
             head = QueueHead(id=h.id, request_id=h.request_id, created_at=h.created_at, available_at=h.available_at,
-                             locked_until=h.locked_until, deliveries=h.deliveries,
+                             locked_until=h.locked_until, lease_id=h.lease_id, deliveries=h.deliveries,
                              last_error=h.last_error) if h is not None else None
             return QueueStatus(now=now, depth=depth, leased=leased, head=head)
 

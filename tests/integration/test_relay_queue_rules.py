@@ -44,10 +44,10 @@ async def test_a_nack_releases_only_the_later_messages_of_its_own_lease(db_url: 
     store, q, sid, (m1, m2, m3, m4) = await _queue(db_url, 4)
     try:
         old, msgs = await q.pull(sid, 3, visibility_s=1)
-        assert old and [m["id"] for m in msgs] == [m1, m2, m3]
+        assert old and [m.id for m in msgs] == [m1, m2, m3]
         clock[0] += 2_000_000  # the old lease expired; a new agent takes the head alone
         new, msgs = await q.pull(sid, 1, visibility_s=30)
-        assert [m["id"] for m in msgs] == [m1]
+        assert [m.id for m in msgs] == [m1]
         assert await q.nack(sid, m1, new, 2.5, "boom") == clock[0] + 2_500_000
         # m2 and m3 still belong to the old lease (expired, never re-leased): its acks still count
         assert await q.ack_many(sid, [(m2, old), (m3, old)]) == {m2: "acked", m3: "acked"}
@@ -72,7 +72,7 @@ async def test_a_nack_leaves_earlier_and_acked_messages_of_its_lease_alone(db_ur
         assert e.value.detail == {"state": "acked"}
         assert await q.ack_many(sid, [(m1, lid)]) == {m1: "already_acked"}
         status = await q.status(sid)
-        assert status["depth"] == 2 and status["head"]["id"] == m2 and status["head"]["lease_id"] is None
+        assert status.depth == 2 and status.head.id == m2 and status.head.lease_id is None
     finally:
         await store.close()
 
@@ -83,15 +83,15 @@ async def test_status_counts_a_lease_until_its_last_microsecond(db_url: str, clo
         lid, _ = await q.pull(sid, 1, visibility_s=3)
         clock[0] += 2_999_999
         st = await q.status(sid)
-        assert (st["now"], st["depth"], st["leased"]) == (clock[0], 2, 1)
-        assert st["head"]["id"] == m1 and st["head"]["lease_id"] == lid and st["head"]["locked_until"] == T0 + 3_000_000
+        assert (st.now, st.depth, st.leased) == (clock[0], 2, 1)
+        assert st.head.id == m1 and st.head.lease_id == lid and st.head.locked_until == T0 + 3_000_000
         clock[0] += 1  # the lease ends at locked_until
         st = await q.status(sid)
-        assert (st["now"], st["leased"]) == (T0 + 3_000_000, 0)
+        assert (st.now, st.leased) == (T0 + 3_000_000, 0)
         assert await q.head_available(sid)  # free for a new lease from that microsecond on
         await q.ack(sid, m1, lid)
         st = await q.status(sid)
-        assert st["depth"] == 1 and st["head"]["id"] == m2
+        assert st.depth == 1 and st.head.id == m2
         assert await q.head_available(sid)  # the acked head is skipped
     finally:
         await store.close()
@@ -174,7 +174,7 @@ async def test_a_nack_delay_is_exact_to_the_microsecond(db_url: str, clock: list
         at = await q.nack(sid, m1, lid, 1000.0, "x" * 3000)
         assert at == T0 + 1_000_000_000
         st = await q.status(sid)
-        assert st["head"]["available_at"] == at and st["head"]["last_error"] == "x" * 2000
+        assert st.head.available_at == at and st.head.last_error == "x" * 2000
         clock[0] = at - 1
         assert not await q.head_available(sid) and await q.pull(sid, 1, 30) == (None, [])
         clock[0] = at

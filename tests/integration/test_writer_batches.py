@@ -80,12 +80,12 @@ def _row(source: str = "src_a", key: str | None = None, **over: Any) -> dict[str
 
 async def test_a_batch_stores_every_row_answers_each_sender_and_queues_jobs_only_for_accepted_pending(
         w: Fixture) -> None:
-    rows = [_row(), _row(_relay=True), _row("src_b"), _row(verdict="rejected", state="rejected", status=401),
+    rows = [_row(), _row(), _row("src_b"), _row(verdict="rejected", state="rejected", status=401),
             _row(state="processed")]
     ids = [r["id"] for r in rows]
     received = {r["id"]: r["received_at"] for r in rows}
     stats = (w.writer.stats.batches, w.writer.stats.rows)
-    answers = await w.one_batch(*[lambda r=r: w.writer.ingest(r) for r in rows])
+    answers = await w.one_batch(*[lambda r=r, i=i: w.writer.ingest(r, relay=i == 1) for i, r in enumerate(rows)])
     assert answers == ids
     assert (w.writer.stats.batches, w.writer.stats.rows) == (stats[0] + 1, stats[1] + 5)
     assert w.writer.stats.last_batch == 5 and w.writer.stats.last_ok is True
