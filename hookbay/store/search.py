@@ -96,12 +96,13 @@ END $$"""))
 def pg_index_all(conn: sa.Connection) -> int:
     """Index every row in ``requests`` at once and set the mark (migration 0013, bulk loads):
     rows of transactions still running when this starts are left to the indexer; a row both
-    saw is indexed once."""
+    saw is indexed once. Running indexers wait: the mark is locked first, as they lock it."""
+    had_mark = conn.execute(sa.text("SELECT upto FROM request_text_state FOR UPDATE")).first() is not None
     safe = int(conn.execute(sa.text(f"SELECT {PG_SAFE_TXID}")).scalar() or 0)
     n = conn.execute(sa.text(f"INSERT INTO request_text (id, received_at, doc) SELECT id, received_at, {PG_EXPR} "
                              "FROM requests ON CONFLICT (id) DO NOTHING")).rowcount
-    conn.execute(sa.text("DELETE FROM request_text_state"))
-    conn.execute(sa.text("INSERT INTO request_text_state (upto) VALUES (:s)"), {"s": safe})
+    conn.execute(sa.text("UPDATE request_text_state SET upto = :s" if had_mark else
+                         "INSERT INTO request_text_state (upto) VALUES (:s)"), {"s": safe})
     return int(n or 0)
 
 
