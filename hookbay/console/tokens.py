@@ -66,7 +66,7 @@ async def create_relay(console: Console, request: Request, ctx: Ctx) -> Response
         return await page(console, request, ctx, status=400, relay_error="Choose the source the agent pulls.")
     made = await relay_ops.create_relay_token(console.store, ctx.principal, form["source_id"], name)
     listed = await relay_ops.list_all_relay_tokens(console.store, ctx.principal)
-    out = {**made.model_dump(), "source_name": next((t["source_name"] for t in listed if t["id"] == made.id),
+    out = {**made.model_dump(), "source_name": next((t.source_name for t in listed if t.id == made.id),
                                                      made.source_id)}
     return await page(console, request, ctx, relay_created=out)
 
