@@ -546,9 +546,9 @@ class Console:
             form = await self.form(request, ctx)
             values = {"source": form.get("source", ""), "content_type": form.get("content_type", "").strip(),
                       "body": form.get("body", "")}
-            chosen = await source_ops.get_source(self.store, self.settings.base_url, ctx.principal, values["source"])
+            sid = await source_ops.source_id(self.store, ctx.principal, values["source"])
             await self.cache.maybe_reload()
-            src = await self.cache.get_by_id(chosen.id)
+            src = await self.cache.get_by_id(sid)
             if src is None:
                 raise BadRequest("This source's stored configuration does not load; fix it with the API or CLI")
             # browsers send a textarea's line breaks as CRLF; senders of JSON/NDJSON/CSV mostly use LF

@@ -62,6 +62,12 @@ async def source_names(store: Store, p: Principal) -> dict[str, str]:
     return {s.id: s.name for s in await source_choices(store, p)}
 
 
+async def source_id(store: Store, p: Principal, ref: str) -> str:
+    """The id of one source the caller sees, by id, ingest token or name; unlike :func:`get_source`
+    it does not read the stored config, so it answers for a source whose config no longer loads."""
+    return str((await store.get_source(ref, scope_client(p, None)))["id"])
+
+
 async def get_source(store: Store, base_url: str, p: Principal, ref: str, client_id: str | None = None) -> SourceOut:
     """One source by id, ingest token or name (``client_id`` tells apart clients sharing a name)."""
     row = await store.get_source(ref, scope_client(p, client_id))
