@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,20 +27,12 @@ from hookbay.ops import partitions as ops
 from hookbay.store import Store
 from hookbay.store import partitions as P
 from hookbay.store.sources import SourceCache
-from tests.conftest import ADMIN_TOKEN, drop_pg_database, make_pg_database, make_settings
+from tests.conftest import ADMIN_TOKEN, make_settings
 
 DAY = 86_400_000_000
 # 2026-11-26 12:00 UTC, a Thursday
 NOON = int(datetime(2026, 11, 26, 12, tzinfo=UTC).timestamp()) * 1_000_000
 
-
-@pytest.fixture
-def pg_url(pg_ok: None) -> Iterator[str]:
-    name, url = make_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(name)
 
 
 def _sa(url: str) -> str:

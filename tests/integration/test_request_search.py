@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from hookbay.ids import new_request_id, new_source_id, now_us
 from hookbay.store import RequestFilter, Store, search
 from hookbay.store.schema import requests as R
 from hookbay.store.search import pg_escape_bytes
-from tests.conftest import drop_pg_database, make_pg_database
 
 WORDS = ["alpha", "Beta", "gamma", "café", "x_y%z", 'quo"te', "back\\slash", "12", "\x00\xff"]
 
@@ -237,14 +235,6 @@ def test_indexer_writes_when_nobody_rewinds_a_large_wal(tmp_path: Path, monkeypa
         store.read_engine.dispose()
         store.write_engine.dispose()
 
-
-@pytest.fixture
-def pg_url(pg_ok: None) -> Iterator[str]:
-    name, url = make_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(name)
 
 
 def test_pg_indexer_never_moves_its_mark_past_a_transaction_still_running(pg_url: str,
