@@ -283,6 +283,10 @@ def pg_index_step(conn: sa.Connection, limit: int) -> int:
     ``limit`` rows (whole transactions) and only those older than every transaction still
     running; move the mark in the same transaction. Another process's indexer holding the mark
     makes this a no-op (each process runs one)."""
+    # a look first, without a lock: an idle indexer then takes no transaction id and writes nothing
+    if not conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM requests WHERE text_txid >= "
+                                "(SELECT upto FROM request_text_state))")).scalar():
+        return 0
     lo = conn.execute(sa.text("SELECT upto FROM request_text_state FOR UPDATE SKIP LOCKED")).scalar()
     if lo is None:
         return 0
