@@ -35,7 +35,13 @@ from hookbay.store.audit import record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from hookbay.store.errors import is_retryable
-from hookbay.store.requests import RequestRow, StoredRecord, StoredRequest, StoredRequestSummary
+from hookbay.store.requests import (
+    SUMMARY_FIELDS,
+    RequestRow,
+    StoredRecord,
+    StoredRequest,
+    StoredRequestSummary,
+)
 from hookbay.store.writer import Writer
 
 T = TypeVar("T")
@@ -332,7 +338,7 @@ class Store(DeliveriesMixin):
     # --- requests -------------------------------------------------------------------------
 
     async def search_requests(self, f: RequestFilter) -> list[StoredRequestSummary]:
-        cols = [c for c in R.c if c.name not in ("body", "headers", "receipt")]
+        cols = [R.c[name] for name in SUMMARY_FIELDS]  # in the dataclass's order: built from each row as it is
 
         def q(conn: sa.Connection) -> list[StoredRequestSummary]:
             stmt = sa.select(*cols)
@@ -368,7 +374,7 @@ class Store(DeliveriesMixin):
                                     descending=not f.after_id, limit=f.limit)
                 return [StoredRequestSummary.of(r) for r in found]
             stmt = stmt.order_by(R.c.id.asc() if f.after_id else R.c.id.desc())
-            return [StoredRequestSummary.of(r) for r in conn.execute(stmt.limit(f.limit)).mappings()]
+            return [StoredRequestSummary(*r) for r in conn.execute(stmt.limit(f.limit))]
 
         return await self.read(q)
 

@@ -5,6 +5,7 @@ decrypted travels to the parse pool and fails there with its own error."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import fields
 
 import orjson
 import pytest
@@ -12,7 +13,14 @@ import pytest
 from hookbay.errors import EncryptionKeyMissing
 from hookbay.ops.requests import receipt, request_detail, request_summary
 from hookbay.processing.worker import process_request
-from hookbay.store.requests import SUMMARY_FIELDS, StoredRecord, StoredRequest, StoredRequestSummary
+from hookbay.store import schema
+from hookbay.store.requests import (
+    SUMMARY_FIELDS,
+    RequestRow,
+    StoredRecord,
+    StoredRequest,
+    StoredRequestSummary,
+)
 
 T = 1_700_000_000_000_000
 
@@ -63,3 +71,12 @@ def test_a_row_sealed_with_a_missing_key_fails_in_the_parse_pool_with_that_error
     with pytest.raises(EncryptionKeyMissing) as e:
         process_request(sent, None)
     assert e.value.detail == {"key_id": "old"}
+
+
+def test_the_rows_cover_every_column() -> None:
+    """A column added to the schema is added to its row type too (a search builds its rows by position)."""
+    cols = [c.name for c in schema.requests.c]
+    assert list(SUMMARY_FIELDS) == [c for c in cols if c not in ("headers", "body", "receipt")]
+    assert {f.name for f in fields(StoredRequest)} - {"open_error"} == set(cols)
+    assert [f.name for f in fields(StoredRecord)] == [c.name for c in schema.records.c]
+    assert set(RequestRow.__annotations__) == set(cols)
