@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hookbay.store import RequestFilter, Store, schema  # noqa: E402
 from hookbay.store import partitions as P  # noqa: E402
-from hookbay.store.search import PG_EXPR  # noqa: E402
+from hookbay.store.search import PG_EXPR, pg_index_all  # noqa: E402
 
 DAY = 86_400_000_000
 SOURCES = [(f"src_bench{i:02d}", f"client{i % 4}") for i in range(20)]
@@ -88,7 +88,7 @@ def build(admin: str, layout: str, rows: int, days: int, now: int, reuse: bool) 
         if layout == "part":
             with eng.connect() as conn, conn.begin():
                 P.ensure(conn, "day", 7, now, oldest=now - days * DAY)
-        for ix in P.index_names():
+        for ix in [*P.index_names(), "ix_requests_text_trgm"]:  # the latter: 0010's, on the flat layout
             c.execute(f"DROP INDEX IF EXISTS {ix}")
         c.execute(_B32)
         span = days * DAY
@@ -117,7 +117,12 @@ def build(admin: str, layout: str, rows: int, days: int, now: int, reuse: bool) 
             unique = "UNIQUE " if ix.unique and layout == "flat" else ""
             c.execute(f"CREATE {unique}INDEX {ix.name} ON requests ({', '.join(col.name for col in ix.columns)})")
             log(f"{layout}: index {ix.name}")
-        c.execute(f"CREATE INDEX ix_requests_text_trgm ON requests USING gin ({PG_EXPR} gin_trgm_ops)")
+        if layout == "part":  # at head: the free-text index beside the log (migration 0013)
+            c.execute("CREATE INDEX ix_requests_text_txid ON requests (text_txid)")
+            with eng.begin() as conn:
+                pg_index_all(conn)
+        else:  # at 0010; upgrading to head below moves it beside the log
+            c.execute(f"CREATE INDEX ix_requests_text_trgm ON requests USING gin ({PG_EXPR} gin_trgm_ops)")
         log(f"{layout}: trigram index")
         c.execute("VACUUM ANALYZE requests")
         if layout == "part":

@@ -65,6 +65,16 @@ def drop_pg_database(name: str) -> None:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def pg_url(pg_ok: None) -> Iterator[str]:
+    """A fresh PostgreSQL database, for what runs on PostgreSQL only."""
+    name, url = make_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(name)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database URL (as a user would set HOOKBAY_DATABASE_URL)."""

@@ -17,8 +17,9 @@ import typer
 
 from hookbay.audit import AuditEntry, cli_actor
 from hookbay.errors import BadRequest, HookbayError
+from hookbay.ops import diagnostics
 from hookbay.settings import PUBLIC_URL_META, Settings, get_settings
-from hookbay.store import Store, diagnostics, open_store
+from hookbay.store import Store, open_store
 from hookbay.views import parse_time
 
 T = TypeVar("T")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,8 @@ from pydantic import ValidationError
 
 from hookbay.cli.common import JsonOpt, show
 from hookbay.cli.errors import describe_error
+from hookbay.ops import diagnostics
 from hookbay.settings import Settings, unknown_settings
-from hookbay.store import diagnostics
 
 FAIL_FREE_BYTES = 100 * 1024 * 1024  # SQLite and its WAL stop taking writes long before the disk is full
 WARN_FREE_BYTES = 1024 * 1024 * 1024
@@ -145,11 +144,11 @@ def _database(settings: Settings) -> Iterator[Check]:
 
 
 def _partitions(conn: sa.Connection) -> Check:
-    partitioned, current = diagnostics.partition_layout(conn, int(time.time() * 1e6))
-    if not partitioned:
+    state = diagnostics.partition_state(conn)
+    if not state.partitioned:
         return Check("warn", "partitions", "the request log is not partitioned (a database made before 0011): "
                                            "run `hookbay partitions migrate` (see docs/production.md)")
-    if not current:
+    if not state.current:
         return Check("warn", "partitions", "no partition for today: new requests go to requests_default; run "
                                            "`hookbay partitions ensure` (serve and worker do it hourly)")
     return Check("ok", "partitions", "the request log is partitioned, today's partition is in place")
@@ -157,16 +156,12 @@ def _partitions(conn: sa.Connection) -> Check:
 
 def _clock(conn: sa.Connection, sqlite: bool) -> Check:
     if sqlite:  # one machine, one clock: check it did not go back behind what it already stored
-        newest = diagnostics.newest_received_at(conn)
-        ahead = (newest / 1e6 - time.time()) if newest else 0.0
+        ahead = diagnostics.stored_ahead_s(conn)
         if ahead > FAIL_SKEW_S:
             return Check("warn", "clock", f"this machine's clock is {ahead:.0f} s behind the newest stored request: "
                                           "set the clock right (NTP)")
         return Check("ok", "clock", "SQLite uses this machine's clock")
-    t0 = time.time()
-    db_now = diagnostics.server_clock(conn)
-    t1 = time.time()
-    skew = db_now - (t0 + t1) / 2
+    skew = diagnostics.clock_skew_s(conn)
     text = f"this machine's clock differs from the database server's by {skew:+.1f} s"
     if abs(skew) > FAIL_SKEW_S:
         return Check("fail", "clock", f"{text}: synchronise both with NTP")

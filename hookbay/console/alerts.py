@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hookbay.ops import alert_rules
+from hookbay.ops import sources as source_ops
 
 if TYPE_CHECKING:
     from hookbay.console.app import Console, Ctx
@@ -24,7 +25,7 @@ async def page(console: Console, request: Request, ctx: Ctx) -> Response:
     rule_id = (q.get("rule") or "").strip()[:40] or None
     alerts = await alert_rules.list_alerts(console.store, ctx.principal, state=state or None, rule_id=rule_id)
     rules = await alert_rules.list_rules(console.store, ctx.principal)
-    names = {s["id"]: s["name"] for s in await console.store.list_sources(ctx.client)}
+    names = await source_ops.source_names(console.store, ctx.principal)
     by_id = {r["id"]: r for r in rules}
     for r in rules:
         r["params"] = ", ".join(f"{k} {r[k]}" for k in PARAMS if r.get(k) is not None

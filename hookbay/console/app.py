@@ -58,13 +58,15 @@ from hookbay.models import Format, Parser, RotateIn, SourceCreate, SourceUpdate
 from hookbay.ops import deliveries as delivery_ops
 from hookbay.ops import requests as request_ops
 from hookbay.ops import sources as source_ops
+from hookbay.ops import traffic as traffic_ops
 from hookbay.ops.access import Principal, scope_client, with_peer
+from hookbay.ops.requests import source_id_for
 from hookbay.ops.tokens import principal_for_hash, principal_for_token
 from hookbay.settings import Settings
 from hookbay.signatures.registry import REGISTRY as SIGNATURE_SCHEMES
 from hookbay.store import RequestFilter, Store, hash_secret
 from hookbay.store.sources import SourceCache
-from hookbay.views import iso, source_out
+from hookbay.views import iso
 
 SECURITY_HEADERS = [
     (b"content-security-policy",
@@ -312,7 +314,7 @@ class Console:
                                       request.headers.get("x-forwarded-proto"))
 
     async def _source_names(self, ctx: Ctx) -> dict[str, str]:
-        return {s["id"]: s["name"] for s in await self.store.list_sources(ctx.client)}
+        return await source_ops.source_names(self.store, ctx.principal)
 
     async def to_slash(self, request: Request) -> Response:
         return RedirectResponse("/ui/", status_code=308)
@@ -394,8 +396,8 @@ class Console:
         rows, older, newer = request_query.page_of(query, await self._tail_items(query.flt, ctx))
         return self.render(ctx, "requests.html", items=rows, chosen=query.chosen, query=query, older=older,
                            newer=newer, filter_errors=query.errors, ranges=request_query.RANGES,
-                           sources=await source_ops.list_sources(self.store, self.settings.base_url, ctx.principal),
-                           verdicts=VERDICTS, states=STATES)
+                           sources=await source_ops.source_choices(self.store, ctx.principal), verdicts=VERDICTS,
+                           states=STATES)
 
     async def tail_json(self, request: Request) -> Response:
         ctx = await self._context(request)
@@ -470,9 +472,8 @@ class Console:
         return await self._source(ctx, out.id, created=True, shown_api_key=out.api_key, shown_secret=out.secret)
 
     async def _source(self, ctx: Ctx, source_id: str, *, status: int = 200, **extra: Any) -> Response:
-        row = await self.store.get_source(source_id, ctx.client)
-        src = source_out(row, self.settings.base_url, secrets=await self.store.secret_count(row["id"]))
-        recent = await self._tail_items(RequestFilter(source_id=row["id"], client_id=ctx.client, limit=10), ctx)
+        src = await source_ops.get_source(self.store, self.settings.base_url, ctx.principal, source_id)
+        recent = await self._tail_items(RequestFilter(source_id=src.id, client_id=ctx.client, limit=10), ctx)
         values = {"created": False, "shown_api_key": None, "shown_secret": None, "form_error": None, **extra}
         return self.render(ctx, "source.html", status=status, src=src, recent=recent, grace=GRACE,
                            canonical=f"/ui/sources/{quote(src.id)}",
@@ -535,7 +536,7 @@ class Console:
     async def playground(self, request: Request, ctx: Ctx) -> Response:
         """Paste a body, see what the source's parser and actions would make of it; nothing is
         stored and no action runs (the ``/V1/Test`` answer, without the sender's checks)."""
-        sources = await self.store.list_sources(ctx.client)
+        sources = await source_ops.source_choices(self.store, ctx.principal)
         values = {"source": request.query_params.get("source", ""), "content_type": "application/json",
                   "body": ""}
         result = None
@@ -544,9 +545,9 @@ class Console:
             form = await self.form(request, ctx)
             values = {"source": form.get("source", ""), "content_type": form.get("content_type", "").strip(),
                       "body": form.get("body", "")}
-            row = await self.store.get_source(values["source"], ctx.client)
+            sid = await source_ops.source_id(self.store, ctx.principal, values["source"])
             await self.cache.maybe_reload()
-            src = await self.cache.get_by_id(row["id"])
+            src = await self.cache.get_by_id(sid)
             if src is None:
                 raise BadRequest("This source's stored configuration does not load; fix it with the API or CLI")
             # browsers send a textarea's line breaks as CRLF; senders of JSON/NDJSON/CSV mostly use LF
@@ -571,14 +572,13 @@ class Console:
         nxt = page["next_cursor"]
         return self.render(ctx, "deliveries.html", items=page["items"], state=chosen["state"],
                            chosen=chosen, states=DELIVERY_STATES, action_types=ACTION_TYPES,
-                           ranges=request_query.RANGES, sources=await self.store.list_sources(ctx.client),
+                           ranges=request_query.RANGES, sources=await source_ops.source_choices(self.store, ctx.principal),
                            older=delivery_query.link(chosen, before=nxt) if nxt else "",
                            this=delivery_query.link(chosen),
                            notice=NOTICES.get(request.query_params.get("notice", "")))
 
     async def _delivery_filter(self, q: Any, ctx: Ctx) -> dict[str, str]:
-        source_id = (await self.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
-        return delivery_query.parse(q, DELIVERY_STATES, source_id)
+        return delivery_query.parse(q, DELIVERY_STATES, await source_id_for(self.store, ctx.client, q.get("source")))
 
     async def delivery_page(self, request: Request, ctx: Ctx) -> Response:
         d = await delivery_ops.get_delivery(self.store, ctx.principal, request.path_params["delivery_id"])
@@ -603,7 +603,7 @@ class Console:
 
     async def charts(self, request: Request, ctx: Ctx) -> Response:
         start = charts.window(now_us())
-        rows = await self.store.traffic(ctx.client, start, charts.HOUR_US)
+        rows = await traffic_ops.traffic(self.store, ctx.principal, start, charts.HOUR_US)
         return self.render(ctx, "charts.html", generated=when(iso(now_us())), **charts.hourly(rows, start))
 
 

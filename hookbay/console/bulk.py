@@ -21,8 +21,9 @@ from hookbay.console import deliveries as delivery_query
 from hookbay.console import requests as request_query
 from hookbay.ids import now_us
 from hookbay.ops import bulk
+from hookbay.ops.bulk import DeliveryFilter
+from hookbay.ops.requests import source_id_for
 from hookbay.store import RequestFilter
-from hookbay.store.deliveries import DeliveryFilter
 from hookbay.views import parse_time
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ async def _requests(console: Console, q: Mapping[str, str], ctx: Ctx) -> tuple[s
     from hookbay.console.app import STATES, VERDICTS
 
     action = q.get("action", "")
-    source_id = (await console.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
+    source_id = await source_id_for(console.store, ctx.client, q.get("source"))
     query = request_query.parse(q, ctx.client, VERDICTS, STATES, source_id)
     return action, _pin_requests(query.flt, query.chosen, _at(q)), query.chosen
 
@@ -65,7 +66,7 @@ async def _requests(console: Console, q: Mapping[str, str], ctx: Ctx) -> tuple[s
 async def _deliveries(console: Console, q: Mapping[str, str], ctx: Ctx) -> tuple[DeliveryFilter, dict[str, str]]:
     from hookbay.console.app import DELIVERY_STATES
 
-    source_id = (await console.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
+    source_id = await source_id_for(console.store, ctx.client, q.get("source"))
     chosen = delivery_query.parse(q, DELIVERY_STATES, source_id)
     at = _at(q)
     flt = DeliveryFilter(source_id=source_id, state=chosen["state"] or None, action_type=chosen["action"] or None,

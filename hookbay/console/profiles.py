@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from hookbay.console.requests import _cursor
 from hookbay.ops import profiles as profile_ops
+from hookbay.ops import sources as source_ops
 from hookbay.views import iso
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ async def search(console: Console, request: Request, ctx: Ctx) -> Response:
 
 async def detail(console: Console, request: Request, ctx: Ctx) -> Response:
     prof = await profile_ops.get_profile(console.store, ctx.principal, request.path_params["profile_id"])
-    names = {s["id"]: s["name"] for s in await console.store.list_sources(ctx.client)}
+    names = await source_ops.source_names(console.store, ctx.principal)
     records = await profile_ops.profile_records(console.store, prof)
     return console.render(ctx, "profile.html", prof=prof, names=names, records=records,
                           asked=request.path_params["profile_id"])

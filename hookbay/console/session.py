@@ -22,10 +22,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from hookbay.errors import EncryptionKeyMissing
 from hookbay.netaddr import in_networks, parse_networks
+from hookbay.ops import sessions as session_ops
 from hookbay.store import Store
-from hookbay.store.sessions import revoke_session
 
 SESSION_COOKIE = "hookbay_session"
 LOGIN_COOKIE = "hookbay_login"
@@ -57,27 +56,8 @@ class Sessions:
             return self._secret
         async with self._lock:
             if self._secret is None:
-                self._secret = await self._load_secret()
+                self._secret = await session_ops.shared_secret(self.store, META_KEY, secrets.token_bytes(32))
         return self._secret
-
-    async def _load_secret(self) -> bytes:
-        def sealed(raw: bytes) -> str:
-            blob, _ = self.store.seal(raw, META_KEY)
-            return base64.b64encode(blob).decode()
-
-        fresh = secrets.token_bytes(32)
-        try:
-            await self.store.set_meta_if_absent(META_KEY, sealed(fresh))
-        except Exception:  # another process inserted it between our check and insert (PostgreSQL)
-            pass
-        stored = await self.store.get_meta(META_KEY)
-        if stored is not None:
-            try:
-                return self.store.unseal(base64.b64decode(stored), META_KEY)
-            except EncryptionKeyMissing:
-                pass
-        await self.store.set_meta(META_KEY, sealed(fresh))
-        return fresh
 
     def _mac(self, secret: bytes, *parts: str) -> str:
         msg = "|".join(parts).encode()
@@ -101,7 +81,7 @@ class Sessions:
             return None
         if int(expires) < time.time():
             return None
-        if await self.store.get_meta(_revoked_key(cookie)) is not None:
+        if await session_ops.is_revoked(self.store, _revoked_key(cookie)):
             return None
         return Session(token_hash=token_hash, expires=int(expires), cookie=cookie)
 
@@ -109,9 +89,8 @@ class Sessions:
         """Logout: the cookie stops working on every process at once, not only in this browser (a
         copied or replayed cookie is refused too). Revocations are kept until the cookie would
         have expired anyway; expired ones are dropped at each logout."""
-        key, now = _revoked_key(session.cookie), int(time.time())
-
-        await self.store.write(revoke_session(key, session.expires, REVOKED_PREFIX, now))
+        await session_ops.revoke(self.store, _revoked_key(session.cookie), session.expires, REVOKED_PREFIX,
+                                 int(time.time()))
 
     async def csrf_token(self, session: Session) -> str:
         return self._mac(await self.secret(), "csrf", session.cookie)

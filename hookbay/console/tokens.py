@@ -1,18 +1,18 @@
 """The Tokens page (admin only): API tokens and relay tokens listed, created (the secret shown once)
 and revoked, through the same operations as the admin API (:mod:`hookbay.ops.tokens`,
-:mod:`hookbay.ops.relay_tokens`). A client token gets a 403 page, as the API answers."""
+:mod:`hookbay.ops.relay`). A client token gets a 403 page, as the API answers."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from hookbay.errors import Forbidden
 from hookbay.ops import relay as relay_ops
+from hookbay.ops import sources as source_ops
 from hookbay.ops import tokens as token_ops
 from hookbay.ops.tokens import TokenCreate
 
@@ -34,8 +34,7 @@ async def page(console: Console, request: Request, ctx: Ctx, *, status: int = 20
         values["notice"] = "Token revoked: it stops working now, and its console sessions end."
     elif notice == "relay-revoked":
         values["notice"] = "Relay token revoked: an agent using it is refused from its next pull."
-    relay_sources = [s for s in await console.store.list_sources(ctx.client)
-                     if orjson.loads(s["config"] or "{}").get("relay")]
+    relay_sources = [s for s in await source_ops.source_choices(console.store, ctx.principal) if s.relay]
     return console.render(ctx, "tokens.html", status=status, items=await token_ops.list_tokens(console.store, ctx.principal),
                           relay_items=await relay_ops.list_all_relay_tokens(console.store, ctx.principal),
                           relay_sources=relay_sources, canonical="/ui/tokens", **values)
@@ -67,7 +66,7 @@ async def create_relay(console: Console, request: Request, ctx: Ctx) -> Response
         return await page(console, request, ctx, status=400, relay_error="Choose the source the agent pulls.")
     made = await relay_ops.create_relay_token(console.store, ctx.principal, form["source_id"], name)
     listed = await relay_ops.list_all_relay_tokens(console.store, ctx.principal)
-    out = {**made.model_dump(), "source_name": next((t["source_name"] for t in listed if t["id"] == made.id),
+    out = {**made.model_dump(), "source_name": next((t.source_name for t in listed if t.id == made.id),
                                                      made.source_id)}
     return await page(console, request, ctx, relay_created=out)
 

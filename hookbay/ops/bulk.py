@@ -18,7 +18,7 @@ from hookbay.errors import BadRequest
 from hookbay.ops.access import Principal, scope_client
 from hookbay.processing.replay import OffLoop, replay
 from hookbay.store import RequestFilter, Store
-from hookbay.store.deliveries import DeliveryFilter
+from hookbay.store.deliveries import DeliveryFilter as DeliveryFilter  # what a delivery run's filter is
 from hookbay.store.sources import SourceCache
 
 CHUNK = 50

@@ -3,7 +3,7 @@ cases for the admin API, the console and the CLI, audited alike."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import orjson
 
@@ -41,12 +41,21 @@ async def queue_status(store: Store, p: Principal, source: str, client_id: str |
     return await relay_status(store, RelayQueue(store), row)
 
 
-async def list_all_relay_tokens(store: Store, p: Principal) -> list[dict[str, Any]]:
-    """Every relay token of the sources the caller sees, with its source's name; never the secret."""
-    queue = RelayQueue(store)
-    out = []
-    for src in await store.list_sources(scope_client(p, None)):
-        for t in await queue.list_tokens(src["id"]):
-            out.append({"id": t["id"], "name": t["name"], "source_id": src["id"], "source_name": src["name"],
-                        "client_id": src["client_id"], "created_at": iso(t["created_at"])})
-    return out
+@dataclass(frozen=True, slots=True)
+class RelayTokenListed:
+    """A relay token as the Tokens page lists it: with its source's name, never the secret."""
+
+    id: str
+    name: str
+    source_id: str
+    source_name: str
+    client_id: str
+    created_at: str | None
+
+
+async def list_all_relay_tokens(store: Store, p: Principal) -> list[RelayTokenListed]:
+    """Every relay token of the sources the caller sees, by source (as sources are listed), each
+    source's oldest first."""
+    return [RelayTokenListed(id=t.id, name=t.name, source_id=t.source_id, source_name=t.source_name,
+                             client_id=t.client_id, created_at=iso(t.created_at))
+            for t in await RelayQueue(store).list_all_tokens(scope_client(p, None))]

@@ -7,6 +7,7 @@ request meets it; the CLI has none (running servers notice the change through ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,6 +37,35 @@ async def list_sources(store: Store, base_url: str, p: Principal, client_id: str
     rows = await store.list_sources(scope_client(p, client_id))
     counts = await store.secret_counts()
     return [source_out(r, base_url, secrets=counts.get(r["id"], 0)) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceChoice:
+    """A source as a filter or a form offers it: enough to name and pick it, nothing secret."""
+
+    id: str
+    name: str
+    client_id: str
+    relay: bool  # whether ``hookbay agent`` may pull it (relay tokens are made only for these)
+
+
+async def source_choices(store: Store, p: Principal) -> list[SourceChoice]:
+    """The sources the caller sees, as the list to pick one from; cheaper than :func:`list_sources`
+    (no ingest URLs, no secret counts)."""
+    return [SourceChoice(id=r["id"], name=r["name"], client_id=r["client_id"],
+                         relay=bool(orjson.loads(r["config"] or "{}").get("relay")))
+            for r in await store.list_sources(scope_client(p, None))]
+
+
+async def source_names(store: Store, p: Principal) -> dict[str, str]:
+    """Source id to name, for the sources the caller sees: what pages show beside an id."""
+    return {s.id: s.name for s in await source_choices(store, p)}
+
+
+async def source_id(store: Store, p: Principal, ref: str) -> str:
+    """The id of one source the caller sees, by id, ingest token or name; unlike :func:`get_source`
+    it does not read the stored config, so it answers for a source whose config no longer loads."""
+    return str((await store.get_source(ref, scope_client(p, None)))["id"])
 
 
 async def get_source(store: Store, base_url: str, p: Principal, ref: str, client_id: str | None = None) -> SourceOut:

@@ -173,7 +173,7 @@ class Deliverer:
         while self._finishing:
             batch, self._finishing = self._finishing, []
             try:
-                done = await self.store.finish_deliveries([(c, self.worker_id, r) for c, r, _ in batch])
+                done = await self.store.finish_deliveries([(c, r) for c, r, _ in batch])
             except Exception as e:
                 for *_, fut in batch:
                     if not fut.done():

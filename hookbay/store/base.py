@@ -96,7 +96,7 @@ class Store(DeliveriesMixin):
         self.dialect: Dialect = dialect_for(url, busy_timeout_ms)
         self.read_engine = self.dialect.create_engine(writer=False)
         self.write_engine = self.dialect.create_engine(writer=True)
-        self.text_indexer = None if self.is_postgres else search.TextIndexer(
+        self.text_indexer = search.TextIndexer(
             self.dialect.create_engine(writer=True), getattr(self.dialect, "wal_over_limit", lambda: False))
         self.job_event: asyncio.Event | None = None
         self.delivery_event: asyncio.Event | None = None

@@ -108,16 +108,12 @@ class DeliveryFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimedDelivery:
-    id: str
-    request_id: str
-    record_idx: int
-    action_idx: int
-    source_id: str
-    client_id: str
-    action_type: str
-    destination: str
-    attempts: int
+class ClaimedDelivery(Delivery):
+    """A delivery as :meth:`DeliveriesMixin.claim_deliveries` hands it to a worker: the same row,
+    with the lease (``locked_by``, ``locked_until``) that lets only this worker finish it."""
+
+    locked_until: int
+    locked_by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,10 +179,9 @@ class DeliveriesMixin:
                 .where(D.c.id.in_(pick.scalar_subquery() if not self.is_postgres else pick))
                 .values(state="running", locked_by=worker_id, locked_until=now + int(lease_s * 1e6),
                         attempts=D.c.attempts + 1, updated_at=now)
-                .returning(D.c.id, D.c.request_id, D.c.record_idx, D.c.action_idx, D.c.source_id,
-                           D.c.client_id, D.c.action_type, D.c.destination, D.c.attempts)
+                .returning(*D.c)
             )
-            return [ClaimedDelivery(*r) for r in conn.execute(stmt)]
+            return [ClaimedDelivery(**r) for r in conn.execute(stmt).mappings()]
 
         # Lease bookkeeping: if a power cut loses the claim, the deliveries are simply due again.
         out: list[ClaimedDelivery] = await self.write(claim, durable=False)
@@ -240,26 +235,26 @@ class DeliveriesMixin:
         ctx: dict[str, dict[str, Any]] = await self.read(q)
         return ctx
 
-    async def finish_delivery(self, claimed: ClaimedDelivery, worker_id: str, result: AttemptResult) -> bool:
-        """Record the attempt and the delivery's new state, unless the lease was lost (another
-        worker re-claimed it after this one stalled); returns whether it was recorded."""
-        return (await self.finish_deliveries([(claimed, worker_id, result)]))[0]
+    async def finish_delivery(self, claimed: ClaimedDelivery, result: AttemptResult) -> bool:
+        """Record the attempt and the delivery's new state, unless the claim's lease was lost
+        (another worker re-claimed it after this one stalled); returns whether it was recorded."""
+        return (await self.finish_deliveries([(claimed, result)]))[0]
 
-    async def finish_deliveries(self, items: list[tuple[ClaimedDelivery, str, AttemptResult]]) -> list[bool]:
+    async def finish_deliveries(self, items: list[tuple[ClaimedDelivery, AttemptResult]]) -> list[bool]:
         """:meth:`finish_delivery` for many in one write: one savepoint, not one per delivery."""
 
         def w(conn: sa.Connection) -> list[bool]:
             now = now_us()
             out: list[bool] = []
             attempts = []
-            for claimed, worker_id, result in items:
+            for claimed, result in items:
                 values: dict[str, Any] = {"state": result.state, "locked_by": None, "locked_until": None,
                                           "last_status": result.status, "last_error": result.error,
                                           "updated_at": now}
                 if result.run_after is not None:
                     values["run_after"] = result.run_after
                 n = conn.execute(D.update().where(D.c.id == claimed.id, D.c.state == "running",
-                                                  D.c.locked_by == worker_id).values(**values)).rowcount
+                                                  D.c.locked_by == claimed.locked_by).values(**values)).rowcount
                 out.append(bool(n))
                 if n:
                     attempts.append({

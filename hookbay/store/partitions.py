@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from hookbay.store import schema
-from hookbay.store.search import PG_EXPR
+from hookbay.store.search import PG_EXPR, PG_TXID, pg_install_text_index
 
 Interval = Literal["day", "week", "month"]
 PARENT = "requests"
@@ -156,8 +156,12 @@ def _create(conn: sa.Connection, parent: str, name: str, lo: int, hi: int) -> No
     """A new partition is made as a table of its own, then attached: ATTACH takes a lock that lets
     ingest carry on (CREATE TABLE ... PARTITION OF would lock the whole request log against it)."""
     conn.execute(sa.text(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS)"))
-    conn.execute(sa.text(f"WITH moved AS (DELETE FROM {DEFAULT} WHERE received_at >= :lo AND received_at < :hi "
-                         f"RETURNING *) INSERT INTO {name} SELECT * FROM moved"), {"lo": lo, "hi": hi})
+    moved = conn.execute(sa.text(f"WITH moved AS (DELETE FROM {DEFAULT} WHERE received_at >= :lo AND received_at < :hi "
+                                 f"RETURNING *) INSERT INTO {name} SELECT * FROM moved"), {"lo": lo, "hi": hi}).rowcount
+    if moved and parent == PARENT:  # the delete's trigger took their free-text entries (search.pg_install_text_index)
+        conn.execute(sa.text(f"INSERT INTO request_text (id, received_at, doc) SELECT id, received_at, {PG_EXPR} "
+                             f"FROM {name} WHERE text_txid < (SELECT upto FROM request_text_state) "
+                             "ON CONFLICT (id) DO NOTHING"))
     conn.execute(sa.text(f"ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"))
 
 
@@ -175,11 +179,13 @@ def create_partitioned(conn: sa.Connection, name: str, suffix: str = "") -> None
     for ix in schema.requests.indexes:
         ixcols = ", ".join(c.name for c in ix.columns)
         conn.execute(sa.text(f"CREATE INDEX {ix.name}{suffix} ON {name} ({ixcols})"))
-    conn.execute(sa.text(f"CREATE INDEX ix_requests_text_trgm{suffix} ON {name} USING gin ({PG_EXPR} gin_trgm_ops)"))
+    # the free-text index's mark (hookbay.store.search): the inserting transaction of each row
+    conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN text_txid bigint DEFAULT {PG_TXID}"))
+    conn.execute(sa.text(f"CREATE INDEX ix_requests_text_txid{suffix} ON {name} (text_txid)"))
 
 
 def index_names() -> list[str]:
-    return [str(ix.name) for ix in schema.requests.indexes] + ["ix_requests_text_trgm"]
+    return [str(ix.name) for ix in schema.requests.indexes] + ["ix_requests_text_txid"]
 
 
 # --- retention -------------------------------------------------------------------------------
@@ -212,6 +218,7 @@ def drop_if_idle(conn: sa.Connection, name: str, lock_timeout_ms: int = 5000) ->
     conn.execute(sa.text(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE"))
     if busy(conn, name):
         return False
+    conn.execute(sa.text(f"DELETE FROM request_text WHERE id IN (SELECT id FROM {name})"))
     conn.execute(sa.text(f"DROP TABLE {name}"))
     return True
 
@@ -219,7 +226,7 @@ def drop_if_idle(conn: sa.Connection, name: str, lock_timeout_ms: int = 5000) ->
 # --- migrating an unpartitioned database -----------------------------------------------------
 
 
-_COLS = [c.name for c in schema.requests.c]
+_COLS = [c.name for c in schema.requests.c] + ["text_txid"]  # with the free-text mark: no row indexed twice
 _MIRROR = f"""
 CREATE OR REPLACE FUNCTION {MIRROR_FN}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -292,6 +299,7 @@ def migrate_swap(conn: sa.Connection, lock_timeout_ms: int) -> int:
     conn.execute(sa.text(f"ALTER TABLE requests RENAME CONSTRAINT pk_{NEW} TO pk_requests"))
     for ix in index_names():
         conn.execute(sa.text(f"ALTER INDEX {ix}_p RENAME TO {ix}"))
+    pg_install_text_index(conn)  # the old table's trigger went with it
     conn.execute(sa.text("DELETE FROM meta WHERE key = :k"), {"k": CURSOR_META})
     return new
 

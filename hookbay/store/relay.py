@@ -90,6 +90,18 @@ class QueueStatus:
     head: QueueHead | None
 
 
+@dataclass(slots=True, frozen=True)
+class SourceRelayToken:
+    """A relay token with the source it pulls (never its secret)."""
+
+    id: str
+    name: str
+    created_at: int
+    source_id: str
+    source_name: str
+    client_id: str
+
+
 def new_lease_id() -> str:
     return "lse_" + ulid()
 
@@ -297,6 +309,19 @@ class RelayQueue:
             return [dict(r) for r in conn.execute(
                 sa.select(RT.c.id, RT.c.source_id, RT.c.name, RT.c.created_at)
                 .where(RT.c.source_id == source_id).order_by(RT.c.created_at, RT.c.id)).mappings()]
+
+        return await self.store.read(q)
+
+    async def list_all_tokens(self, client_id: str | None) -> list[SourceRelayToken]:
+        """Every relay token of ``client_id``'s sources (every client's for None), in one query:
+        sources in :meth:`Store.list_sources` order, each source's tokens oldest first."""
+        def q(conn: sa.Connection) -> list[SourceRelayToken]:
+            stmt = (sa.select(RT.c.id, RT.c.name, RT.c.created_at, S.c.id, S.c.name, S.c.client_id)
+                    .join(S, S.c.id == RT.c.source_id)
+                    .order_by(S.c.client_id, S.c.name, S.c.id, RT.c.created_at, RT.c.id))
+            if client_id is not None:
+                stmt = stmt.where(S.c.client_id == client_id)
+            return [SourceRelayToken(*r) for r in conn.execute(stmt)]
 
         return await self.store.read(q)
 

@@ -415,11 +415,13 @@ provider_connections = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
 
-# The free-text index (migration 0010) is built in SQL that SQLAlchemy cannot describe: an FTS5
-# virtual table with its shadow tables on SQLite, a trigram index on an expression on PostgreSQL.
+# The free-text index (migrations 0010, 0013) is built in SQL that SQLAlchemy cannot describe: an
+# FTS5 virtual table with its shadow tables on SQLite; on PostgreSQL a trigram table beside the log,
+# its mark and the inserting transaction's id on each request (hookbay.store.search).
 SEARCH_OBJECTS = frozenset({"requests_fts", "requests_fts_data", "requests_fts_idx", "requests_fts_docsize",
                             "requests_fts_config", "requests_fts_content", "requests_fts_state",
-                            "ix_requests_text_trgm"})
+                            "request_text", "request_text_state", "ix_request_text_trgm", "text_txid",
+                            "ix_requests_text_txid"})
 
 
 # PostgreSQL's partitions of ``requests`` (``hookbay.store.partitions``) are not tables of the schema.

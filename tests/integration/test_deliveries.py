@@ -306,9 +306,11 @@ def test_lease_expiry_reclaims_and_stale_worker_cannot_finish(db_url: str, tmp_p
             await asyncio.sleep(0.3)
             [second] = await store.claim_deliveries("w2", 10, 30)
             assert second.id == first.id and second.attempts == 2
+            assert (first.locked_by, second.locked_by) == ("w1", "w2") and second.locked_until > first.locked_until
+            assert (second.state, second.action_name, second.run_after) == ("running", "f", now)  # the whole row
             res = AttemptResult("succeeded", now, 1, "ok", 200)
-            assert await store.finish_delivery(first, "w1", res) is False
-            assert await store.finish_delivery(second, "w2", res) is True
+            assert await store.finish_delivery(first, res) is False
+            assert await store.finish_delivery(second, res) is True
             row = await store.get_delivery("dlv_x")
             assert row.state == "succeeded" and [a.attempt for a in row.attempt_log] == [2]
         finally:

@@ -12,29 +12,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
-import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ADMIN_TOKEN, drop_pg_database, free_port, make_pg_database
+from tests.conftest import ADMIN_TOKEN, free_port
 from tests.deploy import server_env, start_serve, stop
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
-
-@pytest.fixture
-def pg_url(pg_ok: None) -> Iterator[str]:
-    """A fresh PostgreSQL database: several ingest processes run on PostgreSQL only (SQLite's
-    refusal is tested below)."""
-    name, url = make_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(name)
 
 
 def _started(log: Path) -> dict[int, int]:

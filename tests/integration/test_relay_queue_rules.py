@@ -13,9 +13,12 @@ import sqlalchemy as sa
 
 from hookbay.audit import Actor, AuditEntry
 from hookbay.errors import Conflict, NotFound
+from hookbay.ops import relay as relay_ops
+from hookbay.ops.access import Principal
 from hookbay.store import Store
 from hookbay.store import relay as relay_module
 from hookbay.store.relay import RelayCredential, RelayQueue
+from hookbay.views import iso
 from tests.integration.test_relay_store import _open, _send
 
 T0 = 1_800_000_000_000_000
@@ -162,6 +165,44 @@ async def test_relay_tokens_are_listed_revoked_one_at_a_time_and_audited(db_url:
             ("relay_token.create", a["id"], "admin", "acme", ["name: edge", f"source: {sid}"]),
             ("relay_token.revoke", a["id"], "admin", "acme", ["name: edge", f"source: {sid}"])]
         assert [tuple(p) for p in pulls] == [(b["id"], T0 + 77), (c["id"], None)]
+    finally:
+        await store.close()
+
+
+async def test_every_relay_token_is_listed_with_its_source_in_one_query(db_url: str, clock: list[int]) -> None:
+    store = await _open(db_url)
+    q = RelayQueue(store)
+    try:
+        b, _ = await store.create_source(name="b", client_id="acme", config={"relay": True})
+        a, _ = await store.create_source(name="a", client_id="acme", config={"relay": True})
+        g, _ = await store.create_source(name="g", client_id="globex", config={"relay": True})
+        gone, _ = await store.create_source(name="gone", client_id="acme", config={"relay": True})
+        clock[0] = T0 + 10
+        b1, _ = await q.create_token(b["id"], "b1")
+        clock[0] = T0
+        b2, _ = await q.create_token(b["id"], "b2")  # older, so listed before b1
+        a1, _ = await q.create_token(a["id"], "a1")
+        g1, _ = await q.create_token(g["id"], "g1")
+        await q.create_token(gone["id"], "orphan")
+        await store.delete_source(gone["id"])
+        reads = 0
+        read = store.read
+
+        async def counted(fn: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return await read(fn)
+
+        store.read = counted  # type: ignore[method-assign]
+        listed = await relay_ops.list_all_relay_tokens(store, Principal(None))
+        assert reads == 1
+        assert [(t.name, t.source_name, t.client_id) for t in listed] == [
+            ("a1", "a", "acme"), ("b2", "b", "acme"), ("b1", "b", "acme"), ("g1", "g", "globex")]
+        assert listed[0] == relay_ops.RelayTokenListed(id=a1["id"], name="a1", source_id=a["id"], source_name="a",
+                                                       client_id="acme", created_at=iso(T0))
+        assert [t.id for t in await relay_ops.list_all_relay_tokens(store, Principal("acme"))] == [
+            a1["id"], b2["id"], b1["id"]]
+        assert [t.id for t in await relay_ops.list_all_relay_tokens(store, Principal("globex"))] == [g1["id"]]
     finally:
         await store.close()
 

@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import psycopg
-import pytest
 
 from hookbay.ids import new_request_id, now_us
 from hookbay.settings import Settings
 from hookbay.store import open_store
 from hookbay.store.writer import Writer
-from tests.conftest import drop_pg_database, make_pg_database
-
-
-@pytest.fixture
-def pg_url(pg_ok: None) -> Iterator[str]:
-    name, url = make_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(name)
 
 
 def _row(n: int) -> dict[str, object]:

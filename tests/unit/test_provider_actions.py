@@ -61,7 +61,10 @@ def test_a_connection_runs_its_providers_action_under_the_provider_name() -> Non
 
 def test_a_push_without_its_connection_says_so() -> None:
     def claimed(idx: int, type_: str) -> ClaimedDelivery:
-        return ClaimedDelivery("dlv_1", "req_1", 0, idx, "src_1", "acme", type_, "d", 1)
+        return ClaimedDelivery(id="dlv_1", request_id="req_1", record_idx=0, action_idx=idx, source_id="src_1",
+                               client_id="acme", action_type=type_, action_name="a", destination="d",
+                               state="running", attempts=1, run_after=0, locked_until=1, locked_by="w",
+                               last_status=None, last_error=None, created_at=0, updated_at=0, once_key=None)
 
     assert gone(claimed(-7, "acoustic")) == "provider push: client acme has no acoustic connection any more"
     assert "action was removed" in gone(claimed(0, "log"))
