@@ -266,12 +266,12 @@ def test_pg_indexer_never_moves_its_mark_past_a_transaction_still_running(pg_url
             assert indexed() == set()  # the mark waits for the older transaction
             tx.commit()
         found = asyncio.run(store.search_requests(RequestFilter(source_id=source, text="needle", limit=10)))
-        assert {r["id"] for r in found} == {late["id"], early["id"]}
+        assert {r.id for r in found} == {late["id"], early["id"]}
         while store.text_indexer.step():
             pass
         assert indexed() == {late["id"], early["id"]}
         found = asyncio.run(store.search_requests(RequestFilter(source_id=source, text="slow needle", limit=10)))
-        assert [r["id"] for r in found] == [late["id"]]
+        assert [r.id for r in found] == [late["id"]]
         with store.write_engine.begin() as c:
             c.execute(R.delete().where(R.c.id == late["id"]))
         assert indexed() == {early["id"]}
