@@ -1,14 +1,15 @@
-"""Rows to API shapes, shared by the admin API, the receipt endpoint and the CLI."""
+"""Rows to API shapes, shared by the admin API, the receipt endpoint and the CLI. The request log's
+views are built in :mod:`hookbay.ops.requests`, from the store's typed rows."""
 
 from __future__ import annotations
 
-import base64
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from hookbay.models import RequestDetail, RequestSummary, SourceConfig, SourceOut
+from hookbay.models import SourceConfig, SourceOut
 
 
 def iso(us: int | None) -> str | None:
@@ -50,50 +51,16 @@ def source_out(row: dict[str, Any], base_url: str, api_key: str | None = None, *
     )
 
 
-def request_summary(row: dict[str, Any]) -> RequestSummary:
-    return RequestSummary(
-        id=row["id"], source_id=row["source_id"], client_id=row["client_id"],
-        received_at=iso(row["received_at"]) or "", method=row["method"], path=row["path"],
-        peer=row["peer"], content_type=row["content_type"], body_size=row["body_size"],
-        verdict=row["verdict"], rule=row["rule"], status=row["status"], state=row["state"],
-        duplicate_of=row["duplicate_of"], content_encoding=row.get("content_encoding"),
-    )
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What ``GET /V1/Requests/{id}`` (and ``?wait=1``) answers; serialised in field order."""
 
-
-def record_view(rec: dict[str, Any]) -> dict[str, Any]:
-    data = orjson.loads(rec["data"])
-    return {"index": rec["idx"], "parser": rec["parser"], "parser_version": rec["parser_version"], **data}
-
-
-def request_detail(row: dict[str, Any], records: list[dict[str, Any]]) -> RequestDetail:
-    body: bytes | None = row["body"]
-    text: str | None = None
-    if body is not None:
-        try:
-            text = bytes(body).decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-    return RequestDetail(
-        **request_summary(row).model_dump(),
-        query=row["query"],
-        headers=orjson.loads(row["headers"]),
-        body=text,
-        body_base64=base64.b64encode(bytes(body)).decode() if body is not None else None,
-        receipt=orjson.loads(row["receipt"]) if row["receipt"] else None,
-        records=[record_view(r) for r in records],
-    )
-
-
-def receipt(row: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-    rc = orjson.loads(row["receipt"]) if row["receipt"] else {}
-    return {
-        "request_id": row["id"],
-        "state": row["state"],
-        "verdict": row["verdict"],
-        "received_at": iso(row["received_at"]),
-        "processed_at": iso(row["processed_at"]),
-        "duplicate_of": row["duplicate_of"],
-        "records": [record_view(r) for r in records],
-        "errors": rc.get("errors", []),
-        "warnings": rc.get("warnings", []),
-    }
+    request_id: str
+    state: str
+    verdict: str
+    received_at: str | None
+    processed_at: str | None
+    duplicate_of: str | None
+    records: list[dict[str, Any]]
+    errors: list[Any]
+    warnings: list[Any]

@@ -56,6 +56,7 @@ from hookbay.ingest.asgi import Receive, Scope, Send
 from hookbay.ingest.endpoint import dry_run
 from hookbay.models import Format, Parser, RotateIn, SourceCreate, SourceUpdate
 from hookbay.ops import deliveries as delivery_ops
+from hookbay.ops import requests as request_ops
 from hookbay.ops import sources as source_ops
 from hookbay.ops import traffic as traffic_ops
 from hookbay.ops.access import Principal, scope_client, with_peer
@@ -65,7 +66,7 @@ from hookbay.settings import Settings
 from hookbay.signatures.registry import REGISTRY as SIGNATURE_SCHEMES
 from hookbay.store import RequestFilter, Store, hash_secret
 from hookbay.store.sources import SourceCache
-from hookbay.views import iso, request_detail, request_summary
+from hookbay.views import iso
 
 SECURITY_HEADERS = [
     (b"content-security-policy",
@@ -374,15 +375,14 @@ class Console:
 
     async def _tail_filter(self, request: Request, ctx: Ctx) -> tuple[RequestFilter, RequestQuery]:
         q = request.query_params
-        source_id = (await self.store.get_source(q["source"], ctx.client))["id"] if q.get("source") else None
+        source_id = await request_ops.source_id_for(self.store, ctx.client, q.get("source"))
         query = request_query.parse(q, ctx.client, VERDICTS, STATES, source_id)
         return query.flt, query
 
     async def _tail_items(self, flt: RequestFilter, ctx: Ctx) -> list[dict[str, Any]]:
         names = await self._source_names(ctx)
         out = []
-        for row in await self.store.search_requests(flt):
-            s = request_summary(row)
+        for s in await request_ops.list_requests(self.store, ctx.principal, flt):
             out.append({"id": s.id, "url": f"/ui/requests/{s.id}", "source_id": s.source_id,
                         "source": names.get(s.source_id or "", s.source_id or ""), "received_at": s.received_at,
                         "received": when(s.received_at), "verdict": s.verdict, "state": s.state,
@@ -396,7 +396,8 @@ class Console:
         rows, older, newer = request_query.page_of(query, await self._tail_items(query.flt, ctx))
         return self.render(ctx, "requests.html", items=rows, chosen=query.chosen, query=query, older=older,
                            newer=newer, filter_errors=query.errors, ranges=request_query.RANGES,
-                           sources=await self.store.list_sources(ctx.client), verdicts=VERDICTS, states=STATES)
+                           sources=await source_ops.source_choices(self.store, ctx.principal), verdicts=VERDICTS,
+                           states=STATES)
 
     async def tail_json(self, request: Request) -> Response:
         ctx = await self._context(request)
@@ -412,10 +413,8 @@ class Console:
                             headers={"Cache-Control": "no-store"})
 
     async def request_view(self, request_id: str, ctx: Ctx) -> dict[str, Any]:
-        row = await self.store.get_request(request_id, ctx.client)
-        recs = await self.store.records_for([request_id])
-        d = request_detail(row, recs[request_id]).model_dump()
-        raw = bytes(row["body"]) if row["body"] is not None else None
+        detail, raw = await request_ops.get_request_with_body(self.store, ctx.principal, request_id)
+        d = detail.model_dump()
         d["body_missing"] = raw is None
         d["body_text"] = d["body"][:TEXT_PREVIEW] if d["body"] is not None else None
         d["body_truncated"] = raw is not None and len(raw) > (TEXT_PREVIEW if d["body"] is not None else HEX_PREVIEW)
@@ -436,8 +435,8 @@ class Console:
     async def request_body(self, request: Request, ctx: Ctx) -> Response:
         """The exact bytes, as a download: never rendered by the browser as the sender's HTML."""
         rid = request.path_params["request_id"]
-        row = await self.store.get_request(rid, ctx.client)
-        return Response(bytes(row["body"] or b""), media_type="application/octet-stream",
+        body, _ = await request_ops.request_body(self.store, ctx.principal, rid)
+        return Response(body, media_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="{rid}.bin"',
                                  "Cache-Control": "no-store"})
 

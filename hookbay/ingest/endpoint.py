@@ -53,8 +53,9 @@ from hookbay.senders import reply as handshake_reply
 from hookbay.settings import Settings
 from hookbay.store import Store, hash_secret
 from hookbay.store.errors import describe
+from hookbay.store.requests import RequestRow
 from hookbay.store.sources import ActiveSource, Edge, SourceCache
-from hookbay.views import iso
+from hookbay.views import Receipt, iso
 
 log = structlog.get_logger("hookbay.ingest")
 
@@ -117,7 +118,7 @@ class Ingest:
         self.accepted = 0
         self.inflight = 0
         self.inflight_peak = 0
-        self.process_now: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+        self.process_now: Callable[[str], Awaitable[Receipt]] | None = None
         self.parse_off_loop: Callable[..., Awaitable[Any]] | None = None
         self.limiter = RateLimiter()
         # PostgreSQL: sources' rate limits hold across processes and machines (one shared bucket).
@@ -283,7 +284,7 @@ class Ingest:
                                        detail={"request_id": request_id})
                 await send_json(send, failure.status, failure.to_dict(), {"X-Request-Id": request_id})
                 return
-            status = 422 if receipt["state"] == "failed" else 200
+            status = 422 if receipt.state == "failed" else 200
             await send_json(send, status, {"status": "accepted", "request_id": request_id, "receipt": receipt},
                             {"X-Request-Id": request_id, **(cors or {})})
             return
@@ -294,7 +295,7 @@ class Ingest:
             send, 200, b'{"status":"accepted","request_id":"' + rid + b'"}', extra=[(b"x-request-id", rid)]
         )
 
-    async def _edge_row(self, scope: Scope, send: Send, src: ActiveSource, edge: Edge, row: dict[str, Any],
+    async def _edge_row(self, scope: Scope, send: Send, src: ActiveSource, edge: Edge, row: RequestRow,
                         hmap: dict[bytes, bytes], body: bytes, ctype: str | None, params: dict[str, str],
                         cors: dict[str, str] | None) -> bool:
         """Dedupe key, honeypot and handshake for a source that uses them; True when answered here."""
@@ -306,7 +307,8 @@ class Ingest:
             else:
                 row["idempotency_key"] = body_key(doc, edge.key)
         if edge.honeypot is not None and honeypot_filled(doc, edge.honeypot):
-            row.update(verdict="spam", state="spam", idempotency_key=None)
+            row["verdict"] = row["state"] = "spam"
+            row["idempotency_key"] = None
             log.info("ingest_spam", request_id=row["id"], source_id=src.id, rule="honeypot")
         if edge.handshake is None:
             return False
@@ -325,7 +327,8 @@ class Ingest:
             return True
         if answer is None:
             return False
-        row.update(state="handshake", idempotency_key=None)
+        row["state"] = "handshake"
+        row["idempotency_key"] = None
         try:
             rid = await self.store.writer.ingest(row, self.settings.write_timeout)
         except StorageUnavailable as err:
@@ -411,13 +414,13 @@ class Ingest:
     def _row(
         self, scope: Scope, src: ActiveSource, body: bytes | None, verdict: str, rule: str | None,
         status: int, state: str,
-    ) -> dict[str, Any]:
+    ) -> RequestRow:
         headers = scope["headers"]
         ctype = scope["hookbay.headers"].get(b"content-type")
         query = scope.get("query_string", b"").decode("latin-1")
         if "api-key" in query:
             query = _API_KEY_IN_QUERY.sub(r"\1[redacted]", query)
-        row = {
+        row: RequestRow = {
             "id": new_request_id(),
             "source_id": src.id,
             "client_id": src.client_id,

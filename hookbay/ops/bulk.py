@@ -65,7 +65,7 @@ async def request_chunk(store: Store, cache: SourceCache, p: Principal, flt: Req
     if flt.limit == 0:
         return ChunkResult()
     rows = await store.search_requests(replace(flt, before_id=cursor, limit=CHUNK))
-    ids = [str(r["id"]) for r in rows]
+    ids = [r.id for r in rows]
     out = ChunkResult(handled=len(ids), cursor=ids[-1] if len(ids) == CHUNK else None)
     if not ids:
         return out

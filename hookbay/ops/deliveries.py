@@ -6,7 +6,7 @@ from typing import Any
 
 from hookbay.errors import BadRequest, Conflict
 from hookbay.ops.access import Principal, scope_client
-from hookbay.ops.requests import source_id_for, time_window
+from hookbay.ops.requests import record_view, source_id_for, time_window
 from hookbay.store import Store
 from hookbay.store.deliveries import Delivery, DeliveryFilter
 from hookbay.views import iso
@@ -52,11 +52,9 @@ async def get_delivery(store: Store, p: Principal, delivery_id: str) -> dict[str
 async def delivery_input(store: Store, p: Principal, d: dict[str, Any]) -> dict[str, Any] | None:
     """What the delivery's action is given, every attempt alike: its record as stored now (a replay
     since the attempts may have changed it), or None once erased or purged."""
-    from hookbay.views import record_view
-
     await store.get_request(d["request_id"], scope_client(p, None))
     recs = (await store.records_for([d["request_id"]]))[d["request_id"]]
-    return next((record_view(r) for r in recs if r["idx"] == d["record_index"]), None)
+    return next((record_view(r) for r in recs if r.idx == d["record_index"]), None)
 
 
 async def retry_delivery(store: Store, p: Principal, delivery_id: str) -> dict[str, Any]:

@@ -79,14 +79,14 @@ async def preview(store: Store, p: Principal, ref: str, draft: dict[str, Any], *
     src = _draft_source(row, draft, settings)
     rows = await store.search_requests(RequestFilter(source_id=row["id"], client_id=row["client_id"],
                                                      verdict="accepted", limit=PREVIEW_REQUESTS))
-    ids = [r["id"] for r in rows]
+    ids = [r.id for r in rows]
     reqs = await store.load_requests(ids)
     out: list[dict[str, Any]] = []
     for rid in ids:
         req = reqs.get(rid)
-        item: dict[str, Any] = {"request_id": rid, "stored_state": req["state"] if req else None,
-                                "received_at": req["received_at"] if req else None}
-        if req is None or req["body"] is None:
+        item: dict[str, Any] = {"request_id": rid, "stored_state": req.state if req else None,
+                                "received_at": req.received_at if req else None}
+        if req is None or req.body is None:
             out.append({**item, "skipped": "its body was purged"})
             continue
         try:

@@ -48,12 +48,12 @@ async def search_profiles(store: Store, p: Principal, q: str, *, limit: int = 50
 async def profile_records(store: Store, prof: dict[str, Any], limit: int = 200) -> list[dict[str, Any]]:
     """The records made for a profile already read through :func:`get_profile` (so within the
     caller's client), newest request first, at most ``limit`` requests' worth."""
-    from hookbay.views import record_view
+    from hookbay.ops.requests import record_view
 
     mine = {prof["id"], *prof["merged_from"]}
     recs = await store.records_for(sorted(prof["request_ids"], reverse=True)[:limit])
-    return [record_view(r) | {"request_id": rid, "source_id": r["source_id"]}
-            for rid, rs in sorted(recs.items(), reverse=True) for r in rs if r["profile_id"] in mine]
+    return [record_view(r) | {"request_id": rid, "source_id": r.source_id}
+            for rid, rs in sorted(recs.items(), reverse=True) for r in rs if r.profile_id in mine]
 
 
 async def get_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
@@ -63,9 +63,9 @@ async def get_profile(store: Store, p: Principal, profile_id: str) -> dict[str, 
 async def export_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
     """Everything held about one customer: the profile, its ledger, the records made for it and
     every order it placed, with its lines."""
+    from hookbay.ops.requests import record_view
     from hookbay.orders import order_view
     from hookbay.store.orders import OrderStore
-    from hookbay.views import record_view
 
     client = scope_client(p, None)
     prof = profile_view(await store.get_profile(profile_id, client))

@@ -1,11 +1,15 @@
 """The request log as the API, the console and the CLI read it: search, one request, its exact
-body, and replay (re-parse with the source's current parser and mapping)."""
+body, its receipt, and replay (re-parse with the source's current parser and mapping). The views
+here turn the store's typed rows into the shapes the API answers with."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, Field
 
 from hookbay.errors import BadRequest
@@ -13,8 +17,59 @@ from hookbay.models import RequestDetail, RequestPage, RequestSummary
 from hookbay.ops.access import Principal, scope_client
 from hookbay.processing.replay import OffLoop, replay
 from hookbay.store import RequestFilter, Store
+from hookbay.store.requests import StoredRecord, StoredRequest, StoredRequestSummary
 from hookbay.store.sources import SourceCache
-from hookbay.views import parse_time, request_detail, request_summary
+from hookbay.views import Receipt, iso, parse_time
+
+
+def request_summary(row: StoredRequestSummary) -> RequestSummary:
+    return RequestSummary(
+        id=row.id, source_id=row.source_id, client_id=row.client_id,
+        received_at=iso(row.received_at) or "", method=row.method, path=row.path,
+        peer=row.peer, content_type=row.content_type, body_size=row.body_size,
+        verdict=row.verdict, rule=row.rule, status=row.status, state=row.state,
+        duplicate_of=row.duplicate_of, content_encoding=row.content_encoding,
+    )
+
+
+def record_view(rec: StoredRecord) -> dict[str, Any]:
+    """A record as the API shows it: its parsed fields after its index and parser."""
+    data = orjson.loads(rec.data)
+    return {"index": rec.idx, "parser": rec.parser, "parser_version": rec.parser_version, **data}
+
+
+def request_detail(row: StoredRequest, records: list[StoredRecord]) -> RequestDetail:
+    body = row.body
+    text: str | None = None
+    if body is not None:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+    return RequestDetail(
+        **request_summary(row).model_dump(),
+        query=row.query,
+        headers=orjson.loads(row.headers),
+        body=text,
+        body_base64=base64.b64encode(body).decode() if body is not None else None,
+        receipt=orjson.loads(row.receipt) if row.receipt else None,
+        records=[record_view(r) for r in records],
+    )
+
+
+def receipt(row: StoredRequest, records: list[StoredRecord]) -> Receipt:
+    rc = orjson.loads(row.receipt) if row.receipt else {}
+    return Receipt(
+        request_id=row.id,
+        state=row.state,
+        verdict=row.verdict,
+        received_at=iso(row.received_at),
+        processed_at=iso(row.processed_at),
+        duplicate_of=row.duplicate_of,
+        records=[record_view(r) for r in records],
+        errors=rc.get("errors", []),
+        warnings=rc.get("warnings", []),
+    )
 
 
 def time_window(since: str | None, until: str | None) -> tuple[int | None, int | None]:
@@ -46,7 +101,7 @@ async def search_requests(store: Store, p: Principal, *, source: str | None = No
     """Newest first, a page at a time: ``next_cursor`` is the ``before`` of the next page."""
     rows = await store.search_requests(await _filter(store, p, client_id, source, since, until, verdict=verdict,
                                                      state=state, text=q, before_id=before, limit=limit))
-    nxt = rows[-1]["id"] if len(rows) == limit else None
+    nxt = rows[-1].id if len(rows) == limit else None
     return RequestPage(items=[request_summary(r) for r in rows], next_cursor=nxt)
 
 
@@ -70,7 +125,7 @@ async def export_requests(store: Store, p: Principal, *, source: str | None = No
         rows = await store.search_requests(f)
         if not rows:
             return
-        ids = [r["id"] for r in rows]
+        ids = [r.id for r in rows]
         full = await store.load_requests(ids)
         recs = await store.records_for(ids)
         for rid in ids:
@@ -78,16 +133,28 @@ async def export_requests(store: Store, p: Principal, *, source: str | None = No
         f.after_id = ids[-1]
 
 
+async def list_requests(store: Store, p: Principal, flt: RequestFilter) -> list[RequestSummary]:
+    """A page of the log for a filter built by the caller (the console's), within what ``p`` may see."""
+    rows = await store.search_requests(replace(flt, client_id=scope_client(p, flt.client_id)))
+    return [request_summary(r) for r in rows]
+
+
 async def get_request(store: Store, p: Principal, request_id: str) -> RequestDetail:
+    return (await get_request_with_body(store, p, request_id))[0]
+
+
+async def get_request_with_body(store: Store, p: Principal, request_id: str) -> tuple[RequestDetail, bytes | None]:
+    """:func:`get_request` and the exact stored bytes (None once purged or erased), which the
+    console shows as a hex dump when they are not text."""
     row = await store.get_request(request_id, scope_client(p, None))
     recs = await store.records_for([request_id])
-    return request_detail(row, recs[request_id])
+    return request_detail(row, recs[request_id]), row.body
 
 
 async def request_body(store: Store, p: Principal, request_id: str) -> tuple[bytes, str | None]:
     """The exact stored bytes and the sender's content type."""
     row = await store.get_request(request_id, scope_client(p, None))
-    return bytes(row["body"] or b""), row["content_type"]
+    return row.body or b"", row.content_type
 
 
 class ReplayIn(BaseModel):

@@ -91,16 +91,16 @@ async def resend(store: Store, p: Principal, request_id: str, url: str, *, allow
     if allow_private and not p.is_admin:
         raise Forbidden("Only the admin may send to a private address")
     row = await store.get_request(request_id, scope_client(p, None))
-    if row["body"] is None and row["body_size"]:
+    if row.body is None and row.body_size:
         raise BadRequest("The body is no longer stored (retention or erasure): nothing to resend")
     try:
         await check_destination(url, allow_private=allow_private)
     except DestinationRefused as e:
         return {"url": url, "error": f"Destination refused: {e}"}
-    headers = [(k, v) for k, v in orjson.loads(row["headers"]) if k.lower() not in NOT_RESENT]
+    headers = [(k, v) for k, v in orjson.loads(row.headers) if k.lower() not in NOT_RESENT]
     try:
         async with httpx.AsyncClient(timeout=RESEND_TIMEOUT, follow_redirects=False) as c:
-            async with c.stream(row["method"], url, headers=headers, content=bytes(row["body"] or b"")) as r:
+            async with c.stream(row.method, url, headers=headers, content=row.body or b"") as r:
                 check_peer(r, url, allow_private)
                 excerpt = b""
                 async for chunk in r.aiter_raw():

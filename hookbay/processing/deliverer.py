@@ -247,12 +247,12 @@ class Deliverer:
     def _run(self, action: ActionConfig, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> ActionRun:
         async def raw_request() -> tuple[bytes | None, str | None]:
             req = await self.store.get_request(c.request_id)
-            body: bytes | None = req.get("body")
-            if body is not None and req.get("content_encoding"):  # forwarded decoded: the forward sets its own headers
+            body = req.body
+            if body is not None and req.content_encoding:  # forwarded decoded: the forward sets its own headers
                 from hookbay.decompress import STORED_LIMIT, decode
 
-                body = decode(bytes(body), req["content_encoding"], STORED_LIMIT)
-            return body, req.get("content_type")
+                body = decode(body, req.content_encoding, STORED_LIMIT)
+            return body, req.content_type
 
         return ActionRun(
             delivery_id=c.id, request_id=c.request_id, record_idx=c.record_idx,

@@ -23,6 +23,7 @@ import structlog
 from hookbay.errors import HookbayError, ParseBudgetExceeded
 from hookbay.settings import Settings
 from hookbay.store.errors import describe
+from hookbay.store.requests import StoredRequest
 from hookbay.store.sources import ActiveSource
 
 log = structlog.get_logger("hookbay.parsepool")
@@ -54,7 +55,7 @@ def _budgeted(budget_s: float, fn: Callable[..., Any], *args: Any) -> tuple[str,
         return _OVER, None
 
 
-def process_for_store(req: dict[str, Any], src: ActiveSource | None, settings: Settings) -> dict[str, Any]:
+def process_for_store(req: StoredRequest, src: ActiveSource | None, settings: Settings) -> dict[str, Any]:
     """What the worker stores for one request: its parse and the deliveries it plans."""
     from hookbay.actions.planner import plan
     from hookbay.processing.worker import process_request

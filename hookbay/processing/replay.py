@@ -41,7 +41,7 @@ async def replay(
     if request_ids is None:
         assert flt is not None
         flt.verdict = "accepted"
-        request_ids = [r["id"] for r in await store.search_requests(flt)]
+        request_ids = [r.id for r in await store.search_requests(flt)]
     await cache.maybe_reload()
     reqs = await store.load_requests(request_ids)
     old = await store.records_for(request_ids)
@@ -49,13 +49,13 @@ async def replay(
     results: list[dict[str, Any]] = []
     for rid in request_ids:
         req = reqs.get(rid)
-        if req is None or req["verdict"] != "accepted" or req["body"] is None:
+        if req is None or req.verdict != "accepted" or req.body is None:
             out.append({"request_id": rid, "skipped": "not an accepted request with a stored body"})
             continue
-        if req["state"] == "ping":
+        if req.state == "ping":
             out.append({"request_id": rid, "skipped": "a WooCommerce ping: nothing to parse"})
             continue
-        src = cache.by_id.get(req["source_id"] or "")
+        src = cache.by_id.get(req.source_id or "")
         try:
             res = await off_loop(process_request, req, src) if off_loop is not None else process_request(req, src)
         except HookbayError as e:  # over the parse budget, or the parse pool broke
@@ -65,12 +65,12 @@ async def replay(
             log.error("replay_failed", request_id=rid, **describe(e))
             out.append({"request_id": rid, "failed": internal_error_message(rid)})
             continue
-        before = [_strip(orjson.loads(r["data"])) for r in old.get(rid, [])]
+        before = [_strip(orjson.loads(r.data)) for r in old.get(rid, [])]
         after = [_strip(r) for r in res["records"]]
         diff = "\n".join(difflib.unified_diff(_pretty(before), _pretty(after), f"{rid} (stored)",
                                               f"{rid} (replayed)", lineterm=""))
-        out.append({"request_id": rid, "old_state": req["state"], "new_state": res["state"],
-                    "changed": before != after or req["state"] != res["state"], "diff": diff,
+        out.append({"request_id": rid, "old_state": req.state, "new_state": res["state"],
+                    "changed": before != after or req.state != res["state"], "diff": diff,
                     "errors": res["receipt"]["errors"], "records": len(after)})
         results.append(res)
     if results and not dry_run:

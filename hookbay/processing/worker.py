@@ -29,6 +29,7 @@ from hookbay.parsers.formats import load_tree
 from hookbay.settings import Settings
 from hookbay.store import ClaimedJob, Store, health, wait_for_wakeup
 from hookbay.store.errors import describe
+from hookbay.store.requests import StoredRequest
 from hookbay.store.sources import ActiveSource, SourceCache
 
 log = structlog.get_logger("hookbay.worker")
@@ -93,26 +94,26 @@ def parse_body(body: bytes, content_type: str | None, src: ActiveSource | None) 
             "receipt": {"errors": result.errors, "warnings": result.warnings}}
 
 
-def process_request(req: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
+def process_request(req: StoredRequest, src: ActiveSource | None) -> dict[str, Any]:
     """Parse one stored request into records and a receipt. Never raises for bad input."""
-    if req.get("open_error") is not None:
-        raise req["open_error"]
-    body = req["body"] or b""
-    if req.get("content_encoding"):
+    if req.open_error is not None:
+        raise req.open_error
+    body = req.body or b""
+    if req.content_encoding:
         from hookbay.decompress import STORED_LIMIT, decode
 
         try:  # ingest decoded it within the source's limit before acknowledging it; that limit may since be lower
-            body = decode(bytes(body), req["content_encoding"], STORED_LIMIT)
+            body = decode(body, req.content_encoding, STORED_LIMIT)
         except HookbayError as e:
             cfg = src.config if src is not None else SourceConfig()
-            out = {"parser": cfg.parser, "parser_version": generic.PARSER_VERSION, "state": "failed", "records": [],
-                   "receipt": {"errors": [{"path": "$", "code": e.code, "message": e.message}], "warnings": []}}
+            out: dict[str, Any] = {
+                "parser": cfg.parser, "parser_version": generic.PARSER_VERSION, "state": "failed", "records": [],
+                "receipt": {"errors": [{"path": "$", "code": e.code, "message": e.message}], "warnings": []}}
         else:
-            out = parse_body(body, req["content_type"], src)
+            out = parse_body(body, req.content_type, src)
     else:
-        out = parse_body(body, req["content_type"], src)
-    out.update(request_id=req["id"], source_id=req["source_id"], client_id=req["client_id"],
-               received_at=req["received_at"])
+        out = parse_body(body, req.content_type, src)
+    out.update(request_id=req.id, source_id=req.source_id, client_id=req.client_id, received_at=req.received_at)
     return out
 
 
@@ -120,7 +121,7 @@ def process_request(req: dict[str, Any], src: ActiveSource | None) -> dict[str, 
 class _Prepared:
     """A parsed batch waiting to be stored."""
 
-    requests: dict[str, dict[str, Any]]
+    requests: dict[str, StoredRequest]
     jobs: dict[str, ClaimedJob] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
     failed: list[tuple[ClaimedJob, str, str]] = field(default_factory=list)  # job, code, message
@@ -315,7 +316,7 @@ class Worker:
                 prepared.failed.append((job, "internal_error", "request row missing"))
                 continue
             try:
-                src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
+                src = await self.cache.get_by_id(req.source_id) if req.source_id else None
                 res = self._with_deliveries(process_request(req, src), src)
                 providers.route(res, conns.get(res["client_id"] or "", set()))
                 prepared.results.append(res)
@@ -358,7 +359,7 @@ class Worker:
             for res in done:
                 metrics.processed_total.labels(res["state"]).inc()
                 req = prepared.requests[res["request_id"]]
-                metrics.processing_delay_seconds.observe((now - req["received_at"]) / 1e6)
+                metrics.processing_delay_seconds.observe((now - req.received_at) / 1e6)
             self.processed += len(done)
         for job, code, err in prepared.failed:
             await self.fail_or_retry(job, code, err)

@@ -32,6 +32,7 @@ from hookbay.ingest.endpoint import NOT_FOUND_BODY, Ingest
 from hookbay.ops import partitions
 from hookbay.ops.alerts import AlertEvaluator
 from hookbay.ops.health import Readiness
+from hookbay.ops.requests import receipt
 from hookbay.ops.retention import prune_relay, purge_expired
 from hookbay.ops.tokens import principal_for_token
 from hookbay.processing.deliverer import Deliverer
@@ -44,7 +45,7 @@ from hookbay.store import Store, hash_secret, open_store
 from hookbay.store.errors import describe
 from hookbay.store.relay import RelayQueue
 from hookbay.store.sources import SourceCache
-from hookbay.views import receipt
+from hookbay.views import Receipt
 
 log = structlog.get_logger("hookbay.app")
 
@@ -188,13 +189,13 @@ class HookbayApp:
             return
         await self.admin(scope, receive, send)
 
-    async def _process_now(self, request_id: str) -> dict[str, Any]:
+    async def _process_now(self, request_id: str) -> Receipt:
         """``?wait=1``: process this request in the ingest call (parsed in the pool, under the CPU
         budget), then answer with its receipt. Over budget, the job goes back to the worker."""
         jobs = await self.store.claim_job_for(request_id, self.worker.worker_id, self.settings.job_lease_seconds)
         if jobs:
             req = (await self.store.load_requests([request_id]))[request_id]
-            src = await self.cache.get_by_id(req["source_id"]) if req["source_id"] else None
+            src = await self.cache.get_by_id(req.source_id) if req.source_id else None
             try:
                 res = await self.parse_pool.run(process_for_store, req, src, self.settings)
                 await self.worker.route_providers(res)
@@ -212,7 +213,7 @@ class HookbayApp:
         else:  # another worker holds its job: wait for it
             deadline = time.monotonic() + self.settings.write_timeout
             while time.monotonic() < deadline:
-                if (await self.store.get_request(request_id))["state"] != "pending":
+                if (await self.store.get_request(request_id)).state != "pending":
                     break
                 await asyncio.sleep(0.05)
         row = await self.store.get_request(request_id)
@@ -263,7 +264,7 @@ class HookbayApp:
         except NotFound:
             await send_raw(send, 404, NOT_FOUND_BODY)
             return
-        src = self.cache.by_id.get(row["source_id"] or "")
+        src = self.cache.by_id.get(row.source_id or "")
         if src is not None and src.api_key_hash is not None and not self._receipt_authorised(scope, src.api_key_hash):
             e = Unauthorized("Missing or invalid API key")
             await send_json(send, e.status, e.to_dict())

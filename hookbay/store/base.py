@@ -13,7 +13,7 @@ import hashlib
 import random
 import secrets
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,13 @@ from hookbay.store.audit import record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from hookbay.store.errors import is_retryable
+from hookbay.store.requests import (
+    SUMMARY_FIELDS,
+    RequestRow,
+    StoredRecord,
+    StoredRequest,
+    StoredRequestSummary,
+)
 from hookbay.store.writer import Writer
 
 T = TypeVar("T")
@@ -330,10 +337,10 @@ class Store(DeliveriesMixin):
 
     # --- requests -------------------------------------------------------------------------
 
-    async def search_requests(self, f: RequestFilter) -> list[dict[str, Any]]:
-        cols = [c for c in R.c if c.name not in ("body", "headers", "receipt")]
+    async def search_requests(self, f: RequestFilter) -> list[StoredRequestSummary]:
+        cols = [R.c[name] for name in SUMMARY_FIELDS]  # in the dataclass's order: built from each row as it is
 
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+        def q(conn: sa.Connection) -> list[StoredRequestSummary]:
             stmt = sa.select(*cols)
             if f.source_id:
                 stmt = stmt.where(R.c.source_id == f.source_id)
@@ -365,13 +372,13 @@ class Store(DeliveriesMixin):
             if f.text:
                 found = search.find(conn, stmt, R.c.id, f.text, postgres=self.is_postgres,
                                     descending=not f.after_id, limit=f.limit)
-                return [dict(r) for r in found]
+                return [StoredRequestSummary.of(r) for r in found]
             stmt = stmt.order_by(R.c.id.asc() if f.after_id else R.c.id.desc())
-            return [dict(r) for r in conn.execute(stmt.limit(f.limit)).mappings()]
+            return [StoredRequestSummary(*r) for r in conn.execute(stmt.limit(f.limit))]
 
         return await self.read(q)
 
-    async def get_request(self, request_id: str, client_id: str | None = None) -> dict[str, Any]:
+    async def get_request(self, request_id: str, client_id: str | None = None) -> StoredRequest:
         made_ms = request_id_ms(request_id) if self.is_postgres else None
 
         def q(conn: sa.Connection) -> dict[str, Any] | None:
@@ -393,16 +400,16 @@ class Store(DeliveriesMixin):
             raise NotFound("request not found")
         return self.open_request_row(row)
 
-    async def records_for(self, request_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    async def records_for(self, request_ids: Iterable[str]) -> dict[str, list[StoredRecord]]:
         ids = list(request_ids)
 
-        def q(conn: sa.Connection) -> dict[str, list[dict[str, Any]]]:
-            out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        def q(conn: sa.Connection) -> dict[str, list[StoredRecord]]:
+            out: dict[str, list[StoredRecord]] = {i: [] for i in ids}
             if not ids:
                 return out
             stmt = sa.select(REC).where(REC.c.request_id.in_(ids)).order_by(REC.c.request_id, REC.c.idx)
             for r in conn.execute(stmt).mappings():
-                out[r["request_id"]].append(dict(r))
+                out[r["request_id"]].append(StoredRecord(**r))
             return out
 
         return await self.read(q)
@@ -516,18 +523,20 @@ class Store(DeliveriesMixin):
 
         return await self.write(claim)
 
-    async def load_requests(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def load_requests(self, ids: list[str]) -> dict[str, StoredRequest]:
+        """By id, each decrypted; a row sealed with a missing key comes with ``open_error`` instead
+        of failing the whole batch."""
         cols = [c.name for c in R.c]
 
-        def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+        def q(conn: sa.Connection) -> dict[str, StoredRequest]:
             out = {}
             for r in bulk.select_in(conn, R, cols, "id", ids):
                 row = dict(zip(cols, r, strict=True))
                 try:
                     out[row["id"]] = self.open_request_row(row)
                 except EncryptionKeyMissing as e:
-                    row["body"], row["open_error"] = None, e
-                    out[row["id"]] = row
+                    row["body"] = None
+                    out[row["id"]] = StoredRequest.of(row, open_error=e)
             return out
 
         return await self.read(q)
@@ -625,13 +634,14 @@ class Store(DeliveriesMixin):
         except DecryptError:
             raise EncryptionKeyMissing("Stored data failed authentication with the configured key") from None
 
-    def seal_request_row(self, row: dict[str, Any]) -> None:
+    def seal_request_row(self, row: RequestRow | dict[str, Any]) -> None:
         """Encrypt the body and sensitive header values of a request row in place (AAD = its id)."""
         if self.keyring is None:
             return
         rid = row["id"]
-        if row.get("body") is not None:
-            row["body"] = seal_value(self.keyring, row["body"], rid.encode())
+        body = row["body"]
+        if body is not None:
+            row["body"] = seal_value(self.keyring, body, rid.encode())
         row["key_id"] = self.keyring.active_kid
         if self.sensitive_headers:
             hs = orjson.loads(row["headers"])
@@ -644,9 +654,18 @@ class Store(DeliveriesMixin):
             if changed:
                 row["headers"] = orjson.dumps(hs).decode()
 
-    def open_request_row(self, row: dict[str, Any]) -> dict[str, Any]:
+    def open_request_row(self, row: Mapping[str, Any]) -> StoredRequest:
+        """A whole ``requests`` row as read, decrypted."""
+        if row["key_id"] is None:
+            return StoredRequest.of(row)
+        opened = dict(row)
+        self.unseal_request_row(opened)
+        return StoredRequest.of(opened)
+
+    def unseal_request_row(self, row: dict[str, Any]) -> None:
+        """Decrypt the body and sealed header values of a (possibly partial) request row in place."""
         if row.get("key_id") is None:
-            return row
+            return
         rid = row["id"]
         if row.get("body") is not None:
             row["body"] = self.unseal(row["body"], rid)
@@ -655,7 +674,6 @@ class Store(DeliveriesMixin):
             if isinstance(pair[1], str) and pair[1].startswith("enc:"):
                 pair[1] = self.unseal(base64.b64decode(pair[1][4:]), rid).decode("latin-1")
         row["headers"] = orjson.dumps(hs).decode()
-        return row
 
     async def source_secrets(self) -> dict[str, list[tuple[str, int | None]]]:
         SS = schema.source_secrets
@@ -734,7 +752,8 @@ class Store(DeliveriesMixin):
                 rows = conn.execute(sa.select(R.c.id, R.c.body, R.c.headers, R.c.key_id).where(
                     sa.or_(R.c.key_id.is_(None), R.c.key_id != kid)).limit(batch)).mappings().all()
                 for r in rows:
-                    row = self.open_request_row(dict(r))
+                    row = dict(r)
+                    self.unseal_request_row(row)
                     self.seal_request_row(row)
                     conn.execute(R.update().where(R.c.id == r["id"]).values(
                         body=row["body"], headers=row["headers"], key_id=kid))

@@ -168,7 +168,7 @@ class RelayQueue:
         for rid, row in rows.items():
             # Raises EncryptionKeyMissing when the key is not configured: the head cannot be
             # delivered without it, and the operator has to fix that (the pull answers 500).
-            self.store.open_request_row(row)
+            self.store.unseal_request_row(row)
             body = row["body"]
             out[rid] = RelayedRequest(received_at=row["received_at"], method=row["method"], path=row["path"],
                                       query=row["query"], headers=row["headers"], content_type=row["content_type"],

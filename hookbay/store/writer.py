@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ import structlog
 from hookbay.errors import StorageUnavailable, WriteTimeout
 from hookbay.store import schema
 from hookbay.store.errors import describe
+from hookbay.store.requests import RequestRow
 
 log = structlog.get_logger("hookbay.writer")
 
@@ -44,7 +45,7 @@ KEY_LOCK_CLASS = 0x6862696B  # "hbik": advisory locks on idempotency keys (two-k
 class _Op:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-    row: dict[str, Any] | None = None
+    row: RequestRow | None = None
     fn: Callable[[sa.Connection], Any] | None = None
     result: Any = None
     exc: BaseException | None = None
@@ -174,7 +175,7 @@ class Writer:
             self._thread.join(timeout=30)
             self._thread = None
 
-    async def ingest(self, row: dict[str, Any], give_up_after: float | None = None, *, relay: bool = False) -> str:
+    async def ingest(self, row: RequestRow, give_up_after: float | None = None, *, relay: bool = False) -> str:
         """Write one request row (and its job when accepted); returns the id that answers the sender.
         ``relay`` also queues an accepted, pending row for ``hookbay agent`` in the same commit.
 
@@ -430,15 +431,15 @@ class Writer:
         NOTHING``, so a key another process committed after the lookup (PostgreSQL, ``serve
         --processes N``) makes this row a duplicate instead of failing the whole batch."""
         keyed: dict[tuple[str, str], str] = {}
-        lookups = [op for op in ops if op.row and op.row.get("idempotency_key")]
+        lookups = [(row["source_id"], key) for op in ops
+                   if (row := op.row) is not None and (key := row.get("idempotency_key"))]
         if lookups and self._placeholder == "%s":
-            self._lock_keys(cur, [(op.row["source_id"], op.row["idempotency_key"]) for op in lookups
-                                  if op.row is not None])
+            self._lock_keys(cur, lookups)
         if lookups:
-            self._find_originals(cur, [(op.row["source_id"], op.row["idempotency_key"]) for op in lookups
-                                       if op.row is not None], keyed)
-        rows: list[dict[str, Any]] = []
-        fresh_keyed: list[dict[str, Any]] = []
+            self._find_originals(cur, lookups, keyed)
+        rows: list[RequestRow] = []
+        fresh_keyed: list[RequestRow] = []
+        key_of: dict[str, tuple[str, str]] = {}
         relay_of: dict[str, bool] = {}
         for op in ops:
             row = op.row
@@ -454,6 +455,7 @@ class Writer:
                     rows.append(row)
                     continue
                 keyed[k] = row["id"]
+                key_of[row["id"]] = k
                 fresh_keyed.append(row)
             op.result = row["id"]
             rows.append(row)
@@ -464,19 +466,19 @@ class Writer:
             lost = [r for r in fresh_keyed if r["id"] not in inserted]
             if lost:  # another process committed the same key between the lookup and the insert
                 found: dict[tuple[str, str], str] = {}
-                self._find_originals(cur, [(r["source_id"], r["idempotency_key"]) for r in lost], found)
+                self._find_originals(cur, [key_of[r["id"]] for r in lost], found)
                 by_id = {op.row["id"]: op for op in ops if op.row is not None}
                 moved: dict[str, str] = {}
                 for r in lost:
-                    orig = found[(r["source_id"], r["idempotency_key"])]
+                    orig = found[key_of[r["id"]]]
                     moved[r["id"]] = orig
                     self._mark_duplicate(r, orig)
                     by_id[r["id"]].result = orig
                     plain.append(r)
                 for r in plain:  # this batch's own duplicates of a row that lost follow it to the original
-                    if r.get("duplicate_of") in moved:
-                        r["duplicate_of"] = moved[r["duplicate_of"]]
-                        by_id[r["id"]].result = r["duplicate_of"]
+                    dup = r.get("duplicate_of")
+                    if dup is not None and dup in moved:
+                        r["duplicate_of"] = by_id[r["id"]].result = moved[dup]
             if plain:
                 self._insert_many(cur, schema.requests, plain)
         else:
@@ -496,7 +498,7 @@ class Writer:
         return bool(jobs)
 
     @staticmethod
-    def _mark_duplicate(row: dict[str, Any], orig: str) -> None:
+    def _mark_duplicate(row: RequestRow, orig: str) -> None:
         row["verdict"] = "duplicate"
         row["state"] = "duplicate"
         row["duplicate_of"] = orig
@@ -525,7 +527,7 @@ class Writer:
                     "ORDER BY k", (names,))
         cur.fetchall()
 
-    def _insert_keyed(self, cur: Any, rows: list[dict[str, Any]]) -> set[str]:
+    def _insert_keyed(self, cur: Any, rows: list[RequestRow]) -> set[str]:
         """Insert rows that carry an idempotency key; returns the ids actually inserted. On
         PostgreSQL the keys are locked and were looked up (``_lock_keys``): a plain insert."""
         if self._placeholder == "%s":
@@ -558,7 +560,7 @@ class Writer:
     def _placeholder(self) -> str:
         return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
 
-    def _insert_many(self, cur: Any, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    def _insert_many(self, cur: Any, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
         """One multi-row INSERT per table: a single statement step per batch, instead of one
         per row, keeps the writer thread from trading the GIL with the event loop row by row."""
         cols = list(rows[0].keys())

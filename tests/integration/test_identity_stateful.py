@@ -200,9 +200,9 @@ class IdentityMachine(RuleBasedStateMachine):
         while self.run(self.worker.run_once()):
             pass
         got = self.run(self.store.get_request(row["id"]))
-        assert got["state"] in ("processed", "failed")
-        if got["state"] == "failed":
-            assert orjson.loads(got["receipt"])["errors"], "a failed request says why"
+        assert got.state in ("processed", "failed")
+        if got.state == "failed":
+            assert orjson.loads(got.receipt)["errors"], "a failed request says why"
         for rec in contact_parser.parse([orjson.loads(raw)] if kind in ("no_keys",) else [], default_region="US").records:
             self.model.apply(rec["contact"], rec.get("consents", []), row["received_at"], row["id"], row["source_id"])
 

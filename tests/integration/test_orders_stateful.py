@@ -127,7 +127,7 @@ class OrdersMachine(RuleBasedStateMachine):
             while self.run(self.worker.run_once()):
                 pass
             got = self.run(self.store.get_request(row["id"]))
-            assert got["state"] == "processed", got["receipt"]
+            assert got.state == "processed", got.receipt
             contact = {k: v for k, v in (("Email", ev["email"]), ("Phone", ev["phone"])) if v}
             pid = None
             if contact:

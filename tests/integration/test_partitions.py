@@ -107,8 +107,8 @@ async def test_a_request_is_found_by_id_in_its_partition_or_wherever_it_is(pg_ur
         odd = {**_row(None, NOON + 2 * DAY), "id": new_request_id(NOON // 1000)}  # its id says another day
         for r in (usual, odd):
             await store.writer.ingest(r)
-        assert (await store.get_request(usual["id"]))["received_at"] == NOON
-        assert (await store.get_request(odd["id"]))["received_at"] == NOON + 2 * DAY
+        assert (await store.get_request(usual["id"])).received_at == NOON
+        assert (await store.get_request(odd["id"])).received_at == NOON + 2 * DAY
         with pytest.raises(NotFound):
             await store.get_request(new_request_id(NOON // 1000))
         with pytest.raises(NotFound):
@@ -217,7 +217,7 @@ async def test_a_drop_refuses_a_partition_that_gained_work_after_the_check(pg_ur
         r = _row(None, NOON - 5 * DAY, state="pending")
         await store.writer.ingest(r)
         assert await store.maintain(lambda c: P.drop_if_idle(c, "requests_p20261121")) is False
-        assert (await store.get_request(r["id"]))["state"] == "pending"
+        assert (await store.get_request(r["id"])).state == "pending"
         assert await store.maintain(lambda c: P.drop_if_idle(c, "requests_p20261122")) is True  # empty
         assert await store.maintain(lambda c: P.drop_if_idle(c, "requests_p20261122")) is None  # gone already
     finally:

@@ -111,7 +111,7 @@ def test_search_index_follows_a_reference_model(db_url: str, monkeypatch: pytest
             got = loop.run_until_complete(plain.search_requests(
                 RequestFilter(source_id=self.source, text=needle, limit=1000)))
             want = {rid for rid, (b, h, e) in self.model.items() if _expected(needle, b, h, e)}
-            assert {r["id"] for r in got} == want, needle
+            assert {r.id for r in got} == want, needle
 
         @rule(data=st.data(), limit=st.integers(1, 4), newer=st.booleans(), rejected=st.booleans())
         def walk_pages(self, data: st.DataObject, limit: int, newer: bool, rejected: bool) -> None:
@@ -129,16 +129,16 @@ def test_search_index_follows_a_reference_model(db_url: str, monkeypatch: pytest
                 page = loop.run_until_complete(plain.search_requests(RequestFilter(
                     source_id=self.source, text=needle, limit=limit, verdict="rejected" if rejected else None,
                     after_id=cursor if newer else None, before_id=None if newer else cursor)))
-                got += [r["id"] for r in page]
+                got += [r.id for r in page]
                 if len(page) < limit:
                     break
-                cursor = page[-1]["id"]
+                cursor = page[-1].id
             assert got == want, needle
 
         @invariant()
         def newest_first(self) -> None:
             got = loop.run_until_complete(plain.search_requests(RequestFilter(source_id=self.source, limit=1000)))
-            assert [r["id"] for r in got] == sorted(self.model, reverse=True)
+            assert [r.id for r in got] == sorted(self.model, reverse=True)
 
     try:
         from hypothesis.stateful import run_state_machine_as_test
@@ -266,12 +266,12 @@ def test_pg_indexer_never_moves_its_mark_past_a_transaction_still_running(pg_url
             assert indexed() == set()  # the mark waits for the older transaction
             tx.commit()
         found = asyncio.run(store.search_requests(RequestFilter(source_id=source, text="needle", limit=10)))
-        assert {r["id"] for r in found} == {late["id"], early["id"]}
+        assert {r.id for r in found} == {late["id"], early["id"]}
         while store.text_indexer.step():
             pass
         assert indexed() == {late["id"], early["id"]}
         found = asyncio.run(store.search_requests(RequestFilter(source_id=source, text="slow needle", limit=10)))
-        assert [r["id"] for r in found] == [late["id"]]
+        assert [r.id for r in found] == [late["id"]]
         with store.write_engine.begin() as c:
             c.execute(R.delete().where(R.c.id == late["id"]))
         assert indexed() == {early["id"]}

@@ -87,7 +87,7 @@ async def test_expired_lease_is_reclaimed_and_finishing_twice_makes_one_record(d
         await store.finish_jobs([result])  # the first worker wakes up late and finishes too
         recs = await store.records_for([rid])
         assert len(recs[rid]) == 1
-        assert (await store.get_request(rid))["state"] == "processed"
+        assert (await store.get_request(rid)).state == "processed"
         assert await store.queue_depth() == 0
     finally:
         await store.close()
@@ -131,7 +131,7 @@ async def test_two_workers_on_two_connections_process_each_request_once(db_url: 
         await asyncio.gather(drain(workers[0], True), drain(workers[1], False))
         assert sum(w.processed for w in workers) == 300
         recs = await ingest_store.records_for(ids)
-        assert sorted(orjson.loads(r[0]["data"])["fields"]["n"] for r in recs.values()) == list(range(300))
+        assert sorted(orjson.loads(r[0].data)["fields"]["n"] for r in recs.values()) == list(range(300))
         assert all(len(r) == 1 for r in recs.values())
         assert await ingest_store.count_requests(state="processed") == 300
     finally:
@@ -175,7 +175,7 @@ async def test_drain_claims_the_next_batch_before_storing_this_one(db_url: str, 
         starts_ends = [k for k, _ in calls if k.startswith("finish")]
         assert starts_ends == ["finish-start", "finish-end"] * 10  # one batch stored at a time
         recs = await store.records_for(ids)
-        assert sorted(orjson.loads(r[0]["data"])["fields"]["n"] for r in recs.values()) == list(range(95))
+        assert sorted(orjson.loads(r[0].data)["fields"]["n"] for r in recs.values()) == list(range(95))
         assert all(len(r) == 1 for r in recs.values())
         assert await store.queue_depth() == 0
     finally:
@@ -207,7 +207,7 @@ async def test_claims_shrink_while_ingest_is_saturated(db_url: str, tmp_path: Pa
         assert await w.drain() == 50
         assert sizes == [20, 20, 5, 5, 5]  # the last claim comes back empty and ends the drain
         recs = await store.records_for(ids)
-        assert sorted(orjson.loads(r[0]["data"])["fields"]["n"] for r in recs.values()) == list(range(50))
+        assert sorted(orjson.loads(r[0].data)["fields"]["n"] for r in recs.values()) == list(range(50))
         assert all(len(r) == 1 for r in recs.values())
         assert w._batch_size() == 20  # caught up: full-size claims again
     finally:
@@ -232,9 +232,9 @@ async def test_retention_purges_old_processed_bodies_only(db_url: str) -> None:
         cache = SourceCache(store, 1 << 20)
         await cache.reload()
         assert await purge_expired(store, cache, dry_run=True) == {short["id"]: 1}
-        assert (await store.get_request(rows["old_done"]))["body"] is not None
+        assert (await store.get_request(rows["old_done"])).body is not None
         assert await purge_expired(store, cache) == {short["id"]: 1}
-        bodies = {k: (await store.get_request(v))["body"] for k, v in rows.items()}
+        bodies = {k: (await store.get_request(v)).body for k, v in rows.items()}
         assert bodies["old_done"] is None
         assert all(bytes(bodies[k]) == b'{"x": 1}' for k in ("old_pending", "new_done", "old_other"))
     finally:
