@@ -280,6 +280,79 @@ NO_TENANT_DATA = {
 }
 
 
+def _ingest_by_url(live: Any, t: Tenants, path: str) -> None:
+    """The ingest URL is its own credential: a client token opens no other client's source, and an
+    unknown token answers 404 naming nothing."""
+    for token in ("not-a-token", t.theirs["token"] + "x"):
+        resp = live.client.post(path + token, json=CONTACT, headers=t.mine)
+        assert resp.status_code == 404 and not [x for x in t.secrets() if x in resp.text], (path, resp.text)
+
+
+def _receipt(live: Any, t: Tenants, path: str) -> None:
+    """A receipt is read by its 128-bit request id (and the source's API key when it has one): a
+    client token adds nothing to that, for another client's request or an unknown one."""
+    assert live.client.get(path + "req_unknown", headers=t.mine).status_code == 404
+    with_token = live.client.get(path + t.rid, headers=t.mine)
+    assert with_token.status_code == 200 and with_token.json() == live.client.get(path + t.rid).json()
+    keyed = live.create_source(client_id="globex", api_key=True)
+    rid = live.client.post(f"/V1/Data/{keyed['token']}?api-key={keyed['api_key']}", json=CONTACT).json()["request_id"]
+    resp = live.client.get(path + rid, headers=t.mine)
+    assert resp.status_code == 401 and rid not in resp.text
+
+
+def _no_tenant_data(live: Any, t: Tenants, path: str) -> None:
+    resp = live.client.get(path, headers=t.mine)
+    assert resp.status_code == 200 and not [x for x in t.secrets() if x in resp.text], (path, resp.text[:200])
+
+
+def _metrics(live: Any, t: Tenants, path: str) -> None:
+    """The operator's counters, by opaque source id: with ``HOOKBAY_METRICS_TOKEN`` set a client
+    token is refused; left empty (the documented choice to bind or firewall it) they still name
+    no source, client, token or person."""
+    live.app.settings.metrics_token = "metrics-secret"
+    try:
+        resp = live.client.get(path, headers=t.mine)
+        assert resp.status_code == 401 and resp.json()["error"]["code"] == "unauthorized"
+        assert live.client.get(path, headers={"Authorization": "Bearer metrics-secret"}).status_code == 200
+    finally:
+        live.app.settings.metrics_token = ""
+    resp = live.client.get(path, headers=t.mine)
+    leaks = [x for x in t.secrets() if x in resp.text and x != t.theirs["id"]]
+    assert resp.status_code == 200 and not leaks, leaks
+
+
+# paths the server dispatches itself before the API's route table (HookbayApp.__call__), each with its case
+HAND_CASES: dict[str, Callable[[Any, Tenants, str], None]] = {
+    "/v1/data/": _ingest_by_url,
+    "/v1/test/": _ingest_by_url,
+    "/v1/requests/": _receipt,
+    "/healthz": _no_tenant_data,  # "ok", nothing else
+    "/readyz": _no_tenant_data,  # the store's and worker's health, no client's data
+    "/metrics": _metrics,
+    "/ui": lambda live, t, path: None,  # the console: every page has its case below
+    "/ui/": lambda live, t, path: None,
+}
+
+
+def _hand_routes() -> set[str]:
+    """The path literals ``HookbayApp.__call__`` compares ``path`` (or its lower case) with."""
+    import ast
+    import inspect
+    import textwrap
+
+    from hookbay.server.app import HookbayApp
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(HookbayApp.__call__)))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id in ("path", "lower"):
+            out |= {c.value for c in node.comparators if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "startswith"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in ("path", "lower")):
+            out |= {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+    return out
+
+
 def _api_routes(app: Any) -> set[tuple[str, str]]:
     """Every (method, path) the admin API's route table serves (HEAD is GET's twin)."""
     out = set()
@@ -326,6 +399,11 @@ def test_every_route_hides_other_clients_objects(live) -> None:  # type: ignore[
         assert not [x for x in t.secrets() if x in resp.text], path
     # another client's token is not the admin's either
     assert live.client.get("/", headers={"Authorization": f"Bearer {t.their_tok['token']}"}).status_code == 404
+    hand = _hand_routes()
+    assert hand == set(HAND_CASES), f"hand-dispatched paths without a case: {hand - set(HAND_CASES)}; " \
+                                    f"stale: {set(HAND_CASES) - hand}"
+    for path, hand_check in HAND_CASES.items():
+        hand_check(live, t, path)
 
     _theirs_unchanged(live, t)
 
