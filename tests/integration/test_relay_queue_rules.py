@@ -137,11 +137,12 @@ async def test_relay_tokens_are_listed_revoked_one_at_a_time_and_audited(db_url:
         clock[0] = T0 + 10
         c, _ = await q.create_token(sid, "edge-c")
         assert tok_a.startswith("hbr_") and len(tok_a) == 4 + 43  # 32 random bytes, base64url
-        assert a["id"].startswith("rtk_") and a["id"] < b["id"] < c["id"]
+        assert a["id"].startswith("rtk_")
+        # by creation time, then id (two tokens made in one millisecond have ids in random order)
         assert await q.list_tokens(sid) == [
             {"id": b["id"], "source_id": sid, "name": "edge-b", "created_at": T0},
-            {"id": a["id"], "source_id": sid, "name": "edge-a", "created_at": T0 + 10},
-            {"id": c["id"], "source_id": sid, "name": "edge-c", "created_at": T0 + 10}]
+            *sorted(({"id": x["id"], "source_id": sid, "name": n, "created_at": T0 + 10}
+                     for x, n in ((a, "edge-a"), (c, "edge-c"))), key=lambda r: r["id"])]
         assert await q.authenticate(tok_a) == RelayCredential(a["id"], sid, "acme")
 
         with pytest.raises(NotFound) as e:
@@ -164,7 +165,7 @@ async def test_relay_tokens_are_listed_revoked_one_at_a_time_and_audited(db_url:
         assert [(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in log] == [
             ("relay_token.create", a["id"], "admin", "acme", ["name: edge", f"source: {sid}"]),
             ("relay_token.revoke", a["id"], "admin", "acme", ["name: edge", f"source: {sid}"])]
-        assert [tuple(p) for p in pulls] == [(b["id"], T0 + 77), (c["id"], None)]
+        assert dict((p[0], p[1]) for p in pulls) == {b["id"]: T0 + 77, c["id"]: None}
     finally:
         await store.close()
 
