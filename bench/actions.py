@@ -83,7 +83,7 @@ async def run_one(db_url: str, n: int, per_dest: int, receiver: str) -> dict[str
             "actions": [{"type": "forward", "url": receiver + "/hook"}]})
         cache = SourceCache(store, settings.max_body_bytes)
         await cache.reload()
-        src = await cache.get_by_id(row["id"])
+        src = await cache.get_by_id(row.id)
         body = json.loads((BENCH_DIR / "contact.json").read_text())
         t0 = time.perf_counter()
         for start in range(0, n, 500):
@@ -91,7 +91,7 @@ async def run_one(db_url: str, n: int, per_dest: int, receiver: str) -> dict[str
             for i in range(start, min(n, start + 500)):
                 recs = contact.parse([{**body, "Email": f"c{i}@example.com", "Phone": f"+4420794{i:05d}",
                                                 "Mobile": f"+447700{i:06d}"}]).records
-                results.append({"request_id": f"req_bench{i:08d}", "source_id": row["id"], "client_id": "bench",
+                results.append({"request_id": f"req_bench{i:08d}", "source_id": row.id, "client_id": "bench",
                                 "parser": "contact", "parser_version": "1", "state": "processed", "records": recs,
                                 "receipt": {}, "deliveries": plan(recs, src.config.actions, settings)})
             await store.finish_jobs(results)

@@ -222,12 +222,12 @@ async def _throughput(url: str, work: Path, n: int, res: Throughput) -> None:
     try:
         src, _ = await store.create_source(name="bench", client_id="bench", config={"parser": "contact"})
         has_key_id = "key_id" in schema.requests.c
-        path = f"/V1/Data/{src['token']}"
+        path = f"/V1/Data/{src.token}"
         headers = orjson.dumps([["host", "127.0.0.1"], ["content-type", "application/json"]]).decode()
 
         def row(body: bytes) -> dict[str, Any]:
             r = {
-                "id": new_request_id(), "source_id": src["id"], "client_id": "bench", "received_at": now_us(),
+                "id": new_request_id(), "source_id": src.id, "client_id": "bench", "received_at": now_us(),
                 "method": "POST", "path": path, "query": "", "headers": headers, "peer": HOST,
                 "content_type": "application/json", "body": body, "body_size": len(body),
                 "verdict": "accepted", "rule": None, "status": 200, "state": "pending",

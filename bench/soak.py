@@ -926,6 +926,7 @@ def verify(rep: Report, conn: Any, srcs: dict[str, dict[str, Any]]) -> None:
 
     from hookbay.processing.worker import parse_body
     from hookbay.store import schema
+    from hookbay.store.source_rows import StoredSource
     from hookbay.store.sources import build_source
 
     assert rep.send is not None
@@ -1014,7 +1015,7 @@ def verify(rep: Report, conn: Any, srcs: dict[str, dict[str, Any]]) -> None:
     for sid, row in src_rows.items():
         if isinstance(row["config"], dict):
             row["config"] = orjson.dumps(row["config"]).decode()
-        active[sid] = build_source(row, 1 << 20)
+        active[sid] = build_source(StoredSource.of(row), 1 << 20)
     contact_ids = {srcs[k]["id"] for k in CONTACT_SOURCES}
     rec_counts = dict(conn.execute(sa.select(schema.records.c.request_id, sa.func.count())
                                    .where(schema.records.c.client_id == CLIENT)

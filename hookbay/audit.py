@@ -9,7 +9,7 @@ key is ever put in an entry, and a change that removes or loosens a check is lis
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -52,18 +52,29 @@ def cli_actor() -> Actor:
     return Actor(name=f"cli:{user}", peer="cli")
 
 
-def source_summary(row: dict[str, Any] | None, new_config: dict[str, Any] | None, *, name: str | None = None,
+class SourceState(Protocol):
+    """What a change summary reads of a source as it was (the store's ``StoredSource``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+
+def source_summary(row: SourceState | None, new_config: dict[str, Any] | None, *, name: str | None = None,
                    enabled: bool | None = None, api_key: str | None = None) -> tuple[list[str], list[str]]:
     """What a source change does, field by field, and the checks it weakens. ``row`` is the source
     before (None for a new one); ``api_key`` is ``"new"``, ``"rotated"`` or ``"removed"``."""
-    old_cfg = orjson.loads(row["config"] or "{}") if row else {}
+    old_cfg = row.config if row else {}
     changes: list[str] = []
     weak: dict[str, str] = {}
-    if row is None or (name is not None and name != row["name"]):
-        changes.append(f"name: {orjson.dumps(row['name']).decode() + ' -> ' if row else ''}"
+    if row is None or (name is not None and name != row.name):
+        changes.append(f"name: {orjson.dumps(row.name).decode() + ' -> ' if row else ''}"
                        f"{orjson.dumps(name).decode()}")
-    if enabled is not None and (row is None or bool(row["enabled"]) != enabled):
-        changes.append(f"enabled: {bool(row['enabled']) if row else None} -> {enabled}")
+    if enabled is not None and (row is None or row.enabled != enabled):
+        changes.append(f"enabled: {row.enabled if row else None} -> {enabled}")
     if new_config is not None:
         changes += config_diff(old_cfg, new_config)
         if row is not None:

@@ -7,10 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
-from hookbay.models import SourceConfig, SourceOut
-
 
 def iso(us: int | None) -> str | None:
     if us is None:
@@ -30,25 +26,6 @@ def parse_time(value: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1e6)
-
-
-def source_out(row: dict[str, Any], base_url: str, api_key: str | None = None, *, secrets: int = 0,
-               secret: str | None = None) -> SourceOut:
-    return SourceOut(
-        id=row["id"],
-        client_id=row["client_id"],
-        name=row["name"],
-        token=row["token"],
-        ingest_url=f"{base_url}/V1/Data/{row['token']}",
-        enabled=bool(row["enabled"]),
-        api_key_required=row["api_key_hash"] is not None,
-        config=SourceConfig.model_validate(orjson.loads(row["config"] or "{}")),
-        created_at=iso(row["created_at"]) or "",
-        updated_at=iso(row["updated_at"]) or "",
-        api_key=api_key,
-        signing_secrets=secrets,
-        secret=secret,
-    )
 
 
 @dataclass(frozen=True, slots=True)

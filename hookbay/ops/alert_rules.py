@@ -69,7 +69,7 @@ async def save_rule(store: Store, is_admin: bool, own_client: str | None, body: 
     d = RuleDefinition.model_validate(body.model_dump(exclude=set(RULE_FIELDS))).with_secrets()
     if d.source_id is not None:
         try:
-            d.source_id = (await store.get_source(d.source_id, client))["id"]
+            d.source_id = (await store.get_source(d.source_id, client)).id
         except NotFound:
             raise ConfigRefused(detail=[{"path": "source_id", "message": "no such source"}]) from None
     definition = d.model_dump(exclude_none=True)
@@ -117,7 +117,7 @@ async def apply_rules(store: Store, p: Principal, bodies: list[RuleIn], *, dry_r
     plan = []
     for body in bodies:
         if body.source_id is not None:  # a name or token is stored as the id: compare with that
-            body = body.model_copy(update={"source_id": (await store.get_source(body.source_id, body.client_id))["id"]})
+            body = body.model_copy(update={"source_id": (await store.get_source(body.source_id, body.client_id)).id})
         cur = await alerts.find_rule(body.client_id, body.name)
         if cur is not None:
             shown = {k: v for k, v in rule_out(cur).items() if k not in ("id", "created_at", "updated_at")}

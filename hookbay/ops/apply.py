@@ -18,10 +18,9 @@ from hookbay.audit import source_summary
 from hookbay.changes import config_diff, weakenings
 from hookbay.models import SourceConfig, SourceCreate
 from hookbay.ops.access import Principal, scope_client
-from hookbay.ops.sources import initial_secret, log_weakened
-from hookbay.store import Store
+from hookbay.ops.sources import initial_secret, log_weakened, source_out
+from hookbay.store import Store, StoredSource
 from hookbay.store.sources import SourceCache
-from hookbay.views import source_out
 
 
 @dataclass
@@ -30,7 +29,7 @@ class Step:
     client_id: str
     name: str
     spec: SourceCreate | None  # None for a delete
-    current: dict[str, Any] | None  # the stored source, None for a create
+    current: StoredSource | None  # None for a create
     changes: list[str] = field(default_factory=list)
     weakens: list[str] = field(default_factory=list)  # named explicitly, so applied (and logged)
     refused: list[str] = field(default_factory=list)  # not named: the whole plan is refused
@@ -45,7 +44,7 @@ async def plan_sources(store: Store, p: Principal, specs: list[SourceCreate], *,
     does not name are deleted."""
     for spec in specs:
         scope_client(p, spec.client_id)
-    existing = {(r["client_id"], r["name"]): r for r in await store.list_sources(scope_client(p, None))}
+    existing = {(r.client_id, r.name): r for r in await store.list_sources(scope_client(p, None))}
     secrets = await store.source_secrets()
     steps: list[Step] = []
     for spec in specs:
@@ -53,19 +52,19 @@ async def plan_sources(store: Store, p: Principal, specs: list[SourceCreate], *,
         if cur is None:
             steps.append(Step("create", spec.client_id, spec.name, spec, None))
             continue
-        old_cfg = orjson.loads(cur["config"])
+        old_cfg = cur.config
         changes = config_diff(old_cfg, spec.config.model_dump())
-        if bool(cur["enabled"]) != spec.enabled:
-            changes.append(f"enabled: {bool(cur['enabled'])} -> {spec.enabled}")
-        if spec.api_key and cur["api_key_hash"] is None:
+        if cur.enabled != spec.enabled:
+            changes.append(f"enabled: {cur.enabled} -> {spec.enabled}")
+        if spec.api_key and cur.api_key_hash is None:
             changes.append("api_key: [new key]")
         weak = weakenings(SourceConfig.model_validate(old_cfg), spec.config)
-        if not spec.api_key and cur["api_key_hash"] is not None:
+        if not spec.api_key and cur.api_key_hash is not None:
             changes.append("api_key: required -> not required")
             weak["api_key"] = "API key requirement removed"
         explicit = set(spec.config.model_fields_set) | ({"api_key"} & set(spec.model_fields_set))
         if spec.secret and spec.config.signature is not None and \
-                spec.secret not in {sec for sec, _ in secrets.get(cur["id"], [])}:
+                spec.secret not in {sec for sec, _ in secrets.get(cur.id, [])}:
             changes.append("secret: [changed]")
         steps.append(Step(
             "change" if changes else "unchanged", spec.client_id, spec.name, spec, cur, changes,
@@ -90,9 +89,9 @@ async def apply_plan(store: Store, cache: SourceCache | None, base_url: str, p: 
         cur, spec = st.current, st.spec
         if st.action == "delete":
             assert cur is not None
-            await store.delete_source(cur["id"], audit=p.audit(
-                "source.apply.delete", [f"name: {orjson.dumps(cur['name']).decode()}", "pruned: not in the file"]))
-            out.append({"action": "deleted", "client_id": st.client_id, "name": st.name, "id": cur["id"]})
+            await store.delete_source(cur.id, audit=p.audit(
+                "source.apply.delete", [f"name: {orjson.dumps(cur.name).decode()}", "pruned: not in the file"]))
+            out.append({"action": "deleted", "client_id": st.client_id, "name": st.name, "id": cur.id})
             continue
         assert spec is not None
         key = shown_secret = None
@@ -108,19 +107,19 @@ async def apply_plan(store: Store, cache: SourceCache | None, base_url: str, p: 
             action = "created"
         elif st.action == "change":
             row, key = await store.update_source(
-                cur["id"], {"config": spec.config.model_dump(), "enabled": spec.enabled},
-                rotate_api_key=spec.api_key and cur["api_key_hash"] is None,
-                remove_api_key=not spec.api_key and cur["api_key_hash"] is not None,
+                cur.id, {"config": spec.config.model_dump(), "enabled": spec.enabled},
+                rotate_api_key=spec.api_key and cur.api_key_hash is None,
+                remove_api_key=not spec.api_key and cur.api_key_hash is not None,
                 audit=p.audit("source.apply.update", st.changes, st.weakens))
             if spec.secret and any(c.startswith("secret:") for c in st.changes):
                 initial_secret(spec.config, spec.secret)
-                await store.add_secret(cur["id"], spec.secret, retire_others_after_s=0)
+                await store.add_secret(cur.id, spec.secret, retire_others_after_s=0)
             if st.weakens:
                 log_weakened(p, cur, st.weakens)
             action = "updated"
         else:
             row, action = cur, "unchanged"
-        o = source_out(row, base_url, key, secret=shown_secret, secrets=await store.secret_count(row["id"])).model_dump()
+        o = source_out(row, base_url, key, secret=shown_secret, secrets=await store.secret_count(row.id)).model_dump()
         out.append(o | {"action": action, "changes": st.changes, "weakens": st.weakens})
     if cache is not None:
         await cache.reload()

@@ -8,10 +8,9 @@ it shows is what the worker (and a replay) would store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
 import yaml
 
 from hookbay.errors import BadRequest
@@ -24,7 +23,7 @@ from hookbay.parsers.mapping import Mapping, MappingError
 from hookbay.processing.replay import OffLoop
 from hookbay.processing.worker import internal_error_message, process_request
 from hookbay.settings import Settings
-from hookbay.store import RequestFilter, Store
+from hookbay.store import RequestFilter, Store, StoredSource
 from hookbay.store.sources import SourceCache, build_source
 
 PREVIEW_REQUESTS = 20
@@ -58,10 +57,9 @@ def to_yaml(doc: dict[str, Any] | None) -> str:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True) if doc else ""
 
 
-def _draft_source(row: dict[str, Any], draft: dict[str, Any], settings: Settings) -> Any:
-    cfg = orjson.loads(row["config"] or "{}")
-    cfg.update(parser="mapping", mapping=draft)
-    return build_source({**row, "config": orjson.dumps(cfg).decode()}, settings.max_body_bytes)
+def _draft_source(row: StoredSource, draft: dict[str, Any], settings: Settings) -> Any:
+    return build_source(replace(row, config={**row.config, "parser": "mapping", "mapping": draft}),
+                        settings.max_body_bytes)
 
 
 @dataclass
@@ -77,7 +75,7 @@ async def preview(store: Store, p: Principal, ref: str, draft: dict[str, Any], *
     pasted body). Reads only: nothing is stored, no action runs."""
     row = await store.get_source(ref, scope_client(p, None))
     src = _draft_source(row, draft, settings)
-    rows = await store.search_requests(RequestFilter(source_id=row["id"], client_id=row["client_id"],
+    rows = await store.search_requests(RequestFilter(source_id=row.id, client_id=row.client_id,
                                                      verdict="accepted", limit=PREVIEW_REQUESTS))
     ids = [r.id for r in rows]
     reqs = await store.load_requests(ids)
@@ -113,13 +111,13 @@ async def save(store: Store, cache: SourceCache | None, base_url: str, p: Princi
     the next version number unless the draft already names a higher one, so records made by it
     are told apart from the previous version's; returns the source and the version saved."""
     row = await store.get_source(ref, scope_client(p, None))
-    current = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
+    current = SourceConfig.model_validate(row.config)
     old = current.mapping or {}
     version = int(draft.get("version") or 1)
     if current.mapping is not None and {**draft, "version": 0} != {**old, "version": 0}:
         version = max(version, int(old.get("version") or 0) + 1)
     doc = {**draft, "version": version}
-    out = await source_ops.patch_source(store, cache, base_url, p, row["id"],
+    out = await source_ops.patch_source(store, cache, base_url, p, row.id,
                                         {"config": {"parser": "mapping", "mapping": doc}}, settings=settings)
     return out, version
 
@@ -127,7 +125,7 @@ async def save(store: Store, cache: SourceCache | None, base_url: str, p: Princi
 async def failed_count(store: Store, p: Principal, ref: str) -> int:
     """How many of the source's stored requests failed to parse (up to the replay limit)."""
     row = await store.get_source(ref, scope_client(p, None))
-    rows = await store.search_requests(RequestFilter(source_id=row["id"], client_id=row["client_id"],
+    rows = await store.search_requests(RequestFilter(source_id=row.id, client_id=row.client_id,
                                                      state="failed", limit=FAILED_LIMIT))
     return len(rows)
 
@@ -136,5 +134,5 @@ async def replay_failed(store: Store, cache: SourceCache, p: Principal, ref: str
                         off_loop: OffLoop | None = None) -> dict[str, Any]:
     """Re-parse the source's failed requests with its current mapping: the replay operation."""
     row = await store.get_source(ref, scope_client(p, None))
-    return await replay_requests(store, cache, p, ReplayIn(source=row["id"], state="failed", limit=FAILED_LIMIT),
+    return await replay_requests(store, cache, p, ReplayIn(source=row.id, state="failed", limit=FAILED_LIMIT),
                                  off_loop)

@@ -18,22 +18,22 @@ async def create_relay_token(store: Store, p: Principal, source: str, name: str,
                              client_id: str | None = None) -> RelayTokenOut:
     """A token for `hookbay agent` on ``source`` (id, token or name); its value is returned once."""
     row = await store.get_source(source, scope_client(p, client_id))
-    tok_row, token = await RelayQueue(store).create_token(row["id"], name, audit=p.audit("relay_token.create").but(
-        client_id=row["client_id"], changes=[f"name: {orjson.dumps(name).decode()}"]))
+    tok_row, token = await RelayQueue(store).create_token(row.id, name, audit=p.audit("relay_token.create").but(
+        client_id=row.client_id, changes=[f"name: {orjson.dumps(name).decode()}"]))
     return token_out(tok_row, token)
 
 
 async def list_relay_tokens(store: Store, p: Principal, source: str,
                             client_id: str | None = None) -> list[RelayTokenOut]:
     row = await store.get_source(source, scope_client(p, client_id))
-    return [token_out(t) for t in await RelayQueue(store).list_tokens(row["id"])]
+    return [token_out(t) for t in await RelayQueue(store).list_tokens(row.id)]
 
 
 async def revoke_relay_token(store: Store, p: Principal, source: str, token_id: str,
                              client_id: str | None = None) -> None:
     row = await store.get_source(source, scope_client(p, client_id))
-    await RelayQueue(store).revoke_token(row["id"], token_id,
-                                         audit=p.audit("relay_token.revoke").but(client_id=row["client_id"]))
+    await RelayQueue(store).revoke_token(row.id, token_id,
+                                         audit=p.audit("relay_token.revoke").but(client_id=row.client_id))
 
 
 async def queue_status(store: Store, p: Principal, source: str, client_id: str | None = None) -> RelayStatus:

@@ -82,7 +82,7 @@ def time_window(since: str | None, until: str | None) -> tuple[int | None, int |
 
 async def source_id_for(store: Store, client: str | None, source: str | None) -> str | None:
     """A source filter (id, ingest token or name) as the source's id, within what ``client`` sees."""
-    return str((await store.get_source(source, client))["id"]) if source else None
+    return str((await store.get_source(source, client)).id) if source else None
 
 
 async def _filter(store: Store, p: Principal, client_id: str | None, source: str | None, since: str | None,

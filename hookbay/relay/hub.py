@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from hookbay.errors import Unauthorized
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
-from hookbay.store import Store
+from hookbay.store import Store, StoredSource
 from hookbay.store.relay import LeasedMessage, RelayCredential, RelayQueue
 from hookbay.views import iso
 
@@ -213,12 +213,12 @@ def message_view(m: LeasedMessage) -> RelayRequest:
     )
 
 
-async def relay_status(store: Store, queue: RelayQueue, row: dict[str, Any]) -> RelayStatus:
-    st = await queue.status(row["id"])
+async def relay_status(store: Store, queue: RelayQueue, row: StoredSource) -> RelayStatus:
+    st = await queue.status(row.id)
     head = st.head
-    cfg = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
+    cfg = SourceConfig.model_validate(row.config)
     return RelayStatus(
-        source_id=row["id"], relay=cfg.relay, depth=st.depth, leased=st.leased,
+        source_id=row.id, relay=cfg.relay, depth=st.depth, leased=st.leased,
         oldest_age_s=round((st.now - head.created_at) / 1e6, 3) if head else None,
         head=RelayHead(
             id=head.id, request_id=head.request_id, received_at=iso(head.created_at),

@@ -42,6 +42,7 @@ from hookbay.store.requests import (
     StoredRequest,
     StoredRequestSummary,
 )
+from hookbay.store.source_rows import StoredSource
 from hookbay.store.writer import Writer
 
 T = TypeVar("T")
@@ -209,7 +210,7 @@ class Store(DeliveriesMixin):
     async def create_source(
         self, *, name: str, client_id: str, config: dict[str, Any], enabled: bool = True, api_key: bool = False,
         secret: str | None = None, audit: AuditEntry | None = None,
-    ) -> tuple[dict[str, Any], str | None]:
+    ) -> tuple[StoredSource, str | None]:
         key = "hbk_" + secrets.token_urlsafe(32) if api_key else None
         now = now_us()
         row = {
@@ -224,7 +225,7 @@ class Store(DeliveriesMixin):
             "updated_at": now,
         }
 
-        def ins(conn: sa.Connection) -> dict[str, Any]:
+        def ins(conn: sa.Connection) -> StoredSource:
             exists = conn.execute(
                 sa.select(S.c.id).where(S.c.client_id == client_id, S.c.name == name)
             ).scalar()
@@ -241,13 +242,13 @@ class Store(DeliveriesMixin):
             _bump_sources_rev(conn)
             if audit is not None:
                 record(conn, audit.but(target=row["id"], client_id=client_id))
-            return row
+            return StoredSource.of(row)
 
         return await self.write(ins), key
 
     async def update_source(self, source_id: str, changes: dict[str, Any], client_id: str | None = None,
                             rotate_api_key: bool = False, remove_api_key: bool = False,
-                            audit: AuditEntry | None = None) -> tuple[dict[str, Any], str | None]:
+                            audit: AuditEntry | None = None) -> tuple[StoredSource, str | None]:
         key = "hbk_" + secrets.token_urlsafe(32) if rotate_api_key else None
         values = dict(changes)
         if "config" in values:
@@ -258,7 +259,7 @@ class Store(DeliveriesMixin):
             values["api_key_hash"] = None
         values["updated_at"] = now_us()
 
-        def upd(conn: sa.Connection) -> dict[str, Any]:
+        def upd(conn: sa.Connection) -> StoredSource:
             cond = [S.c.id == source_id]
             if client_id is not None:
                 cond.append(S.c.client_id == client_id)
@@ -275,9 +276,9 @@ class Store(DeliveriesMixin):
             if not n:
                 raise NotFound("source not found")
             _bump_sources_rev(conn)
-            new = dict(conn.execute(sa.select(S).where(S.c.id == source_id)).mappings().one())
+            new = StoredSource.of(conn.execute(sa.select(S).where(S.c.id == source_id)).mappings().one())
             if audit is not None:
-                record(conn, audit.but(target=source_id, client_id=new["client_id"]))
+                record(conn, audit.but(target=source_id, client_id=new.client_id))
             return new
 
         return await self.write(upd), key
@@ -297,10 +298,10 @@ class Store(DeliveriesMixin):
 
         await self.write(rm)
 
-    async def get_source(self, ref: str, client_id: str | None = None) -> dict[str, Any]:
+    async def get_source(self, ref: str, client_id: str | None = None) -> StoredSource:
         """Find a source by id, token, or (client, name)."""
 
-        def q(conn: sa.Connection) -> dict[str, Any] | None:
+        def q(conn: sa.Connection) -> StoredSource | None:
             cond = sa.or_(S.c.id == ref, S.c.token == ref, S.c.name == ref)
             stmt = sa.select(S).where(cond)
             if client_id is not None:
@@ -308,23 +309,23 @@ class Store(DeliveriesMixin):
             rows = conn.execute(stmt).mappings().all()
             exact = [r for r in rows if r["id"] == ref or r["token"] == ref]
             if exact:
-                return dict(exact[0])
+                return StoredSource.of(exact[0])
             if len(rows) > 1:  # the same name under several clients: never pick one silently
                 raise AmbiguousSource(f"source name {ref!r} is ambiguous: use the id or --client",
                                       detail={"clients": sorted({str(r["client_id"]) for r in rows})})
-            return dict(rows[0]) if rows else None
+            return StoredSource.of(rows[0]) if rows else None
 
         row = await self.read(q)
         if row is None:
             raise NotFound("source not found")
         return row
 
-    async def list_sources(self, client_id: str | None = None) -> list[dict[str, Any]]:
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+    async def list_sources(self, client_id: str | None = None) -> list[StoredSource]:
+        def q(conn: sa.Connection) -> list[StoredSource]:
             stmt = sa.select(S).order_by(S.c.client_id, S.c.name)
             if client_id is not None:
                 stmt = stmt.where(S.c.client_id == client_id)
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [StoredSource.of(r) for r in conn.execute(stmt).mappings()]
 
         return await self.read(q)
 

@@ -17,9 +17,8 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 import structlog
 from sqlalchemy.engine import make_url
 
@@ -29,6 +28,7 @@ from hookbay.senders import BASE_ALLOW_HEADERS, Answer, HandshakeConfig, KeySpec
 from hookbay.store import Store
 from hookbay.store.dialects import PostgresDialect
 from hookbay.store.errors import describe
+from hookbay.store.source_rows import StoredSource
 
 if TYPE_CHECKING:  # imported when first needed: most sources use neither
     from hookbay.parsers.mapping import Mapping
@@ -115,21 +115,21 @@ class ActiveSource:
 DEFAULT_IDEMPOTENCY_HEADERS = (b"webhook-id", b"x-github-delivery", b"x-wc-webhook-delivery-id", b"idempotency-key")
 
 
-def build_source(row: dict[str, Any], default_max_body: int,
+def build_source(row: StoredSource, default_max_body: int,
                  secrets: list[tuple[str, int | None]] | None = None) -> ActiveSource:
-    cfg = SourceConfig.model_validate(orjson.loads(row["config"] or "{}"))
+    cfg = SourceConfig.model_validate(row.config)
     idem: tuple[bytes, ...] = DEFAULT_IDEMPOTENCY_HEADERS
     if cfg.idempotency_key:  # the configured key is the event's identity: no other header stands in for it
         idem = ()
     elif cfg.idempotency_header:
         idem = (cfg.idempotency_header.lower().encode("latin-1"), *idem)
     return ActiveSource(
-        id=row["id"],
-        client_id=row["client_id"],
-        name=row["name"],
-        token=row["token"],
-        enabled=bool(row["enabled"]),
-        api_key_hash=row["api_key_hash"],
+        id=row.id,
+        client_id=row.client_id,
+        name=row.name,
+        token=row.token,
+        enabled=row.enabled,
+        api_key_hash=row.api_key_hash,
         config=cfg,
         methods=frozenset(cfg.methods),
         allow_header=", ".join(cfg.methods),
@@ -193,9 +193,9 @@ class SourceCache:
             by_id: dict[str, ActiveSource] = {}
             for row in rows:
                 try:
-                    by_id[row["id"]] = build_source(row, self.default_max_body, secrets.get(row["id"]))
+                    by_id[row.id] = build_source(row, self.default_max_body, secrets.get(row.id))
                 except Exception as e:  # one bad row must not take every source offline
-                    log.error("source_invalid", source_id=row["id"], **describe(e))
+                    log.error("source_invalid", source_id=row.id, **describe(e))
             self.by_id = by_id
             self.by_token = {s.token.lower(): s for s in by_id.values() if s.enabled}
             self.rev = rev

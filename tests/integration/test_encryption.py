@@ -136,13 +136,13 @@ def test_a_sealed_value_moved_to_another_row_does_not_open(live_server_factory, 
 
             def swap(conn: sa.Connection) -> None:
                 blob = conn.execute(sa.text("SELECT secret FROM source_secrets WHERE source_id = :s"),
-                                    {"s": a["id"]}).scalar_one()
+                                    {"s": a.id}).scalar_one()
                 conn.execute(sa.text("UPDATE source_secrets SET secret = :b WHERE source_id = :s"),
-                             {"b": blob, "s": b["id"]})
+                             {"b": blob, "s": b.id})
 
             await store.write(swap)
             found = await store.source_secrets()
-            return a["id"], b["id"], {k: [s for s, _ in v] for k, v in found.items()}
+            return a.id, b.id, {k: [s for s, _ in v] for k, v in found.items()}
         finally:
             await store.close()
 

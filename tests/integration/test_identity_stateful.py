@@ -177,7 +177,7 @@ class IdentityMachine(RuleBasedStateMachine):
         for spec in specs:
             raw = orjson.dumps(body_of(spec))
             at = T0 + next(self.clock) * 10_000_000 + spec["offset_ms"] * 1000 + next(self.clock)
-            row = request_row(self.sources[spec["source"]]["id"], self.client_id, raw, at)
+            row = request_row(self.sources[spec["source"]].id, self.client_id, raw, at)
             rows.append((row, raw))
         for row, _ in rows:
             self.run(self.store.writer.ingest(row))
@@ -195,7 +195,7 @@ class IdentityMachine(RuleBasedStateMachine):
         """Requests that cannot become a profile still end ``failed`` or ``processed``, never pending."""
         raw = {"malformed": b'{"Email": "ann@x.co", ', "no_keys": b'{"FirstName": "Nobody"}',
                "not_an_object": b'[1, 2, 3]', "empty": b""}[kind]
-        row = request_row(self.sources[source]["id"], self.client_id, raw, T0 + next(self.clock) * 10_000_000)
+        row = request_row(self.sources[source].id, self.client_id, raw, T0 + next(self.clock) * 10_000_000)
         self.run(self.store.writer.ingest(row))
         while self.run(self.worker.run_once()):
             pass
@@ -326,7 +326,7 @@ async def _race(db_url: str, tmp_path: Path, specs: list[dict[str, Any]]) -> Non
         contacts = []
         for n, spec in enumerate(specs):
             raw = orjson.dumps(body_of(spec))
-            row = request_row(sources[spec["source"]]["id"], client_id, raw,
+            row = request_row(sources[spec["source"]].id, client_id, raw,
                               T0 + n * 10_000_000 + spec["offset_ms"] * 1000 + n)
             await stores[0].writer.ingest(row)
             for rec in contact_parser.parse([orjson.loads(raw)], default_region="US").records:

@@ -49,7 +49,7 @@ class DedupeMachine(RuleBasedStateMachine):
         for s in self.stores:
             self.run(s.start())
         self.sources = [self.run(self.stores[0].create_source(name=f"s{i}-{uuid.uuid4().hex[:6]}",
-                                                              client_id="acme", config={}))[0]["id"]
+                                                              client_id="acme", config={}))[0].id
                         for i in range(2)]
         self.model = DedupeModel(window_us=WINDOW_DAYS * DAY)
         self.now = T0

@@ -132,7 +132,7 @@ async def test_rotating_an_api_key_needs_one_and_replaces_it(store: Store, setti
     rotated = await source_ops.rotate_api_key(store, None, BASE, ACME, keyed.id)
     assert rotated.api_key and keyed.api_key and rotated.api_key != keyed.api_key
     row = await store.get_source(keyed.id)
-    assert row["api_key_hash"] == hash_secret(rotated.api_key)
+    assert row.api_key_hash == hash_secret(rotated.api_key)
     latest = (await audit_ops.list_audit(store, ADMIN, limit=1))["items"][0]
     assert (latest["action"], latest["changes"], latest["actor"]) == ("api_key.rotate", ["api_key: [changed]"],
                                                                      "client:acme")

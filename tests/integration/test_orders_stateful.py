@@ -122,7 +122,7 @@ class OrdersMachine(RuleBasedStateMachine):
             if ev["phone"]:
                 body["phone"] = ev["phone"]
             raw = orjson.dumps(body)
-            row = request_row(self.sources[ev["source"]]["id"], self.client_id, raw, (T0 + tick) * 1_000_000)
+            row = request_row(self.sources[ev["source"]].id, self.client_id, raw, (T0 + tick) * 1_000_000)
             self.run(self.store.writer.ingest(row))
             while self.run(self.worker.run_once()):
                 pass

@@ -163,17 +163,17 @@ async def test_retention_drops_whole_partitions_but_never_one_with_work_left(pg_
             await ops.ensure(store, s, now=NOON - d * DAY)
         day = {d: NOON - d * DAY for d in range(1, 11)}
         rows = {
-            10: [_row(short["id"], day[10]), _row(None, day[10])],  # no source: the longest retention, 4 days
-            9: [_row(short["id"], day[9]), _row(short["id"], day[9], state="pending")],  # not processed yet
-            8: [_row(short["id"], day[8]), _row(forever["id"], day[8])],  # a source that keeps for ever
-            7: [_row(longer["id"], day[7])],
-            3: [_row(short["id"], day[3]), _row(longer["id"], day[3])],  # longer's rows are 3 days old
-            2: [_row(short["id"], day[2])],  # today - 2 days, within its partition: not all past yet
+            10: [_row(short.id, day[10]), _row(None, day[10])],  # no source: the longest retention, 4 days
+            9: [_row(short.id, day[9]), _row(short.id, day[9], state="pending")],  # not processed yet
+            8: [_row(short.id, day[8]), _row(forever.id, day[8])],  # a source that keeps for ever
+            7: [_row(longer.id, day[7])],
+            3: [_row(short.id, day[3]), _row(longer.id, day[3])],  # longer's rows are 3 days old
+            2: [_row(short.id, day[2])],  # today - 2 days, within its partition: not all past yet
         }
         for rs in rows.values():
             for r in rs:
                 await store.writer.ingest(r)
-        job_held = _row(short["id"], day[7] + 1000)  # processed, but its job row is still there
+        job_held = _row(short.id, day[7] + 1000)  # processed, but its job row is still there
         await store.writer.ingest({**job_held, "state": "pending"})
 
         def processed(conn: sa.Connection) -> None:

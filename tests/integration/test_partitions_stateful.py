@@ -82,7 +82,7 @@ class PartitionMachine(RuleBasedStateMachine):
         self.store.migrate()
         self.run(self.store.start())
         self.sources = {name: self.run(self.store.create_source(
-            name=name, client_id="acme", config={"retention_days": days} if days else {}))[0]["id"]
+            name=name, client_id="acme", config={"retention_days": days} if days else {}))[0].id
             for name, days in RETENTION.items()}
         self.cache = SourceCache(self.store, 1 << 20)
         self.run(self.cache.reload())

@@ -63,7 +63,7 @@ async def _run(db_url: str, tmp_path: Path) -> dict[str, Any]:
                                  "Email": POISON_EMAIL if poison else f"u{i}@example.org",
                                  "Phone": POISON_PHONE if poison else None,
                                  "FirstName": "Poison" if poison else "Ok", "DateOfBirth": "1980-01-02"})
-            row = request_row(src["id"], "acme", body, 1_750_000_000_000_000 + i)
+            row = request_row(src.id, "acme", body, 1_750_000_000_000_000 + i)
             ids.append(await store.writer.ingest(row))
         cache = SourceCache(store, 1 << 20)
         await cache.reload()

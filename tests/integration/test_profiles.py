@@ -204,7 +204,7 @@ async def test_concurrent_updates_never_lose_a_field(db_url: str, tmp_path: Path
             body = orjson.dumps({"SourceName": "s", "SourceType": "t", "Email": "same@example.com",
                                  "Interests": [f"i{i}"], "EmailPermission": i % 2 == 0})
             await stores[0].writer.ingest({
-                "id": new_request_id(), "source_id": src["id"], "client_id": "acme", "received_at": now_us(),
+                "id": new_request_id(), "source_id": src.id, "client_id": "acme", "received_at": now_us(),
                 "method": "POST", "path": "/", "query": "", "headers": "[]", "peer": None,
                 "content_type": "application/json", "body": body, "body_size": len(body), "verdict": "accepted",
                 "rule": None, "status": 200, "state": "pending", "idempotency_key": None, "duplicate_of": None,

@@ -35,12 +35,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 async def _queue(db_url: str, n: int) -> tuple[Store, RelayQueue, str, list[int]]:
     store = await _open(db_url)
     src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
-    await _send(store, src["id"], n)
+    await _send(store, src.id, n)
 
     def ids(conn: sa.Connection) -> list[int]:
         return [r[0] for r in conn.exec_driver_sql("SELECT id FROM relay_messages ORDER BY id")]
 
-    return store, RelayQueue(store), src["id"], await store.read(ids)
+    return store, RelayQueue(store), src.id, await store.read(ids)
 
 
 async def test_a_nack_releases_only_the_later_messages_of_its_own_lease(db_url: str, clock: list[int]) -> None:
@@ -127,7 +127,7 @@ async def test_relay_tokens_are_listed_revoked_one_at_a_time_and_audited(db_url:
     q = RelayQueue(store)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
-        sid = src["id"]
+        sid = src.id
         audit = AuditEntry(action="relay_token.create", actor=Actor(name="admin", peer="127.0.0.1"),
                            client_id="acme", changes=["name: edge"])
         clock[0] = T0 + 10
@@ -179,13 +179,13 @@ async def test_every_relay_token_is_listed_with_its_source_in_one_query(db_url: 
         g, _ = await store.create_source(name="g", client_id="globex", config={"relay": True})
         gone, _ = await store.create_source(name="gone", client_id="acme", config={"relay": True})
         clock[0] = T0 + 10
-        b1, _ = await q.create_token(b["id"], "b1")
+        b1, _ = await q.create_token(b.id, "b1")
         clock[0] = T0
-        b2, _ = await q.create_token(b["id"], "b2")  # older, so listed before b1
-        a1, _ = await q.create_token(a["id"], "a1")
-        g1, _ = await q.create_token(g["id"], "g1")
-        await q.create_token(gone["id"], "orphan")
-        await store.delete_source(gone["id"])
+        b2, _ = await q.create_token(b.id, "b2")  # older, so listed before b1
+        a1, _ = await q.create_token(a.id, "a1")
+        g1, _ = await q.create_token(g.id, "g1")
+        await q.create_token(gone.id, "orphan")
+        await store.delete_source(gone.id)
         reads = 0
         read = store.read
 
@@ -199,7 +199,7 @@ async def test_every_relay_token_is_listed_with_its_source_in_one_query(db_url: 
         assert reads == 1
         assert [(t.name, t.source_name, t.client_id) for t in listed] == [
             ("a1", "a", "acme"), ("b2", "b", "acme"), ("b1", "b", "acme"), ("g1", "g", "globex")]
-        assert listed[0] == relay_ops.RelayTokenListed(id=a1["id"], name="a1", source_id=a["id"], source_name="a",
+        assert listed[0] == relay_ops.RelayTokenListed(id=a1["id"], name="a1", source_id=a.id, source_name="a",
                                                        client_id="acme", created_at=iso(T0))
         assert [t.id for t in await relay_ops.list_all_relay_tokens(store, Principal("acme"))] == [
             a1["id"], b2["id"], b1["id"]]

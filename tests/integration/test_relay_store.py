@@ -78,13 +78,13 @@ async def test_enqueued_in_the_ingest_commit_only_for_relay_sources(db_url: str)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
         other, _ = await store.create_source(name="o", client_id="acme", config={})
-        await store.writer.ingest(_row(store, other["id"], b"{}"))
-        a = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"), relay=True)
-        dup = await store.writer.ingest(_row(store, src["id"], b'{"n": 0}', key="k1"), relay=True)  # a retried delivery
+        await store.writer.ingest(_row(store, other.id, b"{}"))
+        a = await store.writer.ingest(_row(store, src.id, b'{"n": 0}', key="k1"), relay=True)
+        dup = await store.writer.ingest(_row(store, src.id, b'{"n": 0}', key="k1"), relay=True)  # a retried delivery
         assert dup == a
-        await store.writer.ingest(_row(store, src["id"], b"x", verdict="rejected", state="rejected"), relay=True)
-        await store.writer.ingest(_row(store, src["id"], b"ping", state="ping"), relay=True)
-        await _send(store, src["id"], 50, start=1)
+        await store.writer.ingest(_row(store, src.id, b"x", verdict="rejected", state="rejected"), relay=True)
+        await store.writer.ingest(_row(store, src.id, b"ping", state="ping"), relay=True)
+        await _send(store, src.id, 50, start=1)
 
         def q(conn: sa.Connection) -> list[tuple]:
             M, R = schema.relay_messages, schema.requests
@@ -92,7 +92,7 @@ async def test_enqueued_in_the_ingest_commit_only_for_relay_sources(db_url: str)
                 sa.select(M.c.source_id, R.c.body, M.c.state).join(R, R.c.id == M.c.request_id).order_by(M.c.id))]
 
         rows = await store.read(q)
-        assert {r[0] for r in rows} == {src["id"]}
+        assert {r[0] for r in rows} == {src.id}
         assert [bytes(r[1]) for r in rows] == [b'{"n": %d}' % i for i in range(51)]
         assert {r[2] for r in rows} == {"ready"}
         # the request is still processed by the worker as usual
@@ -106,7 +106,7 @@ async def test_fifo_lease_ack_and_head_of_line_blocking(db_url: str) -> None:
     q = RelayQueue(store)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
-        sid = src["id"]
+        sid = src.id
         assert await q.pull(sid, 10, 30) == (None, [])
         await _send(store, sid, 7)
         assert await q.head_available(sid)
@@ -147,7 +147,7 @@ async def test_expired_lease_is_released_and_ack_survives_expiry_unless_released
     q = RelayQueue(store)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
-        sid = src["id"]
+        sid = src.id
         await _send(store, sid, 3)
         lease, msgs = await q.pull(sid, 3, 0.3)
         await asyncio.sleep(0.4)
@@ -170,7 +170,7 @@ async def test_nack_delays_the_head_and_releases_the_rest_of_its_lease(db_url: s
     q = RelayQueue(store)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
-        sid = src["id"]
+        sid = src.id
         await _send(store, sid, 4)
         lease, msgs = await q.pull(sid, 4, 30)
         await q.ack(sid, msgs[0].id, lease)
@@ -201,7 +201,7 @@ async def test_a_delayed_message_behind_the_head_ends_the_batch(db_url: str) -> 
     q = RelayQueue(store)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
-        sid = src["id"]
+        sid = src.id
         await _send(store, sid, 4)
         lease, msgs = await q.pull(sid, 4, 30)
         ids = [m.id for m in msgs]
@@ -222,7 +222,7 @@ async def test_a_retried_pull_with_its_lease_id_gets_the_same_messages(db_url: s
     q = RelayQueue(store)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
-        sid = src["id"]
+        sid = src.id
         await _send(store, sid, 2)
         lease, msgs = await q.pull(sid, 10, 30, lease_id="agent-pull-0001")
         assert lease == "agent-pull-0001"
@@ -241,7 +241,7 @@ async def test_bodies_are_decrypted_and_kept_from_retention_until_acked(db_url: 
     q = RelayQueue(store)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True, "retention_days": 1})
-        sid = src["id"]
+        sid = src.id
         await _send(store, sid, 2)
 
         def processed(conn: sa.Connection) -> None:
@@ -267,18 +267,18 @@ async def test_relay_tokens(db_url: str) -> None:
     q = RelayQueue(store)
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
-        row, tok = await q.create_token(src["id"], "edge-1")
+        row, tok = await q.create_token(src.id, "edge-1")
         assert tok.startswith("hbr_")
         cred = await q.authenticate(tok)
-        assert cred is not None and cred.source_id == src["id"] and cred.client_id == "acme"
+        assert cred is not None and cred.source_id == src.id and cred.client_id == "acme"
         assert await q.authenticate(tok + "x") is None
-        assert [t["name"] for t in await q.list_tokens(src["id"])] == ["edge-1"]
+        assert [t["name"] for t in await q.list_tokens(src.id)] == ["edge-1"]
         with pytest.raises(NotFound):
             await q.revoke_token("src_other", row["id"])
-        await q.revoke_token(src["id"], row["id"])
+        await q.revoke_token(src.id, row["id"])
         assert await q.authenticate(tok) is None
-        _, tok2 = await q.create_token(src["id"], "edge-2")
-        await store.delete_source(src["id"])
+        _, tok2 = await q.create_token(src.id, "edge-2")
+        await store.delete_source(src.id)
         assert await q.authenticate(tok2) is None  # a deleted source's tokens are void
     finally:
         await store.close()
@@ -295,14 +295,14 @@ async def test_acked_messages_are_pruned_after_their_retention_only(db_url: str,
     try:
         src, _ = await store.create_source(name="r", client_id="acme", config={"relay": True})
         other, _ = await store.create_source(name="o", client_id="acme", config={"relay": True})
-        sid = src["id"]
+        sid = src.id
         ids = await _send(store, sid, 7)
-        await _send(store, other["id"], 2)
+        await _send(store, other.id, 2)
         lease, msgs = await q.pull(sid, 5, 30)
         assert len(msgs) == 5
         acked = await q.ack_many(sid, [(m.id, lease) for m in msgs])
         assert set(acked.values()) == {"acked"}
-        assert await q.ready_by_source() == {sid: 2, other["id"]: 2}
+        assert await q.ready_by_source() == {sid: 2, other.id: 2}
 
         def age(conn: sa.Connection) -> None:  # three of the five were acked two days ago
             M = schema.relay_messages
@@ -322,7 +322,7 @@ async def test_acked_messages_are_pruned_after_their_retention_only(db_url: str,
         assert [m.request_id for m in rest if m.request is not None] == ids[5:]
         assert await store.count_requests(source_id=sid) == 7
         assert await prune_relay(store, make_settings(db_url, tmp_path, relay_acked_retention_seconds=0)) == 2
-        assert await q.ready_by_source() == {sid: 2, other["id"]: 2}
+        assert await q.ready_by_source() == {sid: 2, other.id: 2}
     finally:
         await store.close()
 
@@ -346,8 +346,8 @@ async def test_every_queue_operation_stays_in_its_own_source(db_url: str) -> Non
     store = await _open(db_url)
     q = RelayQueue(store)
     try:
-        a = (await store.create_source(name="a", client_id="acme", config={"relay": True}))[0]["id"]
-        b = (await store.create_source(name="b", client_id="acme", config={"relay": True}))[0]["id"]
+        a = (await store.create_source(name="a", client_id="acme", config={"relay": True}))[0].id
+        b = (await store.create_source(name="b", client_id="acme", config={"relay": True}))[0].id
         await _send(store, a, 1)
         await _send(store, b, 2)
         assert not await q.head_available("src_nothing_here")
@@ -377,7 +377,7 @@ async def test_ack_records_when_and_counts_one_delivery(db_url: str) -> None:
     store = await _open(db_url)
     q = RelayQueue(store)
     try:
-        sid = (await store.create_source(name="r", client_id="acme", config={"relay": True}))[0]["id"]
+        sid = (await store.create_source(name="r", client_id="acme", config={"relay": True}))[0].id
         await _send(store, sid, 3)
         lease, msgs = await q.pull(sid, 10, 30)
         assert lease is not None and lease.startswith("lse_")
@@ -418,7 +418,7 @@ async def test_a_stale_ack_or_nack_says_why(db_url: str) -> None:
     store = await _open(db_url)
     q = RelayQueue(store)
     try:
-        sid = (await store.create_source(name="r", client_id="acme", config={"relay": True}))[0]["id"]
+        sid = (await store.create_source(name="r", client_id="acme", config={"relay": True}))[0].id
         await _send(store, sid, 2)
         lease, [m1, m2] = await q.pull(sid, 10, 30)
         assert lease is not None

@@ -73,14 +73,14 @@ async def test_expired_lease_is_reclaimed_and_finishing_twice_makes_one_record(d
     store = await _open(db_url)
     try:
         src, _ = await store.create_source(name="s", client_id="acme", config={})
-        rid = await store.writer.ingest(_row(src["id"], b'{"a": 1}'))
+        rid = await store.writer.ingest(_row(src.id, b'{"a": 1}'))
         first = await store.claim_jobs("w1", 10, lease_s=0.3)
         assert [j.request_id for j in first] == [rid]
         assert await store.claim_jobs("w2", 10, lease_s=0.3) == []
         await asyncio.sleep(0.4)
         second = await store.claim_jobs("w2", 10, lease_s=30)
         assert [(j.request_id, j.attempts) for j in second] == [(rid, 2)]
-        result = {"request_id": rid, "source_id": src["id"], "client_id": "acme", "parser": "generic",
+        result = {"request_id": rid, "source_id": src.id, "client_id": "acme", "parser": "generic",
                   "parser_version": "1", "state": "processed", "records": [{"fields": {"a": 1}}],
                   "receipt": {"errors": [], "warnings": []}}
         await store.finish_jobs([result])
@@ -97,9 +97,9 @@ async def test_idempotency_key_is_durable_across_batches(db_url: str) -> None:
     store = await _open(db_url)
     try:
         src, _ = await store.create_source(name="s", client_id="acme", config={})
-        a = await store.writer.ingest(_row(src["id"], b"{}", key="k1"))
-        b, c = await asyncio.gather(store.writer.ingest(_row(src["id"], b"{}", key="k1")),
-                                    store.writer.ingest(_row(src["id"], b"{}", key="k2")))
+        a = await store.writer.ingest(_row(src.id, b"{}", key="k1"))
+        b, c = await asyncio.gather(store.writer.ingest(_row(src.id, b"{}", key="k1")),
+                                    store.writer.ingest(_row(src.id, b"{}", key="k2")))
         assert b == a and c != a
         assert await store.count_requests(verdict="duplicate") == 1
         assert await store.queue_depth() == 2
@@ -114,7 +114,7 @@ async def test_two_workers_on_two_connections_process_each_request_once(db_url: 
     try:
         src, _ = await ingest_store.create_source(name="s", client_id="acme", config={"format": "json"})
         ids = await asyncio.gather(*[
-            ingest_store.writer.ingest(_row(src["id"], orjson.dumps({"n": i}))) for i in range(300)
+            ingest_store.writer.ingest(_row(src.id, orjson.dumps({"n": i}))) for i in range(300)
         ])
         workers = []
         for i, st in enumerate(stores):
@@ -146,7 +146,7 @@ async def test_drain_claims_the_next_batch_before_storing_this_one(db_url: str, 
     store = await _open(db_url)
     try:
         src, _ = await store.create_source(name="s", client_id="acme", config={"format": "json"})
-        ids = [await store.writer.ingest(_row(src["id"], orjson.dumps({"n": i}))) for i in range(95)]
+        ids = [await store.writer.ingest(_row(src.id, orjson.dumps({"n": i}))) for i in range(95)]
         cache = SourceCache(store, 1 << 20)
         await cache.reload()
         w = Worker(store, cache, settings, worker_id="w")
@@ -192,7 +192,7 @@ async def test_claims_shrink_while_ingest_is_saturated(db_url: str, tmp_path: Pa
     store = await _open(db_url)
     try:
         src, _ = await store.create_source(name="s", client_id="acme", config={"format": "json"})
-        ids = [await store.writer.ingest(_row(src["id"], orjson.dumps({"n": i}))) for i in range(50)]
+        ids = [await store.writer.ingest(_row(src.id, orjson.dumps({"n": i}))) for i in range(50)]
         cache = SourceCache(store, 1 << 20)
         await cache.reload()
         w = Worker(store, cache, settings, worker_id="w", ingest_load=lambda: 64)
@@ -225,15 +225,15 @@ async def test_retention_purges_old_processed_bodies_only(db_url: str) -> None:
         rows = {}
         for name, src, age, state in [("old_done", short, 3, "processed"), ("old_pending", short, 3, "pending"),
                                       ("new_done", short, 1, "processed"), ("old_other", keep, 30, "processed")]:
-            row = _row(src["id"], b'{"x": 1}')
+            row = _row(src.id, b'{"x": 1}')
             row["received_at"] -= age * day
             row["state"] = state
             rows[name] = await store.writer.ingest(row)
         cache = SourceCache(store, 1 << 20)
         await cache.reload()
-        assert await purge_expired(store, cache, dry_run=True) == {short["id"]: 1}
+        assert await purge_expired(store, cache, dry_run=True) == {short.id: 1}
         assert (await store.get_request(rows["old_done"])).body is not None
-        assert await purge_expired(store, cache) == {short["id"]: 1}
+        assert await purge_expired(store, cache) == {short.id: 1}
         bodies = {k: (await store.get_request(v)).body for k, v in rows.items()}
         assert bodies["old_done"] is None
         assert all(bytes(bodies[k]) == b'{"x": 1}' for k in ("old_pending", "new_done", "old_other"))
@@ -295,7 +295,7 @@ async def test_sqlite_writer_commits_every_ingest_with_synchronous_full(tmp_path
     await store.start()
     try:
         src, _ = await store.create_source(name="s", client_id="acme", config={})
-        ingest = lambda: store.writer.ingest(_row(src["id"], b"{}"))  # noqa: E731
+        ingest = lambda: store.writer.ingest(_row(src.id, b"{}"))  # noqa: E731
         await ingest()
         await one_batch(ingest, lambda: store.writer.run(durable), lambda: store.writer.run(relaxed, durable=False))
         await store.writer.run(relaxed, durable=False)
