@@ -15,6 +15,7 @@ from hookbay.errors import BadRequest, Forbidden, NotFound
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.alerts import SYSTEM_CONDITIONS, RuleDefinition, SlackChannel, WebhookChannel
 from hookbay.store import Store
+from hookbay.store.alert_rows import StoredAlert, StoredAlertRule
 from hookbay.store.alerts import AlertStore
 from hookbay.views import iso
 
@@ -29,17 +30,17 @@ class RuleIn(RuleDefinition):
     enabled: bool = True
 
 
-def rule_out(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "client_id": row["client_id"], "enabled": row["enabled"],
-            **row["definition"], "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
+def rule_out(row: StoredAlertRule) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "client_id": row.client_id, "enabled": row.enabled,
+            **row.definition, "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
 
 
-def alert_out(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "rule_id": row["rule_id"], "client_id": row["client_id"], "subject": row["subject"],
-            "state": row["state"], "summary": row["summary"], "detail": row["detail"],
-            "opened_at": iso(row["opened_at"]), "resolved_at": iso(row["resolved_at"]),
-            "notified_at": iso(row["notified_at"]), "notifications": row["notifications"],
-            "last_error": row["last_error"]}
+def alert_out(row: StoredAlert) -> dict[str, Any]:
+    return {"id": row.id, "rule_id": row.rule_id, "client_id": row.client_id, "subject": row.subject,
+            "state": row.state, "summary": row.summary, "detail": row.detail,
+            "opened_at": iso(row.opened_at), "resolved_at": iso(row.resolved_at),
+            "notified_at": iso(row.notified_at), "notifications": row.notifications,
+            "last_error": row.last_error}
 
 
 def _urls(d: RuleDefinition) -> set[str]:
@@ -47,7 +48,7 @@ def _urls(d: RuleDefinition) -> set[str]:
 
 
 async def save_rule(store: Store, is_admin: bool, own_client: str | None, body: RuleIn,
-                    current: dict[str, Any] | None = None) -> dict[str, Any]:
+                    current: StoredAlertRule | None = None) -> StoredAlertRule:
     """Create (``current`` None) or replace a rule after the containment checks; shared by the API
     and ``hookbay alerts apply`` (which runs as the admin)."""
     alerts = AlertStore(store)
@@ -59,12 +60,12 @@ async def save_rule(store: Store, is_admin: bool, own_client: str | None, body: 
         if body.condition in SYSTEM_CONDITIONS:
             raise Forbidden(f"Only an admin may set a rule on the server-wide condition {body.condition}")
         if body.allow_private_destinations:
-            cur = RuleDefinition.model_validate(current["definition"]) if current else None
+            cur = RuleDefinition.model_validate(current.definition) if current else None
             if cur is None or not cur.allow_private_destinations or not _urls(body) <= _urls(cur):
                 raise Forbidden("Only an admin may let alert channels reach private addresses",
                                 detail=[{"path": "allow_private_destinations",
                                          "message": "only an admin may let channels reach private addresses"}])
-    if current is not None and client != current["client_id"]:
+    if current is not None and client != current.client_id:
         raise BadRequest("A rule's client_id cannot be changed; create a new rule")
     d = RuleDefinition.model_validate(body.model_dump(exclude=set(RULE_FIELDS))).with_secrets()
     if d.source_id is not None:
@@ -75,7 +76,7 @@ async def save_rule(store: Store, is_admin: bool, own_client: str | None, body: 
     definition = d.model_dump(exclude_none=True)
     if current is None:
         return await alerts.create_rule(client, body.name, body.enabled, definition)
-    return await alerts.update_rule(current["id"], body.name, body.enabled, definition)
+    return await alerts.update_rule(current.id, body.name, body.enabled, definition)
 
 
 async def list_rules(store: Store, p: Principal, client_id: str | None = None) -> list[dict[str, Any]]:
@@ -107,7 +108,7 @@ async def delete_rule(store: Store, p: Principal, rule_id: str) -> None:
     """Its open alerts are closed without a resolved message; an unknown (or another client's) id is a 404."""
     alerts = AlertStore(store)
     row = await alerts.get_rule(rule_id, scope_client(p, None))
-    await alerts.delete_rule(row["id"])
+    await alerts.delete_rule(row.id)
 
 
 async def apply_rules(store: Store, p: Principal, bodies: list[RuleIn], *, dry_run: bool = False) -> list[dict[str, Any]]:
@@ -128,13 +129,13 @@ async def apply_rules(store: Store, p: Principal, bodies: list[RuleIn], *, dry_r
                 if ch["type"] == "webhook" and "secret" not in ch and i < len(old) and old[i].get("url") == ch["url"]:
                     ch["secret"] = old[i].get("secret")
             if wanted == {k: v for k, v in shown.items() if v is not None}:
-                plan.append({"name": body.name, "client_id": body.client_id, "action": "unchanged", "id": cur["id"]})
+                plan.append({"name": body.name, "client_id": body.client_id, "action": "unchanged", "id": cur.id})
                 continue
             body = RuleIn.model_validate(wanted)
         action = "created" if cur is None else "changed"
         row = cur if dry_run else await save_rule(store, p.is_admin, p.client_id, body, cur)
         plan.append({"name": body.name, "client_id": body.client_id, "action": action,
-                     "id": row["id"] if row else None})
+                     "id": row.id if row else None})
     return plan
 
 
@@ -143,7 +144,7 @@ async def list_alerts(store: Store, p: Principal, *, state: str | None = None, r
     """Alerts newest first; a rule named by id must be one the caller sees (else 404)."""
     client = scope_client(p, None)
     if rule_id is not None:
-        rule_id = (await AlertStore(store).get_rule(rule_id, client))["id"]
+        rule_id = (await AlertStore(store).get_rule(rule_id, client)).id
     return [alert_out(r) for r in await AlertStore(store).list_alerts(client, state=state, rule_id=rule_id,
                                                                       limit=limit)]
 

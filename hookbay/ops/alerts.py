@@ -16,6 +16,7 @@ import asyncio
 import os
 import socket
 import time
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -29,7 +30,8 @@ from hookbay.ids import now_us, ulid
 from hookbay.ops.health import Readiness
 from hookbay.settings import Settings
 from hookbay.signatures import generate_secret, sign_standard, validate_secret
-from hookbay.store import Store
+from hookbay.store import Store, StoredSource
+from hookbay.store.alert_rows import StoredAlert, StoredAlertRule
 from hookbay.store.alerts import AlertStore, Transition
 from hookbay.store.errors import describe
 from hookbay.views import iso
@@ -161,52 +163,52 @@ class AlertEvaluator:
             return []
         now = now_us()
         rules = await self.alerts.list_rules(enabled_only=True)
-        open_by_key = {(a["rule_id"], a["subject"]): a for a in await self.alerts.open_alerts()}
+        open_by_key = {(a.rule_id, a.subject): a for a in await self.alerts.open_alerts()}
         ctx = _Measurements(self, now)
         transitions: list[Transition] = []
-        defs: dict[str, tuple[dict[str, Any], RuleDefinition]] = {}
+        defs: dict[str, tuple[StoredAlertRule, RuleDefinition]] = {}
         for rule in rules:
             try:
-                d = RuleDefinition.model_validate(rule["definition"])
+                d = RuleDefinition.model_validate(rule.definition)
             except ValidationError:
-                log.warning("alert_rule_invalid", rule_id=rule["id"])
+                log.warning("alert_rule_invalid", rule_id=rule.id)
                 continue
-            defs[rule["id"]] = (rule, d)
+            defs[rule.id] = (rule, d)
             try:
                 firing = await ctx.evaluate(rule, d)
             except Exception as e:  # cannot tell: its open alerts stay open, none is opened
-                log.warning("alert_rule_failed", rule_id=rule["id"], **describe(e))
-                for key in [k for k in open_by_key if k[0] == rule["id"]]:
+                log.warning("alert_rule_failed", rule_id=rule.id, **describe(e))
+                for key in [k for k in open_by_key if k[0] == rule.id]:
                     del open_by_key[key]
                 continue
             repeat_us = int(d.repeat_minutes * 60e6)
             for subject, (summary, detail) in firing.items():
-                cur = open_by_key.pop((rule["id"], subject), None)
+                cur = open_by_key.pop((rule.id, subject), None)
                 if cur is None:
-                    transitions.append(Transition("open", {
-                        "id": "alt_" + ulid(), "rule_id": rule["id"], "client_id": rule["client_id"],
-                        "subject": subject, "state": "open", "summary": summary, "detail": detail,
-                        "opened_at": now, "resolved_at": None, "notified_at": now, "notifications": 1}))
-                elif now - cur["notified_at"] >= repeat_us:
-                    transitions.append(Transition("repeat", {**cur, "summary": summary, "detail": detail,
-                                                             "notified_at": now,
-                                                             "notifications": cur["notifications"] + 1}))
+                    transitions.append(Transition("open", StoredAlert(
+                        id="alt_" + ulid(), rule_id=rule.id, client_id=rule.client_id, subject=subject,
+                        state="open", summary=summary, detail=detail, opened_at=now, resolved_at=None,
+                        notified_at=now, notifications=1)))
+                elif now - cur.notified_at >= repeat_us:
+                    transitions.append(Transition("repeat", replace(cur, summary=summary, detail=detail,
+                                                                    notified_at=now,
+                                                                    notifications=cur.notifications + 1)))
             for (rid, _subject), cur in list(open_by_key.items()):
-                if rid == rule["id"]:
+                if rid == rule.id:
                     del open_by_key[(rid, _subject)]
-                    transitions.append(Transition("resolve", {**cur, "state": "resolved", "resolved_at": now,
-                                                              "notified_at": now,
-                                                              "notifications": cur["notifications"] + 1}))
+                    transitions.append(Transition("resolve", replace(cur, state="resolved", resolved_at=now,
+                                                                     notified_at=now,
+                                                                     notifications=cur.notifications + 1)))
         # open alerts of rules that are now disabled (or invalid) close quietly
-        quiet = [Transition("resolve", {**a, "state": "resolved", "resolved_at": now})
-                 for a in open_by_key.values() if a["rule_id"] not in defs]
+        quiet = [Transition("resolve", replace(a, state="resolved", resolved_at=now))
+                 for a in open_by_key.values() if a.rule_id not in defs]
         await self.alerts.apply(transitions + quiet)
-        await asyncio.gather(*(self._notify(*defs[t.alert["rule_id"]], t) for t in transitions))
+        await asyncio.gather(*(self._notify(*defs[t.alert.rule_id], t) for t in transitions))
         return transitions
 
     # --- messages --------------------------------------------------------------------------
 
-    async def _notify(self, rule: dict[str, Any], d: RuleDefinition, t: Transition) -> None:
+    async def _notify(self, rule: StoredAlertRule, d: RuleDefinition, t: Transition) -> None:
         event = {"open": "opened", "repeat": "repeated", "resolve": "resolved"}[t.kind]
         a = t.alert
         payload = alert_payload(rule, d, a, event)
@@ -218,11 +220,11 @@ class AlertEvaluator:
             except Exception as e:
                 errors.append(f"{ch.type}: {type(e).__name__}: {e}"[:300])
         if d.channels:
-            await self.alerts.record_error(a["id"], "; ".join(errors) or None)
-        log.info("alert_" + event, alert_id=a["id"], rule_id=rule["id"], subject=a["subject"],
+            await self.alerts.record_error(a.id, "; ".join(errors) or None)
+        log.info("alert_" + event, alert_id=a.id, rule_id=rule.id, subject=a.subject,
                  channels=len(d.channels), failed=len(errors))
 
-    async def _send(self, ch: EmailChannel | WebhookChannel | SlackChannel, d: RuleDefinition, a: dict[str, Any],
+    async def _send(self, ch: EmailChannel | WebhookChannel | SlackChannel, d: RuleDefinition, a: StoredAlert,
                     payload: dict[str, Any], text: str) -> None:
         if isinstance(ch, EmailChannel):
             await self._email(ch.to, text)
@@ -230,7 +232,7 @@ class AlertEvaluator:
         body = orjson.dumps(payload) if isinstance(ch, WebhookChannel) else orjson.dumps(slack_body(text, payload))
         headers = {"content-type": "application/json"}
         if isinstance(ch, WebhookChannel):
-            msg_id = f"{a['id']}.{a['notifications']}"
+            msg_id = f"{a.id}.{a.notifications}"
             ts = int(time.time())
             headers.update({"webhook-id": msg_id, "webhook-timestamp": str(ts),
                             "webhook-signature": sign_standard(ch.secret or "", msg_id, ts, body)})
@@ -263,7 +265,7 @@ class _Measurements:
     def __init__(self, ev: AlertEvaluator, now: int) -> None:
         self.ev = ev
         self.now = now
-        self._sources: list[dict[str, Any]] | None = None
+        self._sources: list[StoredSource] | None = None
         self._cache: dict[Any, Any] = {}
 
     async def _once(self, key: Any, make: Any) -> Any:
@@ -271,14 +273,14 @@ class _Measurements:
             self._cache[key] = await make()
         return self._cache[key]
 
-    async def sources(self, rule: dict[str, Any], d: RuleDefinition) -> list[dict[str, Any]]:
+    async def sources(self, rule: StoredAlertRule, d: RuleDefinition) -> list[StoredSource]:
         if self._sources is None:
             self._sources = await self.ev.alerts.sources()
         return [s for s in self._sources
-                if (rule["client_id"] is None or s["client_id"] == rule["client_id"])
-                and (d.source_id is None or s["id"] == d.source_id)]
+                if (rule.client_id is None or s.client_id == rule.client_id)
+                and (d.source_id is None or s.id == d.source_id)]
 
-    async def evaluate(self, rule: dict[str, Any], d: RuleDefinition) -> dict[str, tuple[str, dict[str, Any]]]:
+    async def evaluate(self, rule: StoredAlertRule, d: RuleDefinition) -> dict[str, tuple[str, dict[str, Any]]]:
         """Subjects for which the rule's condition holds now, each with a summary and details."""
         out: dict[str, tuple[str, dict[str, Any]]] = {}
         now, st = self.now, self.ev.alerts
@@ -286,44 +288,44 @@ class _Measurements:
             window = d.minutes or 60
             dead = await self._once(("dead", window), lambda: st.dead_letters_since(now - int(window * 60e6)))
             for s in await self.sources(rule, d):
-                if (e := dead.get(s["id"])) is not None:
-                    out[s["id"]] = (f"{e['dead_letters']} dead letter(s) in the last {_minutes(window)} on source "
-                                    f"{s['name']!r} ({s['id']})", {**e, "source_id": s["id"], "window_minutes": window})
+                if (e := dead.get(s.id)) is not None:
+                    out[s.id] = (f"{e['dead_letters']} dead letter(s) in the last {_minutes(window)} on source "
+                                 f"{s.name!r} ({s.id})", {**e, "source_id": s.id, "window_minutes": window})
         elif d.condition == "error_ratio":
             window = d.minutes or 15
             counts = await self._once(("ratio", window), lambda: st.request_counts_since(now - int(window * 60e6)))
             for s in await self.sources(rule, d):
-                c = counts.get(s["id"])
+                c = counts.get(s.id)
                 if not c or c["total"] < d.min_requests:
                     continue
                 bad = c["rejected"] * (d.count != "failed") + c["failed"] * (d.count != "rejected")
                 ratio = bad / c["total"]
                 if ratio > (d.threshold or 0):
-                    out[s["id"]] = (f"{bad} of {c['total']} requests {_bad_word(d.count)} ({ratio:.0%}, over "
-                                    f"{d.threshold:.0%}) in the last {_minutes(window)} on source {s['name']!r} "
-                                    f"({s['id']})", {**c, "ratio": round(ratio, 4), "threshold": d.threshold,
-                                                     "source_id": s["id"], "window_minutes": window})
+                    out[s.id] = (f"{bad} of {c['total']} requests {_bad_word(d.count)} ({ratio:.0%}, over "
+                                 f"{d.threshold:.0%}) in the last {_minutes(window)} on source {s.name!r} "
+                                 f"({s.id})", {**c, "ratio": round(ratio, 4), "threshold": d.threshold,
+                                                  "source_id": s.id, "window_minutes": window})
         elif d.condition == "silence":
-            srcs = [s for s in await self.sources(rule, d) if s["enabled"]]
-            last = await st.last_received([s["id"] for s in srcs])
+            srcs = [s for s in await self.sources(rule, d) if s.enabled]
+            last = await st.last_received([s.id for s in srcs])
             for s in srcs:
-                since = max(last.get(s["id"], 0), s["created_at"])
+                since = max(last.get(s.id, 0), s.created_at)
                 quiet = (now - since) / 60e6
                 if quiet > (d.minutes or 0):
-                    out[s["id"]] = (f"source {s['name']!r} ({s['id']}) has received nothing for {quiet:.1f} min",
-                                    {"source_id": s["id"], "last_received_at": iso(last.get(s["id"])),
-                                     "silent_minutes": round(quiet, 2), "minutes": d.minutes})
+                    out[s.id] = (f"source {s.name!r} ({s.id}) has received nothing for {quiet:.1f} min",
+                                 {"source_id": s.id, "last_received_at": iso(last.get(s.id)),
+                                  "silent_minutes": round(quiet, 2), "minutes": d.minutes})
         elif d.condition == "relay_silent":
             seen = await self._once("relay", st.relay_last_seen)
             for s in await self.sources(rule, d):
-                if not (s["enabled"] and s["config"].get("relay")):
+                if not (s.enabled and s.config.get("relay")):
                     continue
-                since = max(seen.get(s["id"], 0), s["created_at"])
+                since = max(seen.get(s.id, 0), s.created_at)
                 quiet = (now - since) / 60e6
                 if quiet > (d.minutes or 0):
-                    out[s["id"]] = (f"no relay agent has pulled source {s['name']!r} ({s['id']}) for {quiet:.1f} min",
-                                    {"source_id": s["id"], "last_pull_at": iso(seen.get(s["id"])),
-                                     "silent_minutes": round(quiet, 2), "minutes": d.minutes})
+                    out[s.id] = (f"no relay agent has pulled source {s.name!r} ({s.id}) for {quiet:.1f} min",
+                                 {"source_id": s.id, "last_pull_at": iso(seen.get(s.id)),
+                                  "silent_minutes": round(quiet, 2), "minutes": d.minutes})
         elif d.condition == "processing_lag":
             lag = await self._once("lag", self.ev.store.oldest_due_job_age)
             if lag > (d.seconds or 0):
@@ -340,26 +342,26 @@ def _bad_word(count: str) -> str:
     return {"rejected": "rejected", "failed": "failed processing", "both": "rejected or failed"}[count]
 
 
-def alert_payload(rule: dict[str, Any], d: RuleDefinition, a: dict[str, Any], event: str) -> dict[str, Any]:
+def alert_payload(rule: StoredAlertRule, d: RuleDefinition, a: StoredAlert, event: str) -> dict[str, Any]:
     """The signed webhook body; also what ``GET /api/v1/alerts`` shows of an alert."""
     return {"type": f"hookbay.alert.{event}", "alert": {
-        "id": a["id"], "rule_id": rule["id"], "rule_name": rule["name"], "client_id": a["client_id"],
-        "condition": d.condition, "subject": a["subject"], "state": a["state"], "summary": a["summary"],
-        "detail": a["detail"], "opened_at": iso(a["opened_at"]), "resolved_at": iso(a.get("resolved_at")),
-        "notification": a["notifications"]}}
+        "id": a.id, "rule_id": rule.id, "rule_name": rule.name, "client_id": a.client_id,
+        "condition": d.condition, "subject": a.subject, "state": a.state, "summary": a.summary,
+        "detail": a.detail, "opened_at": iso(a.opened_at), "resolved_at": iso(a.resolved_at),
+        "notification": a.notifications}}
 
 
-def message_text(rule: dict[str, Any], a: dict[str, Any], event: str) -> str:
+def message_text(rule: StoredAlertRule, a: StoredAlert, event: str) -> str:
     """First line: the subject (email) / headline (Slack); then the details."""
     head = {"opened": "ALERT", "repeated": "STILL FIRING", "resolved": "RESOLVED"}[event]
-    lines = [f"[hookbay] {head}: {rule['name']}: {a['summary']}"]
+    lines = [f"[hookbay] {head}: {rule.name}: {a.summary}"]
     if event == "resolved":
         lines.append("The condition has cleared.")
-    lines += [f"Rule: {rule['name']} ({rule['id']})", f"Alert: {a['id']}", f"Opened: {iso(a['opened_at'])}"]
+    lines += [f"Rule: {rule.name} ({rule.id})", f"Alert: {a.id}", f"Opened: {iso(a.opened_at)}"]
     if event == "resolved":
-        lines.append(f"Resolved: {iso(a['resolved_at'])}")
-    if a["client_id"]:
-        lines.append(f"Client: {a['client_id']}")
+        lines.append(f"Resolved: {iso(a.resolved_at)}")
+    if a.client_id:
+        lines.append(f"Client: {a.client_id}")
     return "\n".join(lines)
 
 

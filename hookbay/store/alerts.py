@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from hookbay.errors import NotFound
 from hookbay.ids import now_us, ulid
 from hookbay.store import schema
+from hookbay.store.alert_rows import StoredAlert, StoredAlertRule
 from hookbay.store.base import Store
+from hookbay.store.source_rows import StoredSource
 
 AR, AL, D, R, RT, S, META = (schema.alert_rules, schema.alerts, schema.deliveries, schema.requests,
                              schema.relay_tokens, schema.sources, schema.meta)
@@ -27,19 +29,7 @@ class Transition:
     """One change the evaluator makes: ``open`` (new row), ``repeat`` or ``resolve`` (existing)."""
 
     kind: str
-    alert: dict[str, Any]
-
-
-def _rule_row(r: Any) -> dict[str, Any]:
-    d = dict(r)
-    d["definition"] = orjson.loads(d["definition"])
-    return d
-
-
-def _alert_row(r: Any) -> dict[str, Any]:
-    d = dict(r)
-    d["detail"] = orjson.loads(d["detail"] or "{}")
-    return d
+    alert: StoredAlert
 
 
 class AlertStore:
@@ -49,7 +39,7 @@ class AlertStore:
     # --- rules ------------------------------------------------------------------------------
 
     async def create_rule(self, client_id: str | None, name: str, enabled: bool,
-                          definition: dict[str, Any]) -> dict[str, Any]:
+                          definition: dict[str, Any]) -> StoredAlertRule:
         now = now_us()
         row = {"id": "alr_" + ulid(), "client_id": client_id, "name": name, "enabled": enabled,
                "definition": orjson.dumps(definition).decode(), "created_at": now, "updated_at": now}
@@ -58,9 +48,9 @@ class AlertStore:
             conn.execute(AR.insert().values(**row))
 
         await self.store.write(w)
-        return {**row, "definition": definition}
+        return StoredAlertRule.of(row)
 
-    async def get_rule(self, rule_id: str, client_id: str | None = None) -> dict[str, Any]:
+    async def get_rule(self, rule_id: str, client_id: str | None = None) -> StoredAlertRule:
         """``client_id`` None = the admin (every rule); else only that client's rules."""
         def q(conn: sa.Connection) -> Any:
             stmt = sa.select(AR).where(AR.c.id == rule_id)
@@ -71,17 +61,17 @@ class AlertStore:
         row = await self.store.read(q)
         if row is None:
             raise NotFound("Alert rule not found")
-        return _rule_row(row)
+        return StoredAlertRule.of(row)
 
-    async def find_rule(self, client_id: str | None, name: str) -> dict[str, Any] | None:
+    async def find_rule(self, client_id: str | None, name: str) -> StoredAlertRule | None:
         def q(conn: sa.Connection) -> Any:
             cond = AR.c.client_id.is_(None) if client_id is None else AR.c.client_id == client_id
             return conn.execute(sa.select(AR).where(cond, AR.c.name == name)).mappings().first()
 
         row = await self.store.read(q)
-        return _rule_row(row) if row else None
+        return StoredAlertRule.of(row) if row else None
 
-    async def list_rules(self, client_id: str | None = None, *, enabled_only: bool = False) -> list[dict[str, Any]]:
+    async def list_rules(self, client_id: str | None = None, *, enabled_only: bool = False) -> list[StoredAlertRule]:
         def q(conn: sa.Connection) -> list[Any]:
             stmt = sa.select(AR).order_by(AR.c.created_at, AR.c.id)
             if client_id is not None:
@@ -90,9 +80,9 @@ class AlertStore:
                 stmt = stmt.where(AR.c.enabled.is_(True))
             return list(conn.execute(stmt).mappings())
 
-        return [_rule_row(r) for r in await self.store.read(q)]
+        return [StoredAlertRule.of(r) for r in await self.store.read(q)]
 
-    async def update_rule(self, rule_id: str, name: str, enabled: bool, definition: dict[str, Any]) -> dict[str, Any]:
+    async def update_rule(self, rule_id: str, name: str, enabled: bool, definition: dict[str, Any]) -> StoredAlertRule:
         def w(conn: sa.Connection) -> None:
             n = conn.execute(AR.update().where(AR.c.id == rule_id).values(
                 name=name, enabled=enabled, definition=orjson.dumps(definition).decode(),
@@ -116,7 +106,7 @@ class AlertStore:
     # --- alerts ------------------------------------------------------------------------------
 
     async def list_alerts(self, client_id: str | None = None, *, state: str | None = None,
-                          rule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+                          rule_id: str | None = None, limit: int = 100) -> list[StoredAlert]:
         def q(conn: sa.Connection) -> list[Any]:
             stmt = sa.select(AL).order_by(AL.c.opened_at.desc(), AL.c.id.desc()).limit(limit)
             if client_id is not None:
@@ -127,9 +117,9 @@ class AlertStore:
                 stmt = stmt.where(AL.c.rule_id == rule_id)
             return list(conn.execute(stmt).mappings())
 
-        return [_alert_row(r) for r in await self.store.read(q)]
+        return [StoredAlert.of(r) for r in await self.store.read(q)]
 
-    async def get_alert(self, alert_id: str, client_id: str | None = None) -> dict[str, Any]:
+    async def get_alert(self, alert_id: str, client_id: str | None = None) -> StoredAlert:
         def q(conn: sa.Connection) -> Any:
             stmt = sa.select(AL).where(AL.c.id == alert_id)
             if client_id is not None:
@@ -139,9 +129,9 @@ class AlertStore:
         row = await self.store.read(q)
         if row is None:
             raise NotFound("Alert not found")
-        return _alert_row(row)
+        return StoredAlert.of(row)
 
-    async def open_alerts(self) -> list[dict[str, Any]]:
+    async def open_alerts(self) -> list[StoredAlert]:
         return await self.list_alerts(state="open", limit=100_000)
 
     async def apply(self, transitions: list[Transition]) -> None:
@@ -152,15 +142,15 @@ class AlertStore:
                 a = t.alert
                 if t.kind == "open":
                     conn.execute(AL.insert().values(
-                        id=a["id"], rule_id=a["rule_id"], client_id=a["client_id"], subject=a["subject"],
-                        state="open", summary=a["summary"], detail=orjson.dumps(a["detail"]).decode(),
-                        opened_at=a["opened_at"], notified_at=a["notified_at"], notifications=1))
+                        id=a.id, rule_id=a.rule_id, client_id=a.client_id, subject=a.subject,
+                        state="open", summary=a.summary, detail=orjson.dumps(a.detail).decode(),
+                        opened_at=a.opened_at, notified_at=a.notified_at, notifications=1))
                 else:
-                    vals: dict[str, Any] = {"summary": a["summary"], "detail": orjson.dumps(a["detail"]).decode(),
-                                            "notified_at": a["notified_at"], "notifications": a["notifications"]}
+                    vals: dict[str, Any] = {"summary": a.summary, "detail": orjson.dumps(a.detail).decode(),
+                                            "notified_at": a.notified_at, "notifications": a.notifications}
                     if t.kind == "resolve":
-                        vals.update(state="resolved", resolved_at=a["resolved_at"])
-                    conn.execute(AL.update().where(AL.c.id == a["id"], AL.c.state == "open").values(**vals))
+                        vals.update(state="resolved", resolved_at=a.resolved_at)
+                    conn.execute(AL.update().where(AL.c.id == a.id, AL.c.state == "open").values(**vals))
 
         if transitions:
             await self.store.write(w)
@@ -194,11 +184,9 @@ class AlertStore:
 
     # --- measurements --------------------------------------------------------------------------
 
-    async def sources(self) -> list[dict[str, Any]]:
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(sa.select(S.c.id, S.c.client_id, S.c.name, S.c.enabled, S.c.config,
-                                          S.c.created_at, S.c.updated_at)).mappings()
-            return [{**dict(r), "config": orjson.loads(r["config"] or "{}")} for r in rows]
+    async def sources(self) -> list[StoredSource]:
+        def q(conn: sa.Connection) -> list[StoredSource]:
+            return [StoredSource.of(r) for r in conn.execute(sa.select(S)).mappings()]
 
         return await self.store.read(q)
 

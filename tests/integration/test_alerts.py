@@ -229,18 +229,18 @@ def test_each_condition_opens_and_clears(db_url: str, live_server_factory) -> No
             await store.close()
 
     first = asyncio.run(run(*_second_process(live, ready_max_lag_seconds=0.3)))
-    opened = {t.alert["rule_id"]: t.alert for t in first if t.kind == "open"}
+    opened = {t.alert.rule_id: t.alert for t in first if t.kind == "open"}
     names = {k for k, r in rules.items() if r["id"] in opened}
     assert names == {"ratio", "lag", "ready", "relay"}, names
-    assert opened[rules["ratio"]["id"]]["detail"]["ratio"] == 0.75
-    assert opened[rules["ready"]["id"]]["detail"]["reason"] == "processing_lag"
-    assert opened[rules["relay"]["id"]]["subject"] == relay["id"]
+    assert opened[rules["ratio"]["id"]].detail["ratio"] == 0.75
+    assert opened[rules["ready"]["id"]].detail["reason"] == "processing_lag"
+    assert opened[rules["relay"]["id"]].subject == relay["id"]
 
     # the agent pulls: its silence alert resolves; the others stay open without a repeat (1 h)
     r = live.client.get("/api/v1/relay/messages", params={"wait": 0}, headers={"Authorization": f"Bearer {agent_tok}"})
     assert r.status_code == 200
     second = asyncio.run(run(*_second_process(live, ready_max_lag_seconds=0.3)))
-    assert [(t.kind, t.alert["rule_id"]) for t in second] == [("resolve", rules["relay"]["id"])]
+    assert [(t.kind, t.alert.rule_id) for t in second] == [("resolve", rules["relay"]["id"])]
     states = {a["rule_id"]: a["state"] for a in _alerts(live)}
     assert states[rules["relay"]["id"]] == "resolved" and states[rules["lag"]["id"]] == "open"
     assert len(_alerts(live)) == 4

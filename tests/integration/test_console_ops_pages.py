@@ -22,20 +22,24 @@ ui = test_console.ui
 
 def _alert(live: Any, rule: dict[str, Any], alert_id: str, subject: str, state: str = "open") -> None:
     """An alert of ``rule`` stored as the evaluator does (from a second store, like a worker)."""
+    from dataclasses import replace
+
     from hookbay.store import open_store
+    from hookbay.store.alert_rows import StoredAlert
     from hookbay.store.alerts import AlertStore, Transition
 
     async def go() -> None:
         store = open_store(live.settings)
         await store.start()
         try:
-            row = {"id": alert_id, "rule_id": rule["id"], "client_id": rule["client_id"], "subject": subject,
-                   "summary": f"{rule['name']} fired", "detail": {}, "opened_at": 1_700_000_000_000_000,
-                   "notified_at": 1_700_000_000_000_000}
+            row = StoredAlert(id=alert_id, rule_id=rule["id"], client_id=rule["client_id"], subject=subject,
+                              state="open", summary=f"{rule['name']} fired", detail={},
+                              opened_at=1_700_000_000_000_000, resolved_at=None,
+                              notified_at=1_700_000_000_000_000, notifications=1)
             await AlertStore(store).apply([Transition("open", row)])
             if state == "resolved":
-                await AlertStore(store).apply([Transition("resolve", {
-                    **row, "resolved_at": 1_700_000_100_000_000, "notified_at": 1_700_000_100_000_000, "notifications": 2})])
+                await AlertStore(store).apply([Transition("resolve", replace(
+                    row, resolved_at=1_700_000_100_000_000, notified_at=1_700_000_100_000_000, notifications=2))])
         finally:
             await store.close()
 

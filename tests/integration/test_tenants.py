@@ -58,15 +58,16 @@ class Tenants:
 def _open_alert(live: Any, rule: dict[str, Any]) -> str:
     """An open alert of ``rule``, stored as the evaluator would (from a second store, like a worker)."""
     from hookbay.store import open_store
+    from hookbay.store.alert_rows import StoredAlert
     from hookbay.store.alerts import AlertStore, Transition
 
     async def go() -> None:
         store = open_store(live.settings)
         await store.start()
         try:
-            await AlertStore(store).apply([Transition("open", {
-                "id": "alt_theirs", "rule_id": rule["id"], "client_id": rule["client_id"], "subject": "system",
-                "summary": "s", "detail": {}, "opened_at": 1, "notified_at": 1})])
+            await AlertStore(store).apply([Transition("open", StoredAlert(
+                id="alt_theirs", rule_id=rule["id"], client_id=rule["client_id"], subject="system", state="open",
+                summary="s", detail={}, opened_at=1, resolved_at=None, notified_at=1, notifications=1))])
         finally:
             await store.close()
 
