@@ -219,7 +219,7 @@ def machine(path: Path) -> type[RuleBasedStateMachine]:
 
 def test_profiles_follow_the_reference_model(template: Path) -> None:
     run_state_machine_as_test(machine(template), settings=settings(
-        max_examples=30, stateful_step_count=6, deadline=None, derandomize=True, database=None,
+        max_examples=min(30, settings.default.max_examples), stateful_step_count=6, deadline=None, derandomize=True, database=None,
         suppress_health_check=[HealthCheck.too_slow]))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from hookbay.errors import StorageUnavailable, WriteTimeout
 from hookbay.ids import new_request_id, now_us
 from hookbay.store import Store
+from hookbay.store.writer import Writer
 
 
 @pytest.fixture(scope="module")
@@ -225,3 +227,35 @@ async def test_a_write_past_its_deadline_is_told_so_and_may_still_land(w: Fixtur
     w.writer.start()
     await w.writer.ingest(_row())  # behind it in the queue: the late row is written by now
     assert (row["id"],) in w.rows("SELECT id FROM requests")
+
+
+async def test_writes_that_are_not_ingest_rows_never_announce_new_jobs(w: Fixture) -> None:
+    assert await w.writer.run(lambda conn: 1) == 1
+    assert await w.writer.run(lambda conn: 2, durable=False) == 2
+    assert w.commits == []
+
+
+async def test_with_ingest_lanes_keyed_rows_keep_the_writer_thread_and_plain_rows_pass_it(template: Path,
+                                                                                         tmp_path: Path) -> None:
+    """PostgreSQL's ingest lanes, here on SQLite: a plain row commits on a lane while the writer
+    thread is busy; a row with an idempotency key waits for that thread, behind the write before it."""
+    path = tmp_path / "hb.db"
+    shutil.copyfile(template, path)
+    engine = sa.create_engine(f"sqlite:///{path}")
+    writer = Writer(engine, ingest_lanes=1)
+    writer.start()
+    gate = threading.Event()
+    try:
+        busy = asyncio.ensure_future(writer.run(lambda conn: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        keyed, plain = _row(key="k1"), _row()
+        keyed_done = asyncio.ensure_future(writer.ingest(keyed))
+        assert await asyncio.wait_for(writer.ingest(plain), 5) == plain["id"]
+        await asyncio.sleep(0.05)
+        assert not keyed_done.done()
+        gate.set()
+        assert await asyncio.wait_for(keyed_done, 5) == keyed["id"] and await busy is True
+    finally:
+        gate.set()
+        await asyncio.to_thread(writer.stop)
+        engine.dispose()
