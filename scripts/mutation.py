@@ -42,7 +42,7 @@ MUTATION_ENV = {**os.environ, "HOOKBAY_HYPOTHESIS_PROFILE": "mutation"}
 # mutmut's limit, 30 times the tests' own time: the test fails after 10 s instead (the thread method
 # ends the forked child, so a hang in a thread or a lock is caught too). It counts as killed, as
 # mutmut's own timeout does.
-HANG = ["-p", "pytest_timeout", "--timeout=10", "--timeout-method=thread"]
+HANG = ["--timeout=10", "--timeout-method=thread"]
 
 
 @dataclass
