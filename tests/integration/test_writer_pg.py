@@ -97,3 +97,21 @@ async def test_a_second_wake_up_within_the_interval_is_sent_when_the_interval_is
     finally:
         listener.conn.close()
         await asyncio.to_thread(writer.stop)
+
+
+async def test_keys_resolve_to_the_original_within_and_across_batches(store: Store) -> None:
+    first, again = {**_row(), "idempotency_key": "k1"}, {**_row(), "idempotency_key": "k1"}
+    other = {**_row(), "idempotency_key": "k2"}
+    assert await asyncio.gather(store.writer.ingest(first), store.writer.ingest(again),
+                                store.writer.ingest(other)) == [first["id"], first["id"], other["id"]]
+    later = {**_row(), "idempotency_key": "k1"}
+    assert await store.writer.ingest(later) == first["id"]
+
+    def rows(conn: sa.Connection) -> dict[str, tuple[object, ...]]:
+        return {r[0]: tuple(r[1:]) for r in conn.exec_driver_sql(
+            "SELECT id, verdict, duplicate_of, idempotency_key FROM requests WHERE id = ANY(%s)",
+            ([first["id"], again["id"], other["id"], later["id"]],))}
+
+    assert await store.read(rows) == {
+        first["id"]: ("accepted", None, "k1"), again["id"]: ("duplicate", first["id"], None),
+        other["id"]: ("accepted", None, "k2"), later["id"]: ("duplicate", first["id"], None)}
