@@ -102,6 +102,8 @@ async def test_a_batch_stores_every_row_answers_each_sender_and_queues_jobs_only
 
     await w.writer.ingest(_row(verdict="rejected", state="rejected"))  # no job: no wake-up, no relay
     assert w.commits == [True] and w.relayed == [{"src_a"}]
+    await w.writer.ingest(_row())  # relay is asked for, never assumed
+    assert w.rows("SELECT count(*) FROM relay_messages") == [(1,)] and w.relayed == [{"src_a"}]
 
 
 async def test_idempotency_keys_resolve_per_source_within_and_across_batches(w: Fixture) -> None:

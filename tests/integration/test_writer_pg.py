@@ -56,8 +56,13 @@ async def test_a_write_that_may_be_lost_commits_without_waiting_for_the_disk(sto
     def level(conn: sa.Connection) -> str:
         return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
 
-    assert await store.writer.run(level, durable=False) == "off"
-    assert await store.writer.run(level) == "on"
+    listener = Listener(store.url)
+    try:
+        assert await store.writer.run(level, durable=False) == "off"
+        assert await store.writer.run(level) == "on"
+        assert listener.arrivals(1, 0.2) == []  # no new jobs: no NOTIFY
+    finally:
+        listener.conn.close()
 
 
 class Listener:
@@ -102,8 +107,12 @@ async def test_a_second_wake_up_within_the_interval_is_sent_when_the_interval_is
 async def test_keys_resolve_to_the_original_within_and_across_batches(store: Store) -> None:
     first, again = {**_row(), "idempotency_key": "k1"}, {**_row(), "idempotency_key": "k1"}
     other = {**_row(), "idempotency_key": "k2"}
-    assert await asyncio.gather(store.writer.ingest(first), store.writer.ingest(again),
-                                store.writer.ingest(other)) == [first["id"], first["id"], other["id"]]
+    await asyncio.to_thread(store.writer.stop)  # the three queue up for one batch
+    answers = [asyncio.ensure_future(store.writer.ingest(r)) for r in (first, again, other)]
+    await asyncio.sleep(0.05)
+    store.writer.start()
+    assert await asyncio.gather(*answers) == [first["id"], first["id"], other["id"]]
+    assert store.writer.stats.last_batch == 3
     later = {**_row(), "idempotency_key": "k1"}
     assert await store.writer.ingest(later) == first["id"]
 
