@@ -99,6 +99,8 @@ async def test_a_second_wake_up_within_the_interval_is_sent_when_the_interval_is
         if not stop:
             assert got[1] - started >= interval  # not before the interval is over
             assert got[1] - committed < 0.6  # but soon after it, not at the next commit
+            row = _row()
+            assert await asyncio.wait_for(writer.ingest(row), 5) == row["id"]  # and the writer goes on
     finally:
         listener.conn.close()
         await asyncio.to_thread(writer.stop)
