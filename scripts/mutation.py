@@ -72,9 +72,11 @@ MODULES = [
            only=["hookbay.ingest.endpoint.xǁIngestǁ_check_*", "hookbay.ingest.endpoint.x_read_body__*", "hookbay.ingest.endpoint.x__header_map__*"],
            pytest_args=NO_PG, note="signature, API key, body limit, header map"),
     # The end-to-end profile tests go through a live server (too slow per mutant): a stateful test of
-    # the store functions against a reference model on SQLite instead.
+    # the store functions against a reference model on SQLite instead, and the PostgreSQL key lookup
+    # on one PostgreSQL database per run (not parametrized, so NO_PG keeps it).
     Module("store-profiles", "hookbay/store/profiles.py",
-           ["tests/integration/test_profile_store_stateful.py"], pytest_args=NO_PG),
+           ["tests/integration/test_profile_store_stateful.py", "tests/integration/test_profile_store_pg.py"],
+           pytest_args=NO_PG),
     # The SQLite paths (commit, synchronous level, batching, idempotency, ingest lanes, settling the
     # callers, write deadlines) and, in test_writer_pg.py on one PostgreSQL database per run (its
     # tests are not parametrized, so NO_PG keeps them), the relaxed commit and the owed NOTIFY.

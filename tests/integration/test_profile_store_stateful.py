@@ -251,3 +251,37 @@ def test_ids_of_one_batch_increase_even_within_one_millisecond(monkeypatch: pyte
     assert [ids() for _ in range(5)] == ["prf_01H0000000000000000000000Z", "prf_01H00000000000000000000010",
                                          "prf_01H00000000000000000000011", "prf_7ZZZZZZZZZZZZZZZZZZZZZZZZZ",
                                          "prf_80000000000000000000000000"]
+
+
+def _contact(at: int, rid: str, consent: bool = False, **contact: str) -> dict[str, Any]:
+    return {"client_id": "c1", "contact": contact, "at": at, "request_id": rid, "source_id": "src_1",
+            "consents": [{"channel": "email", "granted": True}] if consent else []}
+
+
+def test_merges_keep_other_profiles_events_and_the_trail_lists_every_merge_oldest_first(
+        template: Path, tmp_path: Path) -> None:
+    """Profiles A, B, C hold one request's consent each; D and F are merged in by phone. A merge
+    deletes only the loser's copy of an event, never a third profile's; A's trail reaches F through C."""
+    db = tmp_path / "hb.db"
+    shutil.copyfile(template, db)
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.begin() as conn:
+            a, b, c, d, f = ps.apply_contacts(conn, [
+                _contact(1, "r1", True, email="a@x.io"), _contact(2, "r1", True, phone="+111"),
+                _contact(3, "r1", True, email="c@x.io"), _contact(4, "r0", phone="+222"),
+                _contact(5, "r5", phone="+333")], 1_000_000)
+        for at, keys in ((10, {"email": "a@x.io", "phone": "+222"}), (20, {"email": "a@x.io", "phone": "+111"}),
+                         (30, {"email": "c@x.io", "phone": "+333"}), (40, {"email": "c@x.io", "phone": "+111"})):
+            with engine.begin() as conn:
+                assert ps.apply_contacts(conn, [_contact(at, f"r{at}", **keys)], at * 100_000)[0] == (
+                    a if at != 30 else c)
+                held = sorted(r[0] for r in conn.execute(sa.text(
+                    "SELECT profile_id FROM consent_events WHERE request_id = 'r1'")))
+                # B's copy of r1 goes when B merges into A (A's is older); C keeps its own until it merges
+                assert held == ([a, b, c] if at == 10 else [a, c] if at in (20, 30) else [a])
+        with engine.begin() as conn:
+            assert ps.merged_from(conn, a) == [d, b, f, c]  # f through c
+            assert ps.forget_merges(conn, a) == 4 and ps.forget_merges(conn, a) == 0
+    finally:
+        engine.dispose()

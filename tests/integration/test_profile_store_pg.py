@@ -1,0 +1,41 @@
+"""The profile store's PostgreSQL-only key lookup (one statement, an index probe per key) on a real
+PostgreSQL (issue #19: the mutation run of ``store/profiles.py`` runs it besides the SQLite tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from hookbay.store import Store
+from hookbay.store import profiles as ps
+from tests.conftest import drop_pg_database, make_pg_database
+
+
+@pytest.fixture(scope="module")
+def engine(pg_ok: None) -> Iterator[sa.Engine]:
+    name, url = make_pg_database()
+    store = Store(url)
+    store.migrate()
+    store.read_engine.dispose()
+    try:
+        yield store.write_engine
+    finally:
+        store.write_engine.dispose()
+        drop_pg_database(name)
+
+
+def test_keys_are_found_per_client_and_kind_and_missing_ones_are_left_out(engine: sa.Engine) -> None:
+    items = [{"client_id": client, "contact": contact, "consents": [], "at": i, "request_id": f"r{i}",
+              "source_id": None} for i, (client, contact) in enumerate([
+                  ("c1", {"email": "a@x.io", "phone": "+111"}), ("c1", {"email": "b@x.io"}),
+                  ("c2", {"email": "a@x.io"})])]
+    with engine.begin() as conn:
+        p1, p2, p3 = ps.apply_contacts(conn, items, 1)
+        assert ps.lookup_keys(conn, set()) == {}
+        found = ps.lookup_keys(conn, {("c1", "email", "a@x.io"), ("c1", "phone", "+111"), ("c1", "email", "b@x.io"),
+                                      ("c2", "email", "a@x.io"), ("c2", "email", "b@x.io"), ("c1", "phone", "a@x.io")})
+    assert found == {("c1", "email", "a@x.io"): p1, ("c1", "phone", "+111"): p1, ("c1", "email", "b@x.io"): p2,
+                     ("c2", "email", "a@x.io"): p3}
+    assert len({p1, p2, p3}) == 3
