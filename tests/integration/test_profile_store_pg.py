@@ -39,3 +39,7 @@ def test_keys_are_found_per_client_and_kind_and_missing_ones_are_left_out(engine
     assert found == {("c1", "email", "a@x.io"): p1, ("c1", "phone", "+111"): p1, ("c1", "email", "b@x.io"): p2,
                      ("c2", "email", "a@x.io"): p3}
     assert len({p1, p2, p3}) == 3
+    with engine.begin() as conn:  # the matched profiles are read back (and locked)
+        again = [{**items[0], "contact": {"email": "b@x.io", "phone": "+111"}, "at": 5, "request_id": "r5"}]
+        assert ps.apply_contacts(conn, again, 2) == [p1]
+        assert ps.lookup_keys(conn, {("c1", "email", "b@x.io")}) == {("c1", "email", "b@x.io"): p1}

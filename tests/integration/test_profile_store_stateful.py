@@ -283,5 +283,8 @@ def test_merges_keep_other_profiles_events_and_the_trail_lists_every_merge_oldes
         with engine.begin() as conn:
             assert ps.merged_from(conn, a) == [d, b, f, c]  # f through c
             assert ps.forget_merges(conn, a) == 4 and ps.forget_merges(conn, a) == 0
+            # a profile new in this batch and a stored one merge: the stored one is older
+            assert ps.apply_contacts(conn, [_contact(50, "r50", phone="+444"),
+                                            _contact(51, "r51", phone="+444", email="a@x.io")], 5_000_000) == [a, a]
     finally:
         engine.dispose()
