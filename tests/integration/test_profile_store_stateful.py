@@ -288,3 +288,61 @@ def test_merges_keep_other_profiles_events_and_the_trail_lists_every_merge_oldes
                                             _contact(51, "r51", phone="+444", email="a@x.io")], 5_000_000) == [a, a]
     finally:
         engine.dispose()
+
+
+def test_the_older_profile_survives_a_replay_changes_nothing_twice_and_provenance_is_kept(
+        template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    draws = (f"01H{n:023d}" for n in itertools.count(1))
+    monkeypatch.setattr(ps, "ulid", lambda: next(draws))  # ids increase with every profile made
+    db = tmp_path / "hb.db"
+    shutil.copyfile(template, db)
+    engine = sa.create_engine(f"sqlite:///{db}")
+    optin = [{"channel": "email", "granted": True, "field": "opt_in"}]
+
+    def profile(conn: sa.Connection, pid: str) -> tuple[Any, ...]:
+        return tuple(conn.execute(sa.text("SELECT phone, fields, updated_at FROM profiles WHERE id = :id"),
+                                  {"id": pid}).one())
+
+    try:
+        with engine.begin() as conn:
+            (a,) = ps.apply_contacts(conn, [{**_contact(1, "r1", email="a@x.io"), "consents": optin}], 2_000_000)
+            b_item = _contact(2, "r2", phone="+111")
+            del b_item["consents"]  # a contact without consents
+            (b,) = ps.apply_contacts(conn, [b_item], 1_000_000)  # made later, but dated earlier
+            assert orjson.loads(profile(conn, a)[1])["email"] == {"value": "a@x.io", "at": 1, "request_id": "r1",
+                                                                   "source_id": "src_1"}
+            assert conn.execute(sa.text("SELECT field FROM consent_events")).all() == [("opt_in",)]
+            # the older by created_at survives, whatever the ids' order
+            assert ps.apply_contacts(conn, [_contact(3, "r3", email="a@x.io", phone="+111")], 3_000_000) == [b]
+
+            c, d = ps.apply_contacts(conn, [_contact(4, "r4", True, email="c@x.io"), _contact(5, "r4", phone="+222")],
+                                     4_000_000)
+            # request r4 again, one contact: it merges d into c and says nothing new about c itself
+            assert ps.apply_contacts(conn, [_contact(5, "r4", True, email="c@x.io", phone="+222")], 5_000_000) == [c]
+            assert profile(conn, c)[0] == "+222" and profile(conn, c)[2] == 5_000_000
+            assert conn.execute(sa.text("SELECT count(*) FROM consent_events WHERE request_id = 'r4'")).scalar() == 1
+            assert ps.apply_contacts(conn, [_contact(5, "r4", email="c@x.io")], 6_000_000) == [c]
+            assert profile(conn, c)[2] == 5_000_000  # nothing changed: not written
+    finally:
+        engine.dispose()
+
+
+def test_a_profile_or_key_changed_by_another_worker_meanwhile_asks_for_a_retry(
+        template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "hb.db"
+    shutil.copyfile(template, db)
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO profile_keys (client_id, kind, value, profile_id) "
+                                 "VALUES ('c1', 'email', 'gone@x.io', 'prf_gone')"))
+            with pytest.raises(ps.ConcurrentChange, match="merged away meanwhile"):
+                ps.apply_contacts(conn, [_contact(1, "r1", email="gone@x.io")], 1)
+        with engine.begin() as conn:
+            ps.apply_contacts(conn, [_contact(2, "r2", email="a@x.io")], 2)
+        monkeypatch.setattr(ps, "lookup_keys", lambda conn, triples: {})  # the key was made after the lookup
+        with engine.begin() as conn:
+            with pytest.raises(ps.ConcurrentChange, match="created meanwhile by another worker"):
+                ps.apply_contacts(conn, [_contact(3, "r3", email="a@x.io")], 3)
+    finally:
+        engine.dispose()
