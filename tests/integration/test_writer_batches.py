@@ -98,6 +98,10 @@ async def test_a_batch_stores_every_row_answers_each_sender_and_queues_jobs_only
     assert sorted(jobs) == sorted((i, received[i], "pending") for i in ids[:3])
     relay = w.rows("SELECT source_id, request_id, available_at, created_at, state FROM relay_messages")
     assert relay == [("src_a", ids[1], received[ids[1]], received[ids[1]], "ready")]
+    for _ in range(200):  # the callbacks run on the writer thread just after the senders are answered
+        if w.relayed and w.commits:
+            break
+        await asyncio.sleep(0.01)
     assert w.relayed == [{"src_a"}] and w.commits == [True]
 
     await w.writer.ingest(_row(verdict="rejected", state="rejected"))  # no job: no wake-up, no relay
