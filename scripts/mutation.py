@@ -68,9 +68,10 @@ MODULES = [
            ["tests/unit/test_consent_at_send.py", "tests/integration/test_deliveries.py"],
            only=["hookbay.actions.base.x_current_consent__*"], pytest_args=NO_PG, note="`current_consent` (send time)"),
     Module("ingest-checks", "hookbay/ingest/endpoint.py",
-           ["tests/unit/test_read_body.py", "tests/integration/test_auth.py", "tests/integration/test_ingest.py"],
+           ["tests/unit/test_read_body.py", "tests/integration/test_auth.py", "tests/integration/test_ingest.py",
+            "tests/integration/test_ingest_edge_encoding.py::test_signature_of_a_compressed_body"],
            only=["hookbay.ingest.endpoint.xǁIngestǁ_check_*", "hookbay.ingest.endpoint.x_read_body__*", "hookbay.ingest.endpoint.x__header_map__*"],
-           pytest_args=NO_PG, note="signature, API key, body limit, header map"),
+           pytest_args=NO_PG, note="signature (also of a compressed body), API key, body limit, header map"),
     # The end-to-end profile tests go through a live server (too slow per mutant): a stateful test of
     # the store functions against a reference model on SQLite instead, and the PostgreSQL key lookup
     # on one PostgreSQL database per run (not parametrized, so NO_PG keeps it).
