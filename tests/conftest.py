@@ -17,12 +17,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import Phase
 from hypothesis import settings as hypothesis_settings
 
 # Property tests assert behaviour, not speed: a loaded CI machine must not fail one on hypothesis's
 # default 200 ms per-example deadline.
 hypothesis_settings.register_profile("hookbay", deadline=None)
-hypothesis_settings.load_profile("hookbay")
+# scripts/mutation.py selects this one: a mutant needs one failing example, not the smallest one
+# (shrinking a failure of the stateful profile test took minutes per mutant).
+hypothesis_settings.register_profile(
+    "mutation", deadline=None, max_examples=20, database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate])
+hypothesis_settings.load_profile(os.environ.get("HOOKBAY_HYPOTHESIS_PROFILE", "hookbay"))
 
 PG_ADMIN_URL = os.environ.get("HOOKBAY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN_TOKEN = "test-admin-token"

@@ -224,3 +224,36 @@ async def test_a_nack_delay_is_exact_to_the_microsecond(db_url: str, clock: list
     finally:
         await store.close()
 
+
+
+async def test_the_head_is_the_oldest_ready_message_and_a_batch_takes_every_message_due_by_now(
+        db_url: str, clock: list[int]) -> None:
+    store, q, sid, (m1, m2, m3) = await _queue(db_url, 3)
+    try:
+        def rows(conn: sa.Connection) -> dict[int, tuple[str, int]]:
+            return {r[0]: (r[1], r[2]) for r in conn.exec_driver_sql(
+                "SELECT id, request_id, created_at FROM relay_messages")}
+
+        made = await store.read(rows)
+
+        def purge(conn: sa.Connection) -> None:
+            conn.execute(sa.text("UPDATE requests SET body = NULL WHERE id = :id"), {"id": made[m3][0]})
+
+        await store.write(purge)
+        lid, msgs = await q.pull(sid, 3, visibility_s=30)
+        assert lid is not None and [m.id for m in msgs] == [m1, m2, m3]
+        first = msgs[0].request
+        assert first is not None and first.body == b'{"n": 0}' and orjson.loads(first.headers) == [
+            ["content-type", "application/json"], ["x-api-key", "[redacted]"], ["x-trace", "t1"]]
+        assert msgs[2].request is not None and msgs[2].request.body is None  # purged
+        assert await q.ack(sid, m1, lid) is True
+        await q.nack(sid, m3, lid, 2.0, None)
+        await q.nack(sid, m2, lid, 2.0, None)  # both due at T0 + 2 s
+        clock[0] = T0 + 2_000_000 - 1
+        assert not await q.head_available(sid)  # the acked message before it is no head
+        head = (await q.status(sid)).head
+        assert head is not None and (head.id, head.request_id, head.created_at) == (m2, *made[m2])
+        clock[0] = T0 + 2_000_000
+        assert [m.id for m in (await q.pull(sid, 5, visibility_s=30))[1]] == [m2, m3]
+    finally:
+        await store.close()

@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from hookbay.errors import StorageUnavailable, WriteTimeout
 from hookbay.ids import new_request_id, now_us
 from hookbay.store import Store
+from hookbay.store.writer import Writer
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +99,17 @@ async def test_a_batch_stores_every_row_answers_each_sender_and_queues_jobs_only
     assert sorted(jobs) == sorted((i, received[i], "pending") for i in ids[:3])
     relay = w.rows("SELECT source_id, request_id, available_at, created_at, state FROM relay_messages")
     assert relay == [("src_a", ids[1], received[ids[1]], received[ids[1]], "ready")]
+    for _ in range(200):  # the callbacks run on the writer thread just after the senders are answered
+        if w.relayed and w.commits:
+            break
+        await asyncio.sleep(0.01)
     assert w.relayed == [{"src_a"}] and w.commits == [True]
 
     await w.writer.ingest(_row(verdict="rejected", state="rejected"))  # no job: no wake-up, no relay
     assert w.commits == [True] and w.relayed == [{"src_a"}]
+    await w.writer.ingest(_row())  # relay is asked for, never assumed
+    assert w.rows("SELECT count(*) FROM relay_messages") == [(1,)] and w.relayed == [{"src_a"}]
+    assert w.writer.stats.rows == stats[1] + 7
 
 
 async def test_idempotency_keys_resolve_per_source_within_and_across_batches(w: Fixture) -> None:
@@ -182,15 +192,33 @@ async def test_batches_hold_at_most_batch_max_and_stop_writes_what_was_queued(w:
 async def test_a_failed_batch_fails_every_caller_writes_nothing_and_the_next_batch_works(w: Fixture) -> None:
     good, bad = _row(), _row(method=None)  # NOT NULL: the batch's one INSERT fails
     failures = w.writer.stats.failures
-    answers = await w.one_batch(lambda: w.writer.ingest(good), lambda: w.writer.ingest(bad))
+    hook = w.writer.before_commit
+    seen: list[tuple[bool, bool]] = []
+
+    def before_commit(conn: sa.Connection, failed: bool) -> None:  # SQLite's WAL cap reads both
+        seen.append((isinstance(conn, sa.Connection) and not conn.closed, failed))
+        if hook is not None:
+            hook(conn, failed)
+
+    w.writer.before_commit = before_commit
+    with capture_logs() as logs:
+        answers = await w.one_batch(lambda: w.writer.ingest(good), lambda: w.writer.ingest(bad))
+        with pytest.raises(StorageUnavailable):
+            await w.writer.ingest(_row(method=None))  # a second failed batch
     assert all(isinstance(a, StorageUnavailable) for a in answers)
     assert [a.detail for a in answers] == [{"reason": "IntegrityError"}] * 2
-    assert w.writer.stats.failures == failures + 1 and w.writer.stats.last_ok is False
+    assert w.writer.stats.failures == failures + 2 and w.writer.stats.last_ok is False
+    failed = [e for e in logs if e["event"] == "write_failed"]
+    assert [(e["log_level"], e["batch"], e["error"]) for e in failed] == [("error", 2, "IntegrityError"),
+                                                                         ("error", 1, "IntegrityError")]
     assert w.rows("SELECT count(*) FROM requests") == [(0,)] and w.commits == []
     again = _row()
     assert await w.writer.ingest(again) == again["id"]
     assert w.writer.stats.last_ok is True
     assert w.rows("SELECT id FROM requests") == [(again["id"],)]
+    await w.writer.ingest(_row())
+    # each commit is told whether the one before it failed
+    assert seen == [(True, False), (True, True), (True, True), (True, False)]
 
 
 async def test_a_failing_write_sinks_only_itself_and_ingest_rows_of_its_batch_commit_apart(w: Fixture) -> None:
@@ -225,3 +253,37 @@ async def test_a_write_past_its_deadline_is_told_so_and_may_still_land(w: Fixtur
     w.writer.start()
     await w.writer.ingest(_row())  # behind it in the queue: the late row is written by now
     assert (row["id"],) in w.rows("SELECT id FROM requests")
+
+
+async def test_writes_that_are_not_ingest_rows_never_announce_new_jobs(w: Fixture) -> None:
+    with capture_logs() as logs:
+        assert await w.writer.run(lambda conn: 1) == 1
+        assert await w.writer.run(lambda conn: 2, durable=False) == 2  # back to FULL after it, quietly
+        assert await w.writer.run(lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar()) == 2
+    assert w.commits == [] and [e for e in logs if e["log_level"] == "error"] == []
+
+
+async def test_with_ingest_lanes_keyed_rows_keep_the_writer_thread_and_plain_rows_pass_it(template: Path,
+                                                                                         tmp_path: Path) -> None:
+    """PostgreSQL's ingest lanes, here on SQLite: a plain row commits on a lane while the writer
+    thread is busy; a row with an idempotency key waits for that thread, behind the write before it."""
+    path = tmp_path / "hb.db"
+    shutil.copyfile(template, path)
+    engine = sa.create_engine(f"sqlite:///{path}")
+    writer = Writer(engine, ingest_lanes=1)
+    writer.start()
+    gate = threading.Event()
+    try:
+        busy = asyncio.ensure_future(writer.run(lambda conn: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        keyed, plain = _row(key="k1"), _row()
+        keyed_done = asyncio.ensure_future(writer.ingest(keyed))
+        assert await asyncio.wait_for(writer.ingest(plain), 5) == plain["id"]
+        await asyncio.sleep(0.05)
+        assert not keyed_done.done()
+        gate.set()
+        assert await asyncio.wait_for(keyed_done, 5) == keyed["id"] and await busy is True
+    finally:
+        gate.set()
+        await asyncio.to_thread(writer.stop)
+        engine.dispose()

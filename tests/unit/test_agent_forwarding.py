@@ -51,3 +51,9 @@ def test_backoff_doubles_caps_and_stays_in_the_upper_half(monkeypatch: pytest.Mo
     assert draws == [(0, 0.25), (0, 0.25), (0, 0.5), (0, 1.0), (0, 1.5)]
     monkeypatch.undo()
     assert all(1.0 <= backoff(3, 0.5, 3.0) <= 2.0 for _ in range(100))
+
+
+def test_forward_headers_read_the_connection_header_as_a_comma_list_with_or_without_spaces() -> None:
+    message = {"id": 1, "request_id": "req_1", "body_b64": "", "headers": [
+        ["Connection", "x-a,x-b"], ["X-A", "1"], ["X-B", "2"], ["X-C", "3"]]}
+    assert forward_headers(message)[:1] == [(b"X-C", b"3")]
