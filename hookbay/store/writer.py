@@ -563,8 +563,9 @@ class Writer:
     def _insert_many(self, cur: Any, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
         """One multi-row INSERT per table: a single statement step per batch, instead of one
         per row, keeps the writer thread from trading the GIL with the event loop row by row."""
-        cols = list(rows[0].keys())
-        if any(len(r) != len(cols) for r in rows):
+        first = rows[0].keys()
+        cols = list(first)
+        if any(r.keys() != first for r in rows):  # the same number of keys is not the same keys
             cols = list(dict.fromkeys(k for r in rows for k in r))
         ph = self._placeholder
         if ph == "%s":

@@ -101,7 +101,7 @@ async def test_a_second_wake_up_within_the_interval_is_sent_when_the_interval_is
         assert len(got) == 2
         if not stop:
             assert got[1] - started >= interval  # not before the interval is over
-            assert got[1] - committed < 0.6  # but soon after it, not at the next commit
+            assert got[1] - committed < 2.0  # but soon after it, with no other commit (bound loose for a busy machine)
             row = _row()
             assert await asyncio.wait_for(writer.ingest(row), 5) == row["id"]  # and the writer goes on
     finally:
