@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, free_port
 from tests.deploy import server_env, start_serve, stop
-from tests.integration.test_processes import _started, _wait, pg_url  # noqa: F401  (fixture)
+from tests.integration.test_processes import _started, _wait
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
