@@ -95,7 +95,28 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         drop_pg_database(name)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A free port below the kernel's ephemeral range: a port the kernel hands out (bind to 0)
+    can be taken by any outgoing connection (a server's PostgreSQL pool) before the process it
+    was meant for binds it, which failed nginx's bind once in a full run."""
+    import random
+
+    hi = min(_ephemeral_low(), 32768) - 1
+    for _ in range(200):
+        port = random.randint(max(1024, hi - 12000), hi)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
