@@ -87,12 +87,3 @@ def source_summary(row: SourceState | None, new_config: dict[str, Any] | None, *
         changes.append("api_key: [removed]")
         weak["api_key"] = "API key requirement removed"
     return changes, [f"{f}: {why}" for f, why in sorted(weak.items())]
-
-
-def entry_view(row: Any) -> dict[str, Any]:
-    from hookbay.views import iso
-
-    weakens = orjson.loads(row["weakens"] or "[]")
-    return {"id": row["id"], "at": iso(row["at"]), "actor": row["actor"], "token_id": row["token_id"],
-            "client_id": row["client_id"], "action": row["action"], "target": row["target"], "peer": row["peer"],
-            "changes": orjson.loads(row["changes"] or "[]"), "weakens": weakens, "weakening": bool(weakens)}

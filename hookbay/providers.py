@@ -73,10 +73,10 @@ def route(res: dict[str, Any], connected: set[str]) -> None:
             "destination": f"{name}:{res['client_id']}"[:300]})
 
 
-def connection_action(conn: dict[str, Any]) -> ActionConfig:
-    """The action a push through ``conn`` (a stored connection) runs: the provider's action type
-    with the connection's key variable, named ``provider:<name>`` in deliveries."""
-    name = f"provider:{conn['type']}"
-    if conn["type"] == "acoustic":
-        return AcousticAction(type="acoustic", name=name, key_env=conn["key_env"], pod=conn["pod"] or "")
-    return MailchimpAction(type="mailchimp", name=name, api_key_env=conn["key_env"])
+def connection_action(provider: str, key_env: str, pod: str | None) -> ActionConfig:
+    """The action a push through a stored connection runs: the provider's action type with the
+    connection's key variable, named ``provider:<name>`` in deliveries."""
+    name = f"provider:{provider}"
+    if provider == "acoustic":
+        return AcousticAction(type="acoustic", name=name, key_env=key_env, pod=pod or "")
+    return MailchimpAction(type="mailchimp", name=name, api_key_env=key_env)

@@ -266,7 +266,7 @@ def create_admin_app(store: Store, cache: SourceCache, base_url: str, admin_hash
 
     @app.get("/api/v1/tokens", response_model=list[TokenOut], responses=ERRORS, tags=["tokens"])
     async def list_tokens(p: Auth) -> list[TokenOut]:
-        return [TokenOut(id=t["id"], name=t["name"], client_id=t["client_id"])
+        return [TokenOut(id=t.id, name=t.name, client_id=t.client_id)
                 for t in await token_ops.list_tokens(store, p)]
 
     @app.delete("/api/v1/tokens/{token_id}", status_code=204, responses=ERRORS, tags=["tokens"])

@@ -19,10 +19,10 @@ app = typer.Typer(help="Admin API tokens.", no_args_is_help=True)
 def token_list(as_json: bool = JsonOpt) -> None:
     """List API tokens (never their values)."""
 
-    async def go(store: Store, s: Settings) -> list[dict[str, Any]]:
+    async def go(store: Store, s: Settings) -> list[token_ops.TokenListed]:
         return await token_ops.list_tokens(store, Principal.cli())
 
-    run_and_print(go, as_json, lambda rows: (f"{t['id']}  {t['name']}  client={t['client_id'] or '(admin)'}"
+    run_and_print(go, as_json, lambda rows: (f"{t.id}  {t.name}  client={t.client_id or '(admin)'}"
                                              for t in rows))
 
 

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from hookbay.audit import entry_view
+import orjson
+
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import time_window
 from hookbay.store import Store
+from hookbay.store.audit import StoredAuditEntry
+from hookbay.views import iso
+
+
+def entry_view(e: StoredAuditEntry) -> dict[str, Any]:
+    """An entry as the API, the console and ``hookbay audit`` show it."""
+    weakens = orjson.loads(e.weakens or "[]")
+    return {"id": e.id, "at": iso(e.at), "actor": e.actor, "token_id": e.token_id, "client_id": e.client_id,
+            "action": e.action, "target": e.target, "peer": e.peer, "changes": orjson.loads(e.changes or "[]"),
+            "weakens": weakens, "weakening": bool(weakens)}
 
 
 async def list_audit(store: Store, p: Principal, *, since: str | None = None, until: str | None = None,
@@ -19,4 +30,4 @@ async def list_audit(store: Store, p: Principal, *, since: str | None = None, un
     since_us, until_us = time_window(since, until)
     rows = await store.list_audit(scope_client(p, client_id), since_us=since_us, until_us=until_us,
                                   before_id=before, limit=limit, action=action, actor=actor, target=target)
-    return {"items": [entry_view(r) for r in rows], "next_cursor": rows[-1]["id"] if len(rows) == limit else None}
+    return {"items": [entry_view(r) for r in rows], "next_cursor": rows[-1].id if len(rows) == limit else None}

@@ -13,15 +13,15 @@ from hookbay.ops.access import Principal
 from hookbay.providers import ConnectionIn
 from hookbay.settings import Settings
 from hookbay.store import Store
-from hookbay.store.providers import ProviderStore
+from hookbay.store.providers import ProviderConnection, ProviderStore
 from hookbay.views import iso
 
 
-def connection_out(row: dict[str, Any]) -> dict[str, Any]:
+def connection_out(c: ProviderConnection) -> dict[str, Any]:
     """A connection as shown: the key's variable name and whether it is set here, never the key."""
-    return {"client_id": row["client_id"], "type": row["type"], "key_env": row["key_env"], "pod": row["pod"],
-            "key_present": bool(os.environ.get(row["key_env"])), "created_at": iso(row["created_at"]),
-            "updated_at": iso(row["updated_at"])}
+    return {"client_id": c.client_id, "type": c.type, "key_env": c.key_env, "pod": c.pod,
+            "key_present": bool(os.environ.get(c.key_env)), "created_at": iso(c.created_at),
+            "updated_at": iso(c.updated_at)}
 
 
 def check_connection(body: ConnectionIn, settings: Settings) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Any
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
 from hookbay.errors import Forbidden, NotFound, Unauthorized
 from hookbay.ops.access import Principal
 from hookbay.store import Store, hash_secret
+from hookbay.views import iso
 
 ADMIN_TOKEN_META = "admin_token_hash"
 
@@ -53,10 +54,20 @@ async def create_token(store: Store, p: Principal, name: str, client_id: str | N
     return TokenOut(id=tid, name=name, client_id=client_id, token=tok)
 
 
-async def list_tokens(store: Store, p: Principal) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class TokenListed:
+    """An API token as listed (``hookbay token list --json`` writes these fields in this order)."""
+
+    id: str
+    name: str
+    client_id: str | None
+    created_at: str | None
+
+
+async def list_tokens(store: Store, p: Principal) -> list[TokenListed]:
     if not p.is_admin:
         raise Forbidden("Only the admin token can list tokens")
-    return await store.list_tokens()
+    return [TokenListed(t.id, t.name, t.client_id, iso(t.created_at)) for t in await store.list_tokens()]
 
 
 async def revoke_token(store: Store, p: Principal, token_id: str) -> None:

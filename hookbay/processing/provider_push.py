@@ -16,7 +16,7 @@ async def provider_action(store: Store, client_id: str, action_idx: int) -> Acti
     """The action of the client's connection to provider ``-action_idx``; None without one."""
     name = PROVIDER_TYPES.get(-action_idx)
     conn = await ProviderStore(store).get(client_id, name) if name else None
-    return connection_action(conn) if conn is not None else None
+    return connection_action(conn.type, conn.key_env, conn.pod) if conn is not None else None
 
 
 def gone(c: ClaimedDelivery) -> str:

@@ -25,7 +25,7 @@ from hookbay.errors import Unauthorized
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
 from hookbay.store import Store, StoredSource
-from hookbay.store.relay import LeasedMessage, RelayCredential, RelayQueue
+from hookbay.store.relay import LeasedMessage, RelayCredential, RelayQueue, RelayToken
 from hookbay.views import iso
 
 RECHECK_S = 0.5
@@ -289,6 +289,5 @@ def register_relay_routes(app: FastAPI, store: Store, errors: dict[int | str, di
     return hub
 
 
-def token_out(row: dict[str, Any], token: str | None = None) -> RelayTokenOut:
-    return RelayTokenOut(id=row["id"], source_id=row["source_id"], name=row["name"], created_at=iso(row["created_at"]),
-                         token=token)
+def token_out(t: RelayToken, token: str | None = None) -> RelayTokenOut:
+    return RelayTokenOut(id=t.id, source_id=t.source_id, name=t.name, created_at=iso(t.created_at), token=token)

@@ -1,6 +1,9 @@
-"""Writing audit entries, inside the transaction of the change they describe."""
+"""Writing audit entries, inside the transaction of the change they describe, and the rows the audit
+log and the token table are read as."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import orjson
 import sqlalchemy as sa
@@ -8,6 +11,32 @@ import sqlalchemy as sa
 from hookbay.audit import AuditEntry
 from hookbay.ids import now_us, ulid
 from hookbay.store import schema
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAuditEntry:
+    """An ``audit_log`` row as stored; ``changes`` and ``weakens`` are its JSON text (lists of strings)."""
+
+    id: str
+    at: int
+    actor: str
+    token_id: str | None
+    client_id: str | None
+    action: str
+    target: str | None
+    peer: str | None
+    changes: str
+    weakens: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """An admin API token as listed: never its value or hash."""
+
+    id: str
+    name: str
+    client_id: str | None
+    created_at: int
 
 
 def record(conn: sa.Connection, entry: AuditEntry) -> str:

@@ -31,7 +31,7 @@ from hookbay.store import bulk, schema, search
 from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
 from hookbay.store import ratelimit as rate_store
-from hookbay.store.audit import record
+from hookbay.store.audit import StoredAuditEntry, StoredToken, record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from hookbay.store.errors import is_retryable
@@ -947,15 +947,12 @@ class Store(DeliveriesMixin):
 
     # --- tokens ---------------------------------------------------------------------------
 
-    async def list_tokens(self) -> list[dict[str, Any]]:
-        from hookbay.views import iso
-
+    async def list_tokens(self) -> list[StoredToken]:
         T = schema.tokens
 
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+        def q(conn: sa.Connection) -> list[StoredToken]:
             rows = conn.execute(sa.select(T.c.id, T.c.name, T.c.client_id, T.c.created_at).order_by(T.c.created_at))
-            return [{"id": r.id, "name": r.name, "client_id": r.client_id, "created_at": iso(r.created_at)}
-                    for r in rows]
+            return [StoredToken(*r) for r in rows]
 
         return await self.read(q)
 
@@ -1010,13 +1007,13 @@ class Store(DeliveriesMixin):
     async def list_audit(self, client_id: str | None = None, *, since_us: int | None = None,
                          until_us: int | None = None, before_id: str | None = None,
                          limit: int = 50, action: str | None = None, actor: str | None = None,
-                         target: str | None = None) -> list[dict[str, Any]]:
+                         target: str | None = None) -> list[StoredAuditEntry]:
         """Entries newest first (ids are time-ordered); ``client_id`` limits them to one client's;
         ``action`` is a prefix (``source.`` or ``source.update``), ``actor`` and ``target`` exact."""
         A = schema.audit_log
 
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
-            stmt = sa.select(A)
+        def q(conn: sa.Connection) -> list[StoredAuditEntry]:
+            stmt = sa.select(*(A.c[f] for f in StoredAuditEntry.__slots__))
             if action:
                 pattern = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 stmt = stmt.where(A.c.action.like(pattern, escape="\\"))
@@ -1032,7 +1029,7 @@ class Store(DeliveriesMixin):
                 stmt = stmt.where(A.c.at < until_us)
             if before_id:
                 stmt = stmt.where(A.c.id < before_id)
-            return [dict(r) for r in conn.execute(stmt.order_by(A.c.id.desc()).limit(limit)).mappings()]
+            return [StoredAuditEntry(*r) for r in conn.execute(stmt.order_by(A.c.id.desc()).limit(limit))]
 
         return await self.read(q)
 

@@ -91,6 +91,16 @@ class QueueStatus:
 
 
 @dataclass(slots=True, frozen=True)
+class RelayToken:
+    """A relay token of one source (never its secret)."""
+
+    id: str
+    source_id: str
+    name: str
+    created_at: int
+
+
+@dataclass(slots=True, frozen=True)
 class SourceRelayToken:
     """A relay token with the source it pulls (never its secret)."""
 
@@ -291,24 +301,25 @@ class RelayQueue:
     # --- relay tokens ---------------------------------------------------------------------
 
     async def create_token(self, source_id: str, name: str,
-                           audit: AuditEntry | None = None) -> tuple[dict[str, Any], str]:
+                           audit: AuditEntry | None = None) -> tuple[RelayToken, str]:
+        """A new relay token and its value, shown once: only its hash is stored."""
         token = "hbr_" + secrets.token_urlsafe(32)
-        row = {"id": "rtk_" + ulid(), "source_id": source_id, "name": name, "token_hash": hash_secret(token),
-               "created_at": now_us()}
+        made = RelayToken(id="rtk_" + ulid(), source_id=source_id, name=name, created_at=now_us())
 
         def w(conn: sa.Connection) -> None:
-            conn.execute(RT.insert().values(**row))
+            conn.execute(RT.insert().values(id=made.id, source_id=source_id, name=name, token_hash=hash_secret(token),
+                                            created_at=made.created_at))
             if audit is not None:
-                record(conn, audit.but(target=row["id"], changes=[*audit.changes, f"source: {source_id}"]))
+                record(conn, audit.but(target=made.id, changes=[*audit.changes, f"source: {source_id}"]))
 
         await self.store.write(w)
-        return row, token
+        return made, token
 
-    async def list_tokens(self, source_id: str) -> list[dict[str, Any]]:
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
-            return [dict(r) for r in conn.execute(
+    async def list_tokens(self, source_id: str) -> list[RelayToken]:
+        def q(conn: sa.Connection) -> list[RelayToken]:
+            return [RelayToken(*r) for r in conn.execute(
                 sa.select(RT.c.id, RT.c.source_id, RT.c.name, RT.c.created_at)
-                .where(RT.c.source_id == source_id).order_by(RT.c.created_at, RT.c.id)).mappings()]
+                .where(RT.c.source_id == source_id).order_by(RT.c.created_at, RT.c.id))]
 
         return await self.store.read(q)
 

@@ -152,7 +152,7 @@ async def test_tokens_are_issued_checked_and_revoked_by_the_admin_only(store: St
         await token_ops.list_tokens(store, who)
     with pytest.raises(NotFound):
         await token_ops.revoke_token(store, who, made.id)
-    assert [t["id"] for t in await token_ops.list_tokens(store, ADMIN)] == [made.id]
+    assert [t.id for t in await token_ops.list_tokens(store, ADMIN)] == [made.id]
 
     await token_ops.revoke_token(store, ADMIN, made.id)
     with pytest.raises(Unauthorized):
@@ -181,7 +181,7 @@ async def test_a_source_change_reaches_the_given_cache_at_once(store: Store, set
     await source_ops.delete_source(store, cache, ADMIN, out.id)
     assert out.token not in cache.by_token
     latest = (await store.list_audit())[0]
-    assert (latest["action"], orjson.loads(latest["changes"])) == ("source.delete", ['name: "web"'])
+    assert (latest.action, orjson.loads(latest.changes)) == ("source.delete", ['name: "web"'])
 
 
 async def test_a_declared_plan_stays_within_the_client_and_refuses_silent_weakening(store: Store,

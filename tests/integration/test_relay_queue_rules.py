@@ -17,7 +17,7 @@ from hookbay.ops import relay as relay_ops
 from hookbay.ops.access import Principal
 from hookbay.store import Store
 from hookbay.store import relay as relay_module
-from hookbay.store.relay import RelayCredential, RelayQueue
+from hookbay.store.relay import RelayCredential, RelayQueue, RelayToken
 from hookbay.views import iso
 from tests.integration.test_relay_store import _open, _send
 
@@ -137,23 +137,23 @@ async def test_relay_tokens_are_listed_revoked_one_at_a_time_and_audited(db_url:
         clock[0] = T0 + 10
         c, _ = await q.create_token(sid, "edge-c")
         assert tok_a.startswith("hbr_") and len(tok_a) == 4 + 43  # 32 random bytes, base64url
-        assert a["id"].startswith("rtk_")
+        assert a.id.startswith("rtk_")
         # by creation time, then id (two tokens made in one millisecond have ids in random order)
         assert await q.list_tokens(sid) == [
-            {"id": b["id"], "source_id": sid, "name": "edge-b", "created_at": T0},
-            *sorted(({"id": x["id"], "source_id": sid, "name": n, "created_at": T0 + 10}
-                     for x, n in ((a, "edge-a"), (c, "edge-c"))), key=lambda r: r["id"])]
-        assert await q.authenticate(tok_a) == RelayCredential(a["id"], sid, "acme")
+            RelayToken(b.id, sid, "edge-b", T0),
+            *sorted((RelayToken(x.id, sid, n, T0 + 10) for x, n in ((a, "edge-a"), (c, "edge-c"))),
+                    key=lambda t: t.id)]
+        assert await q.authenticate(tok_a) == RelayCredential(a.id, sid, "acme")
 
         with pytest.raises(NotFound) as e:
-            await q.revoke_token("src_other", a["id"])
+            await q.revoke_token("src_other", a.id)
         assert str(e.value) == "relay token not found"
-        await q.revoke_token(sid, a["id"], audit.but(action="relay_token.revoke"))
+        await q.revoke_token(sid, a.id, audit.but(action="relay_token.revoke"))
         assert await q.authenticate(tok_a) is None
-        assert await q.authenticate(tok_b) == RelayCredential(b["id"], sid, "acme")  # the others stay
-        assert [t["id"] for t in await q.list_tokens(sid)] == [b["id"], c["id"]]
+        assert await q.authenticate(tok_b) == RelayCredential(b.id, sid, "acme")  # the others stay
+        assert [t.id for t in await q.list_tokens(sid)] == [b.id, c.id]
 
-        await q.record_pull(b["id"], T0 + 77)
+        await q.record_pull(b.id, T0 + 77)
 
         def read(conn: sa.Connection) -> tuple[list[Any], list[Any]]:
             log = conn.exec_driver_sql("SELECT action, target, actor, client_id, changes FROM audit_log "
@@ -163,9 +163,9 @@ async def test_relay_tokens_are_listed_revoked_one_at_a_time_and_audited(db_url:
 
         log, pulls = await store.read(read)
         assert [(r[0], r[1], r[2], r[3], orjson.loads(r[4])) for r in log] == [
-            ("relay_token.create", a["id"], "admin", "acme", ["name: edge", f"source: {sid}"]),
-            ("relay_token.revoke", a["id"], "admin", "acme", ["name: edge", f"source: {sid}"])]
-        assert dict((p[0], p[1]) for p in pulls) == {b["id"]: T0 + 77, c["id"]: None}
+            ("relay_token.create", a.id, "admin", "acme", ["name: edge", f"source: {sid}"]),
+            ("relay_token.revoke", a.id, "admin", "acme", ["name: edge", f"source: {sid}"])]
+        assert dict((p[0], p[1]) for p in pulls) == {b.id: T0 + 77, c.id: None}
     finally:
         await store.close()
 
@@ -199,11 +199,11 @@ async def test_every_relay_token_is_listed_with_its_source_in_one_query(db_url: 
         assert reads == 1
         assert [(t.name, t.source_name, t.client_id) for t in listed] == [
             ("a1", "a", "acme"), ("b2", "b", "acme"), ("b1", "b", "acme"), ("g1", "g", "globex")]
-        assert listed[0] == relay_ops.RelayTokenListed(id=a1["id"], name="a1", source_id=a.id, source_name="a",
+        assert listed[0] == relay_ops.RelayTokenListed(id=a1.id, name="a1", source_id=a.id, source_name="a",
                                                        client_id="acme", created_at=iso(T0))
         assert [t.id for t in await relay_ops.list_all_relay_tokens(store, Principal("acme"))] == [
-            a1["id"], b2["id"], b1["id"]]
-        assert [t.id for t in await relay_ops.list_all_relay_tokens(store, Principal("globex"))] == [g1["id"]]
+            a1.id, b2.id, b1.id]
+        assert [t.id for t in await relay_ops.list_all_relay_tokens(store, Principal("globex"))] == [g1.id]
     finally:
         await store.close()
 

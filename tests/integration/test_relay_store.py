@@ -272,10 +272,10 @@ async def test_relay_tokens(db_url: str) -> None:
         cred = await q.authenticate(tok)
         assert cred is not None and cred.source_id == src.id and cred.client_id == "acme"
         assert await q.authenticate(tok + "x") is None
-        assert [t["name"] for t in await q.list_tokens(src.id)] == ["edge-1"]
+        assert [t.name for t in await q.list_tokens(src.id)] == ["edge-1"]
         with pytest.raises(NotFound):
-            await q.revoke_token("src_other", row["id"])
-        await q.revoke_token(src.id, row["id"])
+            await q.revoke_token("src_other", row.id)
+        await q.revoke_token(src.id, row.id)
         assert await q.authenticate(tok) is None
         _, tok2 = await q.create_token(src.id, "edge-2")
         await store.delete_source(src.id)

@@ -52,9 +52,9 @@ def test_an_order_email_is_transactional_unless_it_says_marketing() -> None:
 
 
 def test_a_connection_runs_its_providers_action_under_the_provider_name() -> None:
-    mc = connection_action({"type": "mailchimp", "key_env": "HOOKBAY_PROVIDER_MC", "pod": None})
+    mc = connection_action("mailchimp", "HOOKBAY_PROVIDER_MC", None)
     assert isinstance(mc, MailchimpAction) and mc.api_key_env == "HOOKBAY_PROVIDER_MC" and mc.list_ids == []
-    ac = connection_action({"type": "acoustic", "key_env": "HOOKBAY_PROVIDER_AC", "pod": "eu-1"})
+    ac = connection_action("acoustic", "HOOKBAY_PROVIDER_AC", "eu-1")
     assert isinstance(ac, AcousticAction) and (ac.key_env, ac.pod) == ("HOOKBAY_PROVIDER_AC", "eu-1")
     assert [a.display_name(-7) for a in (mc, ac)] == ["provider:mailchimp", "provider:acoustic"]
 
