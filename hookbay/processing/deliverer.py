@@ -29,7 +29,7 @@ from hookbay.ids import now_us
 from hookbay.processing.provider_push import gone, provider_action
 from hookbay.settings import Settings
 from hookbay.store import Store, wait_for_wakeup
-from hookbay.store.deliveries import AttemptResult, ClaimedDelivery
+from hookbay.store.deliveries import AttemptResult, ClaimedDelivery, DeliveryContext
 from hookbay.store.errors import describe
 from hookbay.store.sources import ActiveSource, SourceCache
 
@@ -115,7 +115,7 @@ class Deliverer:
         ctx = await self.store.delivery_context(claimed)
         for c in claimed:
             self.inflight[c.destination] += 1
-            t = asyncio.create_task(self._run_one(c, ctx.get(c.id, {})))
+            t = asyncio.create_task(self._run_one(c, ctx.get(c.id, DeliveryContext(None, None))))
             self._tasks.add(t)
             t.add_done_callback(self._task_done)
         return len(claimed)
@@ -135,7 +135,7 @@ class Deliverer:
 
     # --- one delivery ---------------------------------------------------------------------
 
-    async def _run_one(self, c: ClaimedDelivery, ctx: dict[str, Any]) -> None:
+    async def _run_one(self, c: ClaimedDelivery, ctx: DeliveryContext) -> None:
         sem = self._sems.setdefault(c.destination, asyncio.Semaphore(self.settings.delivery_per_destination))
         try:
             async with sem:  # held until the outcome is stored: a crash repeats at most this many sends
@@ -183,7 +183,7 @@ class Deliverer:
                 if not fut.done():
                     fut.set_result(ok)
 
-    async def _attempt(self, c: ClaimedDelivery, ctx: dict[str, Any]) -> AttemptResult:
+    async def _attempt(self, c: ClaimedDelivery, ctx: DeliveryContext) -> AttemptResult:
         started = now_us()
         t0 = time.perf_counter()
         src = await self.cache.get_by_id(c.source_id)
@@ -201,9 +201,9 @@ class Deliverer:
         try:
             if src is None or action is None or action.type != c.action_type:
                 raise Permanent(gone(c))
-            if ctx.get("record") is None:
+            if ctx.record is None:
                 raise Permanent("the record is gone (erased or replaced)")
-            out = await action.execute(self._run(action, src, c, ctx))
+            out = await action.execute(self._run(action, src, c, ctx.record, ctx.profile))
             status = out.status
         except Permanent as e:
             error = e
@@ -244,7 +244,8 @@ class Deliverer:
             err_text = f"permanent failure: {err_text}"
         return AttemptResult("dead", started, latency, verdict, status, out.excerpt, err_text[:1000])
 
-    def _run(self, action: ActionConfig, src: ActiveSource, c: ClaimedDelivery, ctx: dict[str, Any]) -> ActionRun:
+    def _run(self, action: ActionConfig, src: ActiveSource, c: ClaimedDelivery, record: dict[str, Any],
+             profile: dict[str, Any] | None) -> ActionRun:
         async def raw_request() -> tuple[bytes | None, str | None]:
             req = await self.store.get_request(c.request_id)
             body = req.body
@@ -259,5 +260,5 @@ class Deliverer:
             action_name=action.display_name(c.action_idx),
             source=SourceInfo(id=src.id, name=src.name, client_id=src.client_id,
                               allow_private_destinations=src.config.allow_private_destinations),
-            record=ctx["record"], profile=ctx.get("profile"), http=self.http, settings=self.settings,
+            record=record, profile=profile, http=self.http, settings=self.settings,
             raw_request=raw_request)

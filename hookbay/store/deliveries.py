@@ -130,6 +130,15 @@ class AttemptResult:
     run_after: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryContext:
+    """What an action runs on: the record (None if it is gone) and its profile as the action may show
+    it (``id``, current ``fields``, ``consent`` per channel), or None for a record without one."""
+
+    record: dict[str, Any] | None
+    profile: dict[str, Any] | None
+
+
 def delivery_rows(results: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
     """Rows for the deliveries planned by the worker (``result["deliveries"]``)."""
     return [
@@ -198,11 +207,10 @@ class DeliveriesMixin:
 
         await self.write(w, durable=False)
 
-    async def delivery_context(self, claimed: list[ClaimedDelivery]) -> dict[str, dict[str, Any]]:
-        """Record data, profile (fields and consent events) and, for raw forwards, the request,
-        per delivery id."""
-        def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
-            out: dict[str, dict[str, Any]] = {}
+    async def delivery_context(self, claimed: list[ClaimedDelivery]) -> dict[str, DeliveryContext]:
+        """The record and its profile (current fields and consent) per delivery id, read once for a batch."""
+        def q(conn: sa.Connection) -> dict[str, DeliveryContext]:
+            out: dict[str, DeliveryContext] = {}
             req_ids = list({c.request_id for c in claimed})
             recs = {(r.request_id, r.idx): r for r in conn.execute(
                 sa.select(REC.c.request_id, REC.c.idx, REC.c.data, REC.c.profile_id).where(
@@ -226,13 +234,12 @@ class DeliveriesMixin:
                             prof["consent"][ch] = bool(granted)
             for c in claimed:
                 rec = recs.get((c.request_id, c.record_idx))
-                out[c.id] = {
-                    "record": orjson.loads(rec.data) if rec is not None else None,
-                    "profile": profiles.get(rec.profile_id) if rec is not None and rec.profile_id else None,
-                }
+                out[c.id] = DeliveryContext(
+                    record=orjson.loads(rec.data) if rec is not None else None,
+                    profile=profiles.get(rec.profile_id) if rec is not None and rec.profile_id else None)
             return out
 
-        ctx: dict[str, dict[str, Any]] = await self.read(q)
+        ctx: dict[str, DeliveryContext] = await self.read(q)
         return ctx
 
     async def finish_delivery(self, claimed: ClaimedDelivery, result: AttemptResult) -> bool:
