@@ -7,10 +7,10 @@ from typing import Any
 from hookbay.audit import entry_view
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import time_window
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 
 
-async def list_audit(store: Store, p: Principal, *, since: str | None = None, until: str | None = None,
+async def list_audit(store: StoreInterface, p: Principal, *, since: str | None = None, until: str | None = None,
                      before: str | None = None, limit: int = 50, client_id: str | None = None,
                      action: str | None = None, actor: str | None = None,
                      target: str | None = None) -> dict[str, Any]:

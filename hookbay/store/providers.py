@@ -13,13 +13,13 @@ from hookbay.store import schema
 from hookbay.store.audit import record
 
 if TYPE_CHECKING:
-    from hookbay.store.base import Store
+    from hookbay.store.interface import StoreInterface
 
 PC = schema.provider_connections
 
 
 class ProviderStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreInterface) -> None:
         self.store = store
 
     async def put(self, client_id: str, type_: str, key_env: str, pod: str | None,
