@@ -14,7 +14,7 @@ from hookbay.containment import ConfigRefused
 from hookbay.errors import BadRequest, Forbidden, NotFound
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.alerts import SYSTEM_CONDITIONS, RuleDefinition, SlackChannel, WebhookChannel
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.alert_rows import StoredAlert, StoredAlertRule
 from hookbay.store.alerts import AlertStore
 from hookbay.views import iso
@@ -47,7 +47,7 @@ def _urls(d: RuleDefinition) -> set[str]:
     return {c.url for c in d.channels if isinstance(c, WebhookChannel | SlackChannel)}
 
 
-async def save_rule(store: Store, is_admin: bool, own_client: str | None, body: RuleIn,
+async def save_rule(store: StoreInterface, is_admin: bool, own_client: str | None, body: RuleIn,
                     current: StoredAlertRule | None = None) -> StoredAlertRule:
     """Create (``current`` None) or replace a rule after the containment checks; shared by the API
     and ``hookbay alerts apply`` (which runs as the admin)."""
@@ -79,20 +79,20 @@ async def save_rule(store: Store, is_admin: bool, own_client: str | None, body: 
     return await alerts.update_rule(current.id, body.name, body.enabled, definition)
 
 
-async def list_rules(store: Store, p: Principal, client_id: str | None = None) -> list[dict[str, Any]]:
+async def list_rules(store: StoreInterface, p: Principal, client_id: str | None = None) -> list[dict[str, Any]]:
     """The rules a caller sees: a client its own client's (global rules are the admin's)."""
     return [rule_out(r) for r in await AlertStore(store).list_rules(scope_client(p, client_id))]
 
 
-async def get_rule(store: Store, p: Principal, rule_id: str) -> dict[str, Any]:
+async def get_rule(store: StoreInterface, p: Principal, rule_id: str) -> dict[str, Any]:
     return rule_out(await AlertStore(store).get_rule(rule_id, scope_client(p, None)))
 
 
-async def create_rule(store: Store, p: Principal, body: RuleIn) -> dict[str, Any]:
+async def create_rule(store: StoreInterface, p: Principal, body: RuleIn) -> dict[str, Any]:
     return rule_out(await save_rule(store, p.is_admin, p.client_id, body))
 
 
-async def patch_rule(store: Store, p: Principal, rule_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+async def patch_rule(store: StoreInterface, p: Principal, rule_id: str, patch: dict[str, Any]) -> dict[str, Any]:
     """JSON Merge Patch (RFC 7396) over the rule as shown."""
     cur = await AlertStore(store).get_rule(rule_id, scope_client(p, None))
     shown = {k: v for k, v in rule_out(cur).items() if k not in ("id", "created_at", "updated_at")}
@@ -104,14 +104,14 @@ async def patch_rule(store: Store, p: Principal, rule_id: str, patch: dict[str, 
     return rule_out(await save_rule(store, p.is_admin, p.client_id, body, cur))
 
 
-async def delete_rule(store: Store, p: Principal, rule_id: str) -> None:
+async def delete_rule(store: StoreInterface, p: Principal, rule_id: str) -> None:
     """Its open alerts are closed without a resolved message; an unknown (or another client's) id is a 404."""
     alerts = AlertStore(store)
     row = await alerts.get_rule(rule_id, scope_client(p, None))
     await alerts.delete_rule(row.id)
 
 
-async def apply_rules(store: Store, p: Principal, bodies: list[RuleIn], *, dry_run: bool = False) -> list[dict[str, Any]]:
+async def apply_rules(store: StoreInterface, p: Principal, bodies: list[RuleIn], *, dry_run: bool = False) -> list[dict[str, Any]]:
     """Create or replace each rule, matched by (client_id, name); a rule equal to the stored one is
     left alone, so applying the same file twice changes nothing. Rules not listed stay."""
     alerts = AlertStore(store)
@@ -139,7 +139,7 @@ async def apply_rules(store: Store, p: Principal, bodies: list[RuleIn], *, dry_r
     return plan
 
 
-async def list_alerts(store: Store, p: Principal, *, state: str | None = None, rule_id: str | None = None,
+async def list_alerts(store: StoreInterface, p: Principal, *, state: str | None = None, rule_id: str | None = None,
                       limit: int = 100) -> list[dict[str, Any]]:
     """Alerts newest first; a rule named by id must be one the caller sees (else 404)."""
     client = scope_client(p, None)
@@ -149,7 +149,7 @@ async def list_alerts(store: Store, p: Principal, *, state: str | None = None, r
                                                                       limit=limit)]
 
 
-async def get_alert(store: Store, p: Principal, alert_id: str) -> dict[str, Any]:
+async def get_alert(store: StoreInterface, p: Principal, alert_id: str) -> dict[str, Any]:
     return alert_out(await AlertStore(store).get_alert(alert_id, scope_client(p, None)))
 
 

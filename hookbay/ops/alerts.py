@@ -30,7 +30,7 @@ from hookbay.ids import now_us, ulid
 from hookbay.ops.health import Readiness
 from hookbay.settings import Settings
 from hookbay.signatures import generate_secret, sign_standard, validate_secret
-from hookbay.store import Store, StoredSource
+from hookbay.store import StoredSource, StoreInterface
 from hookbay.store.alert_rows import StoredAlert, StoredAlertRule
 from hookbay.store.alerts import AlertStore, Transition
 from hookbay.store.errors import describe
@@ -131,7 +131,7 @@ def _minutes(v: float) -> str:
 class AlertEvaluator:
     """The periodic loop: measure, decide (open / repeat / resolve), store, then notify."""
 
-    def __init__(self, store: Store, settings: Settings, http: httpx.AsyncClient | None = None,
+    def __init__(self, store: StoreInterface, settings: Settings, http: httpx.AsyncClient | None = None,
                  holder: str | None = None) -> None:
         self.store = store
         self.settings = settings

@@ -19,7 +19,7 @@ from hookbay.changes import config_diff, weakenings
 from hookbay.models import SourceConfig, SourceCreate
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.sources import initial_secret, log_weakened, source_out
-from hookbay.store import Store, StoredSource
+from hookbay.store import StoredSource, StoreInterface
 from hookbay.store.sources import SourceCache
 
 
@@ -39,7 +39,7 @@ class Step:
                 "weakens": self.weakens, "refused": self.refused}
 
 
-async def plan_sources(store: Store, p: Principal, specs: list[SourceCreate], *, prune: bool = False) -> list[Step]:
+async def plan_sources(store: StoreInterface, p: Principal, specs: list[SourceCreate], *, prune: bool = False) -> list[Step]:
     """What applying ``specs`` would do; with ``prune``, sources of the listed clients that the list
     does not name are deleted."""
     for spec in specs:
@@ -79,7 +79,7 @@ async def plan_sources(store: Store, p: Principal, specs: list[SourceCreate], *,
     return steps
 
 
-async def apply_plan(store: Store, cache: SourceCache | None, base_url: str, p: Principal,
+async def apply_plan(store: StoreInterface, cache: SourceCache | None, base_url: str, p: Principal,
                      steps: list[Step]) -> list[dict[str, Any]]:
     """Carry out a plan without refusals; one result per step, with keys and generated secrets shown once."""
     if any(st.refused for st in steps):

@@ -8,7 +8,7 @@ import orjson
 
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import time_window
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.audit import StoredAuditEntry
 from hookbay.views import iso
 
@@ -21,7 +21,7 @@ def entry_view(e: StoredAuditEntry) -> dict[str, Any]:
             "weakens": weakens, "weakening": bool(weakens)}
 
 
-async def list_audit(store: Store, p: Principal, *, since: str | None = None, until: str | None = None,
+async def list_audit(store: StoreInterface, p: Principal, *, since: str | None = None, until: str | None = None,
                      before: str | None = None, limit: int = 50, client_id: str | None = None,
                      action: str | None = None, actor: str | None = None,
                      target: str | None = None) -> dict[str, Any]:

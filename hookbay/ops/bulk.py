@@ -17,7 +17,7 @@ from typing import Any
 from hookbay.errors import BadRequest
 from hookbay.ops.access import Principal, scope_client
 from hookbay.processing.replay import OffLoop, replay
-from hookbay.store import RequestFilter, Store
+from hookbay.store import RequestFilter, StoreInterface
 from hookbay.store.deliveries import DeliveryFilter as DeliveryFilter  # what a delivery run's filter is
 from hookbay.store.sources import SourceCache
 
@@ -50,7 +50,7 @@ def request_filter(p: Principal, flt: RequestFilter, action: str) -> RequestFilt
     return flt
 
 
-async def count_requests(store: Store, p: Principal, flt: RequestFilter, action: str) -> int:
+async def count_requests(store: StoreInterface, p: Principal, flt: RequestFilter, action: str) -> int:
     """How many requests a run would handle (at most :data:`MAX_ITEMS`)."""
     flt = request_filter(p, flt, action)
     if flt.limit == 0:
@@ -58,7 +58,7 @@ async def count_requests(store: Store, p: Principal, flt: RequestFilter, action:
     return len(await store.search_requests(replace(flt, before_id=None, limit=MAX_ITEMS)))
 
 
-async def request_chunk(store: Store, cache: SourceCache, p: Principal, flt: RequestFilter, action: str,
+async def request_chunk(store: StoreInterface, cache: SourceCache, p: Principal, flt: RequestFilter, action: str,
                         cursor: str | None, off_loop: OffLoop | None = None) -> ChunkResult:
     """Replay or redeliver the next :data:`CHUNK` matching requests older than ``cursor``."""
     flt = request_filter(p, flt, action)
@@ -97,12 +97,12 @@ def delivery_filter(p: Principal, flt: DeliveryFilter) -> DeliveryFilter:
     return replace(flt, client_id=scope_client(p, None), state=state if state in RERUNNABLE else "none")
 
 
-async def count_deliveries(store: Store, p: Principal, flt: DeliveryFilter) -> int:
+async def count_deliveries(store: StoreInterface, p: Principal, flt: DeliveryFilter) -> int:
     flt = delivery_filter(p, flt)
     return len(await store.list_deliveries(replace(flt, before_id=None, limit=MAX_ITEMS)))
 
 
-async def delivery_chunk(store: Store, p: Principal, flt: DeliveryFilter, cursor: str | None) -> ChunkResult:
+async def delivery_chunk(store: StoreInterface, p: Principal, flt: DeliveryFilter, cursor: str | None) -> ChunkResult:
     """Queue the next :data:`CHUNK` matching finished deliveries older than ``cursor`` to run now."""
     flt = delivery_filter(p, flt)
     rows = await store.list_deliveries(replace(flt, before_id=cursor, limit=CHUNK))

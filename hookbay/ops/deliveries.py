@@ -7,7 +7,7 @@ from typing import Any
 from hookbay.errors import BadRequest, Conflict
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import record_view, source_id_for, time_window
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.deliveries import Delivery, DeliveryFilter
 from hookbay.views import iso
 
@@ -31,7 +31,7 @@ def delivery_detail(d: Delivery) -> dict[str, Any]:
          "error": a.error} for a in d.attempt_log]}
 
 
-async def list_deliveries(store: Store, p: Principal, *, source: str | None = None, state: str | None = None,
+async def list_deliveries(store: StoreInterface, p: Principal, *, source: str | None = None, state: str | None = None,
                           action_type: str | None = None, request_id: str | None = None, error: str | None = None,
                           destination: str | None = None, since: str | None = None, until: str | None = None,
                           before: str | None = None, limit: int = 50, client_id: str | None = None) -> dict[str, Any]:
@@ -45,11 +45,11 @@ async def list_deliveries(store: Store, p: Principal, *, source: str | None = No
     return {"items": [delivery_out(r) for r in rows], "next_cursor": rows[-1].id if len(rows) == limit else None}
 
 
-async def get_delivery(store: Store, p: Principal, delivery_id: str) -> dict[str, Any]:
+async def get_delivery(store: StoreInterface, p: Principal, delivery_id: str) -> dict[str, Any]:
     return delivery_detail(await store.get_delivery(delivery_id, scope_client(p, None)))
 
 
-async def delivery_input(store: Store, p: Principal, d: dict[str, Any]) -> dict[str, Any] | None:
+async def delivery_input(store: StoreInterface, p: Principal, d: dict[str, Any]) -> dict[str, Any] | None:
     """What the delivery's action is given, every attempt alike: its record as stored now (a replay
     since the attempts may have changed it), or None once erased or purged."""
     await store.get_request(d["request_id"], scope_client(p, None))
@@ -57,7 +57,7 @@ async def delivery_input(store: Store, p: Principal, d: dict[str, Any]) -> dict[
     return next((record_view(r) for r in recs if r.idx == d["record_index"]), None)
 
 
-async def retry_delivery(store: Store, p: Principal, delivery_id: str) -> dict[str, Any]:
+async def retry_delivery(store: StoreInterface, p: Principal, delivery_id: str) -> dict[str, Any]:
     """Queue one finished delivery (dead letter, skipped or even succeeded) to run again now."""
     client = scope_client(p, None)
     row = await store.get_delivery(delivery_id, client)
@@ -66,7 +66,7 @@ async def retry_delivery(store: Store, p: Principal, delivery_id: str) -> dict[s
     return delivery_out(await store.get_delivery(delivery_id, client))
 
 
-async def retry_deliveries(store: Store, p: Principal, delivery_ids: list[str]) -> list[str]:
+async def retry_deliveries(store: StoreInterface, p: Principal, delivery_ids: list[str]) -> list[str]:
     """Queue these deliveries again (those still queued or running are left as they are); an unknown
     id is an error, not "queued 0"."""
     client = scope_client(p, None)
@@ -75,7 +75,7 @@ async def retry_deliveries(store: Store, p: Principal, delivery_ids: list[str]) 
     return await store.retry_deliveries(DeliveryFilter(client_id=client), ids=list(delivery_ids))
 
 
-async def retry_dead_letters(store: Store, p: Principal, *, source: str | None = None,
+async def retry_dead_letters(store: StoreInterface, p: Principal, *, source: str | None = None,
                              action_type: str | None = None, error: str | None = None,
                              destination: str | None = None, since: str | None = None,
                              until: str | None = None, all: bool = False,

@@ -27,7 +27,7 @@ from typing import Any
 
 from hookbay.errors import StorageUnavailable
 from hookbay.ids import now_us
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.health import probe_write, queue_state
 
 CACHE_S = 1.0
@@ -47,7 +47,7 @@ class NotReady:
 
 
 class Readiness:
-    def __init__(self, store: Store, max_lag_s: float) -> None:
+    def __init__(self, store: StoreInterface, max_lag_s: float) -> None:
         self.store = store
         self.max_lag_s = max_lag_s
         self._at = -1e9

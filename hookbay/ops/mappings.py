@@ -23,7 +23,7 @@ from hookbay.parsers.mapping import Mapping, MappingError
 from hookbay.processing.replay import OffLoop
 from hookbay.processing.worker import internal_error_message, process_request
 from hookbay.settings import Settings
-from hookbay.store import RequestFilter, Store, StoredSource
+from hookbay.store import RequestFilter, StoredSource, StoreInterface
 from hookbay.store.sources import SourceCache, build_source
 
 PREVIEW_REQUESTS = 20
@@ -68,7 +68,7 @@ class Preview:
     pasted: dict[str, Any] | None
 
 
-async def preview(store: Store, p: Principal, ref: str, draft: dict[str, Any], *, settings: Settings,
+async def preview(store: StoreInterface, p: Principal, ref: str, draft: dict[str, Any], *, settings: Settings,
                   body: bytes | None = None, content_type: str | None = None,
                   off_loop: OffLoop | None = None) -> Preview:
     """Records and field errors the draft makes of the source's last stored requests (and of a
@@ -105,7 +105,7 @@ async def preview(store: Store, p: Principal, ref: str, draft: dict[str, Any], *
     return Preview(requests=out, pasted=pasted)
 
 
-async def save(store: Store, cache: SourceCache | None, base_url: str, p: Principal, ref: str,
+async def save(store: StoreInterface, cache: SourceCache | None, base_url: str, p: Principal, ref: str,
                draft: dict[str, Any], *, settings: Settings) -> tuple[SourceOut, int]:
     """Store the draft as the source's mapping (and ``parser: mapping``). A changed mapping gets
     the next version number unless the draft already names a higher one, so records made by it
@@ -122,7 +122,7 @@ async def save(store: Store, cache: SourceCache | None, base_url: str, p: Princi
     return out, version
 
 
-async def failed_count(store: Store, p: Principal, ref: str) -> int:
+async def failed_count(store: StoreInterface, p: Principal, ref: str) -> int:
     """How many of the source's stored requests failed to parse (up to the replay limit)."""
     row = await store.get_source(ref, scope_client(p, None))
     rows = await store.search_requests(RequestFilter(source_id=row.id, client_id=row.client_id,
@@ -130,7 +130,7 @@ async def failed_count(store: Store, p: Principal, ref: str) -> int:
     return len(rows)
 
 
-async def replay_failed(store: Store, cache: SourceCache, p: Principal, ref: str,
+async def replay_failed(store: StoreInterface, cache: SourceCache, p: Principal, ref: str,
                         off_loop: OffLoop | None = None) -> dict[str, Any]:
     """Re-parse the source's failed requests with its current mapping: the replay operation."""
     row = await store.get_source(ref, scope_client(p, None))

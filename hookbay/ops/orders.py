@@ -7,11 +7,11 @@ from typing import Any
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import source_id_for, time_window
 from hookbay.orders import order_view
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.orders import OrderStore
 
 
-async def list_orders(store: Store, p: Principal, *, profile: str | None = None, source: str | None = None,
+async def list_orders(store: StoreInterface, p: Principal, *, profile: str | None = None, source: str | None = None,
                       since: str | None = None, client_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Newest placed first, with their lines."""
     client = scope_client(p, client_id)

@@ -15,7 +15,7 @@ import structlog
 from hookbay.errors import BadRequest
 from hookbay.ids import now_us
 from hookbay.settings import Settings
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store import partitions as P
 from hookbay.store.errors import describe
 from hookbay.store.sources import SourceCache
@@ -29,11 +29,11 @@ class NotPartitioned(BadRequest):
     message = "The request log is not partitioned"
 
 
-async def is_partitioned(store: Store) -> bool:
+async def is_partitioned(store: StoreInterface) -> bool:
     return store.is_postgres and await store.read(P.is_partitioned)
 
 
-async def ensure(store: Store, settings: Settings, *, now: int | None = None) -> list[str]:
+async def ensure(store: StoreInterface, settings: Settings, *, now: int | None = None) -> list[str]:
     """Create the default partition and the current and next ``partition_ahead`` intervals'
     partitions that are missing; returns the names made."""
     if not await is_partitioned(store):
@@ -46,7 +46,7 @@ async def ensure(store: Store, settings: Settings, *, now: int | None = None) ->
     return made
 
 
-async def ensure_logged(store: Store, settings: Settings) -> None:
+async def ensure_logged(store: StoreInterface, settings: Settings) -> None:
     """``ensure`` that logs a failure (a lock not granted in time) instead of raising: the next
     check retries, and the default partition takes the rows meanwhile."""
     try:
@@ -55,7 +55,7 @@ async def ensure_logged(store: Store, settings: Settings) -> None:
         log.warning("partitions_ensure_failed", **describe(e))
 
 
-async def keep_ahead(store: Store, settings: Settings) -> None:
+async def keep_ahead(store: StoreInterface, settings: Settings) -> None:
     """What ``serve`` and ``worker`` run after their first ``ensure`` at start: one every
     ``partition_check_seconds``."""
     while True:
@@ -63,7 +63,7 @@ async def keep_ahead(store: Store, settings: Settings) -> None:
         await ensure_logged(store, settings)
 
 
-async def list_partitions(store: Store) -> list[dict[str, Any]]:
+async def list_partitions(store: StoreInterface) -> list[dict[str, Any]]:
     if not await is_partitioned(store):
         raise NotPartitioned("The request log is not partitioned (SQLite, or a PostgreSQL database made before "
                              "0012: run `hookbay partitions migrate`)")
@@ -84,7 +84,7 @@ def _cutoff_for(cache: SourceCache, now: int) -> Callable[[str | None], int | No
     return cutoff
 
 
-async def drop_expired(store: Store, cache: SourceCache, *, now: int | None = None,
+async def drop_expired(store: StoreInterface, cache: SourceCache, *, now: int | None = None,
                        dry_run: bool = False, lock_timeout_ms: int = 5000) -> list[dict[str, Any]]:
     """Drop each dated partition whose every request is past its source's retention and none is
     still to be processed (pending, with a job, or queued for a relay agent): one DROP instead of
@@ -130,7 +130,7 @@ async def drop_expired(store: Store, cache: SourceCache, *, now: int | None = No
     return out
 
 
-async def migrate(store: Store, settings: Settings, *, batch: int = 5000, pause_s: float = 0.0,
+async def migrate(store: StoreInterface, settings: Settings, *, batch: int = 5000, pause_s: float = 0.0,
                   progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """`hookbay partitions migrate`: copy an unpartitioned request log into the partitioned
     layout in batches while servers keep ingesting, then swap the tables in one short
@@ -171,7 +171,7 @@ async def migrate(store: Store, settings: Settings, *, batch: int = 5000, pause_
     return {"migrated": True, "rows": rows, "copied": copied}
 
 
-async def migrate_status(store: Store) -> dict[str, Any]:
+async def migrate_status(store: StoreInterface) -> dict[str, Any]:
     if not store.is_postgres:
         return {"partitioned": False, "copying": False, "cursor": None}
     return await store.read(P.migrate_progress)

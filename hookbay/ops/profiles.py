@@ -7,10 +7,10 @@ from typing import Any
 from hookbay.errors import BadRequest
 from hookbay.ops.access import Principal, scope_client
 from hookbay.profiles import lookup_email, lookup_phone, profile_view
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 
 
-async def find_profiles(store: Store, p: Principal, *, email: str | None = None, phone: str | None = None,
+async def find_profiles(store: StoreInterface, p: Principal, *, email: str | None = None, phone: str | None = None,
                         client_id: str | None = None) -> list[dict[str, Any]]:
     """By email or phone, normalised the same way as incoming contacts."""
     if not email and not phone:
@@ -29,7 +29,7 @@ def search_kind(q: str) -> str:
     return "name"
 
 
-async def search_profiles(store: Store, p: Principal, q: str, *, limit: int = 50,
+async def search_profiles(store: StoreInterface, p: Principal, q: str, *, limit: int = 50,
                           before: str | None = None) -> list[dict[str, Any]]:
     """The console's search: by email or phone (normalised like incoming contacts, exact), or by
     name (each word a prefix of the first or last name); no text lists the newest profiles."""
@@ -45,7 +45,7 @@ async def search_profiles(store: Store, p: Principal, q: str, *, limit: int = 50
     return await store.find_profiles_by_name(client, q.split()[:4], limit=limit)
 
 
-async def profile_records(store: Store, prof: dict[str, Any], limit: int = 200) -> list[dict[str, Any]]:
+async def profile_records(store: StoreInterface, prof: dict[str, Any], limit: int = 200) -> list[dict[str, Any]]:
     """The records made for a profile already read through :func:`get_profile` (so within the
     caller's client), newest request first, at most ``limit`` requests' worth."""
     from hookbay.ops.requests import record_view
@@ -56,11 +56,11 @@ async def profile_records(store: Store, prof: dict[str, Any], limit: int = 200) 
             for rid, rs in sorted(recs.items(), reverse=True) for r in rs if r.profile_id in mine]
 
 
-async def get_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
+async def get_profile(store: StoreInterface, p: Principal, profile_id: str) -> dict[str, Any]:
     return profile_view(await store.get_profile(profile_id, scope_client(p, None)))
 
 
-async def export_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
+async def export_profile(store: StoreInterface, p: Principal, profile_id: str) -> dict[str, Any]:
     """Everything held about one customer: the profile, its ledger, the records made for it and
     every order it placed, with its lines."""
     from hookbay.ops.requests import record_view
@@ -76,6 +76,6 @@ async def export_profile(store: Store, p: Principal, profile_id: str) -> dict[st
             "orders": [order_view(o) for o in orders]}
 
 
-async def erase_profile(store: Store, p: Principal, profile_id: str) -> dict[str, Any]:
+async def erase_profile(store: StoreInterface, p: Principal, profile_id: str) -> dict[str, Any]:
     """Erase the profile, its ledger, its records and its requests' raw bodies (logged)."""
     return await store.erase_profile(profile_id, scope_client(p, None), p.actor.name, audit=p.audit("profile.erase"))

@@ -12,7 +12,7 @@ from hookbay.errors import Forbidden
 from hookbay.ops.access import Principal
 from hookbay.providers import ConnectionIn
 from hookbay.settings import Settings
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.providers import ProviderConnection, ProviderStore
 from hookbay.views import iso
 
@@ -37,12 +37,12 @@ def _admin_only(p: Principal) -> None:
         raise Forbidden("Only the admin token can see or set provider connections")
 
 
-async def list_connections(store: Store, p: Principal, client_id: str | None = None) -> list[dict[str, Any]]:
+async def list_connections(store: StoreInterface, p: Principal, client_id: str | None = None) -> list[dict[str, Any]]:
     _admin_only(p)
     return [connection_out(r) for r in await ProviderStore(store).list(client_id)]
 
 
-async def put_connections(store: Store, p: Principal, settings: Settings,
+async def put_connections(store: StoreInterface, p: Principal, settings: Settings,
                           conns: list[ConnectionIn]) -> list[dict[str, Any]]:
     """Create or replace each client's connection to a provider; every one is checked first."""
     _admin_only(p)
@@ -52,6 +52,6 @@ async def put_connections(store: Store, p: Principal, settings: Settings,
                                                           audit=p.audit("provider.put"))) for c in conns]
 
 
-async def delete_connection(store: Store, p: Principal, client_id: str, provider: str) -> None:
+async def delete_connection(store: StoreInterface, p: Principal, client_id: str, provider: str) -> None:
     _admin_only(p)
     await ProviderStore(store).delete(client_id, provider, audit=p.audit("provider.delete"))

@@ -9,12 +9,12 @@ import orjson
 
 from hookbay.ops.access import Principal, scope_client
 from hookbay.relay.hub import RelayStatus, RelayTokenOut, relay_status, token_out
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.relay import RelayQueue
 from hookbay.views import iso
 
 
-async def create_relay_token(store: Store, p: Principal, source: str, name: str,
+async def create_relay_token(store: StoreInterface, p: Principal, source: str, name: str,
                              client_id: str | None = None) -> RelayTokenOut:
     """A token for `hookbay agent` on ``source`` (id, token or name); its value is returned once."""
     row = await store.get_source(source, scope_client(p, client_id))
@@ -23,20 +23,20 @@ async def create_relay_token(store: Store, p: Principal, source: str, name: str,
     return token_out(tok_row, token)
 
 
-async def list_relay_tokens(store: Store, p: Principal, source: str,
+async def list_relay_tokens(store: StoreInterface, p: Principal, source: str,
                             client_id: str | None = None) -> list[RelayTokenOut]:
     row = await store.get_source(source, scope_client(p, client_id))
     return [token_out(t) for t in await RelayQueue(store).list_tokens(row.id)]
 
 
-async def revoke_relay_token(store: Store, p: Principal, source: str, token_id: str,
+async def revoke_relay_token(store: StoreInterface, p: Principal, source: str, token_id: str,
                              client_id: str | None = None) -> None:
     row = await store.get_source(source, scope_client(p, client_id))
     await RelayQueue(store).revoke_token(row.id, token_id,
                                          audit=p.audit("relay_token.revoke").but(client_id=row.client_id))
 
 
-async def queue_status(store: Store, p: Principal, source: str, client_id: str | None = None) -> RelayStatus:
+async def queue_status(store: StoreInterface, p: Principal, source: str, client_id: str | None = None) -> RelayStatus:
     row = await store.get_source(source, scope_client(p, client_id))
     return await relay_status(store, RelayQueue(store), row)
 
@@ -53,7 +53,7 @@ class RelayTokenListed:
     created_at: str | None
 
 
-async def list_all_relay_tokens(store: Store, p: Principal) -> list[RelayTokenListed]:
+async def list_all_relay_tokens(store: StoreInterface, p: Principal) -> list[RelayTokenListed]:
     """Every relay token of the sources the caller sees, by source (as sources are listed), each
     source's oldest first."""
     return [RelayTokenListed(id=t.id, name=t.name, source_id=t.source_id, source_name=t.source_name,

@@ -16,7 +16,7 @@ from hookbay.errors import BadRequest
 from hookbay.models import RequestDetail, RequestPage, RequestSummary
 from hookbay.ops.access import Principal, scope_client
 from hookbay.processing.replay import OffLoop, replay
-from hookbay.store import RequestFilter, Store
+from hookbay.store import RequestFilter, StoreInterface
 from hookbay.store.requests import StoredRecord, StoredRequest, StoredRequestSummary
 from hookbay.store.sources import SourceCache
 from hookbay.views import Receipt, iso, parse_time
@@ -80,12 +80,12 @@ def time_window(since: str | None, until: str | None) -> tuple[int | None, int |
         raise BadRequest("Invalid time", detail=str(e)) from None
 
 
-async def source_id_for(store: Store, client: str | None, source: str | None) -> str | None:
+async def source_id_for(store: StoreInterface, client: str | None, source: str | None) -> str | None:
     """A source filter (id, ingest token or name) as the source's id, within what ``client`` sees."""
     return str((await store.get_source(source, client)).id) if source else None
 
 
-async def _filter(store: Store, p: Principal, client_id: str | None, source: str | None, since: str | None,
+async def _filter(store: StoreInterface, p: Principal, client_id: str | None, source: str | None, since: str | None,
                   until: str | None, **eq: Any) -> RequestFilter:
     """The caller's filter words as a store filter, within the clients the caller may see."""
     client = scope_client(p, client_id)
@@ -94,7 +94,7 @@ async def _filter(store: Store, p: Principal, client_id: str | None, source: str
     return RequestFilter(source_id=source_id, client_id=client, since_us=since_us, until_us=until_us, **eq)
 
 
-async def search_requests(store: Store, p: Principal, *, source: str | None = None, since: str | None = None,
+async def search_requests(store: StoreInterface, p: Principal, *, source: str | None = None, since: str | None = None,
                           until: str | None = None, verdict: str | None = None, state: str | None = None,
                           q: str | None = None, limit: int = 50, before: str | None = None,
                           client_id: str | None = None) -> RequestPage:
@@ -105,7 +105,7 @@ async def search_requests(store: Store, p: Principal, *, source: str | None = No
     return RequestPage(items=[request_summary(r) for r in rows], next_cursor=nxt)
 
 
-async def requests_after(store: Store, p: Principal, after: str, *, source: str | None = None,
+async def requests_after(store: StoreInterface, p: Principal, after: str, *, source: str | None = None,
                          since: str | None = None, until: str | None = None, verdict: str | None = None,
                          state: str | None = None, q: str | None = None, limit: int = 500,
                          client_id: str | None = None) -> list[RequestSummary]:
@@ -115,7 +115,7 @@ async def requests_after(store: Store, p: Principal, after: str, *, source: str 
     return [request_summary(r) for r in rows]
 
 
-async def export_requests(store: Store, p: Principal, *, source: str | None = None, since: str | None = None,
+async def export_requests(store: StoreInterface, p: Principal, *, source: str | None = None, since: str | None = None,
                           until: str | None = None, verdict: str | None = None, state: str | None = None,
                           client_id: str | None = None, page: int = 500) -> AsyncIterator[RequestDetail]:
     """Every matching request in full (headers, body, receipt, records), oldest first, ``page`` at a time."""
@@ -133,17 +133,17 @@ async def export_requests(store: Store, p: Principal, *, source: str | None = No
         f.after_id = ids[-1]
 
 
-async def list_requests(store: Store, p: Principal, flt: RequestFilter) -> list[RequestSummary]:
+async def list_requests(store: StoreInterface, p: Principal, flt: RequestFilter) -> list[RequestSummary]:
     """A page of the log for a filter built by the caller (the console's), within what ``p`` may see."""
     rows = await store.search_requests(replace(flt, client_id=scope_client(p, flt.client_id)))
     return [request_summary(r) for r in rows]
 
 
-async def get_request(store: Store, p: Principal, request_id: str) -> RequestDetail:
+async def get_request(store: StoreInterface, p: Principal, request_id: str) -> RequestDetail:
     return (await get_request_with_body(store, p, request_id))[0]
 
 
-async def get_request_with_body(store: Store, p: Principal, request_id: str) -> tuple[RequestDetail, bytes | None]:
+async def get_request_with_body(store: StoreInterface, p: Principal, request_id: str) -> tuple[RequestDetail, bytes | None]:
     """:func:`get_request` and the exact stored bytes (None once purged or erased), which the
     console shows as a hex dump when they are not text."""
     row = await store.get_request(request_id, scope_client(p, None))
@@ -151,7 +151,7 @@ async def get_request_with_body(store: Store, p: Principal, request_id: str) -> 
     return request_detail(row, recs[request_id]), row.body
 
 
-async def request_body(store: Store, p: Principal, request_id: str) -> tuple[bytes, str | None]:
+async def request_body(store: StoreInterface, p: Principal, request_id: str) -> tuple[bytes, str | None]:
     """The exact stored bytes and the sender's content type."""
     row = await store.get_request(request_id, scope_client(p, None))
     return row.body or b"", row.content_type
@@ -169,7 +169,7 @@ class ReplayIn(BaseModel):
                                                  "filter is given, so that an empty body never means everything")
 
 
-async def replay_requests(store: Store, cache: SourceCache, p: Principal, body: ReplayIn,
+async def replay_requests(store: StoreInterface, cache: SourceCache, p: Principal, body: ReplayIn,
                           off_loop: OffLoop | None = None) -> dict[str, Any]:
     """Replay as API, console and CLI do it. ``off_loop`` (the server's parse pool) keeps a tenant's
     replay of a pathological stored body off the event loop and under the parse budget."""

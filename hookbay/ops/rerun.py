@@ -17,7 +17,7 @@ from hookbay.ops import deliveries as delivery_ops
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import ReplayIn, replay_requests
 from hookbay.processing.replay import OffLoop
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.deliveries import DeliveryFilter
 from hookbay.store.sources import SourceCache
 
@@ -31,7 +31,7 @@ def preview_digest(item: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(seen, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-async def preview_replay(store: Store, cache: SourceCache, p: Principal, request_id: str,
+async def preview_replay(store: StoreInterface, cache: SourceCache, p: Principal, request_id: str,
                          off_loop: OffLoop | None = None) -> dict[str, Any]:
     """The dry run: old and new state, the records' diff and the new errors; nothing changes."""
     out = await replay_requests(store, cache, p, ReplayIn(request_id=request_id, dry_run=True), off_loop)
@@ -45,7 +45,7 @@ class Applied:
     item: dict[str, Any]  # the replay's outcome, or the fresh preview when it no longer matched
 
 
-async def apply_replay(store: Store, cache: SourceCache, p: Principal, request_id: str, digest: str,
+async def apply_replay(store: StoreInterface, cache: SourceCache, p: Principal, request_id: str, digest: str,
                        off_loop: OffLoop | None = None) -> Applied:
     """Replay for real only what was previewed: when the source's parser or mapping changed since
     the preview, nothing is applied and the new preview comes back to be reviewed."""
@@ -56,7 +56,7 @@ async def apply_replay(store: Store, cache: SourceCache, p: Principal, request_i
     return Applied(True, out["items"][0])
 
 
-async def redeliver_plan(store: Store, p: Principal, request_id: str) -> dict[str, Any]:
+async def redeliver_plan(store: StoreInterface, p: Principal, request_id: str) -> dict[str, Any]:
     """The request's deliveries split into those that would run again (finished ones) and those
     still queued or running, which are left alone."""
     await store.get_request(request_id, scope_client(p, None))
@@ -65,7 +65,7 @@ async def redeliver_plan(store: Store, p: Principal, request_id: str) -> dict[st
             "busy": [d for d in items if d["state"] not in RERUNNABLE]}
 
 
-async def redeliver(store: Store, p: Principal, request_id: str, ids: list[str]) -> list[str]:
+async def redeliver(store: StoreInterface, p: Principal, request_id: str, ids: list[str]) -> list[str]:
     """Queue the confirmed deliveries (ids from the confirmation) to run now, each through its
     action's checks again; an id of another request or client, or one still queued, is ignored."""
     client = scope_client(p, None)
@@ -83,7 +83,7 @@ NOT_RESENT = frozenset({  # hop-by-hop, set by the client itself, or credentials
     "accept-encoding", "proxy-authorization", "proxy-connection", "authorization", "cookie", "x-api-key"})
 
 
-async def resend(store: Store, p: Principal, request_id: str, url: str, *, allow_private: bool = False) -> dict[str, Any]:
+async def resend(store: StoreInterface, p: Principal, request_id: str, url: str, *, allow_private: bool = False) -> dict[str, Any]:
     """Send the stored request (its method, its headers but hop-by-hop ones and credentials, its
     exact body) to a URL the operator typed, through the outbound-address guard: the private network
     only when the admin asks for it. No redirect is followed; the answer comes back as status and an

@@ -9,14 +9,14 @@ import structlog
 from hookbay import metrics
 from hookbay.ids import now_us
 from hookbay.settings import Settings
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.relay import RelayQueue
 from hookbay.store.sources import SourceCache
 
 log = structlog.get_logger("hookbay.ops")
 
 
-async def purge_expired(store: Store, cache: SourceCache, *, dry_run: bool = False) -> dict[str, int]:
+async def purge_expired(store: StoreInterface, cache: SourceCache, *, dry_run: bool = False) -> dict[str, int]:
     """Apply every source's ``retention_days`` to stored raw bodies."""
     await cache.maybe_reload()
     retention = {s.id: s.config.retention_days for s in cache.by_id.values() if s.config.retention_days}
@@ -30,7 +30,7 @@ async def purge_expired(store: Store, cache: SourceCache, *, dry_run: bool = Fal
     return counts
 
 
-async def prune_relay(store: Store, settings: Settings, *, dry_run: bool = False) -> int:
+async def prune_relay(store: StoreInterface, settings: Settings, *, dry_run: bool = False) -> int:
     """Delete relay messages acked longer ago than ``relay_acked_retention_seconds``."""
     cutoff = now_us() - int(settings.relay_acked_retention_seconds * 1_000_000)
     n = await RelayQueue(store).prune_acked(cutoff, dry_run=dry_run)

@@ -7,11 +7,11 @@ import base64
 import contextlib
 
 from hookbay.errors import EncryptionKeyMissing
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.sessions import revoke_session
 
 
-async def shared_secret(store: Store, key: str, fresh: bytes) -> bytes:
+async def shared_secret(store: StoreInterface, key: str, fresh: bytes) -> bytes:
     """The secret stored under ``key``, or ``fresh`` once stored there (sealed with the encryption
     key when one is set). A secret sealed with a key no longer configured is replaced, which only
     logs everyone out."""
@@ -29,11 +29,11 @@ async def shared_secret(store: Store, key: str, fresh: bytes) -> bytes:
     return fresh
 
 
-async def is_revoked(store: Store, key: str) -> bool:
+async def is_revoked(store: StoreInterface, key: str) -> bool:
     return await store.get_meta(key) is not None
 
 
-async def revoke(store: Store, key: str, expires: int, prefix: str, now: int) -> None:
+async def revoke(store: StoreInterface, key: str, expires: int, prefix: str, now: int) -> None:
     """Record ``key`` as revoked until ``expires``; revocations under ``prefix`` whose cookies
     have expired by ``now`` are dropped."""
     await store.write(revoke_session(key, expires, prefix, now))

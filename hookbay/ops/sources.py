@@ -21,7 +21,7 @@ from hookbay.models import SourceConfig, SourceCreate, SourceOut, SourceReplace,
 from hookbay.ops.access import Principal, scope_client
 from hookbay.settings import Settings
 from hookbay.signatures import generate_secret, validate_secret
-from hookbay.store import Store, StoredSource
+from hookbay.store import StoredSource, StoreInterface
 from hookbay.store.sources import SourceCache
 from hookbay.views import iso
 
@@ -52,7 +52,7 @@ def source_out(row: StoredSource, base_url: str, api_key: str | None = None, *, 
     )
 
 
-async def list_sources(store: Store, base_url: str, p: Principal, client_id: str | None = None) -> list[SourceOut]:
+async def list_sources(store: StoreInterface, base_url: str, p: Principal, client_id: str | None = None) -> list[SourceOut]:
     rows = await store.list_sources(scope_client(p, client_id))
     counts = await store.secret_counts()
     return [source_out(r, base_url, secrets=counts.get(r.id, 0)) for r in rows]
@@ -68,7 +68,7 @@ class SourceChoice:
     relay: bool  # whether ``hookbay agent`` may pull it (relay tokens are made only for these)
 
 
-async def source_choices(store: Store, p: Principal) -> list[SourceChoice]:
+async def source_choices(store: StoreInterface, p: Principal) -> list[SourceChoice]:
     """The sources the caller sees, as the list to pick one from; cheaper than :func:`list_sources`
     (no ingest URLs, no secret counts)."""
     return [SourceChoice(id=r.id, name=r.name, client_id=r.client_id,
@@ -76,30 +76,30 @@ async def source_choices(store: Store, p: Principal) -> list[SourceChoice]:
             for r in await store.list_sources(scope_client(p, None))]
 
 
-async def source_names(store: Store, p: Principal) -> dict[str, str]:
+async def source_names(store: StoreInterface, p: Principal) -> dict[str, str]:
     """Source id to name, for the sources the caller sees: what pages show beside an id."""
     return {s.id: s.name for s in await source_choices(store, p)}
 
 
-async def source_id(store: Store, p: Principal, ref: str) -> str:
+async def source_id(store: StoreInterface, p: Principal, ref: str) -> str:
     """The id of one source the caller sees, by id, ingest token or name; unlike :func:`get_source`
     it does not read the stored config, so it answers for a source whose config no longer loads."""
     return str((await store.get_source(ref, scope_client(p, None))).id)
 
 
-async def get_source(store: Store, base_url: str, p: Principal, ref: str, client_id: str | None = None) -> SourceOut:
+async def get_source(store: StoreInterface, base_url: str, p: Principal, ref: str, client_id: str | None = None) -> SourceOut:
     """One source by id, ingest token or name (``client_id`` tells apart clients sharing a name)."""
     row = await store.get_source(ref, scope_client(p, client_id))
     return source_out(row, base_url, secrets=await store.secret_count(row.id))
 
 
-async def stored_config(store: Store, p: Principal, ref: str, client_id: str | None = None) -> tuple[str, dict[str, Any]]:
+async def stored_config(store: StoreInterface, p: Principal, ref: str, client_id: str | None = None) -> tuple[str, dict[str, Any]]:
     """A source's id and its config exactly as stored: what an update of a few options merges into."""
     row = await store.get_source(ref, scope_client(p, client_id))
     return row.id, row.config
 
 
-async def create_source(store: Store, cache: SourceCache | None, base_url: str, p: Principal,
+async def create_source(store: StoreInterface, cache: SourceCache | None, base_url: str, p: Principal,
                         body: SourceCreate, *, settings: Settings) -> SourceOut:
     if not p.is_admin and body.client_id != p.client_id:
         raise NotFound("Not Found")
@@ -117,7 +117,7 @@ async def create_source(store: Store, cache: SourceCache | None, base_url: str, 
     return source_out(row, base_url, key, secrets=1 if secret else 0, secret=secret if generated else None)
 
 
-async def update_source(store: Store, cache: SourceCache | None, base_url: str, p: Principal, ref: str,
+async def update_source(store: StoreInterface, cache: SourceCache | None, base_url: str, p: Principal, ref: str,
                         body: SourceUpdate, *, settings: Settings, action: str = "source.update",
                         client_id: str | None = None) -> SourceOut:
     """Change what ``body`` names and nothing else."""
@@ -138,7 +138,7 @@ async def update_source(store: Store, cache: SourceCache | None, base_url: str, 
     return source_out(new, base_url, key, secrets=await store.secret_count(new.id))
 
 
-async def patch_source(store: Store, cache: SourceCache | None, base_url: str, p: Principal, source_id: str,
+async def patch_source(store: StoreInterface, cache: SourceCache | None, base_url: str, p: Principal, source_id: str,
                        patch: Any, *, settings: Settings) -> SourceOut:
     """PATCH as JSON Merge Patch (RFC 7396) over the source's definition: keys present change,
     ``null`` removes, absent keys stay. A removed check is explicit by construction (the patch names
@@ -156,7 +156,7 @@ async def patch_source(store: Store, cache: SourceCache | None, base_url: str, p
                                  action="source.patch")
 
 
-async def replace_source(store: Store, cache: SourceCache | None, base_url: str, p: Principal, source_id: str,
+async def replace_source(store: StoreInterface, cache: SourceCache | None, base_url: str, p: Principal, source_id: str,
                          body: SourceReplace, *, settings: Settings) -> SourceOut:
     """PUT: the whole definition. A check the new definition drops is refused unless the body names
     that field explicitly (``"signature": null``), so a forgotten field never silently weakens."""
@@ -166,7 +166,7 @@ async def replace_source(store: Store, cache: SourceCache | None, base_url: str,
                                  settings=settings, action="source.replace")
 
 
-async def _update_checked(store: Store, cache: SourceCache | None, base_url: str, p: Principal,
+async def _update_checked(store: StoreInterface, cache: SourceCache | None, base_url: str, p: Principal,
                           row: StoredSource, body: SourceUpdate, *, explicit: set[str] | None,
                           settings: Settings, action: str) -> SourceOut:
     old = SourceConfig.model_validate(row.config)
@@ -191,7 +191,7 @@ def log_weakened(p: Principal, row: StoredSource, changes: list[str]) -> None:
                 changes=changes)
 
 
-async def rotate_secret(store: Store, cache: SourceCache | None, base_url: str, p: Principal, ref: str, *,
+async def rotate_secret(store: StoreInterface, cache: SourceCache | None, base_url: str, p: Principal, ref: str, *,
                         secret: str | None, grace_seconds: float | None,
                         client_id: str | None = None) -> SourceOut:
     """Add a signing secret (the provider's, or one generated and shown once); the others stay
@@ -212,7 +212,7 @@ async def rotate_secret(store: Store, cache: SourceCache | None, base_url: str, 
                       secret=None if secret else new_secret)
 
 
-async def rotate_api_key(store: Store, cache: SourceCache | None, base_url: str, p: Principal, ref: str, *,
+async def rotate_api_key(store: StoreInterface, cache: SourceCache | None, base_url: str, p: Principal, ref: str, *,
                          client_id: str | None = None) -> SourceOut:
     """A new API key at once (shown once); the old one stops working. Only for a source that
     already requires one: starting to require a key is an update, not a rotation."""
@@ -226,7 +226,7 @@ async def rotate_api_key(store: Store, cache: SourceCache | None, base_url: str,
     return source_out(new, base_url, key, secrets=await store.secret_count(row.id))
 
 
-async def delete_source(store: Store, cache: SourceCache | None, p: Principal, ref: str, *,
+async def delete_source(store: StoreInterface, cache: SourceCache | None, p: Principal, ref: str, *,
                         client_id: str | None = None, action: str = "source.delete",
                         why: list[str] | None = None) -> str:
     """Delete a source (its stored requests stay in the log); returns its id."""
@@ -253,13 +253,13 @@ def initial_secret(config: SourceConfig, given: str | None) -> tuple[str | None,
 
 
 
-async def stored_requests(store: Store, p: Principal, ref: str) -> int:
+async def stored_requests(store: StoreInterface, p: Principal, ref: str) -> int:
     """How many stored requests a source has: what the delete confirmation says will stay."""
     row = await store.get_source(ref, scope_client(p, None))
     return await store.count_requests(source_id=row.id)
 
 
-async def loaded_cache(store: Store, default_max_body: int) -> SourceCache:
+async def loaded_cache(store: StoreInterface, default_max_body: int) -> SourceCache:
     """The source table loaded once, for a command that parses (replay, purge) without a server."""
     cache = SourceCache(store, default_max_body)
     await cache.reload()

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from hookbay.errors import Forbidden, NotFound, Unauthorized
 from hookbay.ops.access import Principal
-from hookbay.store import Store, hash_secret
+from hookbay.store import StoreInterface, hash_secret
 from hookbay.views import iso
 
 ADMIN_TOKEN_META = "admin_token_hash"
@@ -29,13 +29,13 @@ class TokenOut(BaseModel):
     token: str | None = Field(default=None, description="Shown once, at creation")
 
 
-async def principal_for_token(store: Store, admin_hash_ref: dict[str, str | None], token: str) -> Principal:
+async def principal_for_token(store: StoreInterface, admin_hash_ref: dict[str, str | None], token: str) -> Principal:
     """The one check of an admin or client token, shared by the API's bearer header and the
     console's login form."""
     return await principal_for_hash(store, admin_hash_ref, hash_secret(token.strip()))
 
 
-async def principal_for_hash(store: Store, admin_hash_ref: dict[str, str | None], h: str) -> Principal:
+async def principal_for_hash(store: StoreInterface, admin_hash_ref: dict[str, str | None], h: str) -> Principal:
     """Who a token hash belongs to, now: the console keeps only the hash in its session cookie and
     asks again on every page, so a revoked or rotated token logs its sessions out at once."""
     admin_hash = admin_hash_ref.get("hash")
@@ -47,7 +47,7 @@ async def principal_for_hash(store: Store, admin_hash_ref: dict[str, str | None]
     return Principal(found[0], token_id=found[1])
 
 
-async def create_token(store: Store, p: Principal, name: str, client_id: str | None) -> TokenOut:
+async def create_token(store: StoreInterface, p: Principal, name: str, client_id: str | None) -> TokenOut:
     if not p.is_admin:
         raise Forbidden("Only the admin token can create tokens")
     tid, tok = await store.create_token(name, client_id, audit=p.audit("token.create"))
@@ -64,19 +64,19 @@ class TokenListed:
     created_at: str | None
 
 
-async def list_tokens(store: Store, p: Principal) -> list[TokenListed]:
+async def list_tokens(store: StoreInterface, p: Principal) -> list[TokenListed]:
     if not p.is_admin:
         raise Forbidden("Only the admin token can list tokens")
     return [TokenListed(t.id, t.name, t.client_id, iso(t.created_at)) for t in await store.list_tokens()]
 
 
-async def revoke_token(store: Store, p: Principal, token_id: str) -> None:
+async def revoke_token(store: StoreInterface, p: Principal, token_id: str) -> None:
     if not p.is_admin:
         raise NotFound("Not Found")
     await store.revoke_token(token_id, audit=p.audit("token.revoke"))
 
 
-async def rotate_admin_token(store: Store, p: Principal) -> str:
+async def rotate_admin_token(store: StoreInterface, p: Principal) -> str:
     """Replace the generated admin token; running servers pick the new hash up within seconds."""
     if not p.is_admin:
         raise Forbidden("Only the admin can replace the admin token")

@@ -28,7 +28,7 @@ from hookbay.actions.ssrf import DestinationRefused, UnresolvedHost
 from hookbay.ids import now_us
 from hookbay.processing.provider_push import gone, provider_action
 from hookbay.settings import Settings
-from hookbay.store import Store, wait_for_wakeup
+from hookbay.store import StoreInterface, wait_for_wakeup
 from hookbay.store.deliveries import AttemptResult, ClaimedDelivery, DeliveryContext
 from hookbay.store.errors import describe
 from hookbay.store.sources import ActiveSource, SourceCache
@@ -37,7 +37,7 @@ log = structlog.get_logger("hookbay.deliveries")
 
 
 class Deliverer:
-    def __init__(self, store: Store, cache: SourceCache, settings: Settings, http: httpx.AsyncClient | None = None,
+    def __init__(self, store: StoreInterface, cache: SourceCache, settings: Settings, http: httpx.AsyncClient | None = None,
                  worker_id: str | None = None) -> None:
         self.store = store
         self.cache = cache

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from hookbay.actions.base import ActionConfig
 from hookbay.providers import PROVIDER_TYPES, connection_action
-from hookbay.store import Store
+from hookbay.store import StoreInterface
 from hookbay.store.deliveries import ClaimedDelivery
 from hookbay.store.providers import ProviderStore
 
 
-async def provider_action(store: Store, client_id: str, action_idx: int) -> ActionConfig | None:
+async def provider_action(store: StoreInterface, client_id: str, action_idx: int) -> ActionConfig | None:
     """The action of the client's connection to provider ``-action_idx``; None without one."""
     name = PROVIDER_TYPES.get(-action_idx)
     conn = await ProviderStore(store).get(client_id, name) if name else None

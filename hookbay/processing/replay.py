@@ -14,7 +14,7 @@ import structlog
 
 from hookbay.errors import HookbayError, StorageUnavailable
 from hookbay.processing.worker import internal_error_message, process_request
-from hookbay.store import RequestFilter, Store
+from hookbay.store import RequestFilter, StoreInterface
 from hookbay.store.errors import describe
 from hookbay.store.sources import SourceCache
 
@@ -33,7 +33,7 @@ OffLoop = Callable[..., Awaitable[Any]]
 
 
 async def replay(
-    store: Store, cache: SourceCache, *, request_ids: list[str] | None = None, flt: RequestFilter | None = None,
+    store: StoreInterface, cache: SourceCache, *, request_ids: list[str] | None = None, flt: RequestFilter | None = None,
     dry_run: bool = False, off_loop: OffLoop | None = None,
 ) -> list[dict[str, Any]]:
     """``off_loop(fn, *args)`` runs each parse elsewhere (the server's parse pool, under its CPU

@@ -27,7 +27,7 @@ from hookbay.models import SourceConfig
 from hookbay.parsers import contact, generic, mapping, outputs
 from hookbay.parsers.formats import load_tree
 from hookbay.settings import Settings
-from hookbay.store import ClaimedJob, Store, health, wait_for_wakeup
+from hookbay.store import ClaimedJob, StoreInterface, health, wait_for_wakeup
 from hookbay.store.errors import describe
 from hookbay.store.requests import StoredRequest
 from hookbay.store.sources import ActiveSource, SourceCache
@@ -134,7 +134,7 @@ def internal_error_message(request_id: str) -> str:
 
 
 class Worker:
-    def __init__(self, store: Store, cache: SourceCache, settings: Settings, worker_id: str | None = None,
+    def __init__(self, store: StoreInterface, cache: SourceCache, settings: Settings, worker_id: str | None = None,
                  ingest_load: Callable[[], int] | None = None) -> None:
         self.ingest_load = ingest_load
         self.store = store

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from hookbay.errors import Unauthorized
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
-from hookbay.store import Store, StoredSource
+from hookbay.store import Store, StoredSource, StoreInterface
 from hookbay.store.relay import LeasedMessage, RelayCredential, RelayQueue, RelayToken
 from hookbay.views import iso
 
@@ -213,7 +213,7 @@ def message_view(m: LeasedMessage) -> RelayRequest:
     )
 
 
-async def relay_status(store: Store, queue: RelayQueue, row: StoredSource) -> RelayStatus:
+async def relay_status(store: StoreInterface, queue: RelayQueue, row: StoredSource) -> RelayStatus:
     st = await queue.status(row.id)
     head = st.head
     cfg = SourceConfig.model_validate(row.config)

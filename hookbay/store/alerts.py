@@ -16,7 +16,7 @@ from hookbay.errors import NotFound
 from hookbay.ids import now_us, ulid
 from hookbay.store import schema
 from hookbay.store.alert_rows import StoredAlert, StoredAlertRule
-from hookbay.store.base import Store
+from hookbay.store.interface import StoreInterface
 from hookbay.store.source_rows import StoredSource
 
 AR, AL, D, R, RT, S, META = (schema.alert_rules, schema.alerts, schema.deliveries, schema.requests,
@@ -33,7 +33,7 @@ class Transition:
 
 
 class AlertStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreInterface) -> None:
         self.store = store
 
     # --- rules ------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from hookbay.ids import now_us
 from hookbay.store import schema
 
 if TYPE_CHECKING:
-    from hookbay.store.base import Store
+    from hookbay.store.interface import StoreInterface
 
 OK_WRITE_EVERY_S = 5.0
 FAIL_WRITE_EVERY_S = 1.0
@@ -35,7 +35,7 @@ class _BatchState:
 _state: dict[int, _BatchState] = {}
 
 
-async def record_batch(store: Store, ok: bool, *, at_us: int | None = None) -> None:
+async def record_batch(store: StoreInterface, ok: bool, *, at_us: int | None = None) -> None:
     """Call after each worker batch. A healthy worker writes a heartbeat every few seconds; a failing
     one writes when it starts failing and then about once a second. Never raises: health
     bookkeeping must not break the worker (a failing database shows in the writer checks)."""

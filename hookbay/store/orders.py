@@ -16,7 +16,7 @@ from hookbay.orders import NOT_PURCHASED, Version
 from hookbay.store import bulk, schema
 
 if TYPE_CHECKING:
-    from hookbay.store.base import Store
+    from hookbay.store.interface import StoreInterface
 
 ORD, OL, PP = schema.orders, schema.order_lines, schema.profile_purchases
 
@@ -169,7 +169,7 @@ def list_orders(conn: sa.Connection, *, client_id: str | None, profile_id: str |
 class OrderStore:
     """The async reads of orders for the API, the CLI and the console."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreInterface) -> None:
         self.store = store
 
     async def list(self, client_id: str | None, *, profile_id: str | None = None, source_id: str | None = None,

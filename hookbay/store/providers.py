@@ -14,7 +14,7 @@ from hookbay.store import schema
 from hookbay.store.audit import record
 
 if TYPE_CHECKING:
-    from hookbay.store.base import Store
+    from hookbay.store.interface import StoreInterface
 
 PC = schema.provider_connections
 
@@ -35,7 +35,7 @@ _COLUMNS = [PC.c[f] for f in ProviderConnection.__slots__]
 
 
 class ProviderStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreInterface) -> None:
         self.store = store
 
     async def put(self, client_id: str, type_: str, key_env: str, pod: str | None,

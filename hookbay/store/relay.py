@@ -30,7 +30,8 @@ from hookbay.errors import Conflict, NotFound
 from hookbay.ids import now_us, ulid
 from hookbay.store import schema
 from hookbay.store.audit import record
-from hookbay.store.base import Store, hash_secret
+from hookbay.store.base import hash_secret
+from hookbay.store.interface import StoreInterface
 
 M, R, RT, S = schema.relay_messages, schema.requests, schema.relay_tokens, schema.sources
 
@@ -117,7 +118,7 @@ def new_lease_id() -> str:
 
 
 class RelayQueue:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreInterface) -> None:
         self.store = store
 
     # --- the queue ------------------------------------------------------------------------

@@ -25,9 +25,9 @@ from sqlalchemy.engine import make_url
 from hookbay.models import SourceConfig
 from hookbay.netaddr import Network, parse_networks
 from hookbay.senders import BASE_ALLOW_HEADERS, Answer, HandshakeConfig, KeySpec, compile_answer, compile_key
-from hookbay.store import Store
 from hookbay.store.dialects import PostgresDialect
 from hookbay.store.errors import describe
+from hookbay.store.interface import StoreInterface
 from hookbay.store.source_rows import StoredSource
 
 if TYPE_CHECKING:  # imported when first needed: most sources use neither
@@ -165,7 +165,7 @@ def _compile_mapping(cfg: SourceConfig) -> Mapping | None:
 
 
 class SourceCache:
-    def __init__(self, store: Store, default_max_body: int, refresh_seconds: float = 0.5,
+    def __init__(self, store: StoreInterface, default_max_body: int, refresh_seconds: float = 0.5,
                  check_seconds: float = 0.05) -> None:
         self.store = store
         self.default_max_body = default_max_body
