@@ -62,9 +62,11 @@ def receiver_count(url: str) -> int:
 
 async def run_one(db_url: str, n: int, per_dest: int, receiver: str) -> dict[str, object]:
     from hookbay.actions.planner import plan
+    from hookbay.ids import now_us
     from hookbay.logs import setup_logging
     from hookbay.parsers import contact
     from hookbay.processing.deliverer import Deliverer
+    from hookbay.results import ParseReceipt, ProcessResult
     from hookbay.settings import Settings
     from hookbay.store import Store
     from hookbay.store.deliveries import DeliveryFilter
@@ -91,9 +93,10 @@ async def run_one(db_url: str, n: int, per_dest: int, receiver: str) -> dict[str
             for i in range(start, min(n, start + 500)):
                 recs = contact.parse([{**body, "Email": f"c{i}@example.com", "Phone": f"+4420794{i:05d}",
                                                 "Mobile": f"+447700{i:06d}"}]).records
-                results.append({"request_id": f"req_bench{i:08d}", "source_id": row.id, "client_id": "bench",
-                                "parser": "contact", "parser_version": "1", "state": "processed", "records": recs,
-                                "receipt": {}, "deliveries": plan(recs, src.config.actions, settings)})
+                results.append(ProcessResult(
+                    request_id=f"req_bench{i:08d}", source_id=row.id, client_id="bench", received_at=now_us(),
+                    parser="contact", parser_version="1", state="processed", records=recs, receipt=ParseReceipt(),
+                    deliveries=plan(recs, src.config.actions, settings)))
             await store.finish_jobs(results)
         preload = time.perf_counter() - t0
         before = receiver_count(receiver)

@@ -1028,11 +1028,11 @@ def verify(rep: Report, conn: Any, srcs: dict[str, dict[str, Any]]) -> None:
                 parse_mismatch.append(f"{rid} ({r.verdict}, {r.state}) has {rec_counts[rid]} records")
             continue
         out = parse_body(bytes(r.body or b""), r.content_type, active[r.source_id])
-        if out["state"] != r.state or len(out["records"]) != rec_counts.get(rid, 0):
-            parse_mismatch.append(f"{rid}: parsed again {out['state']} with {len(out['records'])} records, "
+        if out.state != r.state or len(out.records) != rec_counts.get(rid, 0):
+            parse_mismatch.append(f"{rid}: parsed again {out.state} with {len(out.records)} records, "
                                   f"stored {r.state} with {rec_counts.get(rid, 0)}")
         if r.source_id in contact_ids:
-            for rec in out["records"]:
+            for rec in out.records:
                 contacts.append((rec["contact"], rec.get("consents", []), r.received_at, rid, r.source_id))
     for rid in set(rec_counts) - set(rows):
         parse_mismatch.append(f"records of an unknown request {rid}")

@@ -8,13 +8,14 @@ runs it like any other action); a number not in the table is a receipt warning, 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hookbay.actions.acoustic import AcousticAction, base_url_for_pod
 from hookbay.actions.base import ActionConfig
 from hookbay.actions.mailchimp import MailchimpAction
+from hookbay.results import PlannedDelivery, ProcessResult
 
 PROVIDER_TYPES: dict[int, str] = {3: "mailchimp", 7: "acoustic"}
 ProviderName = Literal["mailchimp", "acoustic"]
@@ -44,18 +45,17 @@ class ConnectionIn(BaseModel):
         return self
 
 
-def route(res: dict[str, Any], connected: set[str]) -> None:
-    """Add a provider push to ``res["deliveries"]`` for each contact record with a ``ProviderType``
+def route(res: ProcessResult, connected: set[str]) -> None:
+    """Add a provider push to ``res.deliveries`` for each contact record with a ``ProviderType``
     its client is connected to; a warning on the receipt for the others. A push delivery's action
     index is minus the provider number (source actions count from 0)."""
-    for i, rec in enumerate(res.get("records") or ()):
+    for i, rec in enumerate(res.records):
         contact = rec.get("contact")
         if not isinstance(contact, dict) or contact.get("provider_type") is None:
             continue
         n = contact["provider_type"]
         name = PROVIDER_TYPES.get(n)
         known = ", ".join(f"{k} = {v}" for k, v in sorted(PROVIDER_TYPES.items()))
-        problem = None
         if name is None:
             problem = ("unknown_provider_type", f"ProviderType {n} is not a known provider ({known}); "
                                                 "the contact was stored but not pushed anywhere")
@@ -64,13 +64,13 @@ def route(res: dict[str, Any], connected: set[str]) -> None:
                                                  "(hookbay providers add); the contact was stored but not pushed")
         elif not contact.get("list_ids"):
             problem = ("no_list_ids", f"ProviderType {n} ({name}) needs ListIds; the contact was not pushed")
-        if problem is not None:
-            res["receipt"]["warnings"].append({"path": "$.ProviderType", "code": problem[0], "message": problem[1],
-                                               "record": i})
+        else:
+            res.deliveries.append(PlannedDelivery(
+                record_idx=i, action_idx=-n, action_type=name, action_name=f"provider:{name}",
+                destination=f"{name}:{res.client_id}"[:300]))
             continue
-        res.setdefault("deliveries", []).append({
-            "record_idx": i, "action_idx": -n, "action_type": name, "action_name": f"provider:{name}",
-            "destination": f"{name}:{res['client_id']}"[:300]})
+        res.receipt.warnings.append({"path": "$.ProviderType", "code": problem[0], "message": problem[1],
+                                     "record": i})
 
 
 def connection_action(provider: str, key_env: str, pod: str | None) -> ActionConfig:

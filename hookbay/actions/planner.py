@@ -11,6 +11,7 @@ from typing import Any
 
 from hookbay.actions.base import ActionConfig
 from hookbay.actions.conditions import Condition, compile_condition
+from hookbay.results import PlannedDelivery
 from hookbay.settings import Settings
 
 
@@ -33,7 +34,7 @@ def condition_view(record: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def plan(records: list[dict[str, Any]], actions: Sequence[ActionConfig], settings: Settings) -> list[dict[str, Any]]:
+def plan(records: list[dict[str, Any]], actions: Sequence[ActionConfig], settings: Settings) -> list[PlannedDelivery]:
     """The deliveries ``records`` make under a source's ``actions``."""
     if not actions:
         return []
@@ -47,12 +48,11 @@ def plan(records: list[dict[str, Any]], actions: Sequence[ActionConfig], setting
             if action.when is not None and not _condition(action.when).evaluate(view):
                 continue
             name = action.display_name(ai)
-            d = {"record_idx": ri, "action_idx": ai, "action_type": action.type, "action_name": name,
-                 "destination": action.destination(settings)[:300]}
-            if kind == "order":
-                # one delivery per order and action, however many events the order has
-                d["once_key"] = f"order:{rec['order']['id']}|{name}"[:300]
-            out.append(d)
+            destination = action.destination(settings)[:300]
+            # an order's: one delivery per order and action, however many events the order has
+            once_key = f"order:{rec['order']['id']}|{name}"[:300] if kind == "order" else None
+            out.append(PlannedDelivery(record_idx=ri, action_idx=ai, action_type=action.type, action_name=name,
+                                       destination=destination, once_key=once_key))
     return out
 
 

@@ -69,9 +69,9 @@ def dry_run(body: bytes, content_type: str | None, src: ActiveSource, settings: 
     from hookbay.processing.worker import parse_body
 
     out = parse_body(body, content_type, src)
-    actions = [{k: d[k] for k in ("record_idx", "action_idx", "action_type", "action_name")}
-               for d in plan(out["records"], src.config.actions, settings)]
-    return {"state": out["state"], "stored": False, "records": out["records"], **out["receipt"],
+    actions = [{"record_idx": d.record_idx, "action_idx": d.action_idx, "action_type": d.action_type,
+                "action_name": d.action_name} for d in plan(out.records, src.config.actions, settings)]
+    return {"state": out.state, "stored": False, "records": out.records, **out.receipt.as_dict(),
             "actions": actions}
 
 

@@ -22,6 +22,7 @@ from hookbay.ops.requests import ReplayIn, replay_requests
 from hookbay.parsers.mapping import Mapping, MappingError
 from hookbay.processing.replay import OffLoop
 from hookbay.processing.worker import internal_error_message, process_request
+from hookbay.results import ProcessResult
 from hookbay.settings import Settings
 from hookbay.store import RequestFilter, StoredSource, StoreInterface
 from hookbay.store.sources import SourceCache, build_source
@@ -88,12 +89,13 @@ async def preview(store: StoreInterface, p: Principal, ref: str, draft: dict[str
             out.append({**item, "skipped": "its body was purged"})
             continue
         try:
-            res = await off_loop(process_request, req, src) if off_loop is not None else process_request(req, src)
+            res: ProcessResult = (await off_loop(process_request, req, src) if off_loop is not None
+                                  else process_request(req, src))
         except Exception as e:  # over the parse budget, or the pool broke: name the request, nothing else
             out.append({**item, "skipped": getattr(e, "message", None) or internal_error_message(rid)})
             continue
-        out.append({**item, "state": res["state"], "records": res["records"], "errors": res["receipt"]["errors"],
-                    "warnings": res["receipt"]["warnings"]})
+        out.append({**item, "state": res.state, "records": res.records, "errors": res.receipt.errors,
+                    "warnings": res.receipt.warnings})
     pasted = None
     if body is not None:
         if len(body) > src.max_body:

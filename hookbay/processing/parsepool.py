@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from hookbay.errors import HookbayError, ParseBudgetExceeded
+from hookbay.results import ProcessResult
 from hookbay.settings import Settings
 from hookbay.store.errors import describe
 from hookbay.store.requests import StoredRequest
@@ -55,14 +56,14 @@ def _budgeted(budget_s: float, fn: Callable[..., Any], *args: Any) -> tuple[str,
         return _OVER, None
 
 
-def process_for_store(req: StoredRequest, src: ActiveSource | None, settings: Settings) -> dict[str, Any]:
+def process_for_store(req: StoredRequest, src: ActiveSource | None, settings: Settings) -> ProcessResult:
     """What the worker stores for one request: its parse and the deliveries it plans."""
     from hookbay.actions.planner import plan
     from hookbay.processing.worker import process_request
 
     res = process_request(req, src)
-    if res["records"]:
-        res["deliveries"] = plan(res["records"], src.config.actions if src is not None else (), settings)
+    if res.records:
+        res.deliveries = plan(res.records, src.config.actions if src is not None else (), settings)
     return res
 
 

@@ -14,6 +14,7 @@ import structlog
 
 from hookbay.errors import HookbayError, StorageUnavailable
 from hookbay.processing.worker import internal_error_message, process_request
+from hookbay.results import ProcessResult
 from hookbay.store import RequestFilter, StoreInterface
 from hookbay.store.errors import describe
 from hookbay.store.sources import SourceCache
@@ -46,7 +47,7 @@ async def replay(
     reqs = await store.load_requests(request_ids)
     old = await store.records_for(request_ids)
     out: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
+    results: list[ProcessResult] = []
     for rid in request_ids:
         req = reqs.get(rid)
         if req is None or req.verdict != "accepted" or req.body is None:
@@ -57,7 +58,8 @@ async def replay(
             continue
         src = cache.by_id.get(req.source_id or "")
         try:
-            res = await off_loop(process_request, req, src) if off_loop is not None else process_request(req, src)
+            res: ProcessResult = (await off_loop(process_request, req, src) if off_loop is not None
+                                  else process_request(req, src))
         except HookbayError as e:  # over the parse budget, or the parse pool broke
             out.append({"request_id": rid, "failed": f"{e.code}: {e.message}"})
             continue
@@ -66,12 +68,12 @@ async def replay(
             out.append({"request_id": rid, "failed": internal_error_message(rid)})
             continue
         before = [_strip(orjson.loads(r.data)) for r in old.get(rid, [])]
-        after = [_strip(r) for r in res["records"]]
+        after = [_strip(r) for r in res.records]
         diff = "\n".join(difflib.unified_diff(_pretty(before), _pretty(after), f"{rid} (stored)",
                                               f"{rid} (replayed)", lineterm=""))
-        out.append({"request_id": rid, "old_state": req.state, "new_state": res["state"],
-                    "changed": before != after or req.state != res["state"], "diff": diff,
-                    "errors": res["receipt"]["errors"], "records": len(after)})
+        out.append({"request_id": rid, "old_state": req.state, "new_state": res.state,
+                    "changed": before != after or req.state != res.state, "diff": diff,
+                    "errors": res.receipt.errors, "records": len(after)})
         results.append(res)
     if results and not dry_run:
         failed: set[str] = set()
@@ -88,8 +90,8 @@ async def replay(
                     except StorageUnavailable:
                         raise
                     except Exception as e:
-                        log.error("replay_failed", request_id=res["request_id"], **describe(e))
-                        failed.add(res["request_id"])
+                        log.error("replay_failed", request_id=res.request_id, **describe(e))
+                        failed.add(res.request_id)
         for item in out:
             if item["request_id"] in failed:
                 item["failed"] = internal_error_message(item["request_id"])

@@ -15,7 +15,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -26,6 +25,7 @@ from hookbay.ids import now_us
 from hookbay.models import SourceConfig
 from hookbay.parsers import contact, generic, mapping, outputs
 from hookbay.parsers.formats import load_tree
+from hookbay.results import Issue, ParsedBody, ParseReceipt, ProcessResult
 from hookbay.settings import Settings
 from hookbay.store import ClaimedJob, StoreInterface, health, wait_for_wakeup
 from hookbay.store.errors import describe
@@ -60,23 +60,23 @@ class JobRetryPolicy:
         return attempt >= self.max_attempts
 
 
-def parse_body(body: bytes, content_type: str | None, src: ActiveSource | None) -> dict[str, Any]:
+def parse_body(body: bytes, content_type: str | None, src: ActiveSource | None) -> ParsedBody:
     """Run a source's parser over a body: what the worker stores, and what ``/V1/Test`` shows."""
     cfg = src.config if src is not None else SourceConfig()
-    out: dict[str, Any] = {"parser": cfg.parser, "parser_version": generic.PARSER_VERSION}
+    parser_version = generic.PARSER_VERSION
     try:
         docs = load_tree(body, content_type, cfg.format)
     except HookbayError as e:
-        err: dict[str, Any] = {"path": "$", "code": e.code, "message": e.message}
+        err: Issue = {"path": "$", "code": e.code, "message": e.message}
         if e.detail is not None:
             err["detail"] = e.detail
-        return {**out, "state": "failed", "records": [], "receipt": {"errors": [err], "warnings": []}}
+        return ParsedBody(cfg.parser, parser_version, "failed", [], ParseReceipt([err], []))
     if cfg.parser == "contact":
-        out["parser_version"] = contact.PARSER_VERSION
+        parser_version = contact.PARSER_VERSION
         result = contact.parse(docs, default_region=cfg.default_region)
     elif cfg.parser == "mapping" and src is not None and src.mapping is not None:
         m = src.mapping
-        out["parser_version"] = f"mapping-v{m.version}"
+        parser_version = f"mapping-v{m.version}"
         if m.outputs is not None:
             mapped = outputs.parse(docs, m.outputs, default_region=cfg.default_region)
         else:
@@ -90,11 +90,10 @@ def parse_body(body: bytes, content_type: str | None, src: ActiveSource | None) 
     else:
         result = generic.parse(docs)
     state = "processed" if result.records else "failed"
-    return {**out, "state": state, "records": result.records,
-            "receipt": {"errors": result.errors, "warnings": result.warnings}}
+    return ParsedBody(cfg.parser, parser_version, state, result.records, ParseReceipt(result.errors, result.warnings))
 
 
-def process_request(req: StoredRequest, src: ActiveSource | None) -> dict[str, Any]:
+def process_request(req: StoredRequest, src: ActiveSource | None) -> ProcessResult:
     """Parse one stored request into records and a receipt. Never raises for bad input."""
     if req.open_error is not None:
         raise req.open_error
@@ -106,15 +105,13 @@ def process_request(req: StoredRequest, src: ActiveSource | None) -> dict[str, A
             body = decode(body, req.content_encoding, STORED_LIMIT)
         except HookbayError as e:
             cfg = src.config if src is not None else SourceConfig()
-            out: dict[str, Any] = {
-                "parser": cfg.parser, "parser_version": generic.PARSER_VERSION, "state": "failed", "records": [],
-                "receipt": {"errors": [{"path": "$", "code": e.code, "message": e.message}], "warnings": []}}
+            parsed = ParsedBody(cfg.parser, generic.PARSER_VERSION, "failed", [],
+                                ParseReceipt([{"path": "$", "code": e.code, "message": e.message}], []))
         else:
-            out = parse_body(body, req.content_type, src)
+            parsed = parse_body(body, req.content_type, src)
     else:
-        out = parse_body(body, req.content_type, src)
-    out.update(request_id=req.id, source_id=req.source_id, client_id=req.client_id, received_at=req.received_at)
-    return out
+        parsed = parse_body(body, req.content_type, src)
+    return parsed.for_request(req.id, req.source_id, req.client_id, req.received_at)
 
 
 @dataclass(slots=True)
@@ -123,7 +120,7 @@ class _Prepared:
 
     requests: dict[str, StoredRequest]
     jobs: dict[str, ClaimedJob] = field(default_factory=dict)
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: list[ProcessResult] = field(default_factory=list)
     failed: list[tuple[ClaimedJob, str, str]] = field(default_factory=list)  # job, code, message
 
 
@@ -157,10 +154,10 @@ class Worker:
             self._connections = (time.monotonic(), conns)
         return conns
 
-    async def route_providers(self, res: dict[str, Any]) -> None:
+    async def route_providers(self, res: ProcessResult) -> None:
         """Provider pushes chosen by ProviderType, or receipt warnings (:func:`hookbay.providers.route`)."""
         conns = await self._provider_connections()
-        providers.route(res, conns.get(res["client_id"] or "", set()))
+        providers.route(res, conns.get(res.client_id or "", set()))
 
     async def run(self) -> None:
         listener = None
@@ -318,7 +315,7 @@ class Worker:
             try:
                 src = await self.cache.get_by_id(req.source_id) if req.source_id else None
                 res = self._with_deliveries(process_request(req, src), src)
-                providers.route(res, conns.get(res["client_id"] or "", set()))
+                providers.route(res, conns.get(res.client_id or "", set()))
                 prepared.results.append(res)
             except Exception as e:
                 metrics.worker_errors_total.inc()
@@ -333,7 +330,7 @@ class Worker:
         (``StorageUnavailable``) is not a request's fault: the leases then expire and the jobs are
         claimed again."""
         results = prepared.results
-        done: list[dict[str, Any]] = []
+        done: list[ProcessResult] = []
         if results:
             try:
                 await self.store.finish_jobs(results)
@@ -352,13 +349,13 @@ class Worker:
                     if isinstance(out, StorageUnavailable):
                         raise out from None
                     assert isinstance(out, BaseException)
-                    rid = res["request_id"]
+                    rid = res.request_id
                     log.error("finish_failed", request_id=rid, **describe(out))
                     prepared.failed.append((prepared.jobs[rid], "internal_error", internal_error_message(rid)))
             now = now_us()
             for res in done:
-                metrics.processed_total.labels(res["state"]).inc()
-                req = prepared.requests[res["request_id"]]
+                metrics.processed_total.labels(res.state).inc()
+                req = prepared.requests[res.request_id]
                 metrics.processing_delay_seconds.observe((now - req.received_at) / 1e6)
             self.processed += len(done)
         for job, code, err in prepared.failed:
@@ -375,9 +372,9 @@ class Worker:
         else:
             metrics.job_retries_total.inc()
 
-    def _with_deliveries(self, res: dict[str, Any], src: ActiveSource | None) -> dict[str, Any]:
-        if res["records"]:
-            res["deliveries"] = plan(res["records"], src.config.actions if src is not None else (), self.settings)
+    def _with_deliveries(self, res: ProcessResult, src: ActiveSource | None) -> ProcessResult:
+        if res.records:
+            res.deliveries = plan(res.records, src.config.actions if src is not None else (), self.settings)
         return res
 
     async def _listen(self) -> None:

@@ -38,6 +38,7 @@ from hookbay.ops.tokens import principal_for_token
 from hookbay.processing.deliverer import Deliverer
 from hookbay.processing.parsepool import ParsePool, process_for_store
 from hookbay.processing.worker import ProcessingFailed, Worker, internal_error_message
+from hookbay.results import ProcessResult
 from hookbay.runtime import tune_interpreter
 from hookbay.server.workerproc import WorkerSupervisor
 from hookbay.settings import PUBLIC_URL_META, Settings
@@ -197,7 +198,7 @@ class HookbayApp:
             req = (await self.store.load_requests([request_id]))[request_id]
             src = await self.cache.get_by_id(req.source_id) if req.source_id else None
             try:
-                res = await self.parse_pool.run(process_for_store, req, src, self.settings)
+                res: ProcessResult = await self.parse_pool.run(process_for_store, req, src, self.settings)
                 await self.worker.route_providers(res)
             except HookbayError as e:  # over budget, or the pool broke: the worker takes it from here
                 await self.store.retry_job(jobs[0].job_id, f"{e.code} while the sender waited", 0, False, request_id)

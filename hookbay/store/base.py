@@ -13,7 +13,7 @@ import hashlib
 import random
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from hookbay.audit import AuditEntry
 from hookbay.crypto import DecryptError, Keyring, MissingKeyError, open_value, seal_value
 from hookbay.errors import AmbiguousSource, Conflict, EncryptionKeyMissing, NotFound
 from hookbay.ids import new_source_id, now_us, request_id_floor, request_id_ms, ulid
+from hookbay.results import ProcessResult
 from hookbay.store import bulk, schema, search
 from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
@@ -542,48 +543,46 @@ class Store(DeliveriesMixin):
 
         return await self.read(q)
 
-    async def finish_jobs(self, results: list[dict[str, Any]], *, replace: bool = False) -> None:
+    async def finish_jobs(self, results: Sequence[ProcessResult], *, replace: bool = False) -> None:
         """Store records, profiles and receipts and drop the jobs, atomically. Records are unique per
         (request, index) and a request that already has records is skipped, so a job finished twice
         (its lease expired mid-way) never makes a second record. ``replace`` (replay) swaps them."""
         def fin(conn: sa.Connection) -> None:
             now = now_us()
-            ids = [res["request_id"] for res in results]
+            ids = [res.request_id for res in results]
             if replace:
                 conn.execute(REC.delete().where(REC.c.request_id.in_(ids)))
                 done: set[str] = set()
             else:
                 done = {r[0] for r in bulk.select_in(conn, REC, ("request_id",), "request_id", ids)}
-            todo = [res for res in results if res["request_id"] not in done]
+            todo = [res for res in results if res.request_id not in done]
             contacts = [
-                {"client_id": res["client_id"], "contact": rec["contact"], "consents": rec.get("consents", []),
-                 "at": res.get("received_at") or now, "request_id": res["request_id"],
-                 "source_id": res["source_id"], "rec": rec}
-                for res in todo for rec in res["records"] if "contact" in rec
+                {"client_id": res.client_id, "contact": rec["contact"], "consents": rec.get("consents", []),
+                 "at": res.received_at, "request_id": res.request_id, "source_id": res.source_id, "rec": rec}
+                for res in todo for rec in res.records if "contact" in rec
             ]
             if contacts:
                 for it, pid in zip(contacts, profile_store.apply_contacts(conn, contacts, now), strict=True):
                     it["rec"]["profile_id"] = pid
-            order_items = order_store.order_items(todo, now)
+            order_items = order_store.order_items(todo)
             if order_items:
                 for it, oid in zip(order_items, order_store.apply_orders(conn, order_items, now), strict=True):
                     it["rec"]["order_id"] = oid
             recs = [
-                {"request_id": res["request_id"], "idx": i, "source_id": res["source_id"],
-                 "client_id": res["client_id"], "parser": res["parser"], "parser_version": res["parser_version"],
+                {"request_id": res.request_id, "idx": i, "source_id": res.source_id,
+                 "client_id": res.client_id, "parser": res.parser, "parser_version": res.parser_version,
                  "data": orjson.dumps(rec).decode(), "profile_id": rec.get("profile_id"), "created_at": now}
-                for res in todo for i, rec in enumerate(res["records"])
+                for res in todo for i, rec in enumerate(res.records)
             ]
             bulk.insert_dicts(conn, REC, recs)
-            receipts = [{"rid": res["request_id"], "st": res["state"], "rc": orjson.dumps(res["receipt"]).decode()}
-                        for res in results if res["request_id"] not in done]
             bulk.update(conn, R, "id", ("state", "receipt", "processed_at"),
-                        [(r["st"], r["rc"], now, r["rid"]) for r in receipts])
+                        [(res.state, orjson.dumps(res.receipt.as_dict()).decode(), now, res.request_id)
+                         for res in todo])
             self.insert_deliveries(conn, delivery_rows(todo, now))
             bulk.delete_in(conn, J, "request_id", ids)
 
         await self.write_retrying(fin)
-        if self.delivery_event is not None and any(res.get("deliveries") for res in results):
+        if self.delivery_event is not None and any(res.deliveries for res in results):
             self.delivery_event.set()
 
     async def retry_job(self, job_id: int, error: str, delay_s: float, give_up: bool, request_id: str,

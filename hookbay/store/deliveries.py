@@ -7,7 +7,7 @@ the same single writer (group commit) as everything else.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from hookbay.errors import NotFound
 from hookbay.ids import now_us, ulid
+from hookbay.results import ProcessResult
 from hookbay.store import schema
 
 if TYPE_CHECKING:
@@ -139,15 +140,15 @@ class DeliveryContext:
     profile: dict[str, Any] | None
 
 
-def delivery_rows(results: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
-    """Rows for the deliveries planned by the worker (``result["deliveries"]``)."""
+def delivery_rows(results: Sequence[ProcessResult], now: int) -> list[dict[str, Any]]:
+    """Rows for the deliveries planned by the worker (``ProcessResult.deliveries``)."""
     return [
-        {"id": new_delivery_id(), "request_id": res["request_id"], "record_idx": d["record_idx"],
-         "action_idx": d["action_idx"], "source_id": res["source_id"], "client_id": res["client_id"],
-         "action_type": d["action_type"], "action_name": d["action_name"], "destination": d["destination"],
+        {"id": new_delivery_id(), "request_id": res.request_id, "record_idx": d.record_idx,
+         "action_idx": d.action_idx, "source_id": res.source_id, "client_id": res.client_id,
+         "action_type": d.action_type, "action_name": d.action_name, "destination": d.destination,
          "state": "pending", "attempts": 0, "run_after": now, "created_at": now, "updated_at": now,
-         "once_key": d.get("once_key")}
-        for res in results for d in res.get("deliveries", ())
+         "once_key": d.once_key}
+        for res in results for d in res.deliveries
     ]
 
 

@@ -26,12 +26,13 @@ the thread the store starts to fill the PostgreSQL search index. Their SQL lives
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
 from hookbay.audit import AuditEntry
+from hookbay.results import ProcessResult
 from hookbay.store.audit import StoredAuditEntry, StoredToken
 from hookbay.store.base import ClaimedJob, RequestFilter
 from hookbay.store.deliveries import AttemptResult, ClaimedDelivery, Delivery, DeliveryContext, DeliveryFilter
@@ -192,7 +193,7 @@ class JobQueue(Protocol):
     async def claim_job_for(self, request_id: str, worker_id: str, lease_s: float) -> list[ClaimedJob]:
         """Lease one request's job (processing it right away, as a test request does)."""
 
-    async def finish_jobs(self, results: list[dict[str, Any]], *, replace: bool = False) -> None:
+    async def finish_jobs(self, results: Sequence[ProcessResult], *, replace: bool = False) -> None:
         """Store a batch's records, profiles, orders, receipts and deliveries, and drop its jobs."""
 
     async def retry_job(self, job_id: int, error: str, delay_s: float, give_up: bool, request_id: str,

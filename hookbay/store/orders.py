@@ -6,13 +6,14 @@ The rules (money, times, which event is newer, which statuses count) are :mod:`h
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from hookbay.ids import ulid
 from hookbay.orders import NOT_PURCHASED, Version
+from hookbay.results import ProcessResult
 from hookbay.store import bulk, schema
 
 if TYPE_CHECKING:
@@ -24,20 +25,20 @@ ORDER_COLUMNS = ("status", "currency", "total_minor", "subtotal_minor", "tax_min
                  "discount_minor")
 
 
-def order_items(results: list[dict[str, Any]], now: int) -> list[dict[str, Any]]:
+def order_items(results: Sequence[ProcessResult]) -> list[dict[str, Any]]:
     """The order records of finished requests, each with its buyer: the profile of the contact made
     from the same document (``contact_idx``), which the profile rules assigned just before."""
     items = []
     for res in results:
-        recs = res["records"]
+        recs = res.records
         for rec in recs:
             if "order" not in rec:
                 continue
             idx = rec.get("contact_idx")
             if isinstance(idx, int) and 0 <= idx < len(recs) and recs[idx].get("profile_id"):
                 rec["profile_id"] = recs[idx]["profile_id"]
-            items.append({"client_id": res["client_id"], "source_id": res["source_id"],
-                          "request_id": res["request_id"], "at": res.get("received_at") or now,
+            items.append({"client_id": res.client_id, "source_id": res.source_id,
+                          "request_id": res.request_id, "at": res.received_at,
                           "order": rec["order"], "profile_id": rec.get("profile_id"), "rec": rec})
     return items
 

@@ -20,6 +20,7 @@ from aiosmtpd.controller import Controller
 from standardwebhooks.webhooks import Webhook
 
 from hookbay.ids import now_us
+from hookbay.results import ParseReceipt, PlannedDelivery, ProcessResult
 from hookbay.store import Store
 from hookbay.store.deliveries import AttemptResult
 from tests.conftest import free_port, make_settings
@@ -325,10 +326,11 @@ def test_deliveries_are_created_once_even_if_a_job_finishes_twice(db_url: str, t
         store.migrate()
         await store.start()
         try:
-            res = {"request_id": "req_y", "source_id": "s", "client_id": "c", "parser": "generic",
-                   "parser_version": "1", "state": "processed", "records": [{"a": 1}], "receipt": {},
-                   "deliveries": [{"record_idx": 0, "action_idx": 0, "action_type": "forward",
-                                   "action_name": "f", "destination": "http:h:80"}]}
+            res = ProcessResult(
+                request_id="req_y", source_id="s", client_id="c", received_at=now_us(), parser="generic",
+                parser_version="1", state="processed", records=[{"a": 1}], receipt=ParseReceipt(),
+                deliveries=[PlannedDelivery(record_idx=0, action_idx=0, action_type="forward", action_name="f",
+                                            destination="http:h:80")])
             await store.finish_jobs([copy.deepcopy(res)])
             await store.finish_jobs([copy.deepcopy(res)])
             await store.finish_jobs([copy.deepcopy(res)], replace=True)

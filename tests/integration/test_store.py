@@ -17,6 +17,7 @@ from alembic.migration import MigrationContext
 
 from hookbay.ids import new_request_id, now_us
 from hookbay.processing.worker import Worker
+from hookbay.results import ParseReceipt, ProcessResult
 from hookbay.store import Store, partitions, schema
 from hookbay.store.sources import SourceCache
 from tests.conftest import make_settings
@@ -80,9 +81,9 @@ async def test_expired_lease_is_reclaimed_and_finishing_twice_makes_one_record(d
         await asyncio.sleep(0.4)
         second = await store.claim_jobs("w2", 10, lease_s=30)
         assert [(j.request_id, j.attempts) for j in second] == [(rid, 2)]
-        result = {"request_id": rid, "source_id": src.id, "client_id": "acme", "parser": "generic",
-                  "parser_version": "1", "state": "processed", "records": [{"fields": {"a": 1}}],
-                  "receipt": {"errors": [], "warnings": []}}
+        result = ProcessResult(request_id=rid, source_id=src.id, client_id="acme", received_at=now_us(),
+                               parser="generic", parser_version="1", state="processed",
+                               records=[{"fields": {"a": 1}}], receipt=ParseReceipt())
         await store.finish_jobs([result])
         await store.finish_jobs([result])  # the first worker wakes up late and finishes too
         recs = await store.records_for([rid])
@@ -159,9 +160,9 @@ async def test_drain_claims_the_next_batch_before_storing_this_one(db_url: str, 
             return jobs
 
         async def finish_logged(results, *a, **kw):  # type: ignore[no-untyped-def]
-            calls.append(("finish-start", [r["request_id"] for r in results]))
+            calls.append(("finish-start", [r.request_id for r in results]))
             out = await finish(results, *a, **kw)
-            calls.append(("finish-end", [r["request_id"] for r in results]))
+            calls.append(("finish-end", [r.request_id for r in results]))
             return out
 
         store.claim_jobs, store.finish_jobs = claim_logged, finish_logged  # type: ignore[method-assign]

@@ -25,7 +25,7 @@ def test_contact_permission_flags_are_visible_to_conditions() -> None:
                         {"type": "mailchimp", "when": "ProviderType == 3"},
                         {"type": "forward", "url": "https://crm.example.com:8443/in", "name": "crm"}])
     planned = plan([rec], actions, SETTINGS)
-    assert [(d["action_idx"], d["action_type"], d["action_name"], d["destination"]) for d in planned] == [
+    assert [(d.action_idx, d.action_type, d.action_name, d.destination) for d in planned] == [
         (1, "mailchimp", "mailchimp-2", "mailchimp:us6.api.mailchimp.com"),
         (2, "forward", "crm", "http:crm.example.com:8443"),
     ]
@@ -34,7 +34,7 @@ def test_contact_permission_flags_are_visible_to_conditions() -> None:
 def test_generic_records_match_on_their_fields_and_every_record_counts() -> None:
     recs = generic.parse([{"kind": "order", "total": 12}, {"kind": "refund"}]).records
     actions = _actions([{"type": "forward", "url": "http://h/x", "when": "kind == 'order' and total > 10"}])
-    assert [d["record_idx"] for d in plan(recs, actions, SETTINGS)] == [0]
+    assert [d.record_idx for d in plan(recs, actions, SETTINGS)] == [0]
     assert plan(recs, [], SETTINGS) == []
 
 

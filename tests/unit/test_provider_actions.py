@@ -39,7 +39,7 @@ def test_actions_choose_their_records_and_an_order_makes_one_delivery_per_action
     actions = [ACTION.validate_python(a) for a in (
         {"type": "log", "name": "any"}, {"type": "log", "name": "orders", "on": "order"},
         {"type": "log", "name": "free", "on": "record"})]
-    got = [(d["record_idx"], d["action_name"], d.get("once_key"))
+    got = [(d.record_idx, d.action_name, d.once_key)
            for d in plan([CONTACT, ORDER, FREE], actions, SETTINGS)]
     assert got == [(0, "any", None), (1, "orders", "order:ord_1|orders"), (2, "any", None), (2, "free", None)]
 
