@@ -210,10 +210,6 @@ class Version:
         return (self.event_at, self.request_id) >= (other.event_at, other.request_id)
 
 
-def counts_as_purchase(status: str | None) -> bool:
-    return status not in NOT_PURCHASED
-
-
 def format_minor(minor: int | None, currency: str) -> str | None:
     """Minor units as decimal text in the currency's major unit (``7102``, ``USD`` -> ``"71.02"``)."""
     if minor is None:

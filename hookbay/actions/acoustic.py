@@ -42,7 +42,6 @@ from hookbay.settings import Settings
 EXCERPT_CHARS = 500
 # The documented pods: https://api-campaign-{us-1..6,eu-1,ap-1,ap-2,ca-1}.goacoustic.com
 POD = re.compile(r"[a-z]{2}-[0-9]{1,2}")
-_HOST = re.compile(r"api-campaign-[a-z]{2}-[0-9]{1,2}\.goacoustic\.com")
 TOKEN_MARGIN_S = 300
 
 
@@ -84,12 +83,6 @@ def base_url_for_pod(pod: str) -> str:
     if not POD.fullmatch(pod):
         raise ValueError(f"unknown Acoustic pod {pod!r}: give it as in the API host, e.g. us-1, eu-1, ap-2")
     return f"https://api-campaign-{pod}.goacoustic.com"
-
-
-def is_acoustic_host(url: str) -> bool:
-    """Keys go only to Acoustic's own API hosts, over HTTPS."""
-    u = urlsplit(url)
-    return u.scheme == "https" and bool(u.hostname) and bool(_HOST.fullmatch(u.hostname or ""))
 
 
 _tokens: dict[tuple[str, str], tuple[str, float]] = {}

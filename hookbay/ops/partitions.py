@@ -169,9 +169,3 @@ async def migrate(store: StoreInterface, settings: Settings, *, batch: int = 500
     await ensure(store, settings)
     log.info("partitions_migrated", rows=rows)
     return {"migrated": True, "rows": rows, "copied": copied}
-
-
-async def migrate_status(store: StoreInterface) -> dict[str, Any]:
-    if not store.is_postgres:
-        return {"partitioned": False, "copying": False, "cursor": None}
-    return await store.read(P.migrate_progress)

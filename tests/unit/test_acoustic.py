@@ -17,7 +17,6 @@ from hookbay.actions.acoustic import (
     add_recipient_xml,
     base_url_for_pod,
     forget_tokens,
-    is_acoustic_host,
 )
 from tests.fakes import acoustic
 from tests.fakes.mailchimp import run_in_thread
@@ -89,10 +88,6 @@ def test_xml_is_built_with_escaping_and_hosts_are_acoustic_only() -> None:
     xml = add_recipient_xml("1", "a@b.co", {"First Name": "</VALUE><x>"})
     assert b"&lt;/VALUE&gt;&lt;x&gt;" in xml and b"<UPDATE_IF_FOUND>true</UPDATE_IF_FOUND>" in xml
     assert base_url_for_pod("us-1") == "https://api-campaign-us-1.goacoustic.com"
-    assert is_acoustic_host("https://api-campaign-eu-1.goacoustic.com")
-    for url in ("http://api-campaign-us-1.goacoustic.com", "https://api-campaign-us-1.goacoustic.com.evil.io",
-                "https://127.0.0.1", "https://evil.io/api-campaign-us-1.goacoustic.com"):
-        assert not is_acoustic_host(url), url
     with pytest.raises(ValueError):
         base_url_for_pod("us-1.evil.io/")
     with pytest.raises(ValueError):
