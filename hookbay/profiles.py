@@ -12,9 +12,8 @@ newsletters, list ids) are unions.
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 SET_FIELDS = frozenset({"activities", "interests", "newsletters", "list_ids"})
 
@@ -87,12 +86,29 @@ def identity_columns(fields: dict[str, Any]) -> tuple[Any, Any]:
     return email, phone
 
 
-def consent_state(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+class ConsentEvent(Protocol):
+    """A consent ledger entry as :func:`consent_state` reads it (the store's ``StoredConsentEvent``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def granted(self) -> bool: ...
+    @property
+    def occurred_at(self) -> int: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def source_id(self) -> str | None: ...
+
+
+def consent_state(events: Iterable[ConsentEvent]) -> dict[str, dict[str, Any]]:
     """Current consent per channel: the latest explicit event (ties broken by ledger order)."""
     state: dict[str, dict[str, Any]] = {}
-    for e in sorted(events, key=lambda e: (e["occurred_at"], e["id"])):
-        state[e["channel"]] = {"granted": bool(e["granted"]), "occurred_at": e["occurred_at"],
-                               "request_id": e["request_id"], "source_id": e["source_id"]}
+    for e in sorted(events, key=lambda e: (e.occurred_at, e.id)):
+        state[e.channel] = {"granted": e.granted, "occurred_at": e.occurred_at,
+                            "request_id": e.request_id, "source_id": e.source_id}
     return state
 
 
@@ -109,42 +125,3 @@ def lookup_phone(value: str, region: str | None = None) -> str:
         return phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164)
     except phonenumbers.NumberParseException:
         return value.strip()
-
-
-def profile_view(row: dict[str, Any]) -> dict[str, Any]:
-    from hookbay.views import iso
-
-    fields = orjson.loads(row["fields"])
-    ledger = [
-        {"channel": e["channel"], "granted": bool(e["granted"]), "occurred_at": iso(e["occurred_at"]),
-         "source_id": e["source_id"], "request_id": e["request_id"], "field": e["field"]}
-        for e in row.get("ledger", [])
-    ]
-    consent = {
-        ch: {**st, "occurred_at": iso(st["occurred_at"])} for ch, st in consent_state(row.get("ledger", [])).items()
-    }
-    return {
-        "id": row["id"],
-        "client_id": row["client_id"],
-        "email": row["email"],
-        "phone": row["phone"],
-        "fields": {k: {"value": v["value"], "set_at": iso(v["at"]), "request_id": v["request_id"],
-                       "source_id": v.get("source_id")} for k, v in sorted(fields.items())},
-        "consent": consent,
-        "ledger": ledger,
-        "keys": row.get("keys", []),
-        "request_ids": row.get("request_ids", []),
-        "merged_from": row.get("merged_from", []),
-        **_purchases_view(row),
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
-    }
-
-
-def _purchases_view(row: dict[str, Any]) -> dict[str, Any]:
-    from hookbay.orders import facts_view, order_view
-
-    if "purchases" not in row:
-        return {}
-    return {"purchases": facts_view(row["purchases"]),
-            "recent_orders": [order_view(o) for o in row.get("recent_orders", [])]}

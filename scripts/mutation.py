@@ -60,6 +60,8 @@ MODULES = [
     Module("ssrf", "hookbay/actions/ssrf.py", ["tests/unit/test_ssrf.py"]),
     Module("crypto", "hookbay/crypto.py", ["tests/unit/test_crypto.py"]),
     Module("profiles", "hookbay/profiles.py", ["tests/unit/test_merge_fields.py", "tests/unit/test_profile_rules.py"]),
+    Module("profile-view", "hookbay/ops/profiles.py", ["tests/unit/test_profile_rules.py"],
+           only=["hookbay.ops.profiles.x_profile_out__*"], note="`profile_out`, the API's profile view"),
     Module("retry", "hookbay/actions/retry.py", ["tests/unit/test_retry.py"]),
     Module("worker-retry", "hookbay/processing/worker.py", ["tests/unit/test_job_retry.py"],
            only=["hookbay.processing.worker.xǁJobRetryPolicyǁ*"], note="JobRetryPolicy only"),

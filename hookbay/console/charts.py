@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hookbay.store import TrafficBucket
+
 HOUR_US = 3_600_000_000
 WIDTH, HEIGHT = 760, 220
 LEFT, RIGHT, TOP, BOTTOM = 44, 8, 10, 28
@@ -102,23 +104,23 @@ def stacked(title: str, kinds: list[str], per_bucket: list[dict[str, int]], star
     return Chart(title=title, kinds=kinds, bars=bars, ticks=ticks, totals=totals)
 
 
-def hourly(rows: list[dict[str, Any]], start_us: int, hours: int = 24) -> dict[str, Any]:
+def hourly(rows: list[TrafficBucket], start_us: int, hours: int = 24) -> dict[str, Any]:
     """The console's charts from :meth:`Store.traffic` rows: requests by verdict, processing
     failures, and what rejected requests were rejected for."""
     verdicts: list[dict[str, int]] = [{} for _ in range(hours)]
     failures: list[dict[str, int]] = [{} for _ in range(hours)]
     rules: dict[str, int] = {}
     for r in rows:
-        b = r["bucket"]
+        b = r.bucket
         if not 0 <= b < hours:
             continue
-        verdicts[b][r["verdict"]] = verdicts[b].get(r["verdict"], 0) + r["n"]
-        if r["verdict"] == "rejected":
-            failures[b]["rejected"] = failures[b].get("rejected", 0) + r["n"]
-            rule = r["rule"] or "unknown"
-            rules[rule] = rules.get(rule, 0) + r["n"]
-        elif r["state"] == "failed":
-            failures[b]["failed"] = failures[b].get("failed", 0) + r["n"]
+        verdicts[b][r.verdict] = verdicts[b].get(r.verdict, 0) + r.n
+        if r.verdict == "rejected":
+            failures[b]["rejected"] = failures[b].get("rejected", 0) + r.n
+            rule = r.rule or "unknown"
+            rules[rule] = rules.get(rule, 0) + r.n
+        elif r.state == "failed":
+            failures[b]["failed"] = failures[b].get("failed", 0) + r.n
     return {
         "traffic": stacked("Requests per hour by verdict", ["accepted", "duplicate", "rejected"], verdicts, start_us),
         "failures": stacked("Failures per hour: rejected at ingest, failed to parse", ["rejected", "failed"],

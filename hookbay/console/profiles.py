@@ -14,7 +14,6 @@ from starlette.responses import Response
 from hookbay.console.requests import _cursor
 from hookbay.ops import profiles as profile_ops
 from hookbay.ops import sources as source_ops
-from hookbay.views import iso
 
 if TYPE_CHECKING:
     from hookbay.console.app import Console, Ctx
@@ -26,11 +25,8 @@ MAX_QUERY = 320
 async def search(console: Console, request: Request, ctx: Ctx) -> Response:
     q = request.query_params.get("q", "").strip()[:MAX_QUERY]
     before = _cursor(request.query_params.get("before"))
-    rows = await profile_ops.search_profiles(console.store, ctx.principal, q, limit=PAGE, before=before)
-    nxt = rows[-1]["id"] if not q and len(rows) == PAGE else None
-    items = [{"id": r["id"], "client_id": r["client_id"], "email": r["email"], "phone": r["phone"],
-              "updated_at": iso(r["updated_at"])} for r in rows]
-    return console.render(ctx, "profiles.html", items=items, q=q, next_cursor=nxt,
+    page = await profile_ops.search_profiles(console.store, ctx.principal, q, limit=PAGE, before=before)
+    return console.render(ctx, "profiles.html", items=page["items"], q=q, next_cursor=page["next_cursor"],
                           kind=profile_ops.search_kind(q) if q else "")
 
 

@@ -4,9 +4,11 @@ SQLite and PostgreSQL."""
 from hookbay.settings import Settings
 from hookbay.store.base import ClaimedJob, RequestFilter, Store, hash_secret, wait_for_wakeup
 from hookbay.store.interface import StoreInterface
+from hookbay.store.requests import TrafficBucket
 from hookbay.store.source_rows import StoredSource
 
-__all__ = ["ClaimedJob", "RequestFilter", "Store", "StoreInterface", "StoredSource", "hash_secret", "open_store", "wait_for_wakeup"]
+__all__ = ["ClaimedJob", "RequestFilter", "Store", "StoreInterface", "StoredSource", "TrafficBucket", "hash_secret",
+           "open_store", "wait_for_wakeup"]
 
 
 def open_store(settings: Settings) -> Store:

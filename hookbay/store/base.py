@@ -36,18 +36,22 @@ from hookbay.store.audit import StoredAuditEntry, StoredToken, record
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
 from hookbay.store.dialects import Dialect, PostgresDialect, SQLiteDialect, dialect_for
 from hookbay.store.errors import is_retryable
+from hookbay.store.profile_rows import StoredConsentEvent, StoredProfile, StoredProfileDetail
 from hookbay.store.requests import (
     SUMMARY_FIELDS,
     RequestRow,
     StoredRecord,
     StoredRequest,
     StoredRequestSummary,
+    TrafficBucket,
 )
 from hookbay.store.source_rows import StoredSource
 from hookbay.store.writer import Writer
 
 T = TypeVar("T")
 S, R, J, REC = schema.sources, schema.requests, schema.jobs, schema.records
+_PROFILE_COLUMNS = tuple(schema.profiles.c[n]
+                         for n in ("id", "client_id", "email", "phone", "created_at", "updated_at"))
 
 
 def hash_secret(value: str) -> str:
@@ -416,20 +420,20 @@ class Store(DeliveriesMixin):
 
         return await self.read(q)
 
-    async def traffic(self, client_id: str | None, since_us: int, bucket_us: int) -> list[dict[str, Any]]:
+    async def traffic(self, client_id: str | None, since_us: int, bucket_us: int) -> list[TrafficBucket]:
         """Request counts per time bucket since ``since_us``, by verdict, state and rejecting rule:
         what the console's traffic and failure charts draw. ``bucket`` is the bucket's index
         counted from ``since_us``; one range scan of ``ix_requests_received_at``."""
 
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+        def q(conn: sa.Connection) -> list[TrafficBucket]:
             bucket = ((R.c.received_at - since_us) // bucket_us).label("bucket")
             stmt = (sa.select(bucket, R.c.verdict, R.c.state, R.c.rule, sa.func.count().label("n"))
                     .where(R.c.received_at >= since_us)
                     .group_by(bucket, R.c.verdict, R.c.state, R.c.rule))
             if client_id is not None:
                 stmt = stmt.where(R.c.client_id == client_id)
-            return [{"bucket": int(r.bucket), "verdict": r.verdict, "state": r.state, "rule": r.rule, "n": int(r.n)}
-                    for r in conn.execute(stmt)]
+            return [TrafficBucket(bucket=int(r.bucket), verdict=r.verdict, state=r.state, rule=r.rule,
+                                  n=int(r.n)) for r in conn.execute(stmt)]
 
         return await self.read(q)
 
@@ -782,10 +786,10 @@ class Store(DeliveriesMixin):
     # --- profiles -------------------------------------------------------------------------
 
     async def find_profiles(self, client_id: str | None, *, email: str | None = None,
-                            phone: str | None = None) -> list[dict[str, Any]]:
+                            phone: str | None = None) -> list[StoredProfile]:
         PK, P = schema.profile_keys, schema.profiles
 
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+        def q(conn: sa.Connection) -> list[StoredProfile]:
             conds = []
             if email:
                 conds.append(sa.and_(PK.c.kind == "email", PK.c.value == email))
@@ -796,13 +800,13 @@ class Store(DeliveriesMixin):
             ids = sa.select(PK.c.profile_id).where(sa.or_(*conds))
             if client_id is not None:
                 ids = ids.where(PK.c.client_id == client_id)
-            stmt = sa.select(P).where(P.c.id.in_(ids)).order_by(P.c.id)
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            stmt = sa.select(*_PROFILE_COLUMNS).where(P.c.id.in_(ids)).order_by(P.c.id)
+            return [StoredProfile.of(r) for r in conn.execute(stmt).mappings()]
 
         return await self.read(q)
 
     async def find_profiles_by_name(self, client_id: str | None, words: list[str], *,
-                                    limit: int = 50) -> list[dict[str, Any]]:
+                                    limit: int = 50) -> list[StoredProfile]:
         """Profiles whose first or last name starts with each word (case-insensitive for ASCII),
         newest first. The fields are orjson text with ``value`` first in each field, so a prefix is
         a LIKE on ``"first_name":{"value":"<word>``, the same on both dialects (a scan of the
@@ -814,36 +818,39 @@ class Store(DeliveriesMixin):
             lit = lit.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             return sa.func.lower(P.c.fields).like(f'%"{name}":{{"value":"{lit}%', escape="\\")
 
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
-            stmt = sa.select(P.c.id, P.c.client_id, P.c.email, P.c.phone, P.c.created_at, P.c.updated_at)
+        def q(conn: sa.Connection) -> list[StoredProfile]:
+            stmt = sa.select(*_PROFILE_COLUMNS)
             if client_id is not None:
                 stmt = stmt.where(P.c.client_id == client_id)
             for w in words:
                 stmt = stmt.where(sa.or_(like("first_name", w), like("last_name", w)))
-            return [dict(r) for r in conn.execute(stmt.order_by(P.c.id.desc()).limit(limit)).mappings()]
+            stmt = stmt.order_by(P.c.id.desc()).limit(limit)
+            return [StoredProfile.of(r) for r in conn.execute(stmt).mappings()]
 
         return await self.read(q) if words else []
 
     async def list_profiles(self, client_id: str | None, *, limit: int = 50,
-                            before_id: str | None = None) -> list[dict[str, Any]]:
+                            before_id: str | None = None) -> list[StoredProfile]:
         """Profiles, newest id first (ids are time-ordered), a page at a time: the console's list
         when no email or phone is searched for."""
         P = schema.profiles
 
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
-            stmt = sa.select(P.c.id, P.c.client_id, P.c.email, P.c.phone, P.c.created_at, P.c.updated_at)
+        def q(conn: sa.Connection) -> list[StoredProfile]:
+            stmt = sa.select(*_PROFILE_COLUMNS)
             if client_id is not None:
                 stmt = stmt.where(P.c.client_id == client_id)
             if before_id:
                 stmt = stmt.where(P.c.id < before_id)
-            return [dict(r) for r in conn.execute(stmt.order_by(P.c.id.desc()).limit(limit)).mappings()]
+            stmt = stmt.order_by(P.c.id.desc()).limit(limit)
+            return [StoredProfile.of(r) for r in conn.execute(stmt).mappings()]
 
         return await self.read(q)
 
-    async def get_profile(self, profile_id: str, client_id: str | None = None) -> dict[str, Any]:
+    async def get_profile(self, profile_id: str, client_id: str | None = None) -> StoredProfileDetail:
+        """The profile ``profile_id`` lives under now (a merged-away id finds its survivor)."""
         P, PK, CE = schema.profiles, schema.profile_keys, schema.consent_events
 
-        def q(conn: sa.Connection) -> dict[str, Any] | None:
+        def q(conn: sa.Connection) -> StoredProfileDetail | None:
             pid = profile_store.resolve_profile_id(conn, profile_id)
             stmt = sa.select(P).where(P.c.id == pid)
             if client_id is not None:
@@ -851,18 +858,21 @@ class Store(DeliveriesMixin):
             row = conn.execute(stmt).mappings().first()
             if row is None:
                 return None
-            out = dict(row)
-            out["merged_from"] = profile_store.merged_from(conn, pid)
-            out["keys"] = [dict(r) for r in conn.execute(
-                sa.select(PK.c.kind, PK.c.value).where(PK.c.profile_id == pid).order_by(PK.c.kind, PK.c.value)
-            ).mappings()]
-            out["ledger"] = [dict(r) for r in conn.execute(
-                sa.select(CE).where(CE.c.profile_id == pid).order_by(CE.c.occurred_at, CE.c.id)).mappings()]
-            out["request_ids"] = list(conn.execute(
-                sa.select(REC.c.request_id).where(REC.c.profile_id == pid).distinct()).scalars())
-            out["purchases"] = order_store.purchase_facts(conn, pid)
-            out["recent_orders"] = order_store.list_orders(conn, client_id=None, profile_id=pid, limit=10)
-            return out
+            keys = (sa.select(PK.c.kind, PK.c.value).where(PK.c.profile_id == pid)
+                    .order_by(PK.c.kind, PK.c.value))
+            ledger = sa.select(CE).where(CE.c.profile_id == pid).order_by(CE.c.occurred_at, CE.c.id)
+            return StoredProfileDetail(
+                id=row["id"], client_id=row["client_id"], email=row["email"], phone=row["phone"],
+                created_at=row["created_at"], updated_at=row["updated_at"],
+                fields=orjson.loads(row["fields"]),
+                keys=[(k, v) for k, v in conn.execute(keys)],
+                ledger=[StoredConsentEvent.of(r) for r in conn.execute(ledger).mappings()],
+                request_ids=list(conn.execute(
+                    sa.select(REC.c.request_id).where(REC.c.profile_id == pid).distinct()).scalars()),
+                merged_from=profile_store.merged_from(conn, pid),
+                purchases=order_store.purchase_facts(conn, pid),
+                recent_orders=order_store.list_orders(conn, client_id=None, profile_id=pid, limit=10),
+            )
 
         row = await self.read(q)
         if row is None:

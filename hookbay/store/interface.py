@@ -37,8 +37,15 @@ from hookbay.store.audit import StoredAuditEntry, StoredToken
 from hookbay.store.base import ClaimedJob, RequestFilter
 from hookbay.store.deliveries import AttemptResult, ClaimedDelivery, Delivery, DeliveryContext, DeliveryFilter
 from hookbay.store.dialects import Dialect
+from hookbay.store.profile_rows import StoredProfile, StoredProfileDetail
 from hookbay.store.ratelimit import Lease
-from hookbay.store.requests import RequestRow, StoredRecord, StoredRequest, StoredRequestSummary
+from hookbay.store.requests import (
+    RequestRow,
+    StoredRecord,
+    StoredRequest,
+    StoredRequestSummary,
+    TrafficBucket,
+)
 from hookbay.store.source_rows import StoredSource
 from hookbay.store.writer import Writer
 
@@ -159,7 +166,7 @@ class RequestLog(Protocol):
     async def records_for(self, request_ids: Iterable[str]) -> dict[str, list[StoredRecord]]:
         """The records parsed from each request, in order."""
 
-    async def traffic(self, client_id: str | None, since_us: int, bucket_us: int) -> list[dict[str, Any]]:
+    async def traffic(self, client_id: str | None, since_us: int, bucket_us: int) -> list[TrafficBucket]:
         """Request counts per time bucket by verdict, state and rule, for the console's charts."""
 
     async def count_requests(self, **eq: Any) -> int:
@@ -233,18 +240,18 @@ class Profiles(Protocol):
     """Contact profiles merged from records, with their consent ledger."""
 
     async def find_profiles(self, client_id: str | None, *, email: str | None = None,
-                            phone: str | None = None) -> list[dict[str, Any]]:
+                            phone: str | None = None) -> list[StoredProfile]:
         """Profiles with this exact email or phone."""
 
     async def find_profiles_by_name(self, client_id: str | None, words: list[str], *,
-                                    limit: int = 50) -> list[dict[str, Any]]:
+                                    limit: int = 50) -> list[StoredProfile]:
         """Profiles whose first or last name starts with each word, for the console's search."""
 
     async def list_profiles(self, client_id: str | None, *, limit: int = 50,
-                            before_id: str | None = None) -> list[dict[str, Any]]:
+                            before_id: str | None = None) -> list[StoredProfile]:
         """A page of profiles, newest first."""
 
-    async def get_profile(self, profile_id: str, client_id: str | None = None) -> dict[str, Any]:
+    async def get_profile(self, profile_id: str, client_id: str | None = None) -> StoredProfileDetail:
         """One profile with its keys, ledger, requests and orders; a merged-away id finds the survivor."""
 
     async def erase_profile(self, profile_id: str, client_id: str | None, actor: str,

@@ -1,6 +1,7 @@
 """The request log's rows as typed values: what ingest writes (:class:`RequestRow`) and what the
 store hands the layers above it (:class:`StoredRequestSummary`, :class:`StoredRequest`,
-:class:`StoredRecord`). JSON columns stay text here, exactly as stored; views parse them."""
+:class:`StoredRecord`, and counts of requests, :class:`TrafficBucket`). JSON columns stay text
+here, exactly as stored; views parse them."""
 
 from __future__ import annotations
 
@@ -102,3 +103,15 @@ class StoredRecord:
     data: str
     profile_id: str | None
     created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficBucket:
+    """How many requests one time bucket holds with one verdict, state and rejecting rule
+    (:meth:`hookbay.store.Store.traffic`); ``bucket`` is its index from the window's start."""
+
+    bucket: int
+    verdict: str
+    state: str
+    rule: str | None
+    n: int

@@ -290,6 +290,8 @@ class Writer:
             self._commit_group(ingests, fns)
 
     def _commit_group(self, ingests: list[_Op], fns: list[_Op]) -> None:
+        """One transaction: ingest rows on the dialect's own path, or the other writes through
+        SQLAlchemy, never both (:meth:`_run_batch` splits a batch that has both)."""
         batch = ingests + fns
         new_jobs = False
         self._relayed = set()
@@ -300,12 +302,12 @@ class Writer:
                 self.before_commit(conn, self._failed)
             if relaxed and conn.dialect.name == "sqlite":
                 self._sqlite_synchronous(conn, "NORMAL")
-            if ingests and not fns and conn.dialect.name == "sqlite":
+            if not ingests:
+                self._commit_sa(conn, fns, relaxed)
+            elif conn.dialect.name == "sqlite":
                 new_jobs = self._commit_ingests_sqlite(conn, ingests)
-            elif ingests and not fns and conn.dialect.name == "postgresql":
-                new_jobs = self._commit_ingests_pg(conn, ingests)
             else:
-                new_jobs = self._commit_sa(conn, ingests, fns, relaxed)
+                new_jobs = self._commit_ingests_pg(conn, ingests)
             if relaxed and conn.dialect.name == "sqlite":
                 try:
                     self._sqlite_synchronous(conn, "FULL")
@@ -348,13 +350,11 @@ class Writer:
         if self._relayed and self.on_relay is not None:
             self.on_relay(self._relayed)
 
-    def _commit_sa(self, conn: sa.Connection, ingests: list[_Op], fns: list[_Op], relaxed: bool) -> bool:
-        new_jobs = False
+    def _commit_sa(self, conn: sa.Connection, fns: list[_Op], relaxed: bool) -> None:
+        """Writes other than ingest rows, in one SQLAlchemy transaction, a savepoint each."""
         with conn.begin():
             if relaxed and conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            if ingests:
-                new_jobs = self._write_ingests_with_cursor(conn, ingests)
             for op in fns:
                 sp = conn.begin_nested()
                 try:
@@ -365,9 +365,6 @@ class Writer:
                     if sp.is_active:
                         sp.rollback()
                     op.exc = e
-            if new_jobs and self._notify_now():
-                conn.exec_driver_sql(self.notify_sql or "")
-        return new_jobs
 
     def _write_ingests_with_cursor(self, conn: sa.Connection, ingests: list[_Op]) -> bool:
         """Ingest rows are written with plain SQL on the DB-API cursor, inside whatever transaction

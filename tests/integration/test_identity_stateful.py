@@ -230,7 +230,7 @@ class IdentityMachine(RuleBasedStateMachine):
             survivor = self.model.survivor_of(merged)
             if merged in self.sys_id and survivor is not None:
                 got = self.run(self.store.get_profile(self.sys_id[merged]))
-                assert got["id"] == self.sys_id[survivor], "a merged-away id answers its survivor"
+                assert got.id == self.sys_id[survivor], "a merged-away id answers its survivor"
 
     @invariant()
     def nothing_left_pending(self) -> None:

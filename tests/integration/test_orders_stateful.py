@@ -146,7 +146,7 @@ class OrdersMachine(RuleBasedStateMachine):
         kind, value = sorted(keys)[0]
         found = self.run(self.store.find_profiles(self.client_id, **{kind: value}))
         assert len(found) == 1
-        self.run(self.store.erase_profile(found[0]["id"], self.client_id, "test"))
+        self.run(self.store.erase_profile(found[0].id, self.client_id, "test"))
         self.model.erase(pid)
 
     def _system(self, conn: sa.Connection) -> tuple[dict[Any, Any], dict[Any, Any]]:

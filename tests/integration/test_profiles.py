@@ -224,11 +224,10 @@ async def test_concurrent_updates_never_lose_a_field(db_url: str, tmp_path: Path
         await asyncio.gather(*(drain(w) for w in workers))
         found = await stores[0].find_profiles("acme", email="same@example.com")
         assert len(found) == 1
-        prof = await stores[0].get_profile(found[0]["id"])
-        fields = orjson.loads(prof["fields"])
-        assert sorted(fields["interests"]["value"]) == sorted(f"i{i}" for i in range(n))
-        assert len([e for e in prof["ledger"] if e["channel"] == "email"]) == n
-        assert len(prof["request_ids"]) == n
+        prof = await stores[0].get_profile(found[0].id)
+        assert sorted(prof.fields["interests"]["value"]) == sorted(f"i{i}" for i in range(n))
+        assert len([e for e in prof.ledger if e.channel == "email"]) == n
+        assert len(prof.request_ids) == n
     finally:
         for st in stores:
             await st.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hookbay.console import charts
+from hookbay.store import TrafficBucket
 
 H = charts.HOUR_US
 
@@ -17,12 +18,12 @@ def test_window_ends_with_the_current_hour() -> None:
 
 def test_hourly_counts_verdicts_failures_and_rules() -> None:
     rows = [
-        {"bucket": 23, "verdict": "accepted", "state": "processed", "rule": None, "n": 7},
-        {"bucket": 23, "verdict": "accepted", "state": "failed", "rule": None, "n": 2},
-        {"bucket": 23, "verdict": "rejected", "state": "rejected", "rule": "signature", "n": 3},
-        {"bucket": 0, "verdict": "duplicate", "state": "duplicate", "rule": None, "n": 1},
-        {"bucket": 5, "verdict": "rejected", "state": "rejected", "rule": "method", "n": 4},
-        {"bucket": 24, "verdict": "accepted", "state": "processed", "rule": None, "n": 99},  # outside the window
+        TrafficBucket(bucket=23, verdict="accepted", state="processed", rule=None, n=7),
+        TrafficBucket(bucket=23, verdict="accepted", state="failed", rule=None, n=2),
+        TrafficBucket(bucket=23, verdict="rejected", state="rejected", rule="signature", n=3),
+        TrafficBucket(bucket=0, verdict="duplicate", state="duplicate", rule=None, n=1),
+        TrafficBucket(bucket=5, verdict="rejected", state="rejected", rule="method", n=4),
+        TrafficBucket(bucket=24, verdict="accepted", state="processed", rule=None, n=99),  # outside the window
     ]
     out = charts.hourly(rows, start_us=0)
     traffic, failures = out["traffic"], out["failures"]

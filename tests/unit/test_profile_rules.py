@@ -1,13 +1,15 @@
 """The pure profile rules other than merge_fields (see test_merge_fields.py): identity keys, folding
 a merged profile into the survivor, the searchable columns, consent from the ledger, the lookup
-normalisation, and the API's profile view. Issue #19: the mutation run found these reached only
-through the store, where a wrong tie-break or a dropped key went unnoticed."""
+normalisation, and the API's profile view (``ops.profiles.profile_out``). Issue #19: the mutation
+run found these reached only through the store, where a wrong tie-break or a dropped key went
+unnoticed."""
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
+from hookbay.ops.profiles import profile_out
+from hookbay.orders import order_view
 from hookbay.profiles import (
     consent_state,
     identity_columns,
@@ -15,8 +17,8 @@ from hookbay.profiles import (
     lookup_email,
     lookup_phone,
     merge_profile_fields,
-    profile_view,
 )
+from hookbay.store.profile_rows import StoredConsentEvent, StoredProfileDetail
 from hookbay.views import iso
 
 
@@ -75,9 +77,10 @@ def test_identity_columns() -> None:
     assert identity_columns({}) == (None, None)
 
 
-def _event(id_: int, channel: str, granted: object, at: int) -> dict:
-    return {"id": id_, "channel": channel, "granted": granted, "occurred_at": at, "request_id": f"r{id_}",
-            "source_id": "s1"}
+def _event(id_: int, channel: str, granted: object, at: int, field: str | None = None) -> StoredConsentEvent:
+    """A ledger row as the database gives it back (``granted`` an int on SQLite)."""
+    return StoredConsentEvent.of({"id": id_, "channel": channel, "granted": granted, "occurred_at": at,
+                                  "request_id": f"r{id_}", "source_id": "s1", "field": field})
 
 
 def test_consent_state_latest_event_per_channel_ties_by_ledger_order() -> None:
@@ -104,16 +107,20 @@ def test_lookup_email() -> None:
     assert lookup_email("  Ada@Example.COM ") == "ada@example.com"
 
 
-def test_profile_view() -> None:
-    ledger = [_event(1, "email", 1, 1_000_000), _event(2, "email", 0, 2_000_000)]
-    for e in ledger:
-        e["field"] = "EmailPermission"
-    row = {"id": "prf_1", "client_id": "acme", "email": "a@x.io", "phone": None, "created_at": 1_000_000,
-           "updated_at": 3_000_000, "ledger": ledger, "keys": [["email", "a@x.io"]], "request_ids": ["r1"],
-           "merged_from": ["prf_0"],
-           "fields": orjson.dumps({"b": _f(2, 2_000_000, "r2", "s2"), "a": {"value": 1, "at": 1_000_000,
-                                                                          "request_id": "r1"}})}
-    view = profile_view(row)
+def test_profile_out() -> None:
+    order = {"id": "ord_1", "client_id": "acme", "source_id": "s2", "external_id": "A-1", "profile_id": "prf_1",
+             "status": "paid", "currency": "EUR", "total_minor": 1250, "placed_at": 2_000_000,
+             "event_at": 2_000_000, "request_id": "r2", "lines": []}
+    ledger = [_event(1, "email", 1, 1_000_000, "EmailPermission"),
+              _event(2, "email", 0, 2_000_000, "EmailPermission")]
+    prof = StoredProfileDetail(
+        id="prf_1", client_id="acme", email="a@x.io", phone=None, created_at=1_000_000, updated_at=3_000_000,
+        fields={"b": _f(2, 2_000_000, "r2", "s2"), "a": {"value": 1, "at": 1_000_000, "request_id": "r1"}},
+        keys=[("email", "a@x.io")], ledger=ledger, request_ids=["r1"], merged_from=["prf_0"],
+        purchases={"order_count": 1, "totals": [{"currency": "EUR", "total_minor": 1250, "order_count": 1}],
+                   "first_order_at": 2_000_000, "last_order_at": 2_000_000},
+        recent_orders=[order])
+    view = profile_out(prof)
     assert view == {
         "id": "prf_1", "client_id": "acme", "email": "a@x.io", "phone": None,
         "fields": {"a": {"value": 1, "set_at": iso(1_000_000), "request_id": "r1", "source_id": None},
@@ -123,10 +130,14 @@ def test_profile_view() -> None:
                     "request_id": "r1", "field": "EmailPermission"},
                    {"channel": "email", "granted": False, "occurred_at": iso(2_000_000), "source_id": "s1",
                     "request_id": "r2", "field": "EmailPermission"}],
-        "keys": [["email", "a@x.io"]], "request_ids": ["r1"], "merged_from": ["prf_0"],
+        "keys": [{"kind": "email", "value": "a@x.io"}], "request_ids": ["r1"], "merged_from": ["prf_0"],
+        "purchases": {"order_count": 1, "totals": [{"currency": "EUR", "total_minor": 1250, "order_count": 1,
+                                                    "total": "12.50"}],
+                      "first_order_at": iso(2_000_000), "last_order_at": iso(2_000_000)},
+        "recent_orders": [order_view(order)],
         "created_at": iso(1_000_000), "updated_at": iso(3_000_000),
     }
     assert list(view["fields"]) == ["a", "b"]  # sorted by name
-    minimal = {k: v for k, v in row.items() if k not in ("ledger", "keys", "request_ids", "merged_from")}
-    view = profile_view(minimal)
-    assert (view["ledger"], view["consent"], view["keys"], view["request_ids"], view["merged_from"]) == ([], {}, [], [], [])
+    assert list(view) == ["id", "client_id", "email", "phone", "fields", "consent", "ledger", "keys", "request_ids",
+                          "merged_from", "purchases", "recent_orders", "created_at", "updated_at"]  # the wire order
+    assert all(type(e["granted"]) is bool for e in view["ledger"])
