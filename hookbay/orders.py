@@ -217,35 +217,6 @@ def format_minor(minor: int | None, currency: str) -> str | None:
     return str(Decimal(minor).scaleb(-exponent(currency)))
 
 
-def order_view(row: dict[str, Any]) -> dict[str, Any]:
-    """An order as the API, the CLI and templates show it: minor units and their decimal text."""
-    from hookbay.views import iso
-
-    cur = row["currency"]
-    out: dict[str, Any] = {
-        "id": row["id"], "client_id": row["client_id"], "source_id": row["source_id"],
-        "external_id": row["external_id"], "profile_id": row["profile_id"], "status": row["status"],
-        "currency": cur,
-    }
-    for name in MONEY_FIELDS:
-        out[f"{name}_minor"] = row.get(f"{name}_minor")
-        out[name] = format_minor(row.get(f"{name}_minor"), cur)
-    out.update(placed_at=iso(row["placed_at"]), event_at=iso(row["event_at"]), request_id=row["request_id"],
-               lines=[{"sku": ln["sku"], "name": ln["name"], "quantity": ln["quantity"],
-                       "unit_price_minor": ln["unit_price_minor"], "total_minor": ln["total_minor"],
-                       "unit_price": format_minor(ln["unit_price_minor"], cur),
-                       "total": format_minor(ln["total_minor"], cur)} for ln in row.get("lines", [])])
-    return out
-
-
-def facts_view(facts: dict[str, Any]) -> dict[str, Any]:
-    from hookbay.views import iso
-
-    return {"order_count": facts["order_count"],
-            "totals": [{**t, "total": format_minor(t["total_minor"], t["currency"])} for t in facts["totals"]],
-            "first_order_at": iso(facts["first_order_at"]), "last_order_at": iso(facts["last_order_at"])}
-
-
 def order_template(o: dict[str, Any]) -> dict[str, Any]:
     """A stored order record as an email template sees it: amounts as decimal text (``total``) and
     minor units (``total_minor``), times as ISO 8601, each line likewise."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from hookbay.errors import BadRequest
 from hookbay.ops.access import Principal, scope_client
-from hookbay.orders import facts_view, order_view
+from hookbay.ops.orders import facts_view, order_view
 from hookbay.profiles import consent_state, lookup_email, lookup_phone
 from hookbay.store import StoreInterface
 from hookbay.store.profile_rows import StoredProfile, StoredProfileDetail

@@ -7,6 +7,7 @@ The rules (money, times, which event is newer, which statuses count) are :mod:`h
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -23,6 +24,61 @@ ORD, OL, PP = schema.orders, schema.order_lines, schema.profile_purchases
 
 ORDER_COLUMNS = ("status", "currency", "total_minor", "subtotal_minor", "tax_minor", "shipping_minor",
                  "discount_minor")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOrderLine:
+    idx: int
+    sku: str | None
+    name: str | None
+    quantity: int
+    unit_price_minor: int | None
+    total_minor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOrder:
+    """An ``orders`` row (amounts in minor units of ``currency``) with its lines in order."""
+
+    id: str
+    client_id: str
+    source_id: str
+    external_id: str
+    profile_id: str | None
+    status: str | None
+    currency: str
+    total_minor: int
+    subtotal_minor: int | None
+    tax_minor: int | None
+    shipping_minor: int | None
+    discount_minor: int | None
+    placed_at: int
+    event_at: int
+    request_id: str
+    created_at: int
+    updated_at: int
+    lines: tuple[StoredOrderLine, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyTotal:
+    currency: str
+    total_minor: int
+    order_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseFacts:
+    """What a profile bought, kept current as orders arrive (``profile_purchases``): totals per currency."""
+
+    order_count: int
+    totals: tuple[CurrencyTotal, ...]
+    first_order_at: int | None
+    last_order_at: int | None
+
+
+_ORDER_FIELDS = tuple(f for f in StoredOrder.__slots__ if f != "lines")
+_LINE_FIELDS = StoredOrderLine.__slots__
 
 
 def order_items(results: Sequence[ProcessResult]) -> list[dict[str, Any]]:
@@ -131,22 +187,23 @@ def erase_orders(conn: sa.Connection, profile_id: str) -> int:
     return len(ids)
 
 
-def purchase_facts(conn: sa.Connection, profile_id: str) -> dict[str, Any]:
-    rows = conn.execute(sa.select(PP).where(PP.c.profile_id == profile_id).order_by(PP.c.currency)).mappings().all()
-    return {
-        "order_count": sum(r["order_count"] for r in rows),
-        "totals": [{"currency": r["currency"], "total_minor": r["total_minor"], "order_count": r["order_count"]}
-                   for r in rows],
-        "first_order_at": min((r["first_order_at"] for r in rows), default=None),
-        "last_order_at": max((r["last_order_at"] for r in rows), default=None),
-    }
+def purchase_facts(conn: sa.Connection, profile_id: str) -> PurchaseFacts:
+    rows = conn.execute(sa.select(PP.c.currency, PP.c.total_minor, PP.c.order_count, PP.c.first_order_at,
+                                  PP.c.last_order_at).where(PP.c.profile_id == profile_id)
+                        .order_by(PP.c.currency)).all()
+    return PurchaseFacts(
+        order_count=sum(r.order_count for r in rows),
+        totals=tuple(CurrencyTotal(r.currency, r.total_minor, r.order_count) for r in rows),
+        first_order_at=min((r.first_order_at for r in rows), default=None),
+        last_order_at=max((r.last_order_at for r in rows), default=None),
+    )
 
 
 def list_orders(conn: sa.Connection, *, client_id: str | None, profile_id: str | None = None,
                 source_id: str | None = None, since_us: int | None = None, limit: int = 100,
-                with_lines: bool = True) -> list[dict[str, Any]]:
+                with_lines: bool = True) -> list[StoredOrder]:
     """Newest placed first. ``client_id`` None is the admin's view of every client."""
-    stmt = sa.select(ORD)
+    stmt = sa.select(*(ORD.c[f] for f in _ORDER_FIELDS))
     if client_id is not None:
         stmt = stmt.where(ORD.c.client_id == client_id)
     if profile_id is not None:
@@ -155,16 +212,13 @@ def list_orders(conn: sa.Connection, *, client_id: str | None, profile_id: str |
         stmt = stmt.where(ORD.c.source_id == source_id)
     if since_us is not None:
         stmt = stmt.where(ORD.c.placed_at >= since_us)
-    rows = [dict(r) for r in conn.execute(stmt.order_by(ORD.c.placed_at.desc(), ORD.c.id.desc()).limit(limit)).mappings()]
+    rows = conn.execute(stmt.order_by(ORD.c.placed_at.desc(), ORD.c.id.desc()).limit(limit)).all()
+    lines: dict[str, list[StoredOrderLine]] = {}
     if with_lines and rows:
-        lines: dict[str, list[dict[str, Any]]] = {}
-        for r in bulk.select_in(conn, OL, ("order_id", "idx", "sku", "name", "quantity", "unit_price_minor",
-                                           "total_minor"), "order_id", [o["id"] for o in rows]):
-            lines.setdefault(r[0], []).append(dict(zip(("idx", "sku", "name", "quantity", "unit_price_minor",
-                                                        "total_minor"), r[1:], strict=True)))
-        for o in rows:
-            o["lines"] = sorted(lines.get(o["id"], []), key=lambda ln: ln["idx"])
-    return rows
+        for r in bulk.select_in(conn, OL, ("order_id", *_LINE_FIELDS), "order_id", [o.id for o in rows]):
+            lines.setdefault(r[0], []).append(StoredOrderLine(*r[1:]))
+    return [StoredOrder(**dict(zip(_ORDER_FIELDS, r, strict=True)),
+                        lines=tuple(sorted(lines.get(r.id, ()), key=lambda ln: ln.idx))) for r in rows]
 
 
 class OrderStore:
@@ -174,9 +228,9 @@ class OrderStore:
         self.store = store
 
     async def list(self, client_id: str | None, *, profile_id: str | None = None, source_id: str | None = None,
-                   since_us: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+                   since_us: int | None = None, limit: int = 100) -> list[StoredOrder]:
         """A merged-away profile id lists its survivor's orders, as a profile lookup answers the survivor."""
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+        def q(conn: sa.Connection) -> list[StoredOrder]:
             pid = None
             if profile_id is not None:
                 from hookbay.store.profiles import resolve_profile_id

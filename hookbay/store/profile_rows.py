@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hookbay.store.orders import PurchaseFacts, StoredOrder
+
 
 @dataclass(frozen=True, slots=True)
 class StoredProfile:
@@ -48,13 +50,12 @@ class StoredConsentEvent:
 @dataclass(frozen=True, slots=True)
 class StoredProfileDetail(StoredProfile):
     """Everything held about one profile. ``fields`` is the stored JSON document, parsed (each
-    field's value with the time, request and source that set it); ``purchases`` and
-    ``recent_orders`` are the orders store's dicts."""
+    field's value with the time, request and source that set it)."""
 
     fields: dict[str, Any]
     keys: list[tuple[str, str]]  # (kind, value), sorted
     ledger: list[StoredConsentEvent]  # oldest first
     request_ids: list[str]
     merged_from: list[str]  # oldest merge first
-    purchases: dict[str, Any]
-    recent_orders: list[dict[str, Any]]
+    purchases: PurchaseFacts
+    recent_orders: list[StoredOrder]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 
 from hookbay.ops.profiles import profile_out
-from hookbay.orders import order_view
 from hookbay.profiles import (
     consent_state,
     identity_columns,
@@ -18,6 +17,7 @@ from hookbay.profiles import (
     lookup_phone,
     merge_profile_fields,
 )
+from hookbay.store.orders import CurrencyTotal, PurchaseFacts, StoredOrder, StoredOrderLine
 from hookbay.store.profile_rows import StoredConsentEvent, StoredProfileDetail
 from hookbay.views import iso
 
@@ -108,17 +108,19 @@ def test_lookup_email() -> None:
 
 
 def test_profile_out() -> None:
-    order = {"id": "ord_1", "client_id": "acme", "source_id": "s2", "external_id": "A-1", "profile_id": "prf_1",
-             "status": "paid", "currency": "EUR", "total_minor": 1250, "placed_at": 2_000_000,
-             "event_at": 2_000_000, "request_id": "r2", "lines": []}
+    order = StoredOrder(id="ord_1", client_id="acme", source_id="s2", external_id="A-1", profile_id="prf_1",
+                        status="paid", currency="EUR", total_minor=1250, subtotal_minor=None, tax_minor=None,
+                        shipping_minor=None, discount_minor=125, placed_at=2_000_000, event_at=2_000_000,
+                        request_id="r2", created_at=2_000_000, updated_at=2_000_000,
+                        lines=(StoredOrderLine(0, "SKU-1", "Mug", 2, 625, 1250),))
     ledger = [_event(1, "email", 1, 1_000_000, "EmailPermission"),
               _event(2, "email", 0, 2_000_000, "EmailPermission")]
     prof = StoredProfileDetail(
         id="prf_1", client_id="acme", email="a@x.io", phone=None, created_at=1_000_000, updated_at=3_000_000,
         fields={"b": _f(2, 2_000_000, "r2", "s2"), "a": {"value": 1, "at": 1_000_000, "request_id": "r1"}},
         keys=[("email", "a@x.io")], ledger=ledger, request_ids=["r1"], merged_from=["prf_0"],
-        purchases={"order_count": 1, "totals": [{"currency": "EUR", "total_minor": 1250, "order_count": 1}],
-                   "first_order_at": 2_000_000, "last_order_at": 2_000_000},
+        purchases=PurchaseFacts(order_count=1, totals=(CurrencyTotal("EUR", 1250, 1),),
+                                first_order_at=2_000_000, last_order_at=2_000_000),
         recent_orders=[order])
     view = profile_out(prof)
     assert view == {
@@ -134,7 +136,14 @@ def test_profile_out() -> None:
         "purchases": {"order_count": 1, "totals": [{"currency": "EUR", "total_minor": 1250, "order_count": 1,
                                                     "total": "12.50"}],
                       "first_order_at": iso(2_000_000), "last_order_at": iso(2_000_000)},
-        "recent_orders": [order_view(order)],
+        "recent_orders": [{
+            "id": "ord_1", "client_id": "acme", "source_id": "s2", "external_id": "A-1", "profile_id": "prf_1",
+            "status": "paid", "currency": "EUR", "total_minor": 1250, "total": "12.50", "subtotal_minor": None,
+            "subtotal": None, "tax_minor": None, "tax": None, "shipping_minor": None, "shipping": None,
+            "discount_minor": 125, "discount": "1.25", "placed_at": iso(2_000_000), "event_at": iso(2_000_000),
+            "request_id": "r2",
+            "lines": [{"sku": "SKU-1", "name": "Mug", "quantity": 2, "unit_price_minor": 625, "total_minor": 1250,
+                       "unit_price": "6.25", "total": "12.50"}]}],
         "created_at": iso(1_000_000), "updated_at": iso(3_000_000),
     }
     assert list(view["fields"]) == ["a", "b"]  # sorted by name
