@@ -17,10 +17,14 @@ RETRYABLE_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 _STATEMENT = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|SELECT|WITH)\s+(\w+)?", re.IGNORECASE)
 
 
+class ConcurrentChange(Exception):
+    """Another worker changed an identity or order this transaction read (it created one of our new
+    keys or orders, or merged away a profile we matched): run the transaction again, which then
+    sees the change."""
+
+
 def is_retryable(e: BaseException) -> bool:
     """A lost race that a fresh transaction can win (see ``Store.write_retrying``)."""
-    from hookbay.store.profiles import ConcurrentChange
-
     if isinstance(e, ConcurrentChange):
         return True
     orig = getattr(e, "orig", None)

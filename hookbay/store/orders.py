@@ -16,6 +16,7 @@ from hookbay.ids import ulid
 from hookbay.orders import NOT_PURCHASED, Version
 from hookbay.results import ProcessResult
 from hookbay.store import bulk, schema
+from hookbay.store.errors import ConcurrentChange
 
 if TYPE_CHECKING:
     from hookbay.store.interface import StoreInterface
@@ -127,8 +128,6 @@ def apply_orders(conn: sa.Connection, items: list[dict[str, Any]], now: int) -> 
                   it["request_id"], now, now)],
                 on_conflict_nothing=True, returning=("id",))
             if not inserted:
-                from hookbay.store.profiles import ConcurrentChange
-
                 raise ConcurrentChange("an order was created meanwhile by another worker")
             _write_lines(conn, oid, o.get("lines", []))
             touched.add(it.get("profile_id") or "")

@@ -17,16 +17,12 @@ from hookbay.ids import _ALPHABET, ulid
 from hookbay.profiles import identity_columns, identity_keys, merge_fields, merge_profile_fields
 from hookbay.store import bulk, schema
 from hookbay.store import orders as order_store
+from hookbay.store.errors import ConcurrentChange
 
 P, PK, CE, PM, REC = (schema.profiles, schema.profile_keys, schema.consent_events, schema.profile_merges,
                       schema.records)
 
 MAX_MERGE_HOPS = 64
-
-
-class ConcurrentChange(Exception):
-    """Another worker changed an identity this transaction read (it created one of our new keys,
-    or merged away a profile we matched): run the transaction again, which then sees the change."""
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ from hypothesis.stateful import (
 from hookbay.profiles import identity_keys
 from hookbay.store import Store, schema
 from hookbay.store import profiles as ps
+from hookbay.store.errors import ConcurrentChange
 
 CLIENTS = ("c1", "c2")
 
@@ -336,13 +337,13 @@ def test_a_profile_or_key_changed_by_another_worker_meanwhile_asks_for_a_retry(
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO profile_keys (client_id, kind, value, profile_id) "
                                  "VALUES ('c1', 'email', 'gone@x.io', 'prf_gone')"))
-            with pytest.raises(ps.ConcurrentChange, match="merged away meanwhile"):
+            with pytest.raises(ConcurrentChange, match="merged away meanwhile"):
                 ps.apply_contacts(conn, [_contact(1, "r1", email="gone@x.io")], 1)
         with engine.begin() as conn:
             ps.apply_contacts(conn, [_contact(2, "r2", email="a@x.io")], 2)
         monkeypatch.setattr(ps, "lookup_keys", lambda conn, triples: {})  # the key was made after the lookup
         with engine.begin() as conn:
-            with pytest.raises(ps.ConcurrentChange, match="created meanwhile by another worker"):
+            with pytest.raises(ConcurrentChange, match="created meanwhile by another worker"):
                 ps.apply_contacts(conn, [_contact(3, "r3", email="a@x.io")], 3)
     finally:
         engine.dispose()
