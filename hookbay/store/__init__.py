@@ -2,8 +2,11 @@
 SQLite and PostgreSQL."""
 
 from hookbay.settings import Settings
-from hookbay.store.base import ClaimedJob, RequestFilter, Store, hash_secret, wait_for_wakeup
+from hookbay.store.base import Store
+from hookbay.store.core import hash_secret, wait_for_wakeup
 from hookbay.store.interface import StoreInterface
+from hookbay.store.jobs import ClaimedJob
+from hookbay.store.request_log import RequestFilter
 from hookbay.store.requests import TrafficBucket
 from hookbay.store.source_rows import StoredSource
 

@@ -1,5 +1,5 @@
-"""Writing audit entries, inside the transaction of the change they describe, and the rows the audit
-log and the token table are read as."""
+"""The audit log (the ``audit_log`` table): entries written inside the transaction of the change
+they describe, the rows it is read as, and the store's ``Audit`` group."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from hookbay.audit import AuditEntry
 from hookbay.ids import now_us, ulid
 from hookbay.store import schema
+from hookbay.store.core import StoreCore
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,16 +30,6 @@ class StoredAuditEntry:
     weakens: str
 
 
-@dataclass(frozen=True, slots=True)
-class StoredToken:
-    """An admin API token as listed: never its value or hash."""
-
-    id: str
-    name: str
-    client_id: str | None
-    created_at: int
-
-
 def record(conn: sa.Connection, entry: AuditEntry) -> str:
     """Insert one entry on ``conn`` (the change's own transaction)."""
     aid = "aud_" + ulid()
@@ -47,3 +38,43 @@ def record(conn: sa.Connection, entry: AuditEntry) -> str:
         action=entry.action, target=entry.target, peer=(entry.actor.peer or "")[:64] or None,
         changes=orjson.dumps(entry.changes).decode(), weakens=orjson.dumps(entry.weakens).decode()))
     return aid
+
+
+class AuditMixin(StoreCore):
+    """The ``Audit`` group."""
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """An entry for a change made outside the store's own methods (right after it)."""
+        def w(conn: sa.Connection) -> None:
+            record(conn, entry)
+
+        await self.write(w)
+
+    async def list_audit(self, client_id: str | None = None, *, since_us: int | None = None,
+                         until_us: int | None = None, before_id: str | None = None,
+                         limit: int = 50, action: str | None = None, actor: str | None = None,
+                         target: str | None = None) -> list[StoredAuditEntry]:
+        """Entries newest first (ids are time-ordered); ``client_id`` limits them to one client's;
+        ``action`` is a prefix (``source.`` or ``source.update``), ``actor`` and ``target`` exact."""
+        A = schema.audit_log
+
+        def q(conn: sa.Connection) -> list[StoredAuditEntry]:
+            stmt = sa.select(*(A.c[f] for f in StoredAuditEntry.__slots__))
+            if action:
+                pattern = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                stmt = stmt.where(A.c.action.like(pattern, escape="\\"))
+            if actor:
+                stmt = stmt.where(A.c.actor == actor)
+            if target:
+                stmt = stmt.where(A.c.target == target)
+            if client_id is not None:
+                stmt = stmt.where(A.c.client_id == client_id)
+            if since_us is not None:
+                stmt = stmt.where(A.c.at >= since_us)
+            if until_us is not None:
+                stmt = stmt.where(A.c.at < until_us)
+            if before_id:
+                stmt = stmt.where(A.c.id < before_id)
+            return [StoredAuditEntry(*r) for r in conn.execute(stmt.order_by(A.c.id.desc()).limit(limit))]
+
+        return await self.read(q)

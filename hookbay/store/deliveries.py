@@ -1,15 +1,15 @@
 """Deliveries in the store: rows created with the records, claimed with a lease, one attempt row
 per try, dead letters retried by id or by filter.
 
-A mixin of :class:`~hookbay.store.base.Store` so the store stays one interface; writes go through
-the same single writer (group commit) as everything else.
+A mixin of :class:`~hookbay.store.base.Store` (on :class:`~hookbay.store.core.StoreCore`) so the store
+stays one interface; writes go through the same single writer (group commit) as everything else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -18,11 +18,8 @@ from hookbay.errors import NotFound
 from hookbay.ids import now_us, ulid
 from hookbay.results import ProcessResult
 from hookbay.store import schema
+from hookbay.store.core import StoreCore
 
-if TYPE_CHECKING:
-    from hookbay.store.dialects import Dialect
-
-T = TypeVar("T")
 D, DA, REC, R = schema.deliveries, schema.delivery_attempts, schema.records, schema.requests
 TERMINAL = ("succeeded", "dead", "skipped")
 DEAD_LETTER = "dead"
@@ -152,15 +149,8 @@ def delivery_rows(results: Sequence[ProcessResult], now: int) -> list[dict[str, 
     ]
 
 
-class DeliveriesMixin:
-    dialect: Dialect
-    delivery_event: Any
-    read: Callable[..., Any]
-    write: Callable[..., Any]
-
-    @property
-    def is_postgres(self) -> bool:
-        raise NotImplementedError
+class DeliveriesMixin(StoreCore):
+    """The ``Deliveries`` group."""
 
     def insert_deliveries(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
         """Inside a write: a re-finished job (lease expired) or a replay never doubles a delivery."""

@@ -3,15 +3,18 @@
 :class:`StoreInterface` is all the groups together; :class:`~hookbay.store.base.Store` implements it
 (checked by mypy below and by ``tests/unit/test_store_interface.py``). Where each group's SQL lives:
 
-* ``Lifecycle`` (engines, migrations, the single writer): ``store/base.py``, ``store/writer.py``
+* ``Lifecycle`` (engines, migrations, the single writer): ``store/core.py``, ``store/writer.py``
   (group commit, ingest rows, the relay enqueue), ``store/dialects.py``.
-* ``RateLimits``: ``store/ratelimit.py``.
-* ``Sources``, ``Secrets``, ``Tokens``, ``Audit``, ``Meta``: ``store/base.py`` (an audit entry of
-  a change is written in the same transaction by ``store/audit.py``).
-* ``RequestLog``: ``store/base.py``, text search in ``store/search.py``.
-* ``JobQueue``: ``store/base.py``; a finished job's profile merges and orders in
+* ``RateLimits``: ``store/core.py`` and ``store/ratelimit.py``.
+* ``Sources``, ``Secrets``: ``store/source_store.py`` (an audit entry of a change is written in the
+  same transaction by ``store/audit.py``).
+* ``Tokens``: ``store/tokens.py``. ``Audit``: ``store/audit.py``. ``Meta``: ``store/meta.py``.
+* ``RequestLog``: ``store/request_log.py`` (``traffic`` in ``store/base.py``), its rows in
+  ``store/requests.py``, text search in ``store/search.py``.
+* ``JobQueue``: ``store/jobs.py``; a finished job's profile merges and orders in
   ``store/profiles.py`` and ``store/orders.py``, its set-at-a-time statements in ``store/bulk.py``.
-* ``Encryption``: ``store/base.py`` (the sealing itself is :mod:`hookbay.crypto`).
+* ``Encryption``: ``store/core.py`` (``reencrypt`` in ``store/base.py``; the sealing itself is
+  :mod:`hookbay.crypto`).
 * ``Profiles``: ``store/base.py`` and ``store/profiles.py``.
 * ``Deliveries``: ``store/deliveries.py``.
 
@@ -33,12 +36,13 @@ import sqlalchemy as sa
 
 from hookbay.audit import AuditEntry
 from hookbay.results import ProcessResult
-from hookbay.store.audit import StoredAuditEntry, StoredToken
-from hookbay.store.base import ClaimedJob, RequestFilter
+from hookbay.store.audit import StoredAuditEntry
 from hookbay.store.deliveries import AttemptResult, ClaimedDelivery, Delivery, DeliveryContext, DeliveryFilter
 from hookbay.store.dialects import Dialect
+from hookbay.store.jobs import ClaimedJob
 from hookbay.store.profile_rows import StoredProfile, StoredProfileDetail
 from hookbay.store.ratelimit import Lease
+from hookbay.store.request_log import RequestFilter
 from hookbay.store.requests import (
     RequestRow,
     StoredRecord,
@@ -47,6 +51,7 @@ from hookbay.store.requests import (
     TrafficBucket,
 )
 from hookbay.store.source_rows import StoredSource
+from hookbay.store.tokens import StoredToken
 from hookbay.store.writer import Writer
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from hookbay.errors import Conflict, NotFound
 from hookbay.ids import now_us, ulid
 from hookbay.store import schema
 from hookbay.store.audit import record
-from hookbay.store.base import hash_secret
+from hookbay.store.core import hash_secret
 from hookbay.store.interface import StoreInterface
 
 M, R, RT, S = schema.relay_messages, schema.requests, schema.relay_tokens, schema.sources
