@@ -80,6 +80,8 @@ MODULES = [
     Module("store-profiles", "hookbay/store/profiles.py",
            ["tests/integration/test_profile_store_stateful.py", "tests/integration/test_profile_store_pg.py"],
            pytest_args=NO_PG),
+    Module("store-merges", "hookbay/store/merges.py", ["tests/integration/test_profile_store_stateful.py"],
+           pytest_args=NO_PG),
     # The SQLite paths (commit, synchronous level, batching, idempotency, ingest lanes, settling the
     # callers, write deadlines) and, in test_writer_pg.py on one PostgreSQL database per run (its
     # tests are not parametrized, so NO_PG keeps them), the relaxed commit and the owed NOTIFY.

@@ -8,7 +8,8 @@ from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import source_id_for, time_window
 from hookbay.orders import MONEY_FIELDS, format_minor
 from hookbay.store import StoreInterface
-from hookbay.store.orders import OrderStore, PurchaseFacts, StoredOrder
+from hookbay.store.order_rows import PurchaseFacts, StoredOrder
+from hookbay.store.orders import OrderStore
 from hookbay.views import iso
 
 

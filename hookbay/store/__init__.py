@@ -5,9 +5,8 @@ from hookbay.settings import Settings
 from hookbay.store.base import Store
 from hookbay.store.core import hash_secret, wait_for_wakeup
 from hookbay.store.interface import StoreInterface
-from hookbay.store.jobs import ClaimedJob
 from hookbay.store.request_log import RequestFilter
-from hookbay.store.requests import TrafficBucket
+from hookbay.store.requests import ClaimedJob, TrafficBucket
 from hookbay.store.source_rows import StoredSource
 
 __all__ = ["ClaimedJob", "RequestFilter", "Store", "StoreInterface", "StoredSource", "TrafficBucket", "hash_secret",

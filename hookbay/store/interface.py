@@ -1,7 +1,7 @@
 """Every operation of the store, grouped by the tables it touches: what the layers above type against.
 
 :class:`StoreInterface` is all the groups together; :class:`~hookbay.store.base.Store` implements it
-(checked by mypy below and by ``tests/unit/test_store_interface.py``). Where each group's SQL lives:
+(checked by mypy in ``store/base.py`` and by ``tests/unit/test_store_interface.py``). Where each group's SQL lives:
 
 * ``Lifecycle`` (engines, migrations, the single writer): ``store/core.py``, ``store/writer.py``
   (group commit, ingest rows, the relay enqueue), ``store/dialects.py``.
@@ -9,13 +9,14 @@
 * ``Sources``, ``Secrets``: ``store/source_store.py`` (an audit entry of a change is written in the
   same transaction by ``store/audit.py``).
 * ``Tokens``: ``store/tokens.py``. ``Audit``: ``store/audit.py``. ``Meta``: ``store/meta.py``.
-* ``RequestLog``: ``store/request_log.py`` (``traffic`` in ``store/base.py``), its rows in
-  ``store/requests.py``, text search in ``store/search.py``.
+* ``RequestLog``: ``store/request_log.py``, its rows in ``store/requests.py``, text search in
+  ``store/search.py``.
 * ``JobQueue``: ``store/jobs.py``; a finished job's profile merges and orders in
   ``store/profiles.py`` and ``store/orders.py``, its set-at-a-time statements in ``store/bulk.py``.
-* ``Encryption``: ``store/core.py`` (``reencrypt`` in ``store/base.py``; the sealing itself is
-  :mod:`hookbay.crypto`).
-* ``Profiles``: ``store/base.py`` and ``store/profiles.py``.
+* ``Encryption``: ``store/core.py``, key rotation in ``store/encryption.py`` (the sealing itself
+  is :mod:`hookbay.crypto`).
+* ``Profiles``: reads and erasure in ``store/profile_store.py``, applying contacts in
+  ``store/profiles.py``, the merge trail in ``store/merges.py``.
 * ``Deliveries``: ``store/deliveries.py``.
 
 Some tables have a helper class of their own that wraps a store (constructed with one) instead of
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -39,11 +40,11 @@ from hookbay.results import ProcessResult
 from hookbay.store.audit import StoredAuditEntry
 from hookbay.store.deliveries import AttemptResult, ClaimedDelivery, Delivery, DeliveryContext, DeliveryFilter
 from hookbay.store.dialects import Dialect
-from hookbay.store.jobs import ClaimedJob
 from hookbay.store.profile_rows import StoredProfile, StoredProfileDetail
 from hookbay.store.ratelimit import Lease
 from hookbay.store.request_log import RequestFilter
 from hookbay.store.requests import (
+    ClaimedJob,
     RequestRow,
     StoredRecord,
     StoredRequest,
@@ -53,9 +54,6 @@ from hookbay.store.requests import (
 from hookbay.store.source_rows import StoredSource
 from hookbay.store.tokens import StoredToken
 from hookbay.store.writer import Writer
-
-if TYPE_CHECKING:
-    from hookbay.store.base import Store
 
 T = TypeVar("T")
 
@@ -353,8 +351,3 @@ class StoreInterface(Lifecycle, RateLimits, Sources, Secrets, RequestLog, JobQue
 
 GROUPS: tuple[type, ...] = (Lifecycle, RateLimits, Sources, Secrets, RequestLog, JobQueue, Encryption, Profiles,
                             Deliveries, Tokens, Audit, Meta)
-
-if TYPE_CHECKING:
-    def _implements(s: Store) -> StoreInterface:
-        """mypy fails here when Store and the interface drift apart."""
-        return s

@@ -4,7 +4,6 @@ heartbeat, finished atomically with their records, profiles, orders and deliveri
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import orjson
 import sqlalchemy as sa
@@ -15,15 +14,9 @@ from hookbay.store import bulk, schema
 from hookbay.store import orders as order_store
 from hookbay.store import profiles as profile_store
 from hookbay.store.deliveries import DeliveriesMixin, delivery_rows
+from hookbay.store.requests import ClaimedJob
 
 R, J, REC = schema.requests, schema.jobs, schema.records
-
-
-@dataclass(slots=True)
-class ClaimedJob:
-    job_id: int
-    request_id: str
-    attempts: int
 
 
 class JobQueueMixin(DeliveriesMixin):

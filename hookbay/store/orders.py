@@ -7,7 +7,6 @@ The rules (money, times, which event is newer, which statuses count) are :mod:`h
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -17,6 +16,8 @@ from hookbay.orders import NOT_PURCHASED, Version
 from hookbay.results import ProcessResult
 from hookbay.store import bulk, schema
 from hookbay.store.errors import ConcurrentChange
+from hookbay.store.merges import resolve_profile_id
+from hookbay.store.order_rows import CurrencyTotal, PurchaseFacts, StoredOrder, StoredOrderLine
 
 if TYPE_CHECKING:
     from hookbay.store.interface import StoreInterface
@@ -25,57 +26,6 @@ ORD, OL, PP = schema.orders, schema.order_lines, schema.profile_purchases
 
 ORDER_COLUMNS = ("status", "currency", "total_minor", "subtotal_minor", "tax_minor", "shipping_minor",
                  "discount_minor")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredOrderLine:
-    idx: int
-    sku: str | None
-    name: str | None
-    quantity: int
-    unit_price_minor: int | None
-    total_minor: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredOrder:
-    """An ``orders`` row (amounts in minor units of ``currency``) with its lines in order."""
-
-    id: str
-    client_id: str
-    source_id: str
-    external_id: str
-    profile_id: str | None
-    status: str | None
-    currency: str
-    total_minor: int
-    subtotal_minor: int | None
-    tax_minor: int | None
-    shipping_minor: int | None
-    discount_minor: int | None
-    placed_at: int
-    event_at: int
-    request_id: str
-    created_at: int
-    updated_at: int
-    lines: tuple[StoredOrderLine, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CurrencyTotal:
-    currency: str
-    total_minor: int
-    order_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class PurchaseFacts:
-    """What a profile bought, kept current as orders arrive (``profile_purchases``): totals per currency."""
-
-    order_count: int
-    totals: tuple[CurrencyTotal, ...]
-    first_order_at: int | None
-    last_order_at: int | None
 
 
 _ORDER_FIELDS = tuple(f for f in StoredOrder.__slots__ if f != "lines")
@@ -232,8 +182,6 @@ class OrderStore:
         def q(conn: sa.Connection) -> list[StoredOrder]:
             pid = None
             if profile_id is not None:
-                from hookbay.store.profiles import resolve_profile_id
-
                 pid = resolve_profile_id(conn, profile_id)
             return list_orders(conn, client_id=client_id, profile_id=pid, source_id=source_id, since_us=since_us,
                                limit=limit)

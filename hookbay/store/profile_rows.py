@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hookbay.store.orders import PurchaseFacts, StoredOrder
+from hookbay.store.order_rows import PurchaseFacts, StoredOrder
 
 
 @dataclass(frozen=True, slots=True)

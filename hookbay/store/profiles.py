@@ -22,9 +22,6 @@ from hookbay.store.errors import ConcurrentChange
 P, PK, CE, PM, REC = (schema.profiles, schema.profile_keys, schema.consent_events, schema.profile_merges,
                       schema.records)
 
-MAX_MERGE_HOPS = 64
-
-
 @dataclass(slots=True)
 class _Profile:
     id: str
@@ -225,32 +222,3 @@ def _move_profile(conn: sa.Connection, merged: str, survivor: str) -> None:
     conn.execute(CE.update().where(CE.c.profile_id == merged).values(profile_id=survivor))
     order_store.move_orders(conn, merged, survivor)
     conn.execute(P.delete().where(P.c.id == merged))
-
-
-def resolve_profile_id(conn: sa.Connection, profile_id: str) -> str:
-    """The id a profile lives under now: itself, or the survivor its merges lead to."""
-    for _ in range(MAX_MERGE_HOPS):
-        nxt = conn.execute(sa.select(PM.c.survivor_id).where(PM.c.merged_id == profile_id)).scalar()
-        if nxt is None:
-            return profile_id
-        profile_id = nxt
-    return profile_id
-
-
-def merged_from(conn: sa.Connection, profile_id: str) -> list[str]:
-    """Every id merged (directly or through other merges) into this profile, oldest merge first."""
-    out: list[tuple[int, str]] = []
-    frontier = [profile_id]
-    while frontier and len(out) < 10_000:
-        rows = conn.execute(sa.select(PM.c.merged_id, PM.c.merged_at).where(PM.c.survivor_id.in_(frontier))).all()
-        frontier = [r[0] for r in rows]
-        out.extend((r[1], r[0]) for r in rows)
-    return [m for _, m in sorted(out)]
-
-
-def forget_merges(conn: sa.Connection, profile_id: str) -> int:
-    """Erasure: drop the merge trail that leads to an erased profile."""
-    ids = merged_from(conn, profile_id)
-    if not ids:
-        return 0
-    return conn.execute(PM.delete().where(PM.c.merged_id.in_(ids))).rowcount

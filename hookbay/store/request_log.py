@@ -14,7 +14,13 @@ from hookbay.errors import EncryptionKeyMissing, NotFound
 from hookbay.ids import now_us, request_id_floor, request_id_ms
 from hookbay.store import bulk, schema, search
 from hookbay.store.core import StoreCore
-from hookbay.store.requests import SUMMARY_FIELDS, StoredRecord, StoredRequest, StoredRequestSummary
+from hookbay.store.requests import (
+    SUMMARY_FIELDS,
+    StoredRecord,
+    StoredRequest,
+    StoredRequestSummary,
+    TrafficBucket,
+)
 
 R, REC = schema.requests, schema.records
 
@@ -176,6 +182,23 @@ class RequestLogMixin(StoreCore):
 
             total += await self.write(forget)
         return total
+
+    async def traffic(self, client_id: str | None, since_us: int, bucket_us: int) -> list[TrafficBucket]:
+        """Request counts per time bucket since ``since_us``, by verdict, state and rejecting rule:
+        what the console's traffic and failure charts draw. ``bucket`` is the bucket's index
+        counted from ``since_us``; one range scan of ``ix_requests_received_at``."""
+
+        def q(conn: sa.Connection) -> list[TrafficBucket]:
+            bucket = ((R.c.received_at - since_us) // bucket_us).label("bucket")
+            stmt = (sa.select(bucket, R.c.verdict, R.c.state, R.c.rule, sa.func.count().label("n"))
+                    .where(R.c.received_at >= since_us)
+                    .group_by(bucket, R.c.verdict, R.c.state, R.c.rule))
+            if client_id is not None:
+                stmt = stmt.where(R.c.client_id == client_id)
+            return [TrafficBucket(bucket=int(r.bucket), verdict=r.verdict, state=r.state, rule=r.rule,
+                                  n=int(r.n)) for r in conn.execute(stmt)]
+
+        return await self.read(q)
 
 
 def _waiting_for_relay_agent() -> sa.Exists:

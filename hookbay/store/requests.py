@@ -115,3 +115,12 @@ class TrafficBucket:
     state: str
     rule: str | None
     n: int
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    """A job the worker holds the lease on: which request to process, and how often it was tried."""
+
+    job_id: int
+    request_id: str
+    attempts: int

@@ -32,7 +32,7 @@ from hypothesis.stateful import (
 )
 
 from hookbay.profiles import identity_keys
-from hookbay.store import Store, schema
+from hookbay.store import Store, merges, schema
 from hookbay.store import profiles as ps
 from hookbay.store.errors import ConcurrentChange
 
@@ -177,12 +177,12 @@ def machine(path: Path) -> type[RuleBasedStateMachine]:
             into = {g.dbid for g in self.gone.values()}
             p = data.draw(st.sampled_from([p for p in self.live if p.dbid in into]))
             with self.engine.begin() as conn:
-                trail = set(ps.merged_from(conn, p.dbid))
+                trail = set(merges.merged_from(conn, p.dbid))
                 assert {m for m, g in self.gone.items() if g is p} <= trail
-                assert ps.forget_merges(conn, p.dbid) == len(trail)
-                assert ps.merged_from(conn, p.dbid) == []
+                assert merges.forget_merges(conn, p.dbid) == len(trail)
+                assert merges.merged_from(conn, p.dbid) == []
                 for m in trail:
-                    assert ps.resolve_profile_id(conn, m) == m
+                    assert merges.resolve_profile_id(conn, m) == m
             self.merges -= len(trail)
             self.gone = {m: g for m, g in self.gone.items() if g is not p}
 
@@ -200,8 +200,8 @@ def machine(path: Path) -> type[RuleBasedStateMachine]:
                     records.setdefault(pid, set()).add(f"{rid}/{idx}")
                 assert conn.execute(sa.text("SELECT count(*) FROM profile_merges")).scalar() == self.merges
                 for merged, into in self.gone.items():
-                    assert ps.resolve_profile_id(conn, merged) == into.dbid
-                    assert merged in ps.merged_from(conn, into.dbid)
+                    assert merges.resolve_profile_id(conn, merged) == into.dbid
+                    assert merged in merges.merged_from(conn, into.dbid)
             assert set(rows) == {p.dbid for p in self.live}
             for p in self.live:
                 assert p.dbid is not None
@@ -282,8 +282,8 @@ def test_merges_keep_other_profiles_events_and_the_trail_lists_every_merge_oldes
                 # B's copy of r1 goes when B merges into A (A's is older); C keeps its own until it merges
                 assert held == ([a, b, c] if at == 10 else [a, c] if at in (20, 30) else [a])
         with engine.begin() as conn:
-            assert ps.merged_from(conn, a) == [d, b, f, c]  # f through c
-            assert ps.forget_merges(conn, a) == 4 and ps.forget_merges(conn, a) == 0
+            assert merges.merged_from(conn, a) == [d, b, f, c]  # f through c
+            assert merges.forget_merges(conn, a) == 4 and merges.forget_merges(conn, a) == 0
             # a profile new in this batch and a stored one merge: the stored one is older
             assert ps.apply_contacts(conn, [_contact(50, "r50", phone="+444"),
                                             _contact(51, "r51", phone="+444", email="a@x.io")], 5_000_000) == [a, a]

@@ -17,7 +17,7 @@ from hookbay.profiles import (
     lookup_phone,
     merge_profile_fields,
 )
-from hookbay.store.orders import CurrencyTotal, PurchaseFacts, StoredOrder, StoredOrderLine
+from hookbay.store.order_rows import CurrencyTotal, PurchaseFacts, StoredOrder, StoredOrderLine
 from hookbay.store.profile_rows import StoredConsentEvent, StoredProfileDetail
 from hookbay.views import iso
 
