@@ -149,10 +149,11 @@ class SourceConfig(BaseModel):
         if self.parser == "mapping":
             if self.mapping is None:
                 raise ValueError("parser 'mapping' needs a mapping document")
-            from hookbay.parsers.mapping import Mapping, MappingError
+            from hookbay.parsers import compile
+            from hookbay.parsers.mapping import MappingError
 
             try:
-                Mapping.from_dict(self.mapping)
+                compile.from_dict(self.mapping)
             except MappingError as e:
                 raise ValueError(f"invalid mapping: {e}") from None
         return self

@@ -183,10 +183,11 @@ def _required_headers(items: list[str]) -> dict[str, str]:
 
 
 def _load_mapping(path: Path) -> dict[str, Any]:
-    from hookbay.parsers.mapping import Mapping, MappingError
+    from hookbay.parsers import compile
+    from hookbay.parsers.mapping import MappingError
 
     try:
-        return Mapping.parse_text(path.read_text()).to_dict()
+        return compile.parse_text(path.read_text()).to_dict()
     except (OSError, MappingError) as e:
         typer.echo(f"error: {path}: {e}", err=True)
         raise typer.Exit(2) from None

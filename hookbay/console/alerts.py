@@ -4,16 +4,12 @@ themselves (what they watch and where they send, never a channel's secret), thro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hookbay.console.base import Console, Ctx
 from hookbay.ops import alert_rules
 from hookbay.ops import sources as source_ops
-
-if TYPE_CHECKING:
-    from hookbay.console.app import Console, Ctx
 
 STATES = ("open", "resolved")
 PARAMS = ("minutes", "threshold", "count", "min_requests", "seconds", "repeat_minutes")

@@ -4,17 +4,14 @@ time (:mod:`hookbay.ops.audit`). A client token sees only its own client's entri
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hookbay.console.base import Console, Ctx
 from hookbay.console.requests import RANGES, _cursor
 from hookbay.ops import audit as audit_ops
-
-if TYPE_CHECKING:
-    from hookbay.console.app import Console, Ctx
 
 FIELDS = ("action", "actor", "target", "client", "range")
 PAGE = 50

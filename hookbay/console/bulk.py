@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -19,15 +18,13 @@ from starlette.responses import Response
 
 from hookbay.console import deliveries as delivery_query
 from hookbay.console import requests as request_query
+from hookbay.console.base import DELIVERY_STATES, STATES, VERDICTS, Console, Ctx
 from hookbay.ids import now_us
 from hookbay.ops import bulk
 from hookbay.ops.bulk import DeliveryFilter
 from hookbay.ops.requests import source_id_for
 from hookbay.store import RequestFilter
 from hookbay.views import parse_time
-
-if TYPE_CHECKING:
-    from hookbay.console.app import Console, Ctx
 
 TOTALS = ("handled", "changed", "skipped", "failed")
 TITLES = {"replay": "Replay every matching request", "redeliver": "Re-run the actions of every matching request",
@@ -55,8 +52,6 @@ def _pin_requests(flt: RequestFilter, chosen: dict[str, str], at: int) -> Reques
 
 
 async def _requests(console: Console, q: Mapping[str, str], ctx: Ctx) -> tuple[str, RequestFilter, dict[str, str]]:
-    from hookbay.console.app import STATES, VERDICTS
-
     action = q.get("action", "")
     source_id = await source_id_for(console.store, ctx.client, q.get("source"))
     query = request_query.parse(q, ctx.client, VERDICTS, STATES, source_id)
@@ -64,8 +59,6 @@ async def _requests(console: Console, q: Mapping[str, str], ctx: Ctx) -> tuple[s
 
 
 async def _deliveries(console: Console, q: Mapping[str, str], ctx: Ctx) -> tuple[DeliveryFilter, dict[str, str]]:
-    from hookbay.console.app import DELIVERY_STATES
-
     source_id = await source_id_for(console.store, ctx.client, q.get("source"))
     chosen = delivery_query.parse(q, DELIVERY_STATES, source_id)
     at = _at(q)

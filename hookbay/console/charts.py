@@ -1,7 +1,8 @@
 """Traffic and failure charts, drawn as inline SVG on the server (no chart library, no script).
 
 :func:`hourly` turns the store's per-bucket counts into bars with their geometry already
-computed; the template only writes the rectangles out (Jinja2 escapes every label). Colours come
+computed; the template only writes the rectangles out (Jinja2 escapes every label); :func:`page`
+is the Charts page. Colours come
 from classes in the console's stylesheet: the CSP forbids inline styles.
 """
 
@@ -11,7 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hookbay.console.base import Console, Ctx, when
+from hookbay.ids import now_us
+from hookbay.ops import traffic as traffic_ops
 from hookbay.store import TrafficBucket
+from hookbay.views import iso
 
 HOUR_US = 3_600_000_000
 WIDTH, HEIGHT = 760, 220
@@ -127,3 +135,10 @@ def hourly(rows: list[TrafficBucket], start_us: int, hours: int = 24) -> dict[st
                             failures, start_us),
         "rules": sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])),
     }
+
+
+async def page(console: Console, request: Request, ctx: Ctx) -> Response:
+    """The last days' traffic and failures, hour by hour."""
+    start = window(now_us())
+    rows = await traffic_ops.traffic(console.store, ctx.principal, start, HOUR_US)
+    return console.render(ctx, "charts.html", generated=when(iso(now_us())), **hourly(rows, start))

@@ -4,7 +4,7 @@ the requests that failed. Everything goes through :mod:`hookbay.ops.mappings`.""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from pydantic import ValidationError
@@ -12,12 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from hookbay.console.base import Console, Ctx
 from hookbay.errors import HookbayError
 from hookbay.ops import mappings as mapping_ops
 from hookbay.ops import sources as source_ops
-
-if TYPE_CHECKING:
-    from hookbay.console.app import Console, Ctx
 
 STARTER = """version: 1
 target: contact
@@ -86,7 +84,7 @@ async def replay_failed(console: Console, request: Request, ctx: Ctx) -> Respons
 
 
 def routes(console: Console) -> list[Route]:
-    r = console._route
+    r = console.route
     return [
         Route("/ui/sources/{source_id}/mapping", r(lambda rq, c: page(console, rq, c)), methods=["GET"]),
         Route("/ui/sources/{source_id}/mapping", r(lambda rq, c: submit(console, rq, c)), methods=["POST"]),

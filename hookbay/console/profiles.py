@@ -4,19 +4,16 @@ JSON download and erasure after a confirmation that says what goes (:mod:`hookba
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hookbay.console.base import Console, Ctx
 from hookbay.console.requests import _cursor
 from hookbay.ops import profiles as profile_ops
 from hookbay.ops import sources as source_ops
-
-if TYPE_CHECKING:
-    from hookbay.console.app import Console, Ctx
 
 PAGE = 50
 MAX_QUERY = 320

@@ -4,16 +4,14 @@ once confirmed; Resend sends the stored request to a URL typed in (:mod:`hookbay
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from hookbay.console.base import Console, Ctx
 from hookbay.ops import rerun
-
-if TYPE_CHECKING:
-    from hookbay.console.app import Console, Ctx
 
 
 def diff_lines(diff: str) -> list[dict[str, str]]:

@@ -1,5 +1,6 @@
-"""The source settings editor and the delete confirmation, through the same operations as the
-admin API (:mod:`hookbay.ops.sources`).
+"""The source pages: the list with its "new source" form, a source's page (name, enabled, signing
+secret, API key), the settings editor and the delete confirmation, through the same operations as
+the admin API (:mod:`hookbay.ops.sources`).
 
 The settings form shows every setting, but sends on only what the user changed: each field's text
 as the page showed it travels in a hidden ``base``, and the fields that differ from it become a
@@ -12,7 +13,7 @@ the audit log records it as a weakening.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, get_args
 from urllib.parse import quote
 
 import orjson
@@ -24,14 +25,19 @@ from starlette.routing import Route
 
 from hookbay.actions.registry import ACTION_TYPES
 from hookbay.changes import merge_patch, weakenings
+from hookbay.console.base import NOTICES, Console, Ctx, pretty, validation_message
 from hookbay.errors import HookbayError
-from hookbay.models import Format, Method, Parser, SourceConfig
+from hookbay.models import Format, Method, Parser, RotateIn, SourceConfig, SourceCreate, SourceUpdate
 from hookbay.ops import sources as source_ops
 from hookbay.signatures.registry import REGISTRY as SIGNATURE_SCHEMES
+from hookbay.store import RequestFilter
 
-if TYPE_CHECKING:
-    from hookbay.console.app import Console, Ctx
-
+# the list page's "new source" form
+FORMATS = get_args(Format)
+PARSERS = tuple(p for p in get_args(Parser) if p != "mapping")  # a mapping needs more than a form
+SCHEMES = tuple(n for n, s in SIGNATURE_SCHEMES.items() if not s.configurable)  # a form gives only name and secret
+GRACE = ((0, "retire the old secrets now"), (3600, "keep old secrets 1 hour"),
+         (86400, "keep old secrets 24 hours"), (7 * 86400, "keep old secrets 7 days"))
 SIG_PARTS = ("header", "algorithm", "encoding", "prefix", "tolerance_s")
 
 
@@ -262,7 +268,7 @@ def hookbay_errors(e: HookbayError) -> dict[str, str]:
     return out
 
 
-# --- pages --------------------------------------------------------------------------------------
+# --- pages: the list, a new source, its page and the quick changes there; the settings editor ---
 
 
 async def settings_page(console: Console, request: Request, ctx: Ctx, *, status: int = 200,
@@ -352,9 +358,111 @@ async def delete(console: Console, request: Request, ctx: Ctx) -> Response:
     return RedirectResponse("/ui/sources?notice=deleted", status_code=303)
 
 
+async def sources(console: Console, request: Request, ctx: Ctx, *, status: int = 200, error: str | None = None,
+                  values: dict[str, str] | None = None) -> Response:
+    items = await source_ops.list_sources(console.store, console.settings.base_url, ctx.principal)
+    return console.render(ctx, "sources.html", status=status, items=items, formats=FORMATS, parsers=PARSERS,
+                          schemes=SCHEMES, form_error=error, values=values or {}, canonical="/ui/sources",
+                          notice=NOTICES.get(request.query_params.get("notice", "")))
+
+
+async def create_source(console: Console, request: Request, ctx: Ctx) -> Response:
+    form = await console.form(request, ctx)
+    client = ctx.principal.client_id or form.get("client_id", "").strip()
+    body: dict[str, Any] = {"name": form.get("name", "").strip(), "client_id": client,
+                            "api_key": form.get("api_key") == "on",
+                            "config": {"format": form.get("format") or "auto",
+                                       "parser": form.get("parser") or "generic"}}
+    if form.get("signature"):
+        body["config"]["signature"] = {"scheme": form["signature"]}
+        if form.get("secret", "").strip():
+            body["secret"] = form["secret"].strip()
+    try:
+        out = await source_ops.create_source(console.store, console.cache, console.settings.base_url, ctx.principal,
+                                             SourceCreate.model_validate(body), settings=console.settings)
+    except ValidationError as e:
+        return await sources(console, request, ctx, status=400, error=validation_message(e), values=form)
+    except HookbayError as e:
+        if e.status == 404:
+            raise
+        return await sources(console, request, ctx, status=e.status, error=e.message, values=form)
+    return await _source(console, ctx, out.id, created=True, shown_api_key=out.api_key, shown_secret=out.secret)
+
+
+async def _source(console: Console, ctx: Ctx, source_id: str, *, status: int = 200, **extra: Any) -> Response:
+    src = await source_ops.get_source(console.store, console.settings.base_url, ctx.principal, source_id)
+    recent = await console.tail_items(RequestFilter(source_id=src.id, client_id=ctx.client, limit=10), ctx)
+    values = {"created": False, "shown_api_key": None, "shown_secret": None, "form_error": None, **extra}
+    return console.render(ctx, "source.html", status=status, src=src, recent=recent, grace=GRACE,
+                          canonical=f"/ui/sources/{quote(src.id)}",
+                          config_json=pretty(src.config.model_dump(exclude_defaults=True)), **values)
+
+
+async def source_page(console: Console, request: Request, ctx: Ctx) -> Response:
+    return await _source(console, ctx, request.path_params["source_id"],
+                                 notice=NOTICES.get(request.query_params.get("notice", "")))
+
+
+async def edit_source(console: Console, request: Request, ctx: Ctx) -> Response:
+    form = await console.form(request, ctx)
+    sid = request.path_params["source_id"]
+    try:
+        body = SourceUpdate.model_validate({"name": form.get("name", "").strip(),
+                                            "enabled": form.get("enabled") == "true"})
+        await source_ops.update_source(console.store, console.cache, console.settings.base_url, ctx.principal, sid,
+                                       body, settings=console.settings)
+    except ValidationError as e:
+        return await _source(console, ctx, sid, status=400, form_error=validation_message(e))
+    except HookbayError as e:
+        if e.status == 404:
+            raise
+        return await _source(console, ctx, sid, status=e.status, form_error=e.message)
+    return RedirectResponse(f"/ui/sources/{quote(sid)}?notice=saved", status_code=303)
+
+
+async def rotate_secret(console: Console, request: Request, ctx: Ctx) -> Response:
+    """A new signing secret (the provider's, or generated and shown once); the old ones stay
+    valid for the chosen grace period."""
+    form = await console.form(request, ctx)
+    sid = request.path_params["source_id"]
+    try:
+        grace = int(form.get("grace_seconds") or 86400)
+        body = RotateIn(secret=form.get("secret", "").strip() or None, grace_seconds=grace)
+        out = await source_ops.rotate_secret(console.store, console.cache, console.settings.base_url, ctx.principal,
+                                             sid, secret=body.secret, grace_seconds=body.grace_seconds)
+    except (ValueError, ValidationError) as e:
+        msg = validation_message(e) if isinstance(e, ValidationError) else "Invalid grace period"
+        return await _source(console, ctx, sid, status=400, form_error=msg)
+    except HookbayError as e:
+        if e.status == 404:
+            raise
+        return await _source(console, ctx, sid, status=e.status, form_error=e.message)
+    return await _source(console, ctx, sid, shown_secret=out.secret,
+                                 notice="New signing secret added." if not out.secret else None)
+
+
+async def api_key(console: Console, request: Request, ctx: Ctx) -> Response:
+    """Issue a new API key (shown once; the old one stops working now) or drop the requirement."""
+    form = await console.form(request, ctx)
+    sid = request.path_params["source_id"]
+    remove = form.get("action") == "remove"
+    out = await source_ops.update_source(console.store, console.cache, console.settings.base_url, ctx.principal, sid,
+                                         SourceUpdate(rotate_api_key=not remove, remove_api_key=remove),
+                                         settings=console.settings)
+    if remove:
+        return RedirectResponse(f"/ui/sources/{quote(sid)}?notice=api-key-removed", status_code=303)
+    return await _source(console, ctx, sid, shown_api_key=out.api_key)
+
+
 def routes(console: Console) -> list[Route]:
-    r = console._route
+    r = console.route
     return [
+        Route("/ui/sources", r(lambda rq, c: sources(console, rq, c)), methods=["GET"]),
+        Route("/ui/sources", r(lambda rq, c: create_source(console, rq, c)), methods=["POST"]),
+        Route("/ui/sources/{source_id}", r(lambda rq, c: source_page(console, rq, c)), methods=["GET"]),
+        Route("/ui/sources/{source_id}", r(lambda rq, c: edit_source(console, rq, c)), methods=["POST"]),
+        Route("/ui/sources/{source_id}/rotate", r(lambda rq, c: rotate_secret(console, rq, c)), methods=["POST"]),
+        Route("/ui/sources/{source_id}/api-key", r(lambda rq, c: api_key(console, rq, c)), methods=["POST"]),
         Route("/ui/sources/{source_id}/settings", r(lambda rq, c: settings_page(console, rq, c)), methods=["GET"]),
         Route("/ui/sources/{source_id}/settings", r(lambda rq, c: save_settings(console, rq, c)), methods=["POST"]),
         Route("/ui/sources/{source_id}/delete", r(lambda rq, c: confirm_delete(console, rq, c)), methods=["GET"]),

@@ -4,20 +4,18 @@ and revoked, through the same operations as the admin API (:mod:`hookbay.ops.tok
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from hookbay.console.base import Console, Ctx
 from hookbay.errors import Forbidden
 from hookbay.ops import relay as relay_ops
 from hookbay.ops import sources as source_ops
 from hookbay.ops import tokens as token_ops
 from hookbay.ops.tokens import TokenCreate
-
-if TYPE_CHECKING:
-    from hookbay.console.app import Console, Ctx
 
 
 def _admin(ctx: Ctx) -> None:

@@ -19,7 +19,8 @@ from hookbay.models import SourceConfig, SourceOut
 from hookbay.ops import sources as source_ops
 from hookbay.ops.access import Principal, scope_client
 from hookbay.ops.requests import ReplayIn, replay_requests
-from hookbay.parsers.mapping import Mapping, MappingError
+from hookbay.parsers import compile
+from hookbay.parsers.mapping import MappingError
 from hookbay.processing.replay import OffLoop
 from hookbay.processing.worker import internal_error_message, process_request
 from hookbay.results import ProcessResult
@@ -48,7 +49,7 @@ def parse_draft(text: str) -> dict[str, Any]:
         raise DraftError("A mapping is a YAML object (version, target, fields, ...)",
                          detail=[{"path": "$", "message": "expected an object"}])
     try:
-        Mapping.from_dict(doc)
+        compile.from_dict(doc)
     except MappingError as e:
         raise DraftError(f"Invalid mapping: {e}", detail=e.problems) from None
     return doc

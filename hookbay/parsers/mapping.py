@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import jmespath
 import orjson
@@ -38,6 +38,7 @@ from pydantic import (
 from hookbay.parsers.generic import ParseResult, format_path, json_kind
 
 Entry = dict[str, Any]
+_Model = TypeVar("_Model", bound=BaseModel)
 
 TARGETS = ("contact", "record")
 ROOT_PREFIX = "$."
@@ -499,7 +500,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _load_text(text: str) -> Any:
+def load_text(text: str) -> Any:
     if len(text) > MAX_MAPPING_CHARS:
         raise MappingError(f"mapping is larger than {MAX_MAPPING_CHARS} characters")
     if not text.strip():
@@ -555,14 +556,26 @@ def _entry(name: str, code: str, message: str, document: int) -> Entry:
     return {"path": format_path(("fields", name)), "code": code, "message": message, "document": document}
 
 
+def validate(model: type[_Model], data: Any) -> _Model:
+    """``model`` validated from a mapping document, its problems as a ``MappingError``; shared with
+    :mod:`hookbay.parsers.outputs` so both kinds of document fail the same way."""
+    _check_size(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise _from_validation_error(e) from None
+    except RecursionError:
+        raise MappingError("mapping is nested too deeply") from None
+
+
 class Mapping:
-    """A validated, compiled mapping. Build with ``parse_text`` or ``from_dict``; apply to decoded trees."""
+    """A validated, compiled single-target mapping; apply to decoded trees. A document that may also
+    be a mapping with several outputs is read with :mod:`hookbay.parsers.compile`."""
 
-    __slots__ = ("_spec", "_outputs")
+    __slots__ = ("_spec",)
 
-    def __init__(self, spec: MappingSpec, outputs: Any = None) -> None:
+    def __init__(self, spec: MappingSpec) -> None:
         self._spec = spec
-        self._outputs = outputs  # an ``outputs.OutputsSpec`` for mappings with several outputs
 
     @classmethod
     def from_dict(cls, data: Any) -> Mapping:
@@ -570,24 +583,12 @@ class Mapping:
             raise MappingError(
                 f"a mapping is an object with {', '.join(_TOP_KEYS)}; got {_kind(data)}",
             )
-        _check_size(data)
-        try:
-            if "outputs" in data:
-                from hookbay.parsers.outputs import OutputsSpec
-
-                spec = OutputsSpec.model_validate(data)
-                return cls(MappingSpec.model_construct(version=spec.version, target="record", each=None,
-                                                       fields={}), spec)
-            return cls(MappingSpec.model_validate(data))
-        except ValidationError as e:
-            raise _from_validation_error(e) from None
-        except RecursionError:
-            raise MappingError("mapping is nested too deeply") from None
+        return cls(validate(MappingSpec, data))
 
     @classmethod
     def parse_text(cls, text: str) -> Mapping:
         """YAML or JSON text (JSON is tried first when the text starts with ``{``)."""
-        return cls.from_dict(_load_text(text))
+        return cls.from_dict(load_text(text))
 
     @property
     def version(self) -> int:
@@ -595,12 +596,8 @@ class Mapping:
 
     @property
     def target(self) -> str:
-        """``contact``, ``record``, or ``outputs`` for a mapping with several outputs."""
-        return "outputs" if self._outputs is not None else self._spec.target
-
-    @property
-    def outputs(self) -> Any:
-        return self._outputs
+        """``contact`` or ``record``."""
+        return self._spec.target
 
     @property
     def each(self) -> str | None:
@@ -608,14 +605,10 @@ class Mapping:
 
     @property
     def field_names(self) -> list[str]:
-        if self._outputs is not None:
-            return list(self._outputs.field_names())
         return list(self._spec.fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical form: defaults filled in (``date.to``), empty parts left out; round-trips."""
-        if self._outputs is not None:
-            return dict(self._outputs.to_dict())
         out: dict[str, Any] = {"version": self._spec.version, "target": self._spec.target}
         if self._spec.each is not None:
             out["each"] = self._spec.each.text
@@ -640,13 +633,6 @@ class Mapping:
 
     def apply(self, doc: Any, document: int = 0) -> tuple[list[dict[str, Any]], list[Entry], list[Entry]]:
         """(records, errors, warnings) for one decoded document; never raises on the document's content."""
-        if self._outputs is not None:
-            from hookbay.parsers import outputs
-
-            res = outputs.parse([doc], self._outputs)
-            for e in (*res.errors, *res.warnings):
-                e["document"] = document
-            return res.records, res.errors, res.warnings
         records: list[dict[str, Any]] = []
         errors: list[Entry] = []
         warnings: list[Entry] = []
@@ -748,11 +734,8 @@ class Mapping:
 
 
 def parse(docs: list[Any], mapping: Mapping) -> ParseResult:
-    """Apply ``mapping`` to every document; ``record`` targets are wrapped with the mapping version for replay."""
-    if mapping.outputs is not None:
-        from hookbay.parsers import outputs
-
-        return outputs.parse(docs, mapping.outputs)
+    """Apply a single-target ``mapping`` to every document; ``record`` targets are wrapped with the mapping
+    version for replay."""
     result = ParseResult()
     for document, doc in enumerate(docs):
         try:

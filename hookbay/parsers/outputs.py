@@ -108,6 +108,43 @@ class OutputsSpec(BaseModel):
                 if (spec := getattr(self.outputs, name)) is not None for f in spec.fields]
 
 
+class OutputsMapping(_m.Mapping):
+    """A compiled mapping with several outputs. It is a ``Mapping`` (version, digest, equality, ``to_dict``,
+    ``field_names``, ``apply``) so a source holds either kind; its own spec is an empty ``record`` one."""
+
+    __slots__ = ("_outputs",)
+
+    def __init__(self, spec: OutputsSpec) -> None:
+        super().__init__(_m.MappingSpec.model_construct(version=spec.version, target="record", each=None,
+                                                        fields={}))
+        self._outputs = spec
+
+    @classmethod
+    def from_dict(cls, data: Any) -> OutputsMapping:
+        return cls(_m.validate(OutputsSpec, data))
+
+    @property
+    def target(self) -> str:
+        return "outputs"
+
+    @property
+    def outputs(self) -> OutputsSpec:
+        return self._outputs
+
+    @property
+    def field_names(self) -> list[str]:
+        return self._outputs.field_names()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._outputs.to_dict()
+
+    def apply(self, doc: Any, document: int = 0) -> tuple[list[dict[str, Any]], list[_m.Entry], list[_m.Entry]]:
+        res = parse([doc], self._outputs)
+        for e in (*res.errors, *res.warnings):
+            e["document"] = document
+        return res.records, res.errors, res.warnings
+
+
 def _sub(version: int, target: str, each: _m.Expr | None, fields: dict[str, _m.FieldSpec]) -> _m.Mapping:
     return _m.Mapping(_m.MappingSpec.model_construct(version=version, target=target, each=each, fields=fields))
 

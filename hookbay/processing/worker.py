@@ -23,7 +23,7 @@ from hookbay.actions.planner import plan
 from hookbay.errors import HookbayError, StorageUnavailable
 from hookbay.ids import now_us
 from hookbay.models import SourceConfig
-from hookbay.parsers import contact, generic, mapping, outputs
+from hookbay.parsers import compile, contact, generic
 from hookbay.parsers.formats import load_tree
 from hookbay.results import Issue, ParsedBody, ParseReceipt, ProcessResult
 from hookbay.settings import Settings
@@ -77,10 +77,7 @@ def parse_body(body: bytes, content_type: str | None, src: ActiveSource | None) 
     elif cfg.parser == "mapping" and src is not None and src.mapping is not None:
         m = src.mapping
         parser_version = f"mapping-v{m.version}"
-        if m.outputs is not None:
-            mapped = outputs.parse(docs, m.outputs, default_region=cfg.default_region)
-        else:
-            mapped = mapping.parse(docs, m)
+        mapped = compile.parse(docs, m, default_region=cfg.default_region)
         if m.target == "contact":
             result = contact.parse(mapped.records, default_region=cfg.default_region)
             result.errors[:0] = mapped.errors

@@ -159,9 +159,9 @@ def _signature_spec(cfg: SourceConfig) -> SignatureSpec | None:
 def _compile_mapping(cfg: SourceConfig) -> Mapping | None:
     if cfg.parser != "mapping" or cfg.mapping is None:
         return None
-    from hookbay.parsers.mapping import Mapping
+    from hookbay.parsers import compile
 
-    return Mapping.from_dict(cfg.mapping)
+    return compile.from_dict(cfg.mapping)
 
 
 class SourceCache:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from aiosmtpd.controller import Controller
 
-from hookbay.parsers.mapping import Mapping
+from hookbay.parsers import compile
 from tests.conftest import free_port
 from tests.integration.test_deliveries import _Collector, _deliveries, _send, _settled
 
@@ -31,7 +31,7 @@ def test_order_confirmation_once_per_order_with_every_line(db_url: str, live_ser
         confirmation = yaml.safe_load((ROOT / "docs" / "order-confirmation.yaml").read_text())
         newsletter = {"type": "email", "name": "upsell", "on": "order", "marketing": True,
                       "subject": "More like {{ lines[0].name }}", "text": "..."}
-        mapping = Mapping.parse_text((ROOT / "docs" / "mappings" / "woocommerce-order.yaml").read_text()).to_dict()
+        mapping = compile.parse_text((ROOT / "docs" / "mappings" / "woocommerce-order.yaml").read_text()).to_dict()
         woo = live.create_source(name="woo", config={"parser": "mapping", "mapping": mapping,
                                                      "actions": [confirmation, newsletter]})
         # the buyer opted out of marketing email earlier, through a form
@@ -79,7 +79,7 @@ def test_order_confirmation_once_per_order_with_every_line(db_url: str, live_ser
 
 def test_actions_without_on_ignore_orders_and_on_order_is_validated(live: Any) -> None:
     """A source's existing contact actions keep running on contacts only when its mapping gains orders."""
-    mapping = Mapping.parse_text((ROOT / "docs" / "mappings" / "woocommerce-order.yaml").read_text()).to_dict()
+    mapping = compile.parse_text((ROOT / "docs" / "mappings" / "woocommerce-order.yaml").read_text()).to_dict()
     src = live.create_source(config={"parser": "mapping", "mapping": mapping, "allow_private_destinations": True,
                                      "actions": [{"type": "forward", "url": "http://127.0.0.1:9/x"}]})
     body = json.loads((ROOT / "docs" / "mappings" / "woocommerce-order-created.json").read_text())

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from hookbay.parsers.mapping import Mapping
+from hookbay.parsers import compile
 from tests.conftest import ADMIN_TOKEN, cli_migrate
 from tests.integration.test_tenants import _login
 
@@ -24,7 +24,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def mapping(name: str) -> dict[str, Any]:
-    return Mapping.parse_text((DOCS / name).read_text()).to_dict()
+    return compile.parse_text((DOCS / name).read_text()).to_dict()
 
 
 def payload(name: str) -> Any:

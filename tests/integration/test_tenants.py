@@ -232,9 +232,9 @@ def _orders(live: Any, t: Tenants) -> None:
     from pathlib import Path
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "mappings"
-    from hookbay.parsers.mapping import Mapping
+    from hookbay.parsers import compile
 
-    mapping = Mapping.parse_text((docs / "woocommerce-order.yaml").read_text()).to_dict()
+    mapping = compile.parse_text((docs / "woocommerce-order.yaml").read_text()).to_dict()
     shop = live.client.post("/api/v1/sources", headers=ADMIN, json={
         "name": "Globex shop", "client_id": "globex", "config": {"parser": "mapping", "mapping": mapping}}).json()
     body = json.loads((docs / "woocommerce-order-created.json").read_text())

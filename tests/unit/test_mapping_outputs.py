@@ -12,14 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hookbay import orders
-from hookbay.parsers.mapping import Mapping, MappingError, parse
+from hookbay.parsers.compile import from_dict, parse, parse_text
+from hookbay.parsers.mapping import MappingError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "mappings"
 
 
 def load(name: str) -> Any:
     text = (DOCS / name).read_text()
-    return Mapping.parse_text(text) if name.endswith(".yaml") else json.loads(text)
+    return parse_text(text) if name.endswith(".yaml") else json.loads(text)
 
 
 def by_kind(records: list[dict[str, Any]]) -> tuple[list[Any], list[Any], list[Any]]:
@@ -91,7 +92,7 @@ def test_bad_values_are_receipt_errors_naming_the_field_and_the_order_is_left_ou
 
 
 def test_record_output_and_contact_errors_are_under_their_output() -> None:
-    m = Mapping.from_dict({"version": 3, "outputs": {
+    m = from_dict({"version": 3, "outputs": {
         "contact": {"fields": {"Email": {"expr": "mail"}, "SourceName": {"constant": "x"}}},
         "record": {"each": "notes", "fields": {"n": {"expr": "@"}}}}})
     res = parse([{"mail": "not-an-email", "notes": ["a", "b"]}], m)
@@ -114,13 +115,13 @@ def test_record_output_and_contact_errors_are_under_their_output() -> None:
 ])
 def test_bad_multi_output_mappings_are_refused_when_saved(doc: dict[str, Any], message: str) -> None:
     with pytest.raises(MappingError) as e:
-        Mapping.from_dict(doc)
+        from_dict(doc)
     assert message in str(e.value)
 
 
 def test_multi_output_mapping_round_trips_and_has_one_digest() -> None:
     m = load("woocommerce-order.yaml")
-    again = Mapping.from_dict(json.loads(json.dumps(m.to_dict())))
+    again = from_dict(json.loads(json.dumps(m.to_dict())))
     assert again.digest() == m.digest() and again.to_dict() == m.to_dict()
     assert m.target == "outputs" and "order.total" in m.field_names
 

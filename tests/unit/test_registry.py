@@ -14,7 +14,7 @@ from hookbay.actions.base import ActionConfig
 from hookbay.actions.registry import ACTION_TYPES, ACTIONS
 from hookbay.api.deliveries import ACTIONS as API_ACTION_PATTERN
 from hookbay.cli.app import app
-from hookbay.console.app import SCHEMES as CONSOLE_SCHEMES
+from hookbay.console.sources import SCHEMES as CONSOLE_SCHEMES
 from hookbay.models import SignatureConfig, SourceConfig
 from hookbay.signatures.registry import REGISTRY, SCHEMES
 
