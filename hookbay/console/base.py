@@ -51,7 +51,6 @@ NOTICES = {
     "deleted": "Source deleted: its URL answers 404 now; its stored requests stay in the log.",
 }
 NAV = {"request": "requests", "source": "sources", "profile": "profiles", "delivery": "deliveries"}
-TAIL_LIMIT = 50
 TEXT_PREVIEW = 256 * 1024
 HEX_PREVIEW = 1024
 
